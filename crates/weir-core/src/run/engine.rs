@@ -1,0 +1,2809 @@
+//! How templates run: node creation, steps groups, DAG readiness, loops, retries, exit handlers,
+//! outputs. Each function touches only the scope an event concerns.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+
+use super::vars::{Vars, parse_duration, rfc3339};
+use super::*;
+use crate::expr::{self, Depends, Mode, Val};
+use crate::spec::{Arguments, ContinueOn, Kind, Step, WorkflowSpec};
+use crate::subst::substitute;
+
+/// Where a template is looked up: the workflow's own templates or a (Cluster)WorkflowTemplate's.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum TemplateScope {
+    Workflow,
+    Namespaced(String),
+    Cluster(String),
+}
+
+/// The templates a run can reach, with `templateDefaults` applied.
+pub(crate) struct Library {
+    pub spec: WorkflowSpec,
+    templates: HashMap<(TemplateScope, String), Arc<Template>>,
+    pub config_maps: HashMap<String, BTreeMap<String, String>>,
+    pub secrets: HashMap<String, BTreeMap<String, String>>,
+}
+
+impl Library {
+    pub fn build(sub: &Submission) -> Result<Library, Vec<Problem>> {
+        let mut spec = sub.workflow.spec.clone();
+        if let Some(r) = &spec.workflow_template_ref {
+            let kind = if r.cluster_scope {
+                Kind::ClusterWorkflowTemplate
+            } else {
+                Kind::WorkflowTemplate
+            };
+            let Some(wft) = sub
+                .library
+                .iter()
+                .find(|d| d.kind == kind && d.metadata.name.as_deref() == Some(&r.name))
+            else {
+                return Err(vec![Problem {
+                    path: "spec.workflowTemplateRef.name".into(),
+                    message: format!(
+                        "{} `{}` not found (load it with --with FILE)",
+                        kind.as_str(),
+                        r.name
+                    ),
+                }]);
+            };
+            spec = merge_spec(&wft.spec, &spec);
+        }
+        let mut templates = HashMap::new();
+        let defaults = spec.template_defaults.clone();
+        let add = |templates: &mut HashMap<_, _>,
+                   scope: TemplateScope,
+                   list: &[Template],
+                   defaults: Option<&Template>| {
+            for t in list {
+                let t = match defaults {
+                    Some(d) => t.with_defaults(d),
+                    None => t.clone(),
+                };
+                templates.insert((scope.clone(), t.name.clone()), Arc::new(t));
+            }
+        };
+        add(
+            &mut templates,
+            TemplateScope::Workflow,
+            &spec.templates,
+            defaults.as_deref(),
+        );
+        for d in &sub.library {
+            let name = d.metadata.name.clone().unwrap_or_default();
+            let scope = match d.kind {
+                Kind::WorkflowTemplate => TemplateScope::Namespaced(name),
+                Kind::ClusterWorkflowTemplate => TemplateScope::Cluster(name),
+                _ => continue,
+            };
+            add(
+                &mut templates,
+                scope,
+                &d.spec.templates,
+                defaults.as_deref().or(d.spec.template_defaults.as_deref()),
+            );
+        }
+        let maps = |v: &[DataMap]| v.iter().map(|m| (m.name.clone(), m.data.clone())).collect();
+        Ok(Library {
+            spec,
+            templates,
+            config_maps: maps(&sub.config_maps),
+            secrets: maps(&sub.secrets),
+        })
+    }
+
+    pub fn get(&self, scope: &TemplateScope, name: &str) -> Option<Arc<Template>> {
+        self.templates
+            .get(&(scope.clone(), name.to_string()))
+            .cloned()
+    }
+
+    /// Resolves what a step runs: `template`, `templateRef` or `inline`.
+    pub fn resolve(
+        &self,
+        step: &Step,
+        scope: &TemplateScope,
+    ) -> Result<(Arc<Template>, TemplateScope), String> {
+        if let Some(t) = &step.inline {
+            return Ok((Arc::new((**t).clone()), scope.clone()));
+        }
+        if let Some(r) = &step.template_ref {
+            let s = if r.cluster_scope == Some(true) {
+                TemplateScope::Cluster(r.name.clone())
+            } else {
+                TemplateScope::Namespaced(r.name.clone())
+            };
+            return match self.get(&s, &r.template) {
+                Some(t) => Ok((t, s)),
+                None => Err(format!(
+                    "template `{}` not found in {} `{}`",
+                    r.template,
+                    if r.cluster_scope == Some(true) {
+                        "ClusterWorkflowTemplate"
+                    } else {
+                        "WorkflowTemplate"
+                    },
+                    r.name
+                )),
+            };
+        }
+        let name = step.template.as_deref().unwrap_or_default();
+        match self.get(scope, name) {
+            Some(t) => Ok((t, scope.clone())),
+            None => Err(format!("template `{name}` not found")),
+        }
+    }
+}
+
+/// A Workflow that references a WorkflowTemplate: the template's spec, overridden by what the
+/// workflow sets itself (arguments merge by name).
+fn merge_spec(base: &WorkflowSpec, over: &WorkflowSpec) -> WorkflowSpec {
+    let mut s = base.clone();
+    s.workflow_template_ref = None;
+    if over.entrypoint.is_some() {
+        s.entrypoint = over.entrypoint.clone();
+    }
+    for p in &over.arguments.parameters {
+        match s.arguments.parameters.iter_mut().find(|x| x.name == p.name) {
+            Some(x) => *x = p.clone(),
+            None => s.arguments.parameters.push(p.clone()),
+        }
+    }
+    for a in &over.arguments.artifacts {
+        s.arguments.artifacts.retain(|x| x.name != a.name);
+        s.arguments.artifacts.push(a.clone());
+    }
+    s.templates.extend(over.templates.iter().cloned());
+    macro_rules! take {
+        ($($f:ident),*) => {$( if over.$f.is_some() { s.$f = over.$f.clone(); } )*};
+    }
+    take!(
+        on_exit,
+        parallelism,
+        active_deadline_seconds,
+        template_defaults,
+        retry_strategy,
+        suspend,
+        shutdown
+    );
+    s.hooks.extend(over.hooks.clone());
+    s
+}
+
+/// A request to run a template as a node.
+#[derive(Clone)]
+pub(crate) struct Call {
+    pub name: String,
+    pub display: String,
+    pub parent: Option<usize>,
+    pub tmpl: Arc<Template>,
+    pub scope: TemplateScope,
+    pub params: Vec<(String, String)>,
+    pub artifacts: Vec<ArtifactRef>,
+    pub link: Link,
+    pub attempt: Option<u32>,
+}
+
+/// How a node relates to the scope that started it.
+#[derive(Clone, Default)]
+pub(crate) struct Link {
+    /// Key under which outputs are published in the parent frame (`steps.X` / `tasks.X`).
+    pub key: Option<String>,
+    pub continue_on: ContinueOn,
+    /// An exit handler to run when this node finishes, before the parent hears of it.
+    pub on_exit: Option<Box<ExitHook>>,
+    /// The group/DAG whose parallelism this node counts against.
+    pub slot_of: Option<usize>,
+    /// DAG task index, for DAG children.
+    pub task: Option<usize>,
+}
+
+#[derive(Clone)]
+pub(crate) struct ExitHook {
+    pub tmpl: Arc<Template>,
+    pub scope: TemplateScope,
+    pub args: Arguments,
+}
+
+/// The variables of a steps or DAG invocation.
+pub(crate) struct Frame {
+    pub tmpl: Arc<Template>,
+    pub scope: TemplateScope,
+    pub vars: BTreeMap<String, String>,
+    pub arts: BTreeMap<String, ArtifactRef>,
+}
+
+pub(crate) struct StepsRt {
+    pub frame: Frame,
+    pub group: usize,
+}
+
+pub(crate) struct GroupRt {
+    pub pending: usize,
+    pub active: usize,
+    pub limit: Option<usize>,
+    pub deferred: VecDeque<Call>,
+    /// TaskGroup only: the loop step's key, for aggregated outputs.
+    pub failed: Vec<String>,
+}
+
+pub(crate) struct TaskRt {
+    pub step: Step,
+    pub depends: Depends,
+    /// Names referenced with an explicit result (`A.Failed`): their failures are handled.
+    pub handles: Vec<String>,
+    pub deps: Vec<usize>,
+    pub dependents: Vec<usize>,
+    pub waiting_on: usize,
+    pub node: Option<usize>,
+    pub done: bool,
+    pub wanted: bool,
+}
+
+pub(crate) struct DagRt {
+    pub frame: Frame,
+    pub tasks: Vec<TaskRt>,
+    pub index: HashMap<String, usize>,
+    pub active: usize,
+    pub limit: Option<usize>,
+    pub deferred: VecDeque<Call>,
+    pub halted: bool,
+}
+
+pub(crate) struct RetryRt {
+    pub call: Call,
+    pub limit: Option<u32>,
+    pub policy: String,
+    pub expression: Option<String>,
+    pub backoff: Option<(i64, f64, Option<i64>, Option<i64>)>,
+    pub attempts: u32,
+}
+
+pub(crate) enum Rt {
+    None,
+    Pod {
+        spec: Box<TaskSpec>,
+        dispatched: bool,
+    },
+    Steps(Box<StepsRt>),
+    Group(Box<GroupRt>),
+    Dag(Box<DagRt>),
+    Retry(Box<RetryRt>),
+    Suspend,
+}
+
+/// Per-node bookkeeping the public `Node` does not show.
+pub(crate) struct Meta {
+    pub link: Link,
+    pub exit_started: bool,
+}
+
+impl Run {
+    // ------------------------------------------------------------ workflow level
+
+    pub(super) fn begin(&mut self) {
+        let lib = self.templates.clone();
+        let spec = &lib.spec;
+        let sub = self.sub.clone();
+        let g = &mut self.globals;
+        g.insert("workflow.name".into(), sub.name.clone());
+        g.insert("workflow.namespace".into(), sub.namespace.clone());
+        g.insert("workflow.uid".into(), sub.uid.clone());
+        g.insert("workflow.serviceAccountName".into(), "default".into());
+        g.insert("workflow.creationTimestamp".into(), rfc3339(sub.created_at));
+        g.insert(
+            "workflow.creationTimestamp.RFC3339".into(),
+            rfc3339(sub.created_at),
+        );
+        g.insert("workflow.status".into(), "Running".into());
+        g.insert(
+            "workflow.mainEntrypoint".into(),
+            spec.entrypoint.clone().unwrap_or_default(),
+        );
+        g.insert("workflow.priority".into(), "0".into());
+        for (k, v) in &sub.workflow.metadata.labels {
+            g.insert(format!("workflow.labels.{k}"), v.clone());
+        }
+        for (k, v) in &sub.workflow.metadata.annotations {
+            g.insert(format!("workflow.annotations.{k}"), v.clone());
+        }
+        let mut all = serde_json::Map::new();
+        for p in &spec.arguments.parameters {
+            let over = sub
+                .parameters
+                .iter()
+                .rev()
+                .find(|(k, _)| *k == p.name)
+                .map(|(_, v)| v.clone());
+            let value = over.or_else(|| self.param_from(p)).unwrap_or_default();
+            let value = substitute(
+                &value,
+                &Vars {
+                    layers: vec![&self.globals],
+                },
+            )
+            .unwrap_or(value);
+            self.globals
+                .insert(format!("workflow.parameters.{}", p.name), value.clone());
+            all.insert(p.name.clone(), Json::String(value));
+        }
+        self.globals
+            .insert("workflow.parameters".into(), Json::Object(all).to_string());
+        if let Some(secs) = spec.active_deadline_seconds {
+            self.arm(Timer::Deadline, self.now + secs * 1000);
+        }
+        if spec.suspend == Some(true) {
+            self.suspended = true;
+        }
+        let entry = spec.entrypoint.clone().unwrap_or_default();
+        let Some(tmpl) = self.templates.get(&TemplateScope::Workflow, &entry) else {
+            self.phase = Phase::Error;
+            self.message = format!("entrypoint template `{entry}` not found");
+            self.finished_at = Some(self.now);
+            self.actions.push(Action::Finished {
+                phase: Phase::Error,
+            });
+            return;
+        };
+        let mut artifacts = Vec::new();
+        for a in &spec.arguments.artifacts {
+            if let Some(raw) = &a.raw {
+                artifacts.push(raw_artifact(&a.name, &raw.data));
+            }
+        }
+        let call = Call {
+            name: sub.name.clone(),
+            display: sub.name.clone(),
+            parent: None,
+            tmpl,
+            scope: TemplateScope::Workflow,
+            params: Vec::new(),
+            artifacts,
+            link: Link::default(),
+            attempt: None,
+        };
+        let root = self.launch(call);
+        self.root = Some(root);
+        self.drain();
+    }
+
+    /// A parameter's value from `value`, `default` or `valueFrom.configMapKeyRef`.
+    fn param_from(&self, p: &crate::spec::Parameter) -> Option<String> {
+        if let Some(v) = &p.value {
+            return Some(v.clone());
+        }
+        if let Some(r) = p
+            .value_from
+            .as_ref()
+            .and_then(|v| v.config_map_key_ref.as_ref())
+            && let Some(v) = self
+                .templates
+                .config_maps
+                .get(&r.name)
+                .and_then(|m| m.get(&r.key))
+        {
+            return Some(v.clone());
+        }
+        p.default
+            .clone()
+            .or_else(|| p.value_from.as_ref().and_then(|v| v.default.clone()))
+    }
+
+    pub(super) fn apply(&mut self, event: Event) {
+        if self.phase.is_done() && !matches!(event, Event::Retry) {
+            return;
+        }
+        match event {
+            Event::Started { node, pid } => {
+                if let Some(&i) = self.by_id.get(&node)
+                    && self.nodes[i].phase == Phase::Pending
+                {
+                    self.nodes[i].phase = Phase::Running;
+                    self.nodes[i].pid = Some(pid);
+                    self.nodes[i].started_at = Some(self.now);
+                }
+            }
+            Event::Finished { node, result } => {
+                if let Some(&i) = self.by_id.get(&node) {
+                    self.pod_finished(i, result);
+                }
+            }
+            Event::Lost { node } => {
+                if let Some(&i) = self.by_id.get(&node) {
+                    let result = TaskResult {
+                        error: Some("the task's process was lost when weir stopped; it did not report a result".into()),
+                        ..TaskResult::default()
+                    };
+                    self.pod_finished(i, result);
+                }
+            }
+            Event::TimerFired { timer } => {
+                if self.timers.remove(&timer).is_some() {
+                    self.timer_fired(timer);
+                }
+            }
+            Event::Stop => self.stop(StopReason::Stopped),
+            Event::Terminate => self.stop(StopReason::Terminated),
+            Event::Suspend => self.suspended = true,
+            Event::Resume { parameters } => self.resume(parameters),
+            Event::Retry => self.retry_from_failure(),
+        }
+    }
+
+    fn stop(&mut self, reason: StopReason) {
+        if self.stopping.is_some() {
+            return;
+        }
+        self.stopping = Some(reason.clone());
+        let msg = match reason {
+            StopReason::Terminated => "Stopped with strategy 'Terminate'",
+            StopReason::Deadline => "Step exceeded its deadline",
+            _ => "Stopped with strategy 'Stop'",
+        };
+        if self.message.is_empty() {
+            self.message = msg.to_string();
+        }
+        self.suspended = false;
+        // Held pods never start.
+        while let Some(i) = self.waiting.pop_front() {
+            self.finish_node(i, Phase::Failed, msg.to_string());
+        }
+        let live: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                !self.nodes[i].phase.is_done()
+                    && matches!(self.nodes[i].node_type, NodeType::Pod | NodeType::Suspend)
+            })
+            .collect();
+        for i in live {
+            if self.nodes[i].node_type == NodeType::Pod {
+                self.actions.push(Action::Stop {
+                    node: self.nodes[i].id.clone(),
+                    reason: reason.clone(),
+                });
+            }
+            self.finish_node(i, Phase::Failed, msg.to_string());
+        }
+        // Deferred work in groups is dropped.
+        for rt in &mut self.rt {
+            match rt {
+                Rt::Group(g) => {
+                    g.pending -= g.deferred.len();
+                    g.deferred.clear();
+                }
+                Rt::Dag(d) => {
+                    d.deferred.clear();
+                    d.halted = true;
+                }
+                _ => {}
+            }
+        }
+        let pending_groups: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                matches!(self.rt[i], Rt::Group(ref g) if g.pending == 0)
+                    && !self.nodes[i].phase.is_done()
+            })
+            .collect();
+        for i in pending_groups {
+            self.group_done(i);
+        }
+        let idle_dags: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                matches!(self.rt[i], Rt::Dag(ref d) if d.active == 0)
+                    && !self.nodes[i].phase.is_done()
+            })
+            .collect();
+        for i in idle_dags {
+            self.dag_maybe_done(i);
+        }
+        let retries: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| matches!(self.rt[i], Rt::Retry(_)) && !self.nodes[i].phase.is_done())
+            .filter(|&i| {
+                self.nodes[i]
+                    .children
+                    .iter()
+                    .all(|&c| self.nodes[c].phase.is_done())
+            })
+            .collect();
+        for i in retries {
+            self.finish_node(i, Phase::Failed, msg.to_string());
+        }
+    }
+
+    fn resume(&mut self, parameters: Vec<(String, String)>) {
+        self.suspended = false;
+        let suspended: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| {
+                self.nodes[i].node_type == NodeType::Suspend
+                    && self.nodes[i].phase == Phase::Running
+            })
+            .collect();
+        for i in suspended {
+            self.timers.remove(&Timer::Resume(self.nodes[i].id.clone()));
+            self.suspend_done(i, &parameters);
+        }
+        self.pump();
+    }
+
+    fn suspend_done(&mut self, i: usize, supplied: &[(String, String)]) {
+        let tmpl = self.template_of(i);
+        let mut params = Vec::new();
+        let mut missing = None;
+        if let Some(t) = tmpl {
+            for p in &t.outputs.parameters {
+                let v = supplied
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| *k == p.name)
+                    .map(|(_, v)| v.clone())
+                    .or_else(|| p.value_from.as_ref().and_then(|vf| vf.default.clone()))
+                    .or_else(|| p.value.clone());
+                match v {
+                    Some(v) => params.push((p.name.clone(), v)),
+                    None => missing = Some(p.name.clone()),
+                }
+            }
+        }
+        self.nodes[i].outputs.parameters = params;
+        match missing {
+            Some(m) => self.finish_node(
+                i,
+                Phase::Failed,
+                format!("output parameter `{m}` was not supplied on resume"),
+            ),
+            None => self.finish_node(i, Phase::Succeeded, String::new()),
+        }
+    }
+
+    fn template_of(&self, i: usize) -> Option<Arc<Template>> {
+        let scope = self.scope_hint.get(i)?;
+        self.templates.get(&scope.0, &scope.1)
+    }
+
+    fn timer_fired(&mut self, timer: Timer) {
+        match timer {
+            Timer::Deadline => {
+                self.message = "Max duration limit exceeded".into();
+                self.stop(StopReason::Deadline);
+            }
+            Timer::PodTimeout(id) => {
+                if let Some(&i) = self.by_id.get(&id)
+                    && !self.nodes[i].phase.is_done()
+                {
+                    self.actions.push(Action::Stop {
+                        node: id,
+                        reason: StopReason::Timeout,
+                    });
+                    self.release_pod(i);
+                    self.finish_node(
+                        i,
+                        Phase::Failed,
+                        "Pod was active on the node longer than the specified deadline".into(),
+                    );
+                }
+            }
+            Timer::Backoff(id) => {
+                if let Some(&i) = self.by_id.get(&id) {
+                    self.next_attempt(i);
+                }
+            }
+            Timer::Resume(id) => {
+                if let Some(&i) = self.by_id.get(&id)
+                    && self.nodes[i].phase == Phase::Running
+                {
+                    self.suspend_done(i, &[]);
+                }
+            }
+        }
+    }
+
+    fn arm(&mut self, timer: Timer, at: Millis) {
+        self.timers.insert(timer.clone(), at);
+        self.actions.push(Action::Arm { timer, at });
+    }
+
+    /// Retry from failure: a fresh state in which every succeeded pod of this attempt is reused.
+    fn retry_from_failure(&mut self) {
+        if !matches!(self.phase, Phase::Failed | Phase::Error) {
+            return;
+        }
+        let reuse: HashMap<String, Node> = self
+            .nodes
+            .iter()
+            .filter(|n| {
+                n.phase == Phase::Succeeded
+                    && matches!(n.node_type, NodeType::Pod | NodeType::Suspend)
+            })
+            .map(|n| (n.name.clone(), n.clone()))
+            .collect();
+        let mut fresh = Run::empty(self.sub.clone(), self.templates.clone(), reuse);
+        fresh.now = self.now;
+        fresh.started_at = self.now;
+        fresh.begin();
+        let actions = std::mem::take(&mut fresh.actions);
+        *self = fresh;
+        self.actions = actions;
+    }
+
+    // ------------------------------------------------------------ node creation
+
+    fn new_node(&mut self, call: &Call, node_type: NodeType) -> usize {
+        let i = self.nodes.len();
+        let id = node_id(&self.sub.name, &call.name);
+        self.nodes.push(Node {
+            id: id.clone(),
+            name: call.name.clone(),
+            display_name: call.display.clone(),
+            node_type,
+            template: call.tmpl.name.clone(),
+            phase: Phase::Pending,
+            message: String::new(),
+            started_at: Some(self.now),
+            finished_at: None,
+            parent: call.parent,
+            children: Vec::new(),
+            inputs: call.params.clone(),
+            input_artifacts: call.artifacts.clone(),
+            outputs: NodeOutputs::default(),
+            pid: None,
+            attempt: call.attempt.unwrap_or(0),
+            hook_for: None,
+        });
+        self.rt.push(Rt::None);
+        self.meta.push(Meta {
+            link: call.link.clone(),
+            exit_started: false,
+        });
+        self.scope_hint
+            .push((call.scope.clone(), call.tmpl.name.clone()));
+        self.by_id.insert(id, i);
+        if let Some(p) = call.parent {
+            self.nodes[p].children.push(i);
+        }
+        i
+    }
+
+    /// Starts a call, or defers it while the scope's parallelism is used up.
+    pub(super) fn launch(&mut self, call: Call) -> usize {
+        if let Some(slot) = call.link.slot_of {
+            let (active, limit) = match &self.rt[slot] {
+                Rt::Group(g) => (g.active, g.limit),
+                Rt::Dag(d) => (d.active, d.limit),
+                _ => (0, None),
+            };
+            if limit.is_some_and(|l| active >= l) {
+                match &mut self.rt[slot] {
+                    Rt::Group(g) => g.deferred.push_back(call),
+                    Rt::Dag(d) => d.deferred.push_back(call),
+                    _ => {}
+                }
+                return usize::MAX;
+            }
+            match &mut self.rt[slot] {
+                Rt::Group(g) => g.active += 1,
+                Rt::Dag(d) => d.active += 1,
+                _ => {}
+            }
+        }
+        self.execute(call)
+    }
+
+    fn execute(&mut self, call: Call) -> usize {
+        if let Some(old) = self.reuse.get(&call.name).cloned() {
+            let i = self.new_node(&call, old.node_type);
+            let n = &mut self.nodes[i];
+            n.outputs = old.outputs;
+            n.started_at = old.started_at;
+            n.message = old.message;
+            n.pid = old.pid;
+            n.phase = Phase::Succeeded;
+            n.finished_at = old.finished_at;
+            self.done.push_back(i);
+            return i;
+        }
+        let tmpl = call.tmpl.clone();
+        // inputs
+        let mut params = Vec::new();
+        let mut problems = Vec::new();
+        let globals = self.globals.clone();
+        for p in &tmpl.inputs.parameters {
+            let v = call
+                .params
+                .iter()
+                .find(|(k, _)| *k == p.name)
+                .map(|(_, v)| v.clone())
+                .or_else(|| self.param_from(p));
+            match v {
+                Some(v) => {
+                    let v = substitute(
+                        &v,
+                        &Vars {
+                            layers: vec![&globals],
+                        },
+                    )
+                    .unwrap_or(v);
+                    if !p.enum_.is_empty() && !p.enum_.contains(&v) {
+                        problems.push(format!(
+                            "inputs.parameters.{}: `{v}` is not one of {:?}",
+                            p.name, p.enum_
+                        ));
+                    }
+                    params.push((p.name.clone(), v));
+                }
+                None => problems.push(format!("inputs.parameters.{} was not supplied", p.name)),
+            }
+        }
+        let mut artifacts = Vec::new();
+        for a in &tmpl.inputs.artifacts {
+            if let Some(given) = call.artifacts.iter().find(|x| x.name == a.name) {
+                artifacts.push(given.clone());
+            } else if let Some(raw) = &a.raw {
+                let data = substitute(
+                    &raw.data,
+                    &Vars {
+                        layers: vec![&globals],
+                    },
+                )
+                .unwrap_or(raw.data.clone());
+                artifacts.push(raw_artifact(&a.name, &data));
+            } else if a.optional != Some(true) {
+                problems.push(format!("inputs.artifacts.{} was not supplied", a.name));
+            }
+        }
+        let mut call = call;
+        call.params = params;
+        call.artifacts = artifacts;
+        if !problems.is_empty() {
+            let i = self.new_node(&call, NodeType::Pod);
+            self.finish_node(i, Phase::Error, problems.join("; "));
+            return i;
+        }
+        if call.attempt.is_none()
+            && let Some(rs) = &tmpl
+                .retry_strategy
+                .clone()
+                .or_else(|| self.templates.spec.retry_strategy.clone())
+            && (tmpl.container.is_some() || tmpl.script.is_some() || tmpl.retry_strategy.is_some())
+        {
+            let i = self.new_node(&call, NodeType::Retry);
+            self.nodes[i].phase = Phase::Running;
+            let vars = self.local_vars(&call);
+            let sub = |s: &Option<String>| {
+                s.as_ref().map(|x| {
+                    substitute(
+                        x,
+                        &Vars {
+                            layers: vec![&vars, &globals],
+                        },
+                    )
+                    .unwrap_or(x.clone())
+                })
+            };
+            let limit = sub(&rs.limit).and_then(|l| l.trim().parse::<u32>().ok());
+            let backoff = rs.backoff.as_ref().map(|b| {
+                (
+                    sub(&b.duration)
+                        .and_then(|d| parse_duration(&d))
+                        .unwrap_or(1000),
+                    sub(&b.factor)
+                        .and_then(|f| f.trim().parse::<f64>().ok())
+                        .unwrap_or(2.0),
+                    sub(&b.max_duration).and_then(|d| parse_duration(&d)),
+                    sub(&b.cap).and_then(|d| parse_duration(&d)),
+                )
+            });
+            self.rt[i] = Rt::Retry(Box::new(RetryRt {
+                call: call.clone(),
+                limit,
+                policy: rs
+                    .retry_policy
+                    .clone()
+                    .unwrap_or_else(|| "OnFailure".into()),
+                expression: rs.expression.clone(),
+                backoff,
+                attempts: 0,
+            }));
+            self.next_attempt(i);
+            return i;
+        }
+        if let Some(c) = tmpl.container.as_ref().or(tmpl.script.as_ref()) {
+            let i = self.new_node(&call, NodeType::Pod);
+            match self.task_spec(i, &call, c) {
+                Ok(spec) => {
+                    let timeout = tmpl
+                        .timeout
+                        .clone()
+                        .or_else(|| tmpl.active_deadline_seconds.clone());
+                    self.rt[i] = Rt::Pod {
+                        spec: Box::new(spec),
+                        dispatched: false,
+                    };
+                    if let Some(t) = timeout {
+                        let vars = self.local_vars(&call);
+                        let t = substitute(
+                            &t,
+                            &Vars {
+                                layers: vec![&vars, &globals],
+                            },
+                        )
+                        .unwrap_or(t);
+                        if let Some(ms) = parse_duration(&t) {
+                            self.arm(Timer::PodTimeout(self.nodes[i].id.clone()), self.now + ms);
+                        }
+                    }
+                    self.admit(i);
+                }
+                Err(e) => self.finish_node(i, Phase::Error, e),
+            }
+            return i;
+        }
+        if tmpl.steps.is_some() {
+            let i = self.new_node(&call, NodeType::Steps);
+            self.nodes[i].phase = Phase::Running;
+            let frame = self.frame(&call);
+            self.rt[i] = Rt::Steps(Box::new(StepsRt { frame, group: 0 }));
+            self.start_group(i);
+            return i;
+        }
+        if tmpl.dag.is_some() {
+            let i = self.new_node(&call, NodeType::DAG);
+            self.nodes[i].phase = Phase::Running;
+            self.start_dag(i, &call);
+            return i;
+        }
+        if let Some(s) = &tmpl.suspend {
+            let i = self.new_node(&call, NodeType::Suspend);
+            self.nodes[i].phase = Phase::Running;
+            self.rt[i] = Rt::Suspend;
+            if let Some(d) = &s.duration {
+                let vars = self.local_vars(&call);
+                let d = substitute(
+                    d,
+                    &Vars {
+                        layers: vec![&vars, &globals],
+                    },
+                )
+                .unwrap_or(d.clone());
+                match parse_duration(&d) {
+                    Some(ms) => self.arm(Timer::Resume(self.nodes[i].id.clone()), self.now + ms),
+                    None => self.finish_node(
+                        i,
+                        Phase::Error,
+                        format!("suspend.duration `{d}` is not a duration"),
+                    ),
+                }
+            }
+            return i;
+        }
+        let i = self.new_node(&call, NodeType::Pod);
+        self.finish_node(
+            i,
+            Phase::Error,
+            format!(
+                "template `{}` has no container, script, steps, dag or suspend",
+                tmpl.name
+            ),
+        );
+        i
+    }
+
+    /// Variables of a call: its inputs plus the pod-level names.
+    fn local_vars(&self, call: &Call) -> BTreeMap<String, String> {
+        let mut v = BTreeMap::new();
+        let mut all = serde_json::Map::new();
+        for (k, val) in &call.params {
+            v.insert(format!("inputs.parameters.{k}"), val.clone());
+            all.insert(k.clone(), Json::String(val.clone()));
+        }
+        v.insert("inputs.parameters".into(), Json::Object(all).to_string());
+        for a in &call.tmpl.inputs.artifacts {
+            if let Some(p) = &a.path {
+                v.insert(format!("inputs.artifacts.{}.path", a.name), p.clone());
+            }
+        }
+        for a in &call.tmpl.outputs.artifacts {
+            if let Some(p) = &a.path {
+                v.insert(format!("outputs.artifacts.{}.path", a.name), p.clone());
+            }
+        }
+        for p in &call.tmpl.outputs.parameters {
+            if let Some(path) = p.value_from.as_ref().and_then(|x| x.path.clone()) {
+                v.insert(format!("outputs.parameters.{}.path", p.name), path);
+            }
+        }
+        v.insert("node.name".into(), call.name.clone());
+        v.insert("pod.name".into(), node_id(&self.sub.name, &call.name));
+        v.insert("retries".into(), call.attempt.unwrap_or(0).to_string());
+        v
+    }
+
+    fn frame(&self, call: &Call) -> Frame {
+        let vars = self.local_vars(call);
+        let mut arts = BTreeMap::new();
+        for a in &call.artifacts {
+            arts.insert(format!("inputs.artifacts.{}", a.name), a.clone());
+        }
+        Frame {
+            tmpl: call.tmpl.clone(),
+            scope: call.scope.clone(),
+            vars,
+            arts,
+        }
+    }
+
+    /// Resolves a container or script template into what the executor runs.
+    fn task_spec(
+        &self,
+        i: usize,
+        call: &Call,
+        c: &crate::spec::Container,
+    ) -> Result<TaskSpec, String> {
+        let vars = self.local_vars(call);
+        let env = Vars {
+            layers: vec![&vars, &self.globals],
+        };
+        let s = |x: &str| substitute(x, &env).map_err(|e| e.to_string());
+        let mut envs = Vec::new();
+        let mut secrets = Vec::new();
+        for e in &c.env {
+            let value = if let Some(v) = &e.value {
+                s(v)?
+            } else if let Some(from) = &e.value_from {
+                if let Some(r) = &from.config_map_key_ref {
+                    match self
+                        .templates
+                        .config_maps
+                        .get(&r.name)
+                        .and_then(|m| m.get(&r.key))
+                    {
+                        Some(v) => v.clone(),
+                        None if r.optional == Some(true) => continue,
+                        None => {
+                            return Err(format!(
+                                "env {}: ConfigMap `{}` key `{}` not found (load it with --with)",
+                                e.name, r.name, r.key
+                            ));
+                        }
+                    }
+                } else if let Some(r) = &from.secret_key_ref {
+                    match self
+                        .templates
+                        .secrets
+                        .get(&r.name)
+                        .and_then(|m| m.get(&r.key))
+                    {
+                        Some(v) => {
+                            secrets.push(v.clone());
+                            v.clone()
+                        }
+                        None if r.optional == Some(true) => continue,
+                        None => {
+                            return Err(format!(
+                                "env {}: Secret `{}` key `{}` not found (load it with --with)",
+                                e.name, r.name, r.key
+                            ));
+                        }
+                    }
+                } else if let Some(f) = &from.field_ref {
+                    match f.get("fieldPath").and_then(Json::as_str) {
+                        Some("metadata.name") => self.nodes[i].id.clone(),
+                        Some("metadata.namespace") => self.sub.namespace.clone(),
+                        Some("status.podIP") | Some("status.hostIP") => "127.0.0.1".into(),
+                        Some("spec.nodeName") => "localhost".into(),
+                        other => {
+                            return Err(format!(
+                                "env {}: fieldRef `{}` has no meaning on one host",
+                                e.name,
+                                other.unwrap_or("")
+                            ));
+                        }
+                    }
+                } else {
+                    String::new()
+                }
+            } else {
+                String::new()
+            };
+            envs.push((e.name.clone(), value));
+        }
+        for ef in &c.env_from {
+            let prefix = ef.prefix.clone().unwrap_or_default();
+            let (map, secret, r) = match (&ef.config_map_ref, &ef.secret_ref) {
+                (Some(r), _) => (self.templates.config_maps.get(&r.name), false, r),
+                (_, Some(r)) => (self.templates.secrets.get(&r.name), true, r),
+                _ => continue,
+            };
+            match map {
+                Some(m) => {
+                    for (k, v) in m {
+                        if secret {
+                            secrets.push(v.clone());
+                        }
+                        envs.push((format!("{prefix}{k}"), v.clone()));
+                    }
+                }
+                None if r.optional == Some(true) => {}
+                None => {
+                    return Err(format!(
+                        "envFrom: `{}` not found (load it with --with)",
+                        r.name
+                    ));
+                }
+            }
+        }
+        let mut inputs = Vec::new();
+        for a in &call.tmpl.inputs.artifacts {
+            let Some(src) = call.artifacts.iter().find(|x| x.name == a.name) else {
+                continue;
+            };
+            let Some(path) = &a.path else {
+                return Err(format!("inputs.artifacts.{}: no path", a.name));
+            };
+            inputs.push(InputArtifact {
+                name: a.name.clone(),
+                path: s(path)?,
+                source: src.clone(),
+                mode: a.mode.map(|m| m as u32),
+            });
+        }
+        let mut output_parameters = Vec::new();
+        for p in &call.tmpl.outputs.parameters {
+            if let Some(path) = p.value_from.as_ref().and_then(|v| v.path.as_ref()) {
+                output_parameters.push(OutputParam {
+                    name: p.name.clone(),
+                    path: s(path)?,
+                });
+            }
+        }
+        let mut output_artifacts = Vec::new();
+        for a in &call.tmpl.outputs.artifacts {
+            if let Some(path) = &a.path {
+                output_artifacts.push(OutputArtifact {
+                    name: a.name.clone(),
+                    path: s(path)?,
+                    optional: a.optional == Some(true),
+                    archive: !a.archive_none(),
+                });
+            }
+        }
+        let requests = c
+            .resources
+            .as_ref()
+            .map(|r| requests(&r.requests, &r.limits))
+            .unwrap_or_default();
+        Ok(TaskSpec {
+            run: self.sub.name.clone(),
+            node_id: self.nodes[i].id.clone(),
+            node_name: self.nodes[i].name.clone(),
+            image: c.image.clone(),
+            command: c.command.iter().map(|x| s(x)).collect::<Result<_, _>>()?,
+            args: c.args.iter().map(|x| s(x)).collect::<Result<_, _>>()?,
+            source: c.source.as_ref().map(|x| s(x)).transpose()?,
+            env: envs,
+            secrets,
+            working_dir: c.working_dir.as_ref().map(|x| s(x)).transpose()?,
+            inputs,
+            output_parameters,
+            output_artifacts,
+            requests,
+        })
+    }
+
+    /// Dispatches a pod, or holds it while the run is suspended or at its parallelism.
+    fn admit(&mut self, i: usize) {
+        let limit = self.templates.spec.parallelism.map(|p| p.max(1) as usize);
+        if self.suspended || limit.is_some_and(|l| self.active_pods >= l) {
+            self.waiting.push_back(i);
+            return;
+        }
+        self.dispatch(i);
+    }
+
+    fn dispatch(&mut self, i: usize) {
+        if let Rt::Pod { spec, dispatched } = &mut self.rt[i] {
+            *dispatched = true;
+            self.active_pods += 1;
+            self.actions.push(Action::Start(spec.clone()));
+        }
+    }
+
+    /// Starts held pods while there is room.
+    pub(super) fn pump(&mut self) {
+        let limit = self.templates.spec.parallelism.map(|p| p.max(1) as usize);
+        while !self.suspended && !limit.is_some_and(|l| self.active_pods >= l) {
+            let Some(i) = self.waiting.pop_front() else {
+                break;
+            };
+            if self.nodes[i].phase == Phase::Pending {
+                self.dispatch(i);
+            }
+        }
+    }
+
+    fn release_pod(&mut self, i: usize) {
+        if let Rt::Pod {
+            dispatched: true, ..
+        } = self.rt[i]
+        {
+            self.active_pods = self.active_pods.saturating_sub(1);
+            if let Rt::Pod { dispatched, .. } = &mut self.rt[i] {
+                *dispatched = false;
+            }
+        }
+    }
+
+    fn pod_finished(&mut self, i: usize, result: TaskResult) {
+        if self.nodes[i].phase.is_done() {
+            return;
+        }
+        self.release_pod(i);
+        self.timers
+            .remove(&Timer::PodTimeout(self.nodes[i].id.clone()));
+        let n = &mut self.nodes[i];
+        n.outputs.exit_code = result.exit_code;
+        n.outputs.artifacts = result.artifacts.clone();
+        if result.error.is_none() {
+            n.outputs.result = Some(result.stdout.clone());
+        }
+        let tmpl = self.template_of(i);
+        let mut missing = Vec::new();
+        let mut params = Vec::new();
+        if let Some(t) = &tmpl {
+            for p in &t.outputs.parameters {
+                let from_file = result
+                    .parameters
+                    .iter()
+                    .find(|(k, _)| *k == p.name)
+                    .and_then(|(_, v)| v.clone());
+                let vf = p.value_from.as_ref();
+                let value = match from_file {
+                    Some(v) => Some(v),
+                    None if vf.and_then(|v| v.expression.as_ref()).is_some() => None,
+                    None => vf
+                        .and_then(|v| v.default.clone())
+                        .or_else(|| p.value.clone()),
+                };
+                match value {
+                    Some(v) => params.push((p.name.clone(), v)),
+                    None if vf.and_then(|v| v.expression.as_ref()).is_some() => {}
+                    None => missing.push(p.name.clone()),
+                }
+            }
+        }
+        self.nodes[i].outputs.parameters = params;
+        let (phase, msg) = if let Some(e) = result.error {
+            (Phase::Error, e)
+        } else if result.exit_code != Some(0) {
+            (
+                Phase::Failed,
+                format!("Error (exit code {})", result.exit_code.unwrap_or(-1)),
+            )
+        } else if !missing.is_empty() {
+            (
+                Phase::Error,
+                format!(
+                    "could not read output parameter(s) {}: file not found and no default",
+                    missing.join(", ")
+                ),
+            )
+        } else if !result.missing_artifacts.is_empty() {
+            (
+                Phase::Error,
+                format!(
+                    "output artifact(s) {} not found",
+                    result.missing_artifacts.join(", ")
+                ),
+            )
+        } else {
+            (Phase::Succeeded, String::new())
+        };
+        self.finish_node(i, phase, msg);
+        self.pump();
+    }
+
+    /// Marks a node finished and queues its parent's notification.
+    pub(super) fn finish_node(&mut self, i: usize, phase: Phase, message: String) {
+        let n = &mut self.nodes[i];
+        if n.phase.is_done() {
+            return;
+        }
+        n.phase = phase;
+        if !message.is_empty() || n.message.is_empty() {
+            n.message = message;
+        }
+        n.finished_at = Some(self.now);
+        if let Rt::Pod { .. } = self.rt[i] {
+            if let Some(pos) = self.waiting.iter().position(|&w| w == i) {
+                self.waiting.remove(pos);
+            }
+        }
+        self.done.push_back(i);
+    }
+
+    // ------------------------------------------------------------ completion
+
+    /// Delivers completions to parents until nothing is left to do.
+    pub(super) fn drain(&mut self) {
+        while let Some(i) = self.done.pop_front() {
+            self.completed(i);
+        }
+        self.pump();
+        while let Some(i) = self.done.pop_front() {
+            self.completed(i);
+        }
+    }
+
+    fn completed(&mut self, i: usize) {
+        if self.nodes[i].phase == Phase::Succeeded {
+            self.publish_globals(i);
+        }
+        // exit handler of a step: run it before the parent hears about the step
+        if let Some(hook) = self.meta[i].link.on_exit.clone()
+            && !self.meta[i].exit_started
+            && self.stopping != Some(StopReason::Terminated)
+        {
+            self.meta[i].exit_started = true;
+            self.start_hook(i, &hook);
+            return;
+        }
+        if let Some(owner) = self.nodes[i].hook_for {
+            if Some(i) == self.exit_node {
+                self.workflow_done();
+                return;
+            }
+            self.notify(owner);
+            return;
+        }
+        self.notify(i);
+    }
+
+    /// Outputs with `globalName` become `workflow.outputs.*`.
+    fn publish_globals(&mut self, i: usize) {
+        let Some(t) = self.template_of(i) else { return };
+        for p in &t.outputs.parameters {
+            if let Some(g) = &p.global_name
+                && let Some((_, v)) = self.nodes[i]
+                    .outputs
+                    .parameters
+                    .iter()
+                    .find(|(k, _)| *k == p.name)
+            {
+                self.globals
+                    .insert(format!("workflow.outputs.parameters.{g}"), v.clone());
+            }
+        }
+        for a in &t.outputs.artifacts {
+            if let Some(g) = &a.global_name
+                && let Some(r) = self.nodes[i]
+                    .outputs
+                    .artifacts
+                    .iter()
+                    .find(|x| x.name == a.name)
+            {
+                self.global_arts
+                    .insert(format!("workflow.outputs.artifacts.{g}"), r.clone());
+            }
+        }
+    }
+
+    fn notify(&mut self, i: usize) {
+        if let Some(slot) = self.meta[i].link.slot_of {
+            self.release_slot(slot);
+        }
+        let Some(p) = self.nodes[i].parent else {
+            if Some(i) == self.root {
+                self.root_done();
+            }
+            return;
+        };
+        match self.rt[p] {
+            Rt::Retry(_) => self.retry_child_done(p, i),
+            Rt::Group(_) => self.group_child_done(p, i),
+            Rt::Dag(_) => self.dag_child_done(p, i),
+            _ => {}
+        }
+    }
+
+    fn release_slot(&mut self, slot: usize) {
+        let next = match &mut self.rt[slot] {
+            Rt::Group(g) => {
+                g.active = g.active.saturating_sub(1);
+                g.deferred.pop_front()
+            }
+            Rt::Dag(d) => {
+                d.active = d.active.saturating_sub(1);
+                d.deferred.pop_front()
+            }
+            _ => None,
+        };
+        if let Some(call) = next {
+            self.launch(call);
+        }
+    }
+
+    fn start_hook(&mut self, owner: usize, hook: &ExitHook) {
+        let name = format!("{}.onExit", self.nodes[owner].name);
+        let mut vars = self.scope_vars(owner);
+        let n = &self.nodes[owner];
+        vars.insert("status".into(), n.phase.as_str().into());
+        let key_prefix = self.meta[owner].link.key.clone();
+        if let Some(k) = key_prefix {
+            publish(&mut vars, &k, n);
+        }
+        let env = Vars {
+            layers: vec![&vars, &self.globals],
+        };
+        let params = hook
+            .args
+            .parameters
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    substitute(p.value.as_deref().unwrap_or_default(), &env).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let call = Call {
+            name: name.clone(),
+            display: format!("{}.onExit", self.nodes[owner].display_name),
+            parent: self.nodes[owner].parent,
+            tmpl: hook.tmpl.clone(),
+            scope: hook.scope.clone(),
+            params,
+            artifacts: Vec::new(),
+            link: Link::default(),
+            attempt: None,
+        };
+        let h = self.execute(call);
+        self.nodes[h].hook_for = Some(owner);
+    }
+
+    /// The variables visible where node `i` was started (its parent frame).
+    fn scope_vars(&self, i: usize) -> BTreeMap<String, String> {
+        let mut p = self.nodes[i].parent;
+        while let Some(x) = p {
+            match &self.rt[x] {
+                Rt::Steps(s) => return s.frame.vars.clone(),
+                Rt::Dag(d) => return d.frame.vars.clone(),
+                _ => p = self.nodes[x].parent,
+            }
+        }
+        BTreeMap::new()
+    }
+
+    fn root_done(&mut self) {
+        let Some(root) = self.root else { return };
+        let phase = self.nodes[root].phase;
+        self.globals
+            .insert("workflow.status".into(), phase.as_str().into());
+        let failures: Vec<Json> = self
+            .nodes
+            .iter()
+            .filter(|n| matches!(n.phase, Phase::Failed | Phase::Error) && n.node_type == NodeType::Pod)
+            .map(|n| {
+                serde_json::json!({"displayName": n.display_name, "message": n.message, "templateName": n.template,
+                    "phase": n.phase.as_str(), "podName": n.id, "finishedAt": n.finished_at.map(rfc3339)})
+            })
+            .collect();
+        self.globals.insert(
+            "workflow.failures".into(),
+            Json::Array(failures).to_string(),
+        );
+        self.globals.insert(
+            "workflow.duration".into(),
+            format!("{:.6}", (self.now - self.started_at) as f64 / 1000.0),
+        );
+        let exit = self
+            .templates
+            .spec
+            .on_exit
+            .clone()
+            .map(|t| (t, Arguments::default()))
+            .or_else(|| {
+                self.templates
+                    .spec
+                    .hooks
+                    .get("exit")
+                    .and_then(|h| h.template.clone().map(|t| (t, h.arguments.clone())))
+            });
+        if let Some((name, args)) = exit
+            && self.stopping != Some(StopReason::Terminated)
+        {
+            if let Some(tmpl) = self.templates.get(&TemplateScope::Workflow, &name) {
+                let env = Vars {
+                    layers: vec![&self.globals],
+                };
+                let params = args
+                    .parameters
+                    .iter()
+                    .map(|p| {
+                        (
+                            p.name.clone(),
+                            substitute(p.value.as_deref().unwrap_or_default(), &env)
+                                .unwrap_or_default(),
+                        )
+                    })
+                    .collect();
+                let was_stopping = self.stopping.take();
+                let call = Call {
+                    name: format!("{}.onExit", self.sub.name),
+                    display: format!("{}.onExit", self.sub.name),
+                    parent: None,
+                    tmpl,
+                    scope: TemplateScope::Workflow,
+                    params,
+                    artifacts: Vec::new(),
+                    link: Link::default(),
+                    attempt: None,
+                };
+                let h = self.execute(call);
+                self.stopping = was_stopping.filter(|r| *r == StopReason::Terminated);
+                self.nodes[h].hook_for = Some(root);
+                self.exit_node = Some(h);
+                return;
+            }
+        }
+        self.workflow_done();
+    }
+
+    fn workflow_done(&mut self) {
+        let Some(root) = self.root else { return };
+        let mut phase = match self.nodes[root].phase {
+            Phase::Succeeded | Phase::Skipped | Phase::Omitted => Phase::Succeeded,
+            Phase::Error => Phase::Error,
+            _ => Phase::Failed,
+        };
+        if let Some(e) = self.exit_node
+            && !self.nodes[e].phase.is_ok()
+            && phase == Phase::Succeeded
+        {
+            phase = Phase::Failed;
+            self.message = format!("exit handler failed: {}", self.nodes[e].message);
+        }
+        if self.message.is_empty() && phase != Phase::Succeeded {
+            self.message = self.nodes[root].message.clone();
+        }
+        self.phase = phase;
+        self.finished_at = Some(self.now);
+        self.timers.clear();
+        self.globals
+            .insert("workflow.status".into(), phase.as_str().into());
+        self.actions.push(Action::Finished { phase });
+    }
+
+    // ------------------------------------------------------------ retries
+
+    fn next_attempt(&mut self, r: usize) {
+        if self.stopping.is_some() {
+            return;
+        }
+        let Rt::Retry(rt) = &mut self.rt[r] else {
+            return;
+        };
+        let attempt = rt.attempts;
+        rt.attempts += 1;
+        let mut call = rt.call.clone();
+        call.name = format!("{}({attempt})", call.name);
+        call.display = format!("{}({attempt})", call.display);
+        call.parent = Some(r);
+        call.attempt = Some(attempt);
+        call.link = Link::default();
+        self.execute(call);
+    }
+
+    fn retry_child_done(&mut self, r: usize, child: usize) {
+        let c = self.nodes[child].clone();
+        let Rt::Retry(rt) = &self.rt[r] else { return };
+        let succeeded = c.phase.is_ok();
+        let policy_ok = match rt.policy.as_str() {
+            "Always" => true,
+            "OnError" => c.phase == Phase::Error,
+            "OnTransientError" => c.phase == Phase::Error && is_transient(&c.message),
+            _ => c.phase == Phase::Failed,
+        };
+        let within_limit = rt.limit.is_none_or(|l| rt.attempts <= l);
+        let started = self.nodes[r].started_at.unwrap_or(self.now);
+        let mut delay = 0i64;
+        let mut over_max = false;
+        if let Some((dur, factor, max, cap)) = rt.backoff {
+            let d = (dur as f64 * factor.powi(rt.attempts.saturating_sub(1) as i32)) as i64;
+            delay = cap.map_or(d, |c| d.min(c));
+            over_max = max.is_some_and(|m| self.now + delay - started > m);
+        }
+        let expr_ok = match &rt.expression {
+            None => true,
+            Some(e) => {
+                let mut vars = BTreeMap::new();
+                vars.insert(
+                    "lastRetry.exitCode".to_string(),
+                    c.outputs
+                        .exit_code
+                        .map(|x| x.to_string())
+                        .unwrap_or_else(|| "-1".into()),
+                );
+                vars.insert("lastRetry.status".to_string(), c.phase.as_str().to_string());
+                vars.insert(
+                    "lastRetry.duration".to_string(),
+                    ((c.finished_at.unwrap_or(self.now) - c.started_at.unwrap_or(self.now)) / 1000)
+                        .to_string(),
+                );
+                vars.insert("lastRetry.message".to_string(), c.message.clone());
+                expr::eval_bool(
+                    e,
+                    Mode::Expr,
+                    &Vars {
+                        layers: vec![&vars, &self.globals],
+                    },
+                )
+                .unwrap_or(false)
+            }
+        };
+        if succeeded
+            || !policy_ok
+            || !within_limit
+            || over_max
+            || !expr_ok
+            || self.stopping.is_some()
+        {
+            let n = &mut self.nodes[r];
+            n.outputs = c.outputs.clone();
+            let msg = if !succeeded && !within_limit {
+                format!("{} (no more retries left)", c.message)
+            } else {
+                c.message.clone()
+            };
+            self.finish_node(r, c.phase, if succeeded { String::new() } else { msg });
+            return;
+        }
+        if delay > 0 {
+            self.nodes[r].message = format!("Backoff for {}s", delay / 1000);
+            self.arm(Timer::Backoff(self.nodes[r].id.clone()), self.now + delay);
+        } else {
+            self.next_attempt(r);
+        }
+    }
+
+    // ------------------------------------------------------------ steps
+
+    fn start_group(&mut self, s: usize) {
+        let Rt::Steps(st) = &self.rt[s] else { return };
+        let groups = st.frame.tmpl.steps.clone().unwrap_or_default();
+        let g = st.group;
+        if g >= groups.len() || self.stopping.is_some() {
+            self.steps_done(s);
+            return;
+        }
+        let scope = st.frame.scope.clone();
+        let limit = st.frame.tmpl.parallelism.map(|p| p.max(1) as usize);
+        let name = format!("{}[{g}]", self.nodes[s].name);
+        let call = Call {
+            name,
+            display: format!("[{g}]"),
+            parent: Some(s),
+            tmpl: st.frame.tmpl.clone(),
+            scope: scope.clone(),
+            params: Vec::new(),
+            artifacts: Vec::new(),
+            link: Link::default(),
+            attempt: None,
+        };
+        let grp = self.new_node(&call, NodeType::StepGroup);
+        self.nodes[grp].phase = Phase::Running;
+        self.nodes[grp].template.clear();
+        self.rt[grp] = Rt::Group(Box::new(GroupRt {
+            pending: 0,
+            active: 0,
+            limit,
+            deferred: VecDeque::new(),
+            failed: Vec::new(),
+        }));
+        let steps = groups[g].clone();
+        if let Rt::Group(gr) = &mut self.rt[grp] {
+            gr.pending = steps.len();
+        }
+        if steps.is_empty() {
+            self.group_done(grp);
+            return;
+        }
+        for step in steps {
+            let base = format!("{}.{}", self.nodes[grp].name, step.name);
+            self.start_step(s, grp, step, base, "steps");
+        }
+    }
+
+    /// Starts one step or DAG task (expanding loops) under `parent`, with variables of `owner`.
+    fn start_step(&mut self, owner: usize, parent: usize, step: Step, name: String, kind: &str) {
+        let (frame_vars, scope) = match &self.rt[owner] {
+            Rt::Steps(s) => (s.frame.vars.clone(), s.frame.scope.clone()),
+            Rt::Dag(d) => (d.frame.vars.clone(), d.frame.scope.clone()),
+            _ => return,
+        };
+        let display = step.name.clone();
+        let key = format!("{kind}.{}", step.name);
+        let slot = if matches!(self.rt[parent], Rt::Group(_) | Rt::Dag(_)) {
+            Some(parent)
+        } else {
+            None
+        };
+        let task_idx = match &self.rt[owner] {
+            Rt::Dag(d) => d.index.get(&step.name).copied(),
+            _ => None,
+        };
+        let link = Link {
+            key: Some(key.clone()),
+            continue_on: step.continue_on.clone().unwrap_or_default(),
+            on_exit: None,
+            slot_of: slot,
+            task: task_idx,
+        };
+        let items = match self.loop_items(&step, &frame_vars) {
+            Ok(items) => items,
+            Err(e) => {
+                let call = self.skeleton(&name, &display, parent, owner, link);
+                let i = self.new_node(&call, NodeType::Pod);
+                self.finish_node(i, Phase::Error, e);
+                return;
+            }
+        };
+        let Some(items) = items else {
+            let call = self.step_call(
+                &step,
+                &scope,
+                &frame_vars,
+                None,
+                name,
+                display,
+                parent,
+                link.clone(),
+            );
+            match call {
+                Ok(Some(call)) => {
+                    self.launch(call);
+                }
+                Ok(None) => {
+                    let call = self.skeleton(
+                        &format!("{}", self.sanitize(&step, parent, kind)),
+                        &step.name,
+                        parent,
+                        owner,
+                        link,
+                    );
+                    let i = self.new_node(&call, NodeType::Skipped);
+                    let when = step.when.clone().unwrap_or_default();
+                    self.finish_node(
+                        i,
+                        Phase::Skipped,
+                        format!(
+                            "when '{}' evaluated false",
+                            self.render_when(&when, &frame_vars)
+                        ),
+                    );
+                }
+                Err(e) => {
+                    let call = self.skeleton(
+                        &format!("{}", self.sanitize(&step, parent, kind)),
+                        &step.name,
+                        parent,
+                        owner,
+                        link,
+                    );
+                    let i = self.new_node(&call, NodeType::Pod);
+                    self.finish_node(i, Phase::Error, e);
+                }
+            }
+            return;
+        };
+        // a loop: a TaskGroup node whose children are the expanded items
+        let limit = match &self.rt[owner] {
+            Rt::Steps(s) => s.frame.tmpl.parallelism,
+            Rt::Dag(d) => d.frame.tmpl.parallelism,
+            _ => None,
+        }
+        .map(|p| p.max(1) as usize);
+        let call = self.skeleton(&name, &display, parent, owner, link);
+        let tg = self.new_node(&call, NodeType::TaskGroup);
+        self.nodes[tg].phase = Phase::Running;
+        self.nodes[tg].template.clear();
+        self.rt[tg] = Rt::Group(Box::new(GroupRt {
+            pending: items.len(),
+            active: 0,
+            limit,
+            deferred: VecDeque::new(),
+            failed: Vec::new(),
+        }));
+        if items.is_empty() {
+            self.group_done(tg);
+            return;
+        }
+        for (n, item) in items.into_iter().enumerate() {
+            let label = item_label(&item);
+            let child_name = format!("{name}({n}:{label})");
+            let child_display = format!("{display}({n}:{label})");
+            let child_link = Link {
+                key: None,
+                continue_on: step.continue_on.clone().unwrap_or_default(),
+                on_exit: None,
+                slot_of: Some(tg),
+                task: None,
+            };
+            match self.step_call(
+                &step,
+                &scope,
+                &frame_vars,
+                Some(&item),
+                child_name.clone(),
+                child_display.clone(),
+                tg,
+                child_link.clone(),
+            ) {
+                Ok(Some(call)) => {
+                    self.launch(call);
+                }
+                Ok(None) => {
+                    let mut l = child_link;
+                    l.slot_of = None;
+                    if let Rt::Group(g) = &mut self.rt[tg] {
+                        g.active += 1;
+                    }
+                    let call = self.skeleton(&child_name, &child_display, tg, owner, l);
+                    let i = self.new_node(&call, NodeType::Skipped);
+                    self.meta[i].link.slot_of = Some(tg);
+                    self.finish_node(i, Phase::Skipped, "when evaluated false".into());
+                }
+                Err(e) => {
+                    if let Rt::Group(g) = &mut self.rt[tg] {
+                        g.active += 1;
+                    }
+                    let call = self.skeleton(&child_name, &child_display, tg, owner, child_link);
+                    let i = self.new_node(&call, NodeType::Pod);
+                    self.finish_node(i, Phase::Error, e);
+                }
+            }
+        }
+    }
+
+    fn sanitize(&self, step: &Step, parent: usize, _kind: &str) -> String {
+        match self.nodes[parent].node_type {
+            NodeType::DAG => format!("{}.{}", self.nodes[parent].name, step.name),
+            _ => format!("{}.{}", self.nodes[parent].name, step.name),
+        }
+    }
+
+    fn render_when(&self, when: &str, vars: &BTreeMap<String, String>) -> String {
+        substitute(
+            when,
+            &Vars {
+                layers: vec![vars, &self.globals],
+            },
+        )
+        .unwrap_or_else(|_| when.to_string())
+    }
+
+    /// A call used only to create a node (skipped, errored, or a loop's group).
+    fn skeleton(&self, name: &str, display: &str, parent: usize, owner: usize, link: Link) -> Call {
+        let (tmpl, scope) = match &self.rt[owner] {
+            Rt::Steps(s) => (s.frame.tmpl.clone(), s.frame.scope.clone()),
+            Rt::Dag(d) => (d.frame.tmpl.clone(), d.frame.scope.clone()),
+            _ => (Arc::new(Template::default()), TemplateScope::Workflow),
+        };
+        Call {
+            name: name.into(),
+            display: display.into(),
+            parent: Some(parent),
+            tmpl,
+            scope,
+            params: Vec::new(),
+            artifacts: Vec::new(),
+            link,
+            attempt: None,
+        }
+    }
+
+    fn loop_items(
+        &self,
+        step: &Step,
+        vars: &BTreeMap<String, String>,
+    ) -> Result<Option<Vec<Json>>, String> {
+        let env = Vars {
+            layers: vec![vars, &self.globals],
+        };
+        if let Some(items) = &step.with_items {
+            let mut out = Vec::new();
+            for it in items {
+                out.push(subst_json(it, &env)?);
+            }
+            return Ok(Some(out));
+        }
+        if let Some(p) = &step.with_param {
+            let text = substitute(p, &env).map_err(|e| format!("withParam: {e}"))?;
+            return match serde_json::from_str::<Json>(&text) {
+                Ok(Json::Array(a)) => Ok(Some(a)),
+                _ => Err(format!(
+                    "withParam value could not be parsed as a JSON list: {}",
+                    truncate(&text, 200)
+                )),
+            };
+        }
+        if let Some(seq) = &step.with_sequence {
+            let get = |f: &Option<String>| -> Result<Option<i64>, String> {
+                match f {
+                    None => Ok(None),
+                    Some(x) => {
+                        let t = substitute(x, &env).map_err(|e| e.to_string())?;
+                        t.trim()
+                            .parse::<i64>()
+                            .map(Some)
+                            .map_err(|_| format!("withSequence: `{t}` is not an integer"))
+                    }
+                }
+            };
+            let start = get(&seq.start)?.unwrap_or(0);
+            let (lo, hi) = match (get(&seq.count)?, get(&seq.end)?) {
+                (Some(c), None) => (start, start + c - 1),
+                (None, Some(e)) => (start, e),
+                (Some(_), Some(_)) => {
+                    return Err("withSequence: count and end are mutually exclusive".into());
+                }
+                (None, None) => return Err("withSequence: one of count or end is required".into()),
+            };
+            let fmt = seq.format.clone();
+            let range: Vec<i64> = if lo <= hi {
+                (lo..=hi).collect()
+            } else {
+                (hi..=lo).rev().collect()
+            };
+            return Ok(Some(
+                range
+                    .into_iter()
+                    .map(|n| {
+                        Json::String(match &fmt {
+                            Some(f) => go_sprintf(f, n),
+                            None => n.to_string(),
+                        })
+                    })
+                    .collect(),
+            ));
+        }
+        Ok(None)
+    }
+
+    /// Builds the call for a step: `when`, arguments and template resolution. `Ok(None)`: skipped.
+    #[allow(clippy::too_many_arguments)]
+    fn step_call(
+        &self,
+        step: &Step,
+        scope: &TemplateScope,
+        frame_vars: &BTreeMap<String, String>,
+        item: Option<&Json>,
+        name: String,
+        display: String,
+        parent: usize,
+        mut link: Link,
+    ) -> Result<Option<Call>, String> {
+        let mut item_vars = BTreeMap::new();
+        if let Some(it) = item {
+            item_vars.insert(
+                "item".to_string(),
+                match it {
+                    Json::String(s) => s.clone(),
+                    other => other.to_string(),
+                },
+            );
+            if let Json::Object(m) = it {
+                for (k, v) in m {
+                    item_vars.insert(
+                        format!("item.{k}"),
+                        match v {
+                            Json::String(s) => s.clone(),
+                            other => other.to_string(),
+                        },
+                    );
+                }
+            }
+        }
+        let env = Vars {
+            layers: vec![&item_vars, frame_vars, &self.globals],
+        };
+        if let Some(when) = &step.when {
+            let text = substitute(when, &env).map_err(|e| format!("when: {e}"))?;
+            let ok = expr::eval_bool(&text, Mode::Govaluate, &env)
+                .map_err(|e| format!("when '{text}': {e}"))?;
+            if !ok {
+                return Ok(None);
+            }
+        }
+        let (tmpl, tscope) = self.templates.resolve(step, scope)?;
+        let mut params = Vec::new();
+        for p in &step.arguments.parameters {
+            let raw = match (
+                &p.value,
+                p.value_from
+                    .as_ref()
+                    .and_then(|v| v.config_map_key_ref.as_ref()),
+            ) {
+                (Some(v), _) => v.clone(),
+                (None, Some(r)) => self
+                    .templates
+                    .config_maps
+                    .get(&r.name)
+                    .and_then(|m| m.get(&r.key))
+                    .cloned()
+                    .ok_or_else(|| {
+                        format!(
+                            "arguments.parameters.{}: ConfigMap `{}` key `{}` not found",
+                            p.name, r.name, r.key
+                        )
+                    })?,
+                (None, None) => match &p.default {
+                    Some(d) => d.clone(),
+                    None => continue,
+                },
+            };
+            let v = substitute(&raw, &env)
+                .map_err(|e| format!("arguments.parameters.{}: {e}", p.name))?;
+            params.push((p.name.clone(), v));
+        }
+        let mut artifacts = Vec::new();
+        let frame_arts = self.frame_artifacts(parent);
+        for a in &step.arguments.artifacts {
+            if let Some(from) = &a.from {
+                let key = from
+                    .trim()
+                    .trim_start_matches("{{")
+                    .trim_end_matches("}}")
+                    .trim();
+                let key = substitute(key, &env).unwrap_or(key.to_string());
+                match frame_arts
+                    .get(key.as_str())
+                    .or_else(|| self.global_arts.get(key.as_str()))
+                {
+                    Some(r) => {
+                        let mut r = r.clone();
+                        r.name = a.name.clone();
+                        artifacts.push(r);
+                    }
+                    None if a.optional == Some(true) => {}
+                    None => {
+                        return Err(format!(
+                            "arguments.artifacts.{}: `{from}` is not available",
+                            a.name
+                        ));
+                    }
+                }
+            } else if let Some(raw) = &a.raw {
+                artifacts.push(raw_artifact(
+                    &a.name,
+                    &substitute(&raw.data, &env).map_err(|e| e.to_string())?,
+                ));
+            } else if let Some(fe) = &a.from_expression {
+                let v = expr::eval(
+                    fe,
+                    Mode::Expr,
+                    &ArtEnv {
+                        vars: &env,
+                        arts: &frame_arts,
+                    },
+                )
+                .map_err(|e| format!("fromExpression: {e}"))?;
+                let key = v.to_text();
+                match frame_arts.get(key.as_str()) {
+                    Some(r) => {
+                        let mut r = r.clone();
+                        r.name = a.name.clone();
+                        artifacts.push(r);
+                    }
+                    None => {
+                        return Err(format!(
+                            "arguments.artifacts.{}: fromExpression gave `{key}`, which is not available",
+                            a.name
+                        ));
+                    }
+                }
+            }
+        }
+        let exit = step
+            .on_exit
+            .clone()
+            .map(|t| (Some(t), None, Arguments::default()))
+            .or_else(|| {
+                step.hooks.get("exit").map(|h| {
+                    (
+                        h.template.clone(),
+                        h.template_ref.clone(),
+                        h.arguments.clone(),
+                    )
+                })
+            });
+        if let Some((t, tr, args)) = exit {
+            let hstep = Step {
+                template: t,
+                template_ref: tr,
+                ..Step::default()
+            };
+            let (ht, hs) = self.templates.resolve(&hstep, scope)?;
+            link.on_exit = Some(Box::new(ExitHook {
+                tmpl: ht,
+                scope: hs,
+                args,
+            }));
+        }
+        Ok(Some(Call {
+            name,
+            display,
+            parent: Some(parent),
+            tmpl,
+            scope: tscope,
+            params,
+            artifacts,
+            link,
+            attempt: None,
+        }))
+    }
+
+    fn frame_artifacts(&self, node: usize) -> BTreeMap<String, ArtifactRef> {
+        let mut p = Some(node);
+        while let Some(x) = p {
+            match &self.rt[x] {
+                Rt::Steps(s) => return s.frame.arts.clone(),
+                Rt::Dag(d) => return d.frame.arts.clone(),
+                _ => p = self.nodes[x].parent,
+            }
+        }
+        BTreeMap::new()
+    }
+
+    fn group_child_done(&mut self, g: usize, child: usize) {
+        let c = &self.nodes[child];
+        let cont = &self.meta[child].link.continue_on;
+        let tolerated = c.phase.is_ok()
+            || (c.phase == Phase::Failed && cont.failed)
+            || (c.phase == Phase::Error && cont.error);
+        let failure =
+            (!tolerated).then(|| format!("child '{}' {}", c.id, c.phase.as_str().to_lowercase()));
+        // publish a plain step's outputs into the steps frame
+        if self.nodes[g].node_type == NodeType::StepGroup
+            && let Some(key) = self.meta[child].link.key.clone()
+            && let Some(steps) = self.nodes[g].parent
+        {
+            let mut vars = std::mem::take(&mut self.frame_mut(steps).vars);
+            let mut arts = std::mem::take(&mut self.frame_mut(steps).arts);
+            self.publish_node(&mut vars, &mut arts, &key, child);
+            let f = self.frame_mut(steps);
+            f.vars = vars;
+            f.arts = arts;
+        }
+        let Rt::Group(gr) = &mut self.rt[g] else {
+            return;
+        };
+        gr.pending = gr.pending.saturating_sub(1);
+        if let Some(f) = failure {
+            gr.failed.push(f);
+        }
+        if gr.pending == 0 {
+            self.group_done(g);
+        }
+    }
+
+    fn frame_mut(&mut self, i: usize) -> &mut Frame {
+        match &mut self.rt[i] {
+            Rt::Steps(s) => &mut s.frame,
+            Rt::Dag(d) => &mut d.frame,
+            _ => unreachable!("frame_mut on a node without a frame"),
+        }
+    }
+
+    /// Publishes node `i`'s results under `key` (`steps.X` / `tasks.X`).
+    fn publish_node(
+        &self,
+        vars: &mut BTreeMap<String, String>,
+        arts: &mut BTreeMap<String, ArtifactRef>,
+        key: &str,
+        i: usize,
+    ) {
+        let n = &self.nodes[i];
+        if n.node_type == NodeType::TaskGroup {
+            self.publish_loop(vars, key, i);
+        } else {
+            publish(vars, key, n);
+        }
+        for a in &n.outputs.artifacts {
+            arts.insert(format!("{key}.outputs.artifacts.{}", a.name), a.clone());
+        }
+    }
+
+    /// Aggregated outputs of a loop, as Argo does: JSON lists.
+    fn publish_loop(&self, vars: &mut BTreeMap<String, String>, key: &str, tg: usize) {
+        let n = &self.nodes[tg];
+        vars.insert(format!("{key}.status"), n.phase.as_str().into());
+        vars.insert(format!("{key}.id"), n.id.clone());
+        let mut results = Vec::new();
+        let mut maps = Vec::new();
+        let mut lists: BTreeMap<String, Vec<Json>> = BTreeMap::new();
+        for &c in &n.children {
+            let c = &self.nodes[c];
+            if c.phase != Phase::Succeeded {
+                continue;
+            }
+            if !c.outputs.parameters.is_empty() {
+                let mut m = serde_json::Map::new();
+                for (k, v) in &c.outputs.parameters {
+                    m.insert(k.clone(), Json::String(v.clone()));
+                    lists
+                        .entry(k.clone())
+                        .or_default()
+                        .push(Json::String(v.clone()));
+                }
+                maps.push(Json::Object(m));
+            }
+            if let Some(r) = &c.outputs.result {
+                results.push(
+                    serde_json::from_str::<Json>(r).unwrap_or_else(|_| Json::String(r.clone())),
+                );
+            }
+        }
+        vars.insert(
+            format!("{key}.outputs.result"),
+            Json::Array(results).to_string(),
+        );
+        vars.insert(
+            format!("{key}.outputs.parameters"),
+            Json::Array(maps).to_string(),
+        );
+        for (k, l) in lists {
+            vars.insert(
+                format!("{key}.outputs.parameters.{k}"),
+                Json::Array(l).to_string(),
+            );
+        }
+    }
+
+    pub(super) fn group_done(&mut self, g: usize) {
+        if self.nodes[g].phase.is_done() {
+            return;
+        }
+        let Rt::Group(gr) = &self.rt[g] else { return };
+        let failed = gr.failed.clone();
+        let (phase, msg) = if failed.is_empty() {
+            (Phase::Succeeded, String::new())
+        } else {
+            (Phase::Failed, failed.join(", "))
+        };
+        let phase = if self.stopping.is_some()
+            && phase == Phase::Succeeded
+            && self.nodes[g].node_type == NodeType::StepGroup
+            && gr.pending > 0
+        {
+            Phase::Failed
+        } else {
+            phase
+        };
+        if self.nodes[g].node_type == NodeType::TaskGroup {
+            // loop outputs for the TaskGroup node itself
+            let mut vars = BTreeMap::new();
+            self.publish_loop(&mut vars, "x", g);
+            let _ = vars;
+            self.finish_node(g, phase, msg);
+            return;
+        }
+        // a steps group: the steps node moves on
+        self.nodes[g].phase = phase;
+        self.nodes[g].message = msg.clone();
+        self.nodes[g].finished_at = Some(self.now);
+        let Some(s) = self.nodes[g].parent else {
+            return;
+        };
+        if phase != Phase::Succeeded || self.stopping.is_some() {
+            let m = if msg.is_empty() {
+                self.message.clone()
+            } else {
+                msg
+            };
+            self.finish_steps(s, Phase::Failed, m);
+            return;
+        }
+        if let Rt::Steps(st) = &mut self.rt[s] {
+            st.group += 1;
+        }
+        self.start_group(s);
+    }
+
+    fn steps_done(&mut self, s: usize) {
+        self.finish_steps(s, Phase::Succeeded, String::new());
+    }
+
+    fn finish_steps(&mut self, s: usize, phase: Phase, msg: String) {
+        if phase == Phase::Succeeded
+            && let Err(e) = self.template_outputs(s)
+        {
+            self.finish_node(s, Phase::Error, e);
+            return;
+        }
+        self.finish_node(s, phase, msg);
+    }
+
+    /// Outputs of a steps/DAG template: `valueFrom.parameter`/`expression`, artifacts `from`.
+    fn template_outputs(&mut self, s: usize) -> Result<(), String> {
+        let (tmpl, vars, arts) = match &self.rt[s] {
+            Rt::Steps(st) => (
+                st.frame.tmpl.clone(),
+                st.frame.vars.clone(),
+                st.frame.arts.clone(),
+            ),
+            Rt::Dag(d) => (
+                d.frame.tmpl.clone(),
+                d.frame.vars.clone(),
+                d.frame.arts.clone(),
+            ),
+            _ => return Ok(()),
+        };
+        let env = Vars {
+            layers: vec![&vars, &self.globals],
+        };
+        let mut params = Vec::new();
+        for p in &tmpl.outputs.parameters {
+            let vf = p.value_from.as_ref();
+            let v = if let Some(src) = vf.and_then(|v| v.parameter.as_ref()) {
+                let v = substitute(src, &env)
+                    .map_err(|e| format!("outputs.parameters.{}: {e}", p.name))?;
+                if v.contains("{{") {
+                    vf.and_then(|v| v.default.clone())
+                } else {
+                    Some(v)
+                }
+            } else if let Some(e) = vf.and_then(|v| v.expression.as_ref()) {
+                match expr::eval(e, Mode::Expr, &env) {
+                    Ok(v) => Some(v.to_text()),
+                    Err(err) => match vf.and_then(|v| v.default.clone()) {
+                        Some(d) => Some(d),
+                        None => return Err(format!("outputs.parameters.{}: {err}", p.name)),
+                    },
+                }
+            } else {
+                p.value
+                    .as_ref()
+                    .map(|v| substitute(v, &env).unwrap_or(v.clone()))
+                    .or_else(|| vf.and_then(|v| v.default.clone()))
+            };
+            if let Some(v) = v {
+                params.push((p.name.clone(), v));
+            }
+        }
+        let mut out_arts = Vec::new();
+        for a in &tmpl.outputs.artifacts {
+            if let Some(from) = &a.from {
+                let key = from
+                    .trim()
+                    .trim_start_matches("{{")
+                    .trim_end_matches("}}")
+                    .trim()
+                    .to_string();
+                match arts.get(&key) {
+                    Some(r) => {
+                        let mut r = r.clone();
+                        r.name = a.name.clone();
+                        out_arts.push(r);
+                    }
+                    None if a.optional == Some(true) => {}
+                    None => {
+                        return Err(format!(
+                            "outputs.artifacts.{}: `{from}` is not available",
+                            a.name
+                        ));
+                    }
+                }
+            }
+        }
+        self.nodes[s].outputs.parameters = params;
+        self.nodes[s].outputs.artifacts = out_arts;
+        Ok(())
+    }
+
+    // ------------------------------------------------------------ DAG
+
+    fn start_dag(&mut self, d: usize, call: &Call) {
+        let dag = call.tmpl.dag.clone().unwrap_or_default();
+        let frame = self.frame(call);
+        let env_vars = frame.vars.clone();
+        let mut tasks: Vec<TaskRt> = Vec::new();
+        let mut index = HashMap::new();
+        for (i, t) in dag.tasks.iter().enumerate() {
+            index.insert(t.name.clone(), i);
+        }
+        for t in &dag.tasks {
+            let (depends, handles) = match &t.depends {
+                Some(src) => {
+                    let d =
+                        Depends::parse(src).unwrap_or(Depends::Task(String::new(), String::new()));
+                    let mut h = Vec::new();
+                    collect_handles(&d, &mut h);
+                    (d, h)
+                }
+                None => {
+                    let mut it = t.dependencies.iter();
+                    let d = match it.next() {
+                        None => None,
+                        Some(first) => Some(it.fold(
+                            Depends::Task(first.clone(), "Legacy".into()),
+                            |acc, n| {
+                                Depends::And(
+                                    Box::new(acc),
+                                    Box::new(Depends::Task(n.clone(), "Legacy".into())),
+                                )
+                            },
+                        )),
+                    };
+                    (
+                        d.unwrap_or(Depends::Task(String::new(), "None".into())),
+                        Vec::new(),
+                    )
+                }
+            };
+            let mut names = Vec::new();
+            depends.tasks(&mut names);
+            let deps: Vec<usize> = names.iter().filter_map(|n| index.get(n).copied()).collect();
+            tasks.push(TaskRt {
+                step: t.clone(),
+                depends,
+                handles,
+                deps,
+                dependents: Vec::new(),
+                waiting_on: 0,
+                node: None,
+                done: false,
+                wanted: true,
+            });
+        }
+        for i in 0..tasks.len() {
+            for dep in tasks[i].deps.clone() {
+                tasks[dep].dependents.push(i);
+            }
+            tasks[i].waiting_on = tasks[i].deps.len();
+        }
+        if let Some(target) = &dag.target {
+            let target = substitute(
+                target,
+                &Vars {
+                    layers: vec![&env_vars, &self.globals],
+                },
+            )
+            .unwrap_or(target.clone());
+            for t in tasks.iter_mut() {
+                t.wanted = false;
+            }
+            let mut stack: Vec<usize> = target
+                .split([' ', ','])
+                .filter(|s| !s.is_empty())
+                .filter_map(|n| index.get(n).copied())
+                .collect();
+            while let Some(t) = stack.pop() {
+                if !tasks[t].wanted {
+                    tasks[t].wanted = true;
+                    stack.extend(tasks[t].deps.iter().copied());
+                }
+            }
+        }
+        let limit = call.tmpl.parallelism.map(|p| p.max(1) as usize);
+        self.rt[d] = Rt::Dag(Box::new(DagRt {
+            frame,
+            tasks,
+            index,
+            active: 0,
+            limit,
+            deferred: VecDeque::new(),
+            halted: false,
+        }));
+        let roots: Vec<usize> = match &self.rt[d] {
+            Rt::Dag(dr) => (0..dr.tasks.len())
+                .filter(|&i| dr.tasks[i].waiting_on == 0 && dr.tasks[i].wanted)
+                .collect(),
+            _ => Vec::new(),
+        };
+        if roots.is_empty() {
+            self.dag_maybe_done(d);
+            return;
+        }
+        for t in roots {
+            self.dag_consider(d, t);
+        }
+        self.dag_maybe_done(d);
+    }
+
+    /// A task whose dependencies are all finished: run it, or omit it.
+    fn dag_consider(&mut self, d: usize, t: usize) {
+        let Rt::Dag(dr) = &self.rt[d] else { return };
+        if dr.tasks[t].node.is_some() || dr.tasks[t].done || !dr.tasks[t].wanted {
+            return;
+        }
+        let step = dr.tasks[t].step.clone();
+        let depends = dr.tasks[t].depends.clone();
+        let halted = dr.halted;
+        let ok = depends.eval(&|name, result| self.dag_check(d, name, result));
+        let name = format!("{}.{}", self.nodes[d].name, step.name);
+        if halted || self.stopping.is_some() {
+            return;
+        }
+        if !ok {
+            let legacy = matches!(&depends, Depends::Task(_, r) if r == "Legacy")
+                || matches!(&depends, Depends::And(..)) && step.depends.is_none();
+            if legacy {
+                // plain `dependencies`: a failed dependency means the task never runs
+                return;
+            }
+            let link = Link {
+                key: Some(format!("tasks.{}", step.name)),
+                task: Some(t),
+                ..Link::default()
+            };
+            let call = self.skeleton(&name, &step.name, d, d, link);
+            let i = self.new_node(&call, NodeType::Skipped);
+            if let Rt::Dag(dr) = &mut self.rt[d] {
+                dr.tasks[t].node = Some(i);
+            }
+            self.finish_node(
+                i,
+                Phase::Omitted,
+                "omitted: depends condition not met".into(),
+            );
+            return;
+        }
+        if let Rt::Dag(dr) = &mut self.rt[d] {
+            dr.tasks[t].node = Some(usize::MAX);
+        }
+        self.start_step(d, d, step, name, "tasks");
+    }
+
+    fn dag_check(&self, d: usize, name: &str, result: &str) -> bool {
+        let Rt::Dag(dr) = &self.rt[d] else {
+            return false;
+        };
+        if name.is_empty() {
+            return result == "None";
+        }
+        let Some(&t) = dr.index.get(name) else {
+            return false;
+        };
+        let task = &dr.tasks[t];
+        let Some(i) = task.node.filter(|&i| i != usize::MAX) else {
+            return false;
+        };
+        let n = &self.nodes[i];
+        let cont = &self.meta[i].link.continue_on;
+        let children_phases = || {
+            n.children
+                .iter()
+                .map(|&c| self.nodes[c].phase)
+                .collect::<Vec<_>>()
+        };
+        match result {
+            "Succeeded" => n.phase == Phase::Succeeded,
+            "Failed" => n.phase == Phase::Failed,
+            "Errored" => n.phase == Phase::Error,
+            "Skipped" => matches!(n.phase, Phase::Skipped | Phase::Omitted),
+            "Omitted" => n.phase == Phase::Omitted,
+            "Completed" => matches!(n.phase, Phase::Succeeded | Phase::Failed),
+            "Daemoned" => false,
+            "AnySucceeded" => children_phases().contains(&Phase::Succeeded),
+            "AllFailed" => {
+                let c = children_phases();
+                !c.is_empty() && c.iter().all(|p| matches!(p, Phase::Failed | Phase::Error))
+            }
+            _ => {
+                matches!(n.phase, Phase::Succeeded | Phase::Skipped | Phase::Omitted)
+                    || (n.phase == Phase::Failed && cont.failed)
+                    || (n.phase == Phase::Error && cont.error)
+            }
+        }
+    }
+
+    fn dag_child_done(&mut self, d: usize, child: usize) {
+        let Some(t) = self.meta[child].link.task else {
+            return;
+        };
+        if let Some(key) = self.meta[child].link.key.clone() {
+            let mut vars = std::mem::take(&mut self.frame_mut(d).vars);
+            let mut arts = std::mem::take(&mut self.frame_mut(d).arts);
+            self.publish_node(&mut vars, &mut arts, &key, child);
+            let f = self.frame_mut(d);
+            f.vars = vars;
+            f.arts = arts;
+        }
+        let phase = self.nodes[child].phase;
+        let cont = self.meta[child].link.continue_on.clone();
+        let Rt::Dag(dr) = &mut self.rt[d] else { return };
+        dr.tasks[t].done = true;
+        dr.tasks[t].node = Some(child);
+        let failed_hard = matches!(phase, Phase::Failed | Phase::Error)
+            && !(phase == Phase::Failed && cont.failed)
+            && !(phase == Phase::Error && cont.error);
+        let name = dr.tasks[t].step.name.clone();
+        let handled = dr.tasks.iter().any(|x| x.handles.contains(&name));
+        let fail_fast = dr
+            .frame
+            .tmpl
+            .dag
+            .as_ref()
+            .and_then(|x| x.fail_fast)
+            .unwrap_or(true);
+        if failed_hard && !handled && fail_fast {
+            dr.halted = true;
+            dr.deferred.clear();
+        }
+        let dependents = dr.tasks[t].dependents.clone();
+        for dep in dependents {
+            let ready = {
+                let Rt::Dag(dr) = &mut self.rt[d] else { return };
+                dr.tasks[dep].waiting_on = dr.tasks[dep].waiting_on.saturating_sub(1);
+                dr.tasks[dep].waiting_on == 0
+            };
+            if ready {
+                self.dag_consider(d, dep);
+            }
+        }
+        self.dag_maybe_done(d);
+    }
+
+    pub(super) fn dag_maybe_done(&mut self, d: usize) {
+        if self.nodes[d].phase.is_done() {
+            return;
+        }
+        let Rt::Dag(dr) = &self.rt[d] else { return };
+        let running =
+            dr.tasks.iter().any(|t| t.node.is_some() && !t.done) || !dr.deferred.is_empty();
+        if running {
+            return;
+        }
+        // phase: a failed task fails the DAG unless continued or handled by a dependent's depends
+        let mut failure = None;
+        for t in &dr.tasks {
+            let Some(i) = t.node.filter(|&i| i != usize::MAX) else {
+                continue;
+            };
+            let n = &self.nodes[i];
+            let cont = &self.meta[i].link.continue_on;
+            let hard = matches!(n.phase, Phase::Failed | Phase::Error)
+                && !(n.phase == Phase::Failed && cont.failed)
+                && !(n.phase == Phase::Error && cont.error);
+            let handled = dr.tasks.iter().any(|x| x.handles.contains(&t.step.name));
+            if hard && !handled && failure.is_none() {
+                failure = Some(format!(
+                    "task '{}' {}",
+                    n.name,
+                    n.phase.as_str().to_lowercase()
+                ));
+            }
+        }
+        match failure {
+            Some(m) => self.finish_node(d, Phase::Failed, m),
+            None if self.stopping.is_some() => {
+                let m = self.message.clone();
+                self.finish_node(d, Phase::Failed, m)
+            }
+            None => self.finish_steps(d, Phase::Succeeded, String::new()),
+        }
+    }
+}
+
+fn collect_handles(d: &Depends, out: &mut Vec<String>) {
+    match d {
+        Depends::Task(t, r) if !r.is_empty() && r != "Succeeded" => out.push(t.clone()),
+        Depends::Task(..) => {}
+        Depends::Not(x) => collect_handles(x, out),
+        Depends::And(a, b) | Depends::Or(a, b) => {
+            collect_handles(a, out);
+            collect_handles(b, out);
+        }
+    }
+}
+
+/// Publishes a single node's results under `key`.
+fn publish(vars: &mut BTreeMap<String, String>, key: &str, n: &Node) {
+    vars.insert(format!("{key}.status"), n.phase.as_str().into());
+    vars.insert(format!("{key}.id"), n.id.clone());
+    vars.insert(format!("{key}.ip"), "127.0.0.1".into());
+    vars.insert(format!("{key}.hostNodeName"), "localhost".into());
+    if let Some(s) = n.started_at {
+        vars.insert(format!("{key}.startedAt"), rfc3339(s));
+    }
+    if let Some(f) = n.finished_at {
+        vars.insert(format!("{key}.finishedAt"), rfc3339(f));
+    }
+    if let Some(c) = n.outputs.exit_code {
+        vars.insert(format!("{key}.exitCode"), c.to_string());
+    }
+    if let Some(r) = &n.outputs.result {
+        vars.insert(format!("{key}.outputs.result"), r.clone());
+    }
+    let mut m = serde_json::Map::new();
+    for (k, v) in &n.outputs.parameters {
+        vars.insert(format!("{key}.outputs.parameters.{k}"), v.clone());
+        m.insert(k.clone(), Json::String(v.clone()));
+    }
+    vars.insert(
+        format!("{key}.outputs.parameters"),
+        Json::Object(m).to_string(),
+    );
+}
+
+fn is_transient(msg: &str) -> bool {
+    let m = msg.to_lowercase();
+    [
+        "lost",
+        "connection reset",
+        "timeout",
+        "temporarily",
+        "resource temporarily unavailable",
+    ]
+    .iter()
+    .any(|p| m.contains(p))
+}
+
+fn raw_artifact(name: &str, data: &str) -> ArtifactRef {
+    ArtifactRef {
+        name: name.into(),
+        key: String::new(),
+        hash: String::new(),
+        size: data.len() as u64,
+        archived: false,
+        raw: Some(data.into()),
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.len() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", &s[..s.floor_char_boundary(n)])
+    }
+}
+
+/// The label Argo puts in a loop child's name: `(0:value)`.
+fn item_label(item: &Json) -> String {
+    match item {
+        Json::String(s) => s.clone(),
+        Json::Object(m) => {
+            let parts: Vec<String> = m
+                .iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{k}:{}",
+                        match v {
+                            Json::String(s) => s.clone(),
+                            other => other.to_string(),
+                        }
+                    )
+                })
+                .collect();
+            parts.join(",")
+        }
+        other => other.to_string(),
+    }
+}
+
+/// Substitutes `{{…}}` inside the strings of a JSON value (withItems entries).
+fn subst_json(v: &Json, env: &Vars) -> Result<Json, String> {
+    Ok(match v {
+        Json::String(s) => Json::String(substitute(s, env).map_err(|e| e.to_string())?),
+        Json::Array(a) => Json::Array(
+            a.iter()
+                .map(|x| subst_json(x, env))
+                .collect::<Result<_, _>>()?,
+        ),
+        Json::Object(o) => Json::Object(
+            o.iter()
+                .map(|(k, x)| Ok((k.clone(), subst_json(x, env)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// Go's `fmt.Sprintf` for one integer, as withSequence's `format` uses it (`%02d`, `%d`, `%x`).
+pub fn go_sprintf(fmt: &str, n: i64) -> String {
+    let mut out = String::new();
+    let mut chars = fmt.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        let mut flags = String::new();
+        while let Some(&f) = chars.peek() {
+            if f.is_ascii_digit() || f == '-' || f == '+' || f == ' ' {
+                flags.push(f);
+                chars.next();
+            } else {
+                break;
+            }
+        }
+        let zero = flags.starts_with('0');
+        let left = flags.starts_with('-');
+        let width: usize = flags
+            .trim_start_matches(['0', '-', '+', ' '])
+            .parse()
+            .unwrap_or(0);
+        let body = match chars.next() {
+            Some('d') | Some('v') => n.to_string(),
+            Some('x') => format!("{n:x}"),
+            Some('X') => format!("{n:X}"),
+            Some('o') => format!("{n:o}"),
+            Some('%') => "%".into(),
+            Some(other) => format!("%!{other}(int={n})"),
+            None => "%!(NOVERB)".into(),
+        };
+        let padded = if body.len() >= width {
+            body
+        } else if left {
+            format!("{body:<width$}")
+        } else if zero {
+            let (sign, digits) = body
+                .strip_prefix('-')
+                .map(|d| ("-", d))
+                .unwrap_or(("", &body));
+            format!("{sign}{:0>w$}", digits, w = width - sign.len())
+        } else {
+            format!("{body:>width$}")
+        };
+        out.push_str(&padded);
+    }
+    out
+}
+
+/// Parses resource quantities (`500m`, `2`, `1Gi`, `512Mi`) into requests.
+fn requests(req: &BTreeMap<String, Json>, lim: &BTreeMap<String, Json>) -> Requests {
+    let get = |k: &str| {
+        req.get(k).or_else(|| lim.get(k)).map(|v| match v {
+            Json::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    };
+    let cpu = get("cpu").map(|s| match s.strip_suffix('m') {
+        Some(m) => m.parse::<f64>().unwrap_or(0.0) as u64,
+        None => (s.parse::<f64>().unwrap_or(0.0) * 1000.0) as u64,
+    });
+    let mem = get("memory").map(|s| quantity(&s));
+    let gpus = get("nvidia.com/gpu")
+        .or_else(|| get("gpu"))
+        .and_then(|s| s.parse::<u32>().ok());
+    Requests {
+        cpu_millis: cpu.unwrap_or(0),
+        memory_bytes: mem.unwrap_or(0),
+        gpus: gpus.unwrap_or(0),
+    }
+}
+
+fn quantity(s: &str) -> u64 {
+    let units = [
+        ("Ki", 1u64 << 10),
+        ("Mi", 1 << 20),
+        ("Gi", 1 << 30),
+        ("Ti", 1 << 40),
+        ("k", 1000),
+        ("M", 1_000_000),
+        ("G", 1_000_000_000),
+        ("T", 1_000_000_000_000),
+    ];
+    for (u, m) in units {
+        if let Some(n) = s.strip_suffix(u) {
+            return (n.parse::<f64>().unwrap_or(0.0) * m as f64) as u64;
+        }
+    }
+    s.parse::<f64>().unwrap_or(0.0) as u64
+}
+
+struct ArtEnv<'a> {
+    vars: &'a Vars<'a>,
+    arts: &'a BTreeMap<String, ArtifactRef>,
+}
+
+impl expr::Env for ArtEnv<'_> {
+    fn var(&self, name: &str) -> Option<Val> {
+        if self.arts.contains_key(name) {
+            return Some(Val::Str(name.to_string()));
+        }
+        self.vars.var(name)
+    }
+}

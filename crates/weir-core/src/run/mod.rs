@@ -1,0 +1,487 @@
+//! The run state machine: `Run::step(event, now) -> Vec<Action>`.
+//!
+//! A run is a tree of nodes in Argo's node-status model (workflow → steps groups / DAG tasks →
+//! retry attempts → pods), each with a stable id derived from its name, so replaying the same
+//! events rebuilds the same state and a retry-from-failure finds the same nodes. The driver
+//! persists each event before it hands it to `step`, then performs the returned actions.
+//!
+//! Cost: an event touches only the nodes it affects (per-scope counters and dependents lists),
+//! never the whole run.
+
+mod engine;
+mod vars;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::spec::{DataMap, Definition, Template};
+
+pub(crate) use engine::Library;
+pub use engine::TemplateScope;
+pub use vars::{parse_duration, rfc3339 as rfc3339_pub};
+
+/// Milliseconds since the Unix epoch; the only clock the core knows is the one passed in.
+pub type Millis = i64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+pub enum Phase {
+    Pending,
+    Running,
+    Succeeded,
+    Failed,
+    Error,
+    Skipped,
+    Omitted,
+}
+
+impl Phase {
+    pub fn is_done(self) -> bool {
+        !matches!(self, Phase::Pending | Phase::Running)
+    }
+    pub fn is_ok(self) -> bool {
+        matches!(self, Phase::Succeeded | Phase::Skipped | Phase::Omitted)
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "Pending",
+            Phase::Running => "Running",
+            Phase::Succeeded => "Succeeded",
+            Phase::Failed => "Failed",
+            Phase::Error => "Error",
+            Phase::Skipped => "Skipped",
+            Phase::Omitted => "Omitted",
+        }
+    }
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NodeType {
+    Pod,
+    Steps,
+    StepGroup,
+    DAG,
+    TaskGroup,
+    Retry,
+    Suspend,
+    Skipped,
+}
+
+/// Everything a run needs, stored with it so the run can be replayed and resubmitted.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Submission {
+    /// The run's unique name (Argo's `metadata.name`).
+    pub name: String,
+    pub uid: String,
+    pub namespace: String,
+    pub created_at: Millis,
+    pub workflow: Definition,
+    /// WorkflowTemplates and ClusterWorkflowTemplates the workflow may reference.
+    #[serde(default)]
+    pub library: Vec<Definition>,
+    #[serde(default)]
+    pub config_maps: Vec<DataMap>,
+    #[serde(default)]
+    pub secrets: Vec<DataMap>,
+    /// `-p name=value` overrides of the workflow's arguments.
+    #[serde(default)]
+    pub parameters: Vec<(String, String)>,
+}
+
+/// A stored artifact: where the executor put it and what it contains.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArtifactRef {
+    pub name: String,
+    /// Key in the artifact repository (relative path), or empty for raw data.
+    pub key: String,
+    /// blake3 of the stored bytes.
+    pub hash: String,
+    pub size: u64,
+    /// Whether the stored bytes are a tar.gz of the path (else the file itself).
+    pub archived: bool,
+    /// Inline content for raw artifacts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub raw: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputArtifact {
+    pub name: String,
+    pub path: String,
+    pub source: ArtifactRef,
+    pub mode: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputParam {
+    pub name: String,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputArtifact {
+    pub name: String,
+    pub path: String,
+    pub optional: bool,
+    pub archive: bool,
+}
+
+/// Resource requests used as admission limits.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requests {
+    pub cpu_millis: u64,
+    pub memory_bytes: u64,
+    pub gpus: u32,
+}
+
+/// What an executor needs to run one task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskSpec {
+    pub run: String,
+    pub node_id: String,
+    pub node_name: String,
+    pub image: Option<String>,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    /// Script templates: the program text, passed to `command` as a file.
+    pub source: Option<String>,
+    pub env: Vec<(String, String)>,
+    /// Values that must never appear in logs (from Secrets).
+    pub secrets: Vec<String>,
+    pub working_dir: Option<String>,
+    pub inputs: Vec<InputArtifact>,
+    pub output_parameters: Vec<OutputParam>,
+    pub output_artifacts: Vec<OutputArtifact>,
+    pub requests: Requests,
+}
+
+/// What came back from a task.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskResult {
+    pub exit_code: Option<i32>,
+    /// Last 256 KiB of stdout, trailing newline trimmed.
+    pub stdout: String,
+    /// Output parameters read from their paths (`None`: the file was missing).
+    pub parameters: Vec<(String, Option<String>)>,
+    pub artifacts: Vec<ArtifactRef>,
+    /// Non-optional output artifacts whose path did not exist.
+    pub missing_artifacts: Vec<String>,
+    /// The executor could not run the task (it never started, or it was lost).
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Timer {
+    /// The workflow's `activeDeadlineSeconds`.
+    Deadline,
+    /// A pod's `timeout` / `activeDeadlineSeconds`.
+    PodTimeout(String),
+    /// The wait before the next retry attempt.
+    Backoff(String),
+    /// A suspend template's `duration`.
+    Resume(String),
+}
+
+/// Inputs to the state machine. Stored in this form, so the set is closed and versioned.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Event {
+    /// The executor started the task's process.
+    Started {
+        node: String,
+        pid: u32,
+    },
+    /// The task's process ended (or never started: `result.error`).
+    Finished {
+        node: String,
+        result: TaskResult,
+    },
+    TimerFired {
+        timer: Timer,
+    },
+    /// Stop: stop running tasks, run exit handlers, fail the run.
+    Stop,
+    /// Terminate: stop running tasks, no exit handlers.
+    Terminate,
+    Suspend,
+    /// Resume a suspended run and its suspend nodes; optional values for `supplied` outputs.
+    Resume {
+        parameters: Vec<(String, String)>,
+    },
+    /// The process of a running task was lost (the engine stopped while it ran).
+    Lost {
+        node: String,
+    },
+    /// Retry from failure: failed nodes and their dependents run again, succeeded ones are kept.
+    Retry,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StopReason {
+    Stopped,
+    Terminated,
+    Timeout,
+    Deadline,
+}
+
+/// Outputs of the state machine, performed by the driver after the event is persisted.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Action {
+    Start(Box<TaskSpec>),
+    Stop {
+        node: String,
+        reason: StopReason,
+    },
+    Arm {
+        timer: Timer,
+        at: Millis,
+    },
+    /// The run reached a final phase.
+    Finished {
+        phase: Phase,
+    },
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeOutputs {
+    pub parameters: Vec<(String, String)>,
+    pub artifacts: Vec<ArtifactRef>,
+    pub result: Option<String>,
+    pub exit_code: Option<i32>,
+}
+
+/// One node of the run tree (public view).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Node {
+    pub id: String,
+    pub name: String,
+    pub display_name: String,
+    pub node_type: NodeType,
+    pub template: String,
+    pub phase: Phase,
+    pub message: String,
+    pub started_at: Option<Millis>,
+    pub finished_at: Option<Millis>,
+    pub parent: Option<usize>,
+    pub children: Vec<usize>,
+    pub inputs: Vec<(String, String)>,
+    pub input_artifacts: Vec<ArtifactRef>,
+    pub outputs: NodeOutputs,
+    pub pid: Option<u32>,
+    /// Retry attempt number (pods under a retry node).
+    pub attempt: u32,
+    /// Set on exit-handler nodes: the node (or `None` for the workflow) they run for.
+    pub hook_for: Option<usize>,
+}
+
+/// A validation problem, located by field path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub path: String,
+    pub message: String,
+}
+
+pub struct Run {
+    sub: Arc<Submission>,
+    nodes: Vec<Node>,
+    rt: Vec<engine::Rt>,
+    by_id: HashMap<String, usize>,
+    globals: BTreeMap<String, String>,
+    phase: Phase,
+    message: String,
+    started_at: Millis,
+    finished_at: Option<Millis>,
+    /// Pods ready to start but held by workflow parallelism or suspension.
+    waiting: VecDeque<usize>,
+    active_pods: usize,
+    suspended: bool,
+    stopping: Option<StopReason>,
+    timers: BTreeMap<Timer, Millis>,
+    /// Nodes that finished and whose parent has not been told yet.
+    done: VecDeque<usize>,
+    actions: Vec<Action>,
+    now: Millis,
+    root: Option<usize>,
+    exit_node: Option<usize>,
+    /// Succeeded pods of an earlier attempt of this run, reused by retry-from-failure.
+    reuse: HashMap<String, Node>,
+    templates: Arc<engine::Library>,
+    meta: Vec<engine::Meta>,
+    /// (template scope, template name) each node runs, to find its outputs spec.
+    scope_hint: Vec<(TemplateScope, String)>,
+    /// `workflow.outputs.artifacts.X` published by `globalName`.
+    global_arts: BTreeMap<String, ArtifactRef>,
+}
+
+impl Run {
+    /// Validates a submission and starts it. Problems are returned all at once.
+    pub fn start(sub: Submission) -> Result<(Run, Vec<Action>), Vec<Problem>> {
+        let library = Library::build(&sub)?;
+        let problems = crate::validate::validate(&sub, &library);
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut run = Run::empty(Arc::new(sub), Arc::new(library), HashMap::new());
+        run.begin();
+        let actions = std::mem::take(&mut run.actions);
+        Ok((run, actions))
+    }
+
+    /// Rebuilds a run's state from its submission and stored events.
+    pub fn replay(sub: Submission, events: &[(Millis, Event)]) -> Result<Run, Vec<Problem>> {
+        let library = Library::build(&sub)?;
+        let mut run = Run::empty(Arc::new(sub), Arc::new(library), HashMap::new());
+        run.begin();
+        run.actions.clear();
+        for (at, ev) in events {
+            run.step(ev.clone(), *at);
+        }
+        Ok(run)
+    }
+
+    fn empty(
+        sub: Arc<Submission>,
+        templates: Arc<engine::Library>,
+        reuse: HashMap<String, Node>,
+    ) -> Run {
+        let now = sub.created_at;
+        Run {
+            sub,
+            nodes: Vec::new(),
+            rt: Vec::new(),
+            by_id: HashMap::new(),
+            globals: BTreeMap::new(),
+            phase: Phase::Running,
+            message: String::new(),
+            started_at: now,
+            finished_at: None,
+            waiting: VecDeque::new(),
+            active_pods: 0,
+            suspended: false,
+            stopping: None,
+            timers: BTreeMap::new(),
+            done: VecDeque::new(),
+            actions: Vec::new(),
+            now,
+            root: None,
+            exit_node: None,
+            reuse,
+            templates,
+            meta: Vec::new(),
+            scope_hint: Vec::new(),
+            global_arts: BTreeMap::new(),
+        }
+    }
+
+    /// Applies one event at time `now` and returns what the driver must do.
+    pub fn step(&mut self, event: Event, now: Millis) -> Vec<Action> {
+        self.now = now.max(self.now);
+        self.apply(event);
+        self.drain();
+        std::mem::take(&mut self.actions)
+    }
+
+    pub fn submission(&self) -> &Submission {
+        &self.sub
+    }
+    pub fn nodes(&self) -> &[Node] {
+        &self.nodes
+    }
+    pub fn node_by_id(&self, id: &str) -> Option<&Node> {
+        self.by_id.get(id).map(|&i| &self.nodes[i])
+    }
+    pub fn phase(&self) -> Phase {
+        self.phase
+    }
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+    pub fn started_at(&self) -> Millis {
+        self.started_at
+    }
+    pub fn finished_at(&self) -> Option<Millis> {
+        self.finished_at
+    }
+    pub fn is_suspended(&self) -> bool {
+        self.suspended
+            || self
+                .rt
+                .iter()
+                .zip(&self.nodes)
+                .any(|(_, n)| n.node_type == NodeType::Suspend && n.phase == Phase::Running)
+    }
+    /// Workflow outputs (`globalName` parameters) and parameters, for display.
+    pub fn globals(&self) -> &BTreeMap<String, String> {
+        &self.globals
+    }
+    /// Values that must be masked wherever this run's output is shown.
+    pub fn secret_values(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .sub
+            .secrets
+            .iter()
+            .flat_map(|s| s.data.values().cloned())
+            .filter(|v| v.len() >= 3)
+            .collect();
+        v.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        v.dedup();
+        v
+    }
+
+    /// After a restart: the actions that were in flight. Pods already dispatched are started
+    /// again unless they had a process (those get `Event::Lost` from the driver); timers re-armed.
+    pub fn recovery_actions(&self) -> Vec<Action> {
+        let mut out = Vec::new();
+        for (i, rt) in self.rt.iter().enumerate() {
+            if let engine::Rt::Pod {
+                spec,
+                dispatched: true,
+            } = rt
+                && self.nodes[i].phase == Phase::Pending
+            {
+                out.push(Action::Start(spec.clone()));
+            }
+        }
+        for (t, at) in &self.timers {
+            out.push(Action::Arm {
+                timer: t.clone(),
+                at: *at,
+            });
+        }
+        out
+    }
+
+    /// Pods that were running (had a process) when the state was last persisted.
+    pub fn running_pods(&self) -> Vec<(String, Option<u32>)> {
+        self.nodes
+            .iter()
+            .filter(|n| n.node_type == NodeType::Pod && n.phase == Phase::Running)
+            .map(|n| (n.id.clone(), n.pid))
+            .collect()
+    }
+}
+
+/// A node id derived from the node name (Argo uses the same scheme: name + FNV-1a hash).
+pub fn node_id(run: &str, name: &str) -> String {
+    if name == run {
+        return run.to_string();
+    }
+    let mut h: u32 = 0x811c9dc5;
+    for b in name.bytes() {
+        h ^= b as u32;
+        h = h.wrapping_mul(0x01000193);
+    }
+    format!("{run}-{h}")
+}
+
+/// Looks up the template a step names.
+pub fn find_template<'a>(templates: &'a [Template], name: &str) -> Option<&'a Template> {
+    templates.iter().find(|t| t.name == name)
+}

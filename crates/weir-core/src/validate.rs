@@ -1,0 +1,366 @@
+//! Static checks before a run is accepted: template references, DAG cycles and dependencies,
+//! required parameters, `when`/`depends`/expression syntax, and fields with no local meaning.
+//! Every problem is reported, each with the field path of the workflow document.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::expr::{self, Depends, Mode};
+use crate::run::{Problem, Submission, TemplateScope};
+use crate::spec::{Step, Template};
+
+use crate::run::Library;
+
+/// Checks a submission; an empty list means it may run.
+pub(crate) fn validate(sub: &Submission, lib: &Library) -> Vec<Problem> {
+    let mut v = Validator {
+        lib,
+        problems: Vec::new(),
+    };
+    let spec = &lib.spec;
+    let from_template = sub.workflow.spec.workflow_template_ref.is_some();
+    let base = if from_template {
+        "spec.workflowTemplateRef"
+    } else {
+        "spec"
+    };
+    match &spec.entrypoint {
+        None => v.push(&format!("{base}.entrypoint"), "missing `entrypoint`"),
+        Some(e) if lib.get(&TemplateScope::Workflow, e).is_none() => v.push(
+            &format!("{base}.entrypoint"),
+            &format!("entrypoint template `{e}` not found"),
+        ),
+        _ => {}
+    }
+    for (i, p) in spec.arguments.parameters.iter().enumerate() {
+        let given = sub.parameters.iter().any(|(k, _)| *k == p.name);
+        let has = p.value.is_some() || p.default.is_some() || p.value_from.is_some();
+        if !given && !has {
+            v.push(
+                &format!("spec.arguments.parameters[{i}]"),
+                &format!(
+                    "workflow parameter `{}` is required: give it with -p {}=VALUE",
+                    p.name, p.name
+                ),
+            );
+        }
+        if let Some((_, val)) = sub.parameters.iter().rev().find(|(k, _)| *k == p.name)
+            && !p.enum_.is_empty()
+            && !p.enum_.contains(val)
+        {
+            v.push(
+                &format!("spec.arguments.parameters[{i}]"),
+                &format!("`{val}` is not one of {:?}", p.enum_),
+            );
+        }
+    }
+    for (k, _) in &sub.parameters {
+        if !spec.arguments.parameters.iter().any(|p| p.name == *k) {
+            v.push(
+                "spec.arguments.parameters",
+                &format!("-p {k}: the workflow has no parameter `{k}`"),
+            );
+        }
+    }
+    if let Some(t) = &spec.on_exit
+        && lib.get(&TemplateScope::Workflow, t).is_none()
+    {
+        v.push(
+            &format!("{base}.onExit"),
+            &format!("template `{t}` not found"),
+        );
+    }
+    for (i, t) in spec.templates.iter().enumerate() {
+        v.template(t, &format!("spec.templates[{i}]"), &TemplateScope::Workflow);
+    }
+    for d in &sub.library {
+        let name = d.metadata.name.clone().unwrap_or_default();
+        let scope = match d.kind {
+            crate::spec::Kind::WorkflowTemplate => TemplateScope::Namespaced(name.clone()),
+            _ => TemplateScope::Cluster(name.clone()),
+        };
+        for (i, t) in d.spec.templates.iter().enumerate() {
+            let before = v.problems.len();
+            v.template(t, &format!("spec.templates[{i}]"), &scope);
+            for p in &mut v.problems[before..] {
+                p.message = format!("{} `{name}`: {}", d.kind.as_str(), p.message);
+            }
+        }
+    }
+    v.problems
+}
+
+struct Validator<'a> {
+    lib: &'a Library,
+    problems: Vec<Problem>,
+}
+
+/// Replaces `{{…}}` tags by a neutral word so the syntax of the rest can be checked.
+fn neutralize(s: &str) -> String {
+    let mut out = String::new();
+    let mut rest = s;
+    while let Some(i) = rest.find("{{") {
+        out.push_str(&rest[..i]);
+        match rest[i..].find("}}") {
+            Some(j) => {
+                out.push_str("x");
+                rest = &rest[i + j + 2..];
+            }
+            None => {
+                out.push_str(&rest[i..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+impl Validator<'_> {
+    fn push(&mut self, path: &str, msg: &str) {
+        self.problems.push(Problem {
+            path: path.to_string(),
+            message: msg.to_string(),
+        });
+    }
+
+    fn template(&mut self, t: &Template, path: &str, scope: &TemplateScope) {
+        let kinds = [
+            t.container.is_some(),
+            t.script.is_some(),
+            t.steps.is_some(),
+            t.dag.is_some(),
+            t.suspend.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        for (field, present, why) in [
+            (
+                "resource",
+                t.resource.is_some(),
+                "creates Kubernetes objects, which need a Kubernetes API",
+            ),
+            (
+                "http",
+                t.http.is_some(),
+                "http templates are not supported yet",
+            ),
+            (
+                "data",
+                t.data.is_some(),
+                "data templates are not supported yet",
+            ),
+            (
+                "containerSet",
+                t.container_set.is_some(),
+                "containerSet templates are not supported yet",
+            ),
+            (
+                "plugin",
+                t.plugin.is_some(),
+                "executor plugins run inside Kubernetes",
+            ),
+        ] {
+            if present {
+                self.push(
+                    &format!("{path}.{field}"),
+                    &format!(
+                        "template `{}`: `{field}` is not supported by weir: {why}",
+                        t.name
+                    ),
+                );
+                return;
+            }
+        }
+        if kinds > 1 {
+            self.push(
+                path,
+                &format!(
+                    "template `{}` has more than one of container, script, steps, dag, suspend",
+                    t.name
+                ),
+            );
+        }
+        if let Some(c) = &t.script
+            && c.command.is_empty()
+        {
+            self.push(
+                &format!("{path}.script.command"),
+                &format!(
+                    "template `{}`: script needs `command` (the interpreter)",
+                    t.name
+                ),
+            );
+        }
+        if let Some(c) = &t.container
+            && c.command.is_empty()
+            && c.args.is_empty()
+        {
+            self.push(
+                &format!("{path}.container"),
+                &format!("template `{}`: no `command` or `args`: the image's own entrypoint cannot run on this host", t.name),
+            );
+        }
+        for (i, a) in t
+            .outputs
+            .artifacts
+            .iter()
+            .chain(&t.inputs.artifacts)
+            .enumerate()
+        {
+            for (field, present) in [
+                ("s3", a.s3.is_some()),
+                ("http", a.http.is_some()),
+                ("git", a.git.is_some()),
+                ("gcs", a.gcs.is_some()),
+                ("oss", a.oss.is_some()),
+                ("hdfs", a.hdfs.is_some()),
+                ("artifactory", a.artifactory.is_some()),
+                ("azure", a.azure.is_some()),
+            ] {
+                if present {
+                    self.push(&format!("{path}.artifacts[{i}].{field}"), &format!("artifact `{}`: `{field}` artifacts are not supported yet (local artifacts only)", a.name));
+                }
+            }
+        }
+        if let Some(groups) = &t.steps {
+            for (g, group) in groups.iter().enumerate() {
+                for (s, step) in group.iter().enumerate() {
+                    self.step(step, &format!("{path}.steps[{g}][{s}]"), scope);
+                }
+            }
+        }
+        if let Some(dag) = &t.dag {
+            let names: HashSet<&str> = dag.tasks.iter().map(|x| x.name.as_str()).collect();
+            let mut edges: HashMap<&str, Vec<String>> = HashMap::new();
+            for (i, task) in dag.tasks.iter().enumerate() {
+                let tp = format!("{path}.dag.tasks[{i}]");
+                self.step(task, &tp, scope);
+                let mut deps = task.dependencies.clone();
+                if let Some(d) = &task.depends {
+                    match Depends::parse(d) {
+                        Ok(parsed) => parsed.tasks(&mut deps),
+                        Err(e) => self.push(&format!("{tp}.depends"), &e.to_string()),
+                    }
+                }
+                for d in &deps {
+                    if !names.contains(d.as_str()) {
+                        self.push(
+                            &format!("{tp}.depends"),
+                            &format!("task `{}` depends on unknown task `{d}`", task.name),
+                        );
+                    }
+                }
+                edges.insert(task.name.as_str(), deps);
+            }
+            if let Some(cycle) = find_cycle(&edges) {
+                self.push(
+                    &format!("{path}.dag"),
+                    &format!("dependency cycle: {}", cycle.join(" -> ")),
+                );
+            }
+        }
+    }
+
+    fn step(&mut self, step: &Step, path: &str, scope: &TemplateScope) {
+        if step.template.is_none() && step.template_ref.is_none() && step.inline.is_none() {
+            self.push(path, &format!("step `{}` names no template", step.name));
+        } else if step.template.as_deref().is_some_and(|t| t.contains("{{")) {
+            // resolved at run time
+        } else if let Err(e) = self.lib.resolve(step, scope) {
+            let field = if step.template_ref.is_some() {
+                "templateRef"
+            } else {
+                "template"
+            };
+            self.push(
+                &format!("{path}.{field}"),
+                &format!("step `{}`: {e}", step.name),
+            );
+        }
+        if let Some(w) = &step.when {
+            let n = neutralize(w);
+            if n.trim_start().starts_with('=') {
+                // an expr tag covering the whole condition: checked when evaluated
+            } else if let Err(e) = expr::check(&n, Mode::Govaluate) {
+                self.push(
+                    &format!("{path}.when"),
+                    &format!("invalid `when` expression `{w}`: {e}"),
+                );
+            }
+        }
+        for tag in step
+            .arguments
+            .parameters
+            .iter()
+            .filter_map(|p| p.value.as_deref())
+            .flat_map(crate::subst::tags)
+        {
+            if let Some(e) = tag.strip_prefix('=')
+                && let Err(err) = expr::check(e, Mode::Expr)
+            {
+                self.push(
+                    &format!("{path}.arguments"),
+                    &format!("invalid expression `{e}`: {err}"),
+                );
+            }
+        }
+        if let Some(t) = &step.on_exit {
+            let s = Step {
+                template: Some(t.clone()),
+                ..Step::default()
+            };
+            if let Err(e) = self.lib.resolve(&s, scope) {
+                self.push(&format!("{path}.onExit"), &e);
+            }
+        }
+        if let Some(inline) = &step.inline {
+            self.template(inline, &format!("{path}.inline"), scope);
+        }
+    }
+}
+
+fn find_cycle(edges: &HashMap<&str, Vec<String>>) -> Option<Vec<String>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum C {
+        White,
+        Grey,
+        Black,
+    }
+    let mut color: HashMap<&str, C> = edges.keys().map(|k| (*k, C::White)).collect();
+    let mut names: Vec<&str> = edges.keys().copied().collect();
+    names.sort();
+    for start in names {
+        if color[start] != C::White {
+            continue;
+        }
+        // iterative DFS with an explicit path
+        let mut stack: Vec<(&str, usize)> = vec![(start, 0)];
+        color.insert(start, C::Grey);
+        while let Some((n, idx)) = stack.pop() {
+            let deps = &edges[n];
+            if idx < deps.len() {
+                stack.push((n, idx + 1));
+                let d = deps[idx].as_str();
+                match color.get(d).copied() {
+                    Some(C::Grey) => {
+                        let mut cyc: Vec<String> =
+                            stack.iter().map(|(x, _)| x.to_string()).collect();
+                        let from = cyc.iter().position(|x| x == d).unwrap_or(0);
+                        cyc = cyc[from..].to_vec();
+                        cyc.push(d.to_string());
+                        return Some(cyc);
+                    }
+                    Some(C::White) => {
+                        color.insert(d, C::Grey);
+                        stack.push((d, 0));
+                    }
+                    _ => {}
+                }
+            } else {
+                color.insert(n, C::Black);
+            }
+        }
+    }
+    None
+}

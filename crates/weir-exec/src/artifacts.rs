@@ -1,0 +1,100 @@
+//! Moving artifacts between task paths and the repository: tar+gzip by default, plain files
+//! with `archive: none`.
+
+use std::fs;
+use std::io;
+use std::path::Path;
+
+use weir_core::run::ArtifactRef;
+use weir_store::LocalRepo;
+
+/// Stores the file or directory at `src` under `key`.
+pub(crate) fn save(
+    repo: &LocalRepo,
+    key: &str,
+    name: &str,
+    src: &Path,
+    archive: bool,
+) -> Result<ArtifactRef, String> {
+    let is_dir = src.is_dir();
+    let archived = archive || is_dir;
+    let key = if archived {
+        format!("{key}.tgz")
+    } else {
+        key.to_string()
+    };
+    let (hash, size) = repo
+        .put_with(&key, |w| {
+            if archived {
+                let gz = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
+                let mut tar = tar::Builder::new(gz);
+                tar.follow_symlinks(false);
+                let base = src
+                    .file_name()
+                    .map(|n| n.to_os_string())
+                    .unwrap_or_else(|| "artifact".into());
+                if is_dir {
+                    tar.append_dir_all(&base, src)?;
+                } else {
+                    tar.append_path_with_name(src, &base)?;
+                }
+                tar.into_inner()?.finish()?;
+                Ok(())
+            } else {
+                io::copy(&mut fs::File::open(src)?, w).map(|_| ())
+            }
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(ArtifactRef {
+        name: name.to_string(),
+        key,
+        hash,
+        size,
+        archived,
+        raw: None,
+    })
+}
+
+/// Places artifact `a` at `dest` (a file, or a directory for archived directories).
+pub(crate) fn load(
+    repo: &LocalRepo,
+    a: &ArtifactRef,
+    dest: &Path,
+    mode: Option<u32>,
+) -> Result<(), String> {
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    }
+    let err = |e: io::Error| format!("artifact `{}` to {}: {e}", a.name, dest.display());
+    if let Some(raw) = &a.raw {
+        fs::write(dest, raw).map_err(err)?;
+    } else if a.archived {
+        let file = fs::File::open(repo.path(&a.key)).map_err(err)?;
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        // Argo unpacks the single top-level entry onto the destination path.
+        let staging = dest.with_extension("weir-unpack");
+        let _ = fs::remove_dir_all(&staging);
+        fs::create_dir_all(&staging).map_err(err)?;
+        tar.unpack(&staging).map_err(err)?;
+        let mut entries: Vec<_> = fs::read_dir(&staging)
+            .map_err(err)?
+            .filter_map(Result::ok)
+            .collect();
+        if entries.len() == 1 {
+            let only = entries.remove(0).path();
+            let _ = fs::remove_dir_all(dest);
+            let _ = fs::remove_file(dest);
+            fs::rename(&only, dest).map_err(err)?;
+            let _ = fs::remove_dir_all(&staging);
+        } else {
+            fs::rename(&staging, dest).map_err(err)?;
+        }
+    } else {
+        fs::copy(repo.path(&a.key), dest).map_err(err)?;
+    }
+    if let Some(m) = mode {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(dest, fs::Permissions::from_mode(m)).map_err(err)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,54 @@
+//! Weir's executors: where a task's process runs.
+//!
+//! Architecture invariant: an executor reports every outcome as an [`Update`] on its channel;
+//! a task that cannot start, or whose executor thread panics, becomes a failed result, never an
+//! error that unwinds the engine.
+
+mod admission;
+mod artifacts;
+mod process;
+mod sandbox;
+
+pub use admission::Capacity;
+pub use process::{ProcessConfig, ProcessExecutor};
+pub use sandbox::Sandbox;
+
+use weir_core::run::{TaskResult, TaskSpec};
+
+/// What an executor tells the driver.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Update {
+    Started {
+        node: String,
+        pid: u32,
+    },
+    /// A line of the task's output (already masked), for live display.
+    Log {
+        node: String,
+        line: String,
+    },
+    Finished {
+        node: String,
+        result: TaskResult,
+    },
+}
+
+/// Runs tasks. `start` returns at once; progress arrives as [`Update`]s.
+pub trait Executor: Send + Sync {
+    fn start(&self, task: TaskSpec);
+    /// Kills the task's process group if it is running.
+    fn stop(&self, node: &str);
+    /// Waits for every task thread to end (after their processes were stopped).
+    fn shutdown(&self);
+}
+
+/// Replaces each secret value in `line` by `***`.
+pub fn mask(line: &str, secrets: &[String]) -> String {
+    let mut out = line.to_string();
+    for s in secrets {
+        if !s.is_empty() && out.contains(s.as_str()) {
+            out = out.replace(s.as_str(), "***");
+        }
+    }
+    out
+}

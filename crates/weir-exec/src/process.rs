@@ -1,0 +1,432 @@
+//! The local process executor (the embedded default): each task is a process group on this
+//! host, in its own work directory and filesystem view, with its output captured to a log file.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use weir_core::run::{TaskResult, TaskSpec};
+use weir_store::LocalRepo;
+
+use crate::admission::{Capacity, Ledger};
+use crate::sandbox::{Sandbox, View, unsafe_pre_exec};
+use crate::{Executor, Update, artifacts, mask};
+
+const RESULT_LIMIT: usize = 256 * 1024;
+
+pub struct ProcessConfig {
+    /// Per-run work directories and logs live under `work_root/<run>/`.
+    pub work_root: PathBuf,
+    pub repo: LocalRepo,
+    pub sandbox: Sandbox,
+    pub capacity: Capacity,
+    /// Send each output line as [`Update::Log`].
+    pub stream_logs: bool,
+}
+
+struct Inner {
+    cfg: ProcessConfig,
+    tx: Mutex<Sender<Update>>,
+    state: Mutex<State>,
+    python3_for_python: bool,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<TaskSpec>,
+    ledger: Ledger,
+    /// node → process group id
+    running: HashMap<String, i32>,
+    stopped: HashSet<String>,
+    threads: Vec<JoinHandle<()>>,
+    told_python: HashSet<String>,
+}
+
+pub struct ProcessExecutor {
+    inner: Arc<Inner>,
+}
+
+impl ProcessExecutor {
+    pub fn new(cfg: ProcessConfig, tx: Sender<Update>) -> ProcessExecutor {
+        let python3_for_python = which("python").is_none() && which("python3").is_some();
+        ProcessExecutor {
+            inner: Arc::new(Inner {
+                cfg,
+                tx: Mutex::new(tx),
+                state: Mutex::new(State::default()),
+                python3_for_python,
+            }),
+        }
+    }
+
+    /// The log file of a node.
+    pub fn log_path(work_root: &Path, run: &str, node: &str) -> PathBuf {
+        work_root.join(run).join("logs").join(format!("{node}.log"))
+    }
+}
+
+fn which(prog: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(prog))
+        .find(|p| p.is_file())
+}
+
+impl Executor for ProcessExecutor {
+    fn start(&self, task: TaskSpec) {
+        if let Err(e) = Ledger::possible(&self.inner.cfg.capacity, &task.requests) {
+            self.inner.send(Update::Finished {
+                node: task.node_id.clone(),
+                result: failed(format!("cannot be admitted: {e}")),
+            });
+            return;
+        }
+        lock(&self.inner.state).queue.push_back(task);
+        Inner::admit(&self.inner);
+    }
+
+    fn stop(&self, node: &str) {
+        let mut st = lock(&self.inner.state);
+        st.stopped.insert(node.to_string());
+        if let Some(pos) = st.queue.iter().position(|t| t.node_id == node) {
+            st.queue.remove(pos);
+        }
+        if let Some(&pgid) = st.running.get(node) {
+            // SAFETY: kill(2) with a negative pid signals the task's own process group.
+            unsafe {
+                libc::kill(-pgid, libc::SIGKILL);
+            }
+        }
+    }
+
+    fn shutdown(&self) {
+        let threads = {
+            let mut st = lock(&self.inner.state);
+            st.queue.clear();
+            for &pgid in st.running.values() {
+                // SAFETY: as in `stop`.
+                unsafe {
+                    libc::kill(-pgid, libc::SIGKILL);
+                }
+            }
+            std::mem::take(&mut st.threads)
+        };
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn failed(msg: String) -> TaskResult {
+    TaskResult {
+        error: Some(msg),
+        ..TaskResult::default()
+    }
+}
+
+impl Inner {
+    fn send(&self, u: Update) {
+        let _ = lock(&self.tx).send(u);
+    }
+
+    /// Starts queued tasks while they fit.
+    fn admit(this: &Arc<Inner>) {
+        let mut st = lock(&this.state);
+        st.threads.retain(|t| !t.is_finished());
+        while let Some(task) = st.queue.front() {
+            if !st.ledger.fits(&this.cfg.capacity, &task.requests) {
+                break;
+            }
+            let Some(task) = st.queue.pop_front() else {
+                break;
+            };
+            let gpus = st.ledger.take(&this.cfg.capacity, &task.requests);
+            let me = this.clone();
+            let handle = std::thread::Builder::new()
+                .name("weir-task".into())
+                .spawn(move || {
+                    let node = task.node_id.clone();
+                    let requests = task.requests.clone();
+                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        me.run_task(&task, &gpus)
+                    }));
+                    let result = outcome.unwrap_or_else(|_| {
+                        failed("the executor panicked while running this task".into())
+                    });
+                    {
+                        let mut st = lock(&me.state);
+                        st.running.remove(&node);
+                        st.stopped.remove(&node);
+                        st.ledger.give(&requests, &gpus);
+                    }
+                    me.send(Update::Finished { node, result });
+                    Inner::admit(&me);
+                });
+            match handle {
+                Ok(h) => st.threads.push(h),
+                Err(e) => {
+                    drop(st);
+                    this.send(Update::Finished {
+                        node: String::new(),
+                        result: failed(format!("cannot start a thread: {e}")),
+                    });
+                    return;
+                }
+            }
+        }
+    }
+
+    fn run_task(&self, task: &TaskSpec, gpus: &[String]) -> TaskResult {
+        match self.try_run(task, gpus) {
+            Ok(r) => r,
+            Err(e) => failed(e),
+        }
+    }
+
+    fn try_run(&self, task: &TaskSpec, gpus: &[String]) -> Result<TaskResult, String> {
+        let run_dir = self.cfg.work_root.join(&task.run);
+        let work = run_dir.join("work").join(&task.node_id);
+        let log_path = ProcessExecutor::log_path(&self.cfg.work_root, &task.run, &task.node_id);
+        let _ = fs::remove_dir_all(&work);
+        for d in [&work.join("tmp"), &work.join("cwd"), &run_dir.join("logs")] {
+            fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let mut log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let mut view = View::new(&work, self.cfg.sandbox);
+        // inputs
+        for a in &task.inputs {
+            let dest = view.host(&a.path, &work)?;
+            artifacts::load(&self.cfg.repo, &a.source, &dest, a.mode)?;
+        }
+        let param_paths: Vec<(String, PathBuf)> = task
+            .output_parameters
+            .iter()
+            .map(|p| Ok((p.name.clone(), view.host(&p.path, &work)?)))
+            .collect::<Result<_, String>>()?;
+        let art_paths: Vec<PathBuf> = task
+            .output_artifacts
+            .iter()
+            .map(|a| view.host(&a.path, &work))
+            .collect::<Result<_, String>>()?;
+        for p in param_paths.iter().map(|(_, p)| p).chain(&art_paths) {
+            if let Some(parent) = p.parent() {
+                let _ = fs::create_dir_all(parent);
+            }
+        }
+        // command line
+        let mut argv: Vec<String> = task
+            .command
+            .iter()
+            .chain(&task.args)
+            .map(|s| view.rewrite(s))
+            .collect();
+        if let Some(src) = &task.source {
+            let script = work.join("script");
+            fs::write(&script, view.rewrite(src))
+                .map_err(|e| format!("{}: {e}", script.display()))?;
+            argv = task.command.iter().map(|s| view.rewrite(s)).collect();
+            argv.push(script.display().to_string());
+            argv.extend(task.args.iter().map(|s| view.rewrite(s)));
+        }
+        if argv.is_empty() {
+            return Err("nothing to run: the template has no command or args".into());
+        }
+        if argv[0] == "python" && self.python3_for_python {
+            argv[0] = "python3".into();
+            let first = lock(&self.state).told_python.insert(task.run.clone());
+            if first {
+                let _ = writeln!(
+                    log,
+                    "weir: `python` is not on this host; running `python3` instead"
+                );
+            }
+        }
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..]);
+        cmd.env_clear();
+        for k in [
+            "PATH", "LANG", "LC_ALL", "TZ", "TERM", "USER", "LOGNAME", "SHELL",
+        ] {
+            if let Some(v) = std::env::var_os(k) {
+                cmd.env(k, v);
+            }
+        }
+        cmd.env("HOME", work.join("cwd"));
+        if self.cfg.sandbox == Sandbox::Rewrite {
+            cmd.env("TMPDIR", &view.tmp);
+        }
+        if !gpus.is_empty() {
+            cmd.env("CUDA_VISIBLE_DEVICES", gpus.join(","));
+        } else if task.requests.gpus == 0 && !self.cfg.capacity.gpus.is_empty() {
+            cmd.env("CUDA_VISIBLE_DEVICES", "");
+        }
+        for (k, v) in &task.env {
+            cmd.env(k, view.rewrite(v));
+        }
+        cmd.current_dir(match &task.working_dir {
+            Some(d) if Path::new(d).is_dir() => PathBuf::from(d),
+            Some(d) => view.host(d, &work).map(|p| {
+                let _ = fs::create_dir_all(&p);
+                p
+            })?,
+            None => work.join("cwd"),
+        });
+        let mut binds: Vec<(PathBuf, PathBuf)> = vec![(view.tmp.clone(), PathBuf::from("/tmp"))];
+        binds.extend(view.binds.iter().map(|(t, h)| (h.clone(), t.clone())));
+        unsafe_pre_exec(&mut cmd, binds, self.cfg.sandbox == Sandbox::Namespaces);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        if lock(&self.state).stopped.contains(&task.node_id) {
+            return Err("stopped before it started".into());
+        }
+        let mut child = match cmd.spawn() {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = writeln!(log, "weir: cannot start `{}`: {e}", argv[0]);
+                return Ok(TaskResult {
+                    exit_code: Some(if e.kind() == std::io::ErrorKind::NotFound {
+                        127
+                    } else {
+                        126
+                    }),
+                    error: None,
+                    stdout: String::new(),
+                    ..TaskResult::default()
+                });
+            }
+        };
+        let pid = child.id();
+        lock(&self.state)
+            .running
+            .insert(task.node_id.clone(), pid as i32);
+        let _ = fs::write(work.join("pid"), pid.to_string());
+        self.send(Update::Started {
+            node: task.node_id.clone(),
+            pid,
+        });
+
+        let log = Arc::new(Mutex::new(log));
+        let stderr = child.stderr.take();
+        let err_thread = {
+            let log = log.clone();
+            let secrets = task.secrets.clone();
+            let node = task.node_id.clone();
+            let tx = self.cfg.stream_logs.then(|| lock(&self.tx).clone());
+            std::thread::spawn(move || {
+                if let Some(e) = stderr {
+                    pump(e, &log, &secrets, &node, tx.as_ref(), None);
+                }
+            })
+        };
+        let mut stdout_tail = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            let tx = self.cfg.stream_logs.then(|| lock(&self.tx).clone());
+            pump(
+                out,
+                &log,
+                &task.secrets,
+                &task.node_id,
+                tx.as_ref(),
+                Some(&mut stdout_tail),
+            );
+        }
+        let _ = err_thread.join();
+        let status = child
+            .wait()
+            .map_err(|e| format!("waiting for the process: {e}"))?;
+        use std::os::unix::process::ExitStatusExt;
+        let code = status
+            .code()
+            .unwrap_or_else(|| 128 + status.signal().unwrap_or(9));
+        // outputs
+        let mut result = TaskResult {
+            exit_code: Some(code),
+            ..TaskResult::default()
+        };
+        let mut text = String::from_utf8_lossy(&stdout_tail).into_owned();
+        if text.ends_with('\n') {
+            text.pop();
+        }
+        result.stdout = text;
+        for (name, path) in &param_paths {
+            let v = fs::read_to_string(path)
+                .ok()
+                .map(|s| s.strip_suffix('\n').map(str::to_string).unwrap_or(s));
+            result.parameters.push((name.clone(), v));
+        }
+        for (a, path) in task.output_artifacts.iter().zip(&art_paths) {
+            if !path.exists() {
+                if !a.optional {
+                    result.missing_artifacts.push(a.name.clone());
+                }
+                continue;
+            }
+            let key = format!("{}/{}/{}", task.run, task.node_id, a.name);
+            result.artifacts.push(artifacts::save(
+                &self.cfg.repo,
+                &key,
+                &a.name,
+                path,
+                a.archive,
+            )?);
+        }
+        Ok(result)
+    }
+}
+
+/// Copies a stream into the log (masked), line by line; keeps the last bytes of stdout.
+fn pump(
+    r: impl Read,
+    log: &Mutex<fs::File>,
+    secrets: &[String],
+    node: &str,
+    tx: Option<&Sender<Update>>,
+    mut tail: Option<&mut Vec<u8>>,
+) {
+    let mut reader = BufReader::new(r);
+    let mut buf = Vec::new();
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+        if let Some(t) = tail.as_deref_mut() {
+            t.extend_from_slice(&buf);
+            if t.len() > RESULT_LIMIT * 2 {
+                let cut = t.len() - RESULT_LIMIT;
+                t.drain(..cut);
+            }
+        }
+        let line = String::from_utf8_lossy(&buf);
+        let line = line.trim_end_matches(['\n', '\r']);
+        let masked = mask(line, secrets);
+        let _ = writeln!(lock(log), "{masked}");
+        if let Some(tx) = tx {
+            let _ = tx.send(Update::Log {
+                node: node.to_string(),
+                line: masked,
+            });
+        }
+    }
+    if let Some(t) = tail
+        && t.len() > RESULT_LIMIT
+    {
+        let cut = t.len() - RESULT_LIMIT;
+        t.drain(..cut);
+    }
+}

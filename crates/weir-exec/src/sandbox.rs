@@ -1,0 +1,157 @@
+//! Each task's filesystem view. With Linux mount namespaces (the default where permitted) a task
+//! gets a private `/tmp` and its declared paths outside `/tmp` bound to per-task directories, so
+//! concurrent tasks never collide and Argo files run unmodified. Without them, declared paths
+//! are rewritten into the task's work directory (said once as a warning).
+
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sandbox {
+    Namespaces,
+    Rewrite,
+}
+
+impl Sandbox {
+    /// Namespaces if this process may create them.
+    pub fn detect() -> Sandbox {
+        if std::env::var("WEIR_SANDBOX").as_deref() == Ok("rewrite") {
+            return Sandbox::Rewrite;
+        }
+        let mut cmd = std::process::Command::new("/bin/true");
+        unsafe_pre_exec(&mut cmd, Vec::new(), true);
+        match cmd.status() {
+            Ok(s) if s.success() => Sandbox::Namespaces,
+            _ => Sandbox::Rewrite,
+        }
+    }
+}
+
+/// Where a task path lives on the host, and the bind mounts that make it appear at its path.
+pub(crate) struct View {
+    pub tmp: PathBuf,
+    pub binds: Vec<(PathBuf, PathBuf)>,
+    pub mode: Sandbox,
+}
+
+impl View {
+    pub fn new(work: &Path, mode: Sandbox) -> View {
+        View {
+            tmp: work.join("tmp"),
+            binds: Vec::new(),
+            mode,
+        }
+    }
+
+    /// The host path for a path the task sees. Paths outside `/tmp` get their parent directory
+    /// bound to a per-task directory.
+    pub fn host(&mut self, task_path: &str, work: &Path) -> Result<PathBuf, String> {
+        let p = Path::new(task_path);
+        if !p.is_absolute() {
+            return Ok(work.join("cwd").join(p));
+        }
+        if let Ok(rest) = p.strip_prefix("/tmp") {
+            return Ok(self.tmp.join(rest));
+        }
+        let parent = p.parent().unwrap_or(Path::new("/"));
+        let name = p.file_name().map(PathBuf::from).unwrap_or_default();
+        if let Some((_, host)) = self.binds.iter().find(|(t, _)| t == parent) {
+            return Ok(host.join(name));
+        }
+        if self.mode == Sandbox::Namespaces && (parent == Path::new("/") || is_system_dir(parent)) {
+            return Err(format!(
+                "path `{task_path}` is in `{}`, which weir will not cover with a private directory; use a path under /tmp or a directory of its own",
+                parent.display()
+            ));
+        }
+        let host = work.join("mnt").join(self.binds.len().to_string());
+        std::fs::create_dir_all(&host).map_err(|e| format!("{}: {e}", host.display()))?;
+        if self.mode == Sandbox::Namespaces {
+            std::fs::create_dir_all(parent)
+                .map_err(|e| format!("creating mount point {}: {e}", parent.display()))?;
+        }
+        self.binds.push((parent.to_path_buf(), host.clone()));
+        Ok(host.join(name))
+    }
+
+    /// Rewrite mode: replaces the task paths in a string by their host paths.
+    pub fn rewrite(&self, s: &str) -> String {
+        if self.mode == Sandbox::Namespaces {
+            return s.to_string();
+        }
+        let mut out = s.replace("/tmp/", &format!("{}/", self.tmp.display()));
+        for (t, h) in &self.binds {
+            out = out.replace(&format!("{}/", t.display()), &format!("{}/", h.display()));
+        }
+        out
+    }
+}
+
+fn is_system_dir(p: &Path) -> bool {
+    [
+        "/bin", "/boot", "/dev", "/etc", "/lib", "/lib64", "/proc", "/root", "/run", "/sbin",
+        "/sys", "/usr", "/var", "/home",
+    ]
+    .iter()
+    .any(|s| p == Path::new(s))
+}
+
+/// Installs the child-side setup: own process group; with namespaces, a private mount namespace
+/// where each (host, target) pair is bind-mounted.
+pub(crate) fn unsafe_pre_exec(
+    cmd: &mut std::process::Command,
+    binds: Vec<(PathBuf, PathBuf)>,
+    namespaces: bool,
+) {
+    use std::os::unix::process::CommandExt;
+    // Prepared before fork: the closure below must not allocate.
+    let pairs: Vec<(CString, CString)> = binds
+        .iter()
+        .filter_map(|(host, target)| {
+            Some((
+                CString::new(host.as_os_str().as_bytes()).ok()?,
+                CString::new(target.as_os_str().as_bytes()).ok()?,
+            ))
+        })
+        .collect();
+    let root = CString::new("/").unwrap_or_default();
+    let none = CString::new("none").unwrap_or_default();
+    // SAFETY: the closure only makes async-signal-safe system calls on memory prepared above.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setpgid(0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if !namespaces {
+                return Ok(());
+            }
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            if libc::mount(
+                none.as_ptr(),
+                root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
+            for (host, target) in &pairs {
+                if libc::mount(
+                    host.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}

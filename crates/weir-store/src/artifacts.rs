@@ -1,0 +1,81 @@
+//! The local-directory artifact repository: files under a root, each recorded with its blake3.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+#[derive(Debug, Clone)]
+pub struct LocalRepo {
+    root: PathBuf,
+}
+
+impl LocalRepo {
+    pub fn new(root: PathBuf) -> LocalRepo {
+        LocalRepo { root }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Where the object with `key` lives.
+    pub fn path(&self, key: &str) -> PathBuf {
+        self.root.join(key)
+    }
+
+    /// Stores the bytes written by `write` under `key`; returns (blake3 hex, size).
+    pub fn put_with(
+        &self,
+        key: &str,
+        write: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+    ) -> Result<(String, u64)> {
+        let dest = self.path(key);
+        let io_err = |source| Error::Io {
+            path: dest.clone(),
+            source,
+        };
+        if let Some(dir) = dest.parent() {
+            fs::create_dir_all(dir).map_err(io_err)?;
+        }
+        let tmp = dest.with_extension("partial");
+        let file = fs::File::create(&tmp).map_err(io_err)?;
+        let mut w = HashingWriter {
+            inner: io::BufWriter::new(file),
+            hasher: blake3::Hasher::new(),
+            size: 0,
+        };
+        write(&mut w).map_err(io_err)?;
+        io::Write::flush(&mut w.inner).map_err(io_err)?;
+        fs::rename(&tmp, &dest).map_err(io_err)?;
+        Ok((w.hasher.finalize().to_hex().to_string(), w.size))
+    }
+
+    /// Removes everything stored under `prefix` (a run's artifacts).
+    pub fn delete_prefix(&self, prefix: &str) -> Result<()> {
+        let p = self.path(prefix);
+        match fs::remove_dir_all(&p) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Io { path: p, source: e }),
+            _ => Ok(()),
+        }
+    }
+}
+
+struct HashingWriter<W> {
+    inner: W,
+    hasher: blake3::Hasher,
+    size: u64,
+}
+
+impl<W: io::Write> io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.size += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}

@@ -1,0 +1,345 @@
+//! The SQLite metadata store (embedded default): WAL mode, one writer, short transactions.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, OptionalExtension, params};
+use weir_core::run::{Event, Millis, Phase, Submission};
+
+use crate::{Error, Result};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const MIGRATIONS: &[&str] = &["
+CREATE TABLE runs (
+    name        TEXT PRIMARY KEY,
+    namespace   TEXT NOT NULL,
+    created_at  INTEGER NOT NULL,
+    finished_at INTEGER,
+    phase       TEXT NOT NULL,
+    message     TEXT NOT NULL DEFAULT '',
+    submission  TEXT NOT NULL,
+    next_seq    INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX runs_created ON runs(created_at);
+CREATE TABLE events (
+    run   TEXT NOT NULL REFERENCES runs(name) ON DELETE CASCADE,
+    seq   INTEGER NOT NULL,
+    at    INTEGER NOT NULL,
+    body  TEXT NOT NULL,
+    PRIMARY KEY (run, seq)
+) WITHOUT ROWID;
+CREATE TABLE controls (
+    id    INTEGER PRIMARY KEY AUTOINCREMENT,
+    run   TEXT NOT NULL REFERENCES runs(name) ON DELETE CASCADE,
+    body  TEXT NOT NULL
+);
+"];
+
+/// How hard each commit works to survive a crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// WAL with `synchronous=NORMAL`: committed data survives the process being killed at any
+    /// moment (the default); the last commits can be lost on power failure.
+    Process,
+    /// WAL with `synchronous=FULL`: also survives power failure (an fsync per commit).
+    Power,
+    /// `synchronous=OFF`: for benchmarks that measure what safety costs.
+    Relaxed,
+}
+
+pub struct Store {
+    conn: Connection,
+    path: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunSummary {
+    pub name: String,
+    pub namespace: String,
+    pub created_at: Millis,
+    pub finished_at: Option<Millis>,
+    pub phase: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunRecord {
+    pub summary: RunSummary,
+    pub submission: Submission,
+    pub events: Vec<(Millis, Event)>,
+}
+
+impl Store {
+    /// Opens (creating if needed) the database at `path`.
+    pub fn open(path: &Path, durability: Durability) -> Result<Store> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let conn = Connection::open(path)?;
+        let not_db = |source| Error::NotADatabase {
+            path: path.to_path_buf(),
+            source,
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(not_db)?;
+        let sync = match durability {
+            Durability::Process => "NORMAL",
+            Durability::Power => "FULL",
+            Durability::Relaxed => "OFF",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;"
+        ))
+        .map_err(not_db)?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(not_db)?;
+        if version > SCHEMA_VERSION {
+            return Err(Error::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+                supported: SCHEMA_VERSION,
+            });
+        }
+        if version == 0 {
+            let tables: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type='table'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(not_db)?;
+            if tables > 0 {
+                return Err(Error::Corrupt(format!(
+                    "{} holds tables but no weir schema version; it is not a weir database",
+                    path.display()
+                )));
+            }
+        }
+        let mut store = Store {
+            conn,
+            path: path.to_path_buf(),
+        };
+        store.migrate(version)?;
+        Ok(store)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn migrate(&mut self, from: i64) -> Result<()> {
+        for (i, m) in MIGRATIONS.iter().enumerate().skip(from as usize) {
+            let tx = self.conn.transaction()?;
+            tx.execute_batch(m)?;
+            tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+            tx.commit()?;
+        }
+        Ok(())
+    }
+
+    /// Records a new run. Fails if the name is taken.
+    pub fn create_run(&mut self, sub: &Submission) -> Result<()> {
+        let body = serde_json::to_string(sub).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let n = self.conn.execute(
+            "INSERT INTO runs (name, namespace, created_at, phase, submission) VALUES (?1, ?2, ?3, 'Running', ?4)
+             ON CONFLICT(name) DO NOTHING",
+            params![sub.name, sub.namespace, sub.created_at, body],
+        )?;
+        if n == 0 {
+            return Err(Error::RunExists(sub.name.clone()));
+        }
+        Ok(())
+    }
+
+    pub fn name_taken(&self, name: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row("SELECT 1 FROM runs WHERE name = ?1", [name], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// Appends events (write-ahead: before the driver acts on them) and the run's new summary,
+    /// in one transaction.
+    pub fn append(
+        &mut self,
+        run: &str,
+        events: &[(Millis, Event)],
+        phase: Phase,
+        message: &str,
+        finished_at: Option<Millis>,
+    ) -> Result<()> {
+        let tx = self.conn.transaction()?;
+        {
+            let seq: i64 = tx
+                .query_row("SELECT next_seq FROM runs WHERE name = ?1", [run], |r| {
+                    r.get(0)
+                })
+                .optional()?
+                .ok_or_else(|| Error::RunNotFound(run.to_string()))?;
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO events (run, seq, at, body) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for (i, (at, ev)) in events.iter().enumerate() {
+                let body = serde_json::to_string(ev).map_err(|e| Error::Corrupt(e.to_string()))?;
+                stmt.execute(params![run, seq + i as i64, at, body])?;
+            }
+            tx.execute(
+                "UPDATE runs SET next_seq = ?2, phase = ?3, message = ?4, finished_at = ?5 WHERE name = ?1",
+                params![run, seq + events.len() as i64, phase.as_str(), message, finished_at],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Finds a run by exact name, unique prefix, or `@latest`.
+    pub fn resolve(&self, name: &str) -> Result<String> {
+        if name == "@latest" {
+            return self
+                .conn
+                .query_row(
+                    "SELECT name FROM runs ORDER BY created_at DESC, rowid DESC LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?
+                .ok_or_else(|| Error::RunNotFound(name.to_string()));
+        }
+        if self.name_taken(name)? {
+            return Ok(name.to_string());
+        }
+        let mut stmt = self
+            .conn
+            .prepare("SELECT name FROM runs WHERE substr(name, 1, length(?1)) = ?1 LIMIT 5")?;
+        let names: Vec<String> = stmt
+            .query_map([name], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        match names.len() {
+            0 => Err(Error::RunNotFound(name.to_string())),
+            1 => Ok(names.into_iter().next().unwrap_or_default()),
+            _ => Err(Error::Ambiguous(name.to_string(), names.join(", "))),
+        }
+    }
+
+    pub fn load(&self, name: &str) -> Result<RunRecord> {
+        let (summary, body): (RunSummary, String) = self
+            .conn
+            .query_row(
+                "SELECT name, namespace, created_at, finished_at, phase, message, submission FROM runs WHERE name = ?1",
+                [name],
+                |r| Ok((summary_row(r)?, r.get(6)?)),
+            )
+            .optional()?
+            .ok_or_else(|| Error::RunNotFound(name.to_string()))?;
+        let submission: Submission = serde_json::from_str(&body)
+            .map_err(|e| Error::Corrupt(format!("run {name}: submission: {e}")))?;
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT at, body FROM events WHERE run = ?1 ORDER BY seq")?;
+        let rows = stmt.query_map([name], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut events = Vec::new();
+        for row in rows {
+            let (at, body) = row?;
+            let ev: Event = serde_json::from_str(&body)
+                .map_err(|e| Error::Corrupt(format!("run {name}: event: {e}")))?;
+            events.push((at, ev));
+        }
+        Ok(RunRecord {
+            summary,
+            submission,
+            events,
+        })
+    }
+
+    /// Runs, newest first, optionally filtered by phase.
+    pub fn list(&self, phases: &[String], limit: usize) -> Result<Vec<RunSummary>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, namespace, created_at, finished_at, phase, message FROM runs ORDER BY created_at DESC, rowid DESC",
+        )?;
+        let rows = stmt.query_map([], summary_row)?;
+        let mut out = Vec::new();
+        for r in rows {
+            let r = r?;
+            if phases.is_empty() || phases.iter().any(|p| p.eq_ignore_ascii_case(&r.phase)) {
+                out.push(r);
+                if out.len() >= limit {
+                    break;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    pub fn delete(&mut self, name: &str) -> Result<()> {
+        let n = self
+            .conn
+            .execute("DELETE FROM runs WHERE name = ?1", [name])?;
+        if n == 0 {
+            return Err(Error::RunNotFound(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// Queues a request for the process that drives `run`.
+    pub fn push_control(&mut self, run: &str, ev: &Event) -> Result<()> {
+        let body = serde_json::to_string(ev).map_err(|e| Error::Corrupt(e.to_string()))?;
+        self.conn.execute(
+            "INSERT INTO controls (run, body) VALUES (?1, ?2)",
+            params![run, body],
+        )?;
+        Ok(())
+    }
+
+    /// Takes the queued requests for `run`.
+    pub fn take_controls(&mut self, run: &str) -> Result<Vec<Event>> {
+        let tx = self.conn.transaction()?;
+        let mut out = Vec::new();
+        {
+            let mut stmt =
+                tx.prepare_cached("SELECT id, body FROM controls WHERE run = ?1 ORDER BY id")?;
+            let rows: Vec<(i64, String)> = stmt
+                .query_map([run], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (id, body) in rows {
+                tx.execute("DELETE FROM controls WHERE id = ?1", [id])?;
+                if let Ok(ev) = serde_json::from_str(&body) {
+                    out.push(ev);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
+    pub fn has_controls(&self, run: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM controls WHERE run = ?1 LIMIT 1",
+                [run],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+}
+
+fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
+    Ok(RunSummary {
+        name: r.get(0)?,
+        namespace: r.get(1)?,
+        created_at: r.get(2)?,
+        finished_at: r.get(3)?,
+        phase: r.get(4)?,
+        message: r.get(5)?,
+    })
+}

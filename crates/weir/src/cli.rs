@@ -1,0 +1,704 @@
+//! Command-line verbs, following Argo's CLI where it has one.
+
+use std::fmt;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand, ValueEnum};
+use weir_core::run::{Event, NodeType, Phase, Run, Submission};
+use weir_store::{Durability, Store};
+
+use crate::driver::{self, Env, now_ms};
+use crate::files;
+use crate::show;
+use crate::watch::{Silent, Terminal, Watch};
+
+/// A usage or validation error: exit code 2.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl fmt::Display for Usage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+#[derive(Parser)]
+#[command(
+    name = "weir",
+    version,
+    about = "Run Argo Workflows YAML locally, durably, from one binary"
+)]
+struct Cli {
+    /// The SQLite database (default: $XDG_DATA_HOME/weir/weir.db).
+    #[arg(long, env = "WEIR_DB", global = true)]
+    db: Option<PathBuf>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum Output {
+    Json,
+    Yaml,
+    Wide,
+    Name,
+}
+
+#[derive(clap::Args)]
+struct Submit {
+    /// Workflow file (YAML or JSON; `-` for stdin).
+    file: PathBuf,
+    /// Workflow parameter NAME=VALUE (repeatable).
+    #[arg(short = 'p', long = "parameter")]
+    parameters: Vec<String>,
+    /// A YAML/JSON file of parameters.
+    #[arg(short = 'f', long)]
+    parameter_file: Option<PathBuf>,
+    /// Load WorkflowTemplates, ClusterWorkflowTemplates, ConfigMaps and Secrets from these files or directories first.
+    #[arg(long = "with")]
+    with: Vec<PathBuf>,
+    /// Override metadata.name.
+    #[arg(long)]
+    name: Option<String>,
+    /// Override spec.entrypoint.
+    #[arg(long)]
+    entrypoint: Option<String>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Submit a workflow and watch it to the end (exit 0 if it succeeded, 1 if not).
+    Run {
+        #[command(flatten)]
+        submit: Submit,
+        /// Print the final workflow as json or yaml instead of watching.
+        #[arg(short, long)]
+        output: Option<Output>,
+        /// Don't print task logs while watching.
+        #[arg(long)]
+        no_logs: bool,
+        /// Continue an interrupted run instead of submitting (same as `weir resume RUN`).
+        #[arg(long, value_name = "RUN")]
+        resume: Option<String>,
+    },
+    /// Check workflow files without running them.
+    Lint {
+        files: Vec<PathBuf>,
+        #[arg(long = "with")]
+        with: Vec<PathBuf>,
+    },
+    /// List runs, newest first.
+    List {
+        /// Only runs in these phases (comma-separated: Running,Succeeded,Failed,Error).
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(short, long)]
+        output: Option<Output>,
+        #[arg(long, default_value_t = 500)]
+        limit: usize,
+    },
+    /// Show a run and its node tree.
+    Get {
+        run: String,
+        #[arg(short, long)]
+        output: Option<Output>,
+    },
+    /// Print the logs of a run's tasks (or of one node).
+    Logs {
+        run: String,
+        node: Option<String>,
+        /// Keep printing until the run finishes.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Re-run failed nodes and their dependents, reusing every node that succeeded.
+    Retry {
+        run: String,
+        #[arg(long)]
+        no_logs: bool,
+    },
+    /// Submit a new run with the same spec and parameters.
+    Resubmit {
+        run: String,
+        #[arg(short = 'p', long = "parameter")]
+        parameters: Vec<String>,
+        #[arg(long)]
+        no_logs: bool,
+    },
+    /// Stop a run: running tasks are killed, exit handlers run.
+    Stop { run: String },
+    /// Terminate a run: running tasks are killed, no exit handlers.
+    Terminate { run: String },
+    /// Suspend a run: no new task starts until it is resumed.
+    Suspend { run: String },
+    /// Resume a suspended run (or continue one whose weir process died).
+    Resume {
+        run: String,
+        /// Values for suspend nodes' `supplied` outputs, NAME=VALUE.
+        #[arg(short = 'p', long = "parameter")]
+        parameters: Vec<String>,
+        #[arg(long)]
+        no_logs: bool,
+    },
+    /// Delete runs with their logs and artifacts.
+    Delete {
+        runs: Vec<String>,
+        #[arg(long)]
+        all: bool,
+    },
+}
+
+fn default_db() -> PathBuf {
+    let base = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
+        .unwrap_or_else(|| PathBuf::from("."));
+    base.join("weir").join("weir.db")
+}
+
+fn durability() -> Durability {
+    match std::env::var("WEIR_DURABILITY").as_deref() {
+        Ok("power") | Ok("full") => Durability::Power,
+        Ok("relaxed") | Ok("off") => Durability::Relaxed,
+        _ => Durability::Process,
+    }
+}
+
+pub fn main() -> Result<ExitCode> {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return Ok(ExitCode::from(code));
+        }
+    };
+    let env = Env {
+        db: cli.db.unwrap_or_else(default_db),
+        durability: durability(),
+    };
+    match cli.cmd {
+        Cmd::Run {
+            submit,
+            output,
+            no_logs,
+            resume,
+        } => match resume {
+            Some(r) => resume_run(&env, &r, Vec::new(), no_logs),
+            None => run(&env, submit, output, no_logs),
+        },
+        Cmd::Lint { files, with } => lint(&files, &with),
+        Cmd::List {
+            status,
+            output,
+            limit,
+        } => list(&env, status, output, limit),
+        Cmd::Get { run, output } => get(&env, &run, output),
+        Cmd::Logs { run, node, follow } => logs(&env, &run, node.as_deref(), follow),
+        Cmd::Retry { run, no_logs } => retry(&env, &run, no_logs),
+        Cmd::Resubmit {
+            run,
+            parameters,
+            no_logs,
+        } => resubmit(&env, &run, &parameters, no_logs),
+        Cmd::Stop { run } => control(&env, &run, Event::Stop, true),
+        Cmd::Terminate { run } => control(&env, &run, Event::Terminate, false),
+        Cmd::Suspend { run } => control(&env, &run, Event::Suspend, false),
+        Cmd::Resume {
+            run,
+            parameters,
+            no_logs,
+        } => {
+            let params = files::parameters(&parameters, None)?;
+            resume_run(&env, &run, params, no_logs)
+        }
+        Cmd::Delete { runs, all } => delete(&env, runs, all),
+    }
+}
+
+fn exit_for(phase: Phase) -> ExitCode {
+    if phase == Phase::Succeeded {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+fn print_warnings(w: &[weir_core::diag::Diagnostic]) {
+    for d in w {
+        eprintln!("{d}");
+    }
+}
+
+/// Loads files and validates: a submission ready to store, or a usage error.
+fn prepare(env: &Env, submit: &Submit, store: &Store) -> Result<Submission> {
+    let bundle = files::load_bundle(&submit.file, &submit.with)?;
+    print_warnings(&bundle.warnings);
+    let mut wf = files::pick_workflow(&bundle.main, &submit.file)?;
+    if let Some(e) = &submit.entrypoint {
+        wf.spec.entrypoint = Some(e.clone());
+    }
+    let params = files::parameters(&submit.parameters, submit.parameter_file.as_deref())?;
+    let mut library: Vec<_> = bundle.library.definitions.clone();
+    library.extend(
+        bundle
+            .main
+            .definitions
+            .iter()
+            .filter(|d| !std::ptr::eq(*d, &wf) && d.kind != weir_core::spec::Kind::Workflow)
+            .cloned(),
+    );
+    let mut config_maps = bundle.library.config_maps.clone();
+    config_maps.extend(bundle.main.config_maps.iter().cloned());
+    let mut secrets = bundle.library.secrets.clone();
+    secrets.extend(bundle.main.secrets.iter().cloned());
+    let name = match (&submit.name, &wf.metadata.name, &wf.metadata.generate_name) {
+        (Some(n), _, _) => n.clone(),
+        (None, Some(n), _) if !store.name_taken(n)? => n.clone(),
+        (None, Some(n), _) => format!("{n}-{}", files::random_suffix()),
+        (None, None, Some(g)) => format!("{g}{}", files::random_suffix()),
+        (None, None, None) => format!("workflow-{}", files::random_suffix()),
+    };
+    let _ = env;
+    let sub = Submission {
+        uid: format!(
+            "{:016x}{:016x}",
+            now_ms(),
+            files::random_suffix().len() as u64 ^ std::process::id() as u64
+        ),
+        namespace: wf
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        name,
+        created_at: now_ms(),
+        workflow: wf,
+        library,
+        config_maps,
+        secrets,
+        parameters: params,
+    };
+    Ok(sub)
+}
+
+fn start(sub: Submission) -> Result<(Run, Vec<weir_core::run::Action>)> {
+    let wf = sub.workflow.clone();
+    let lib = sub.library.clone();
+    Run::start(sub).map_err(|problems| Usage(files::locate(&problems, &wf, &lib)).into())
+}
+
+fn watcher(output: Option<Output>, no_logs: bool) -> Box<dyn Watch> {
+    match output {
+        Some(Output::Json | Output::Yaml | Output::Name) => Box::new(Silent),
+        _ => Box::new(Terminal::new(!no_logs)),
+    }
+}
+
+fn run(env: &Env, submit: Submit, output: Option<Output>, no_logs: bool) -> Result<ExitCode> {
+    let mut store = env.store()?;
+    let sub = prepare(env, &submit, &store)?;
+    let (run, actions) = start(sub.clone())?;
+    store.create_run(&sub)?;
+    let lock = driver::try_lock(env, &sub.name)?.context("another process holds this new run")?;
+    store.append(
+        &sub.name,
+        &[],
+        run.phase(),
+        run.message(),
+        run.finished_at(),
+    )?;
+    driver::install_interrupt_handler();
+    let mut watch = watcher(output, no_logs);
+    let phase = driver::drive(env, store, run, actions, Vec::new(), watch.as_mut())?;
+    drop(lock);
+    print_final(env, &sub.name, output)?;
+    Ok(exit_for(phase))
+}
+
+fn print_final(env: &Env, name: &str, output: Option<Output>) -> Result<()> {
+    match output {
+        Some(Output::Json) | Some(Output::Yaml) => {
+            let store = env.store()?;
+            let rec = store.load(name)?;
+            let run = Run::replay(rec.submission, &rec.events)
+                .map_err(|_| anyhow::anyhow!("cannot replay {name}"))?;
+            let v = show::run_json(&run);
+            let text = if output == Some(Output::Json) {
+                serde_json::to_string_pretty(&v)? + "\n"
+            } else {
+                show::to_yaml(&v)
+            };
+            print!("{}", show::mask(&text, &run.secret_values()));
+        }
+        Some(Output::Name) => println!("{name}"),
+        _ => {}
+    }
+    Ok(())
+}
+
+fn lint(paths: &[PathBuf], with: &[PathBuf]) -> Result<ExitCode> {
+    if paths.is_empty() {
+        return Err(Usage("lint: give at least one file".into()).into());
+    }
+    let mut problems = Vec::new();
+    let mut lib_bundle = files::Bundle::default();
+    if !with.is_empty() {
+        let dummy = paths[0].clone();
+        lib_bundle = files::load_bundle(&dummy, with).unwrap_or_default();
+    }
+    for p in paths {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let loaded = files::load_file(p, &mut errors, &mut warnings)?;
+        print_warnings(&warnings);
+        problems.extend(errors.iter().map(|e| e.to_string()));
+        for def in &loaded.definitions {
+            let mut wf = def.clone();
+            wf.kind = weir_core::spec::Kind::Workflow;
+            let mut library = lib_bundle.library.definitions.clone();
+            library.extend(
+                loaded
+                    .definitions
+                    .iter()
+                    .filter(|d| d.kind != weir_core::spec::Kind::Workflow)
+                    .cloned(),
+            );
+            let params = wf
+                .spec
+                .arguments
+                .parameters
+                .iter()
+                .filter(|x| x.value.is_none() && x.default.is_none())
+                .map(|x| (x.name.clone(), "x".to_string()));
+            let sub = Submission {
+                name: "lint".into(),
+                uid: String::new(),
+                namespace: "default".into(),
+                created_at: 0,
+                parameters: if def.kind == weir_core::spec::Kind::Workflow {
+                    Vec::new()
+                } else {
+                    params.collect()
+                },
+                workflow: wf.clone(),
+                library: library.clone(),
+                config_maps: lib_bundle
+                    .library
+                    .config_maps
+                    .iter()
+                    .chain(&loaded.config_maps)
+                    .cloned()
+                    .collect(),
+                secrets: lib_bundle
+                    .library
+                    .secrets
+                    .iter()
+                    .chain(&loaded.secrets)
+                    .cloned()
+                    .collect(),
+            };
+            if let Err(ps) = Run::start(sub) {
+                problems.push(files::locate(&ps, &wf, &library));
+            }
+        }
+        if errors.is_empty() && problems.is_empty() {
+            println!("✔ {}", p.display());
+        }
+    }
+    if problems.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Err(Usage(problems.join("\n")).into())
+    }
+}
+
+fn list(
+    env: &Env,
+    status: Option<String>,
+    output: Option<Output>,
+    limit: usize,
+) -> Result<ExitCode> {
+    let store = env.store()?;
+    let phases: Vec<String> = status
+        .map(|s| s.split(',').map(|x| x.trim().to_string()).collect())
+        .unwrap_or_default();
+    let runs = store.list(&phases, limit)?;
+    match output {
+        Some(Output::Name) => runs.iter().for_each(|r| println!("{}", r.name)),
+        Some(Output::Json | Output::Yaml) => {
+            let v: Vec<serde_json::Value> = runs
+                .iter()
+                .map(|r| serde_json::json!({"name": r.name, "namespace": r.namespace, "phase": r.phase,
+                    "createdAt": weir_core::run::rfc3339_pub(r.created_at),
+                    "finishedAt": r.finished_at.map(weir_core::run::rfc3339_pub), "message": r.message}))
+                .collect();
+            let v = serde_json::Value::Array(v);
+            if output == Some(Output::Json) {
+                println!("{}", serde_json::to_string_pretty(&v)?);
+            } else {
+                print!("{}", show::to_yaml(&v));
+            }
+        }
+        _ => print!(
+            "{}",
+            show::list_text(&runs, output == Some(Output::Wide), now_ms())
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_run(store: &Store, name: &str) -> Result<(Run, weir_store::RunSummary)> {
+    let name = store.resolve(name)?;
+    let rec = store.load(&name)?;
+    let summary = rec.summary.clone();
+    let run = Run::replay(rec.submission, &rec.events)
+        .map_err(|p| anyhow::anyhow!("run {name} cannot be replayed: {p:?}"))?;
+    Ok((run, summary))
+}
+
+fn get(env: &Env, name: &str, output: Option<Output>) -> Result<ExitCode> {
+    let store = env.store()?;
+    let (run, summary) = load_run(&store, name)?;
+    let secrets = run.secret_values();
+    match output {
+        Some(Output::Json) => println!(
+            "{}",
+            show::mask(
+                &serde_json::to_string_pretty(&show::run_json(&run))?,
+                &secrets
+            )
+        ),
+        Some(Output::Yaml) => print!(
+            "{}",
+            show::mask(&show::to_yaml(&show::run_json(&run)), &secrets)
+        ),
+        Some(Output::Name) => println!("{}", run.submission().name),
+        _ => print!(
+            "{}",
+            show::get_text(&run, &summary, output == Some(Output::Wide), now_ms())
+        ),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn logs(env: &Env, name: &str, node: Option<&str>, follow: bool) -> Result<ExitCode> {
+    let store = env.store()?;
+    let name = store.resolve(name)?;
+    let mut offsets: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    loop {
+        let (run, _) = load_run(&store, &name)?;
+        let secrets = run.secret_values();
+        let pods: Vec<_> = run
+            .nodes()
+            .iter()
+            .filter(|n| n.node_type == NodeType::Pod)
+            .filter(|n| {
+                node.is_none_or(|want| {
+                    n.id == want
+                        || n.name == want
+                        || n.display_name == want
+                        || n.name.ends_with(&format!(".{want}"))
+                })
+            })
+            .collect();
+        if node.is_some()
+            && pods.is_empty()
+            && run.nodes().iter().all(|n| Some(n.id.as_str()) != node)
+        {
+            bail!("run {name} has no task node `{}`", node.unwrap_or_default());
+        }
+        let mut out = std::io::stdout().lock();
+        for n in &pods {
+            let path = weir_exec::ProcessExecutor::log_path(&env.work_root(), &name, &n.id);
+            let Ok(bytes) = std::fs::read(&path) else {
+                continue;
+            };
+            let off = offsets.entry(n.id.clone()).or_insert(0);
+            if (*off as usize) >= bytes.len() {
+                continue;
+            }
+            let text = String::from_utf8_lossy(&bytes[*off as usize..]);
+            let complete = match text.rfind('\n') {
+                Some(i) => &text[..=i],
+                None if run.phase().is_done() || n.phase.is_done() => &text[..],
+                None => "",
+            };
+            for line in complete.lines() {
+                let line = show::mask(line, &secrets);
+                if node.is_some() {
+                    let _ = writeln!(out, "{line}");
+                } else {
+                    let _ = writeln!(out, "{}: {line}", n.display_name);
+                }
+            }
+            *off += complete.len() as u64;
+        }
+        drop(out);
+        if !follow || run.phase().is_done() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn retry(env: &Env, name: &str, no_logs: bool) -> Result<ExitCode> {
+    let store = env.store()?;
+    let name = store.resolve(name)?;
+    let Some(lock) = driver::try_lock(env, &name)? else {
+        bail!("run {name} is being driven by another weir process");
+    };
+    let (run, actions, lost) = driver::recover(env, &store, &name)?;
+    if !matches!(run.phase(), Phase::Failed | Phase::Error) {
+        return Err(Usage(format!(
+            "run {name} is {}; only Failed or Errored runs can be retried",
+            run.phase()
+        ))
+        .into());
+    }
+    let _ = (actions, lost);
+    driver::install_interrupt_handler();
+    let mut w = watcher(None, no_logs);
+    let phase = driver::drive(env, store, run, Vec::new(), vec![Event::Retry], w.as_mut())?;
+    drop(lock);
+    Ok(exit_for(phase))
+}
+
+fn resubmit(env: &Env, name: &str, params: &[String], no_logs: bool) -> Result<ExitCode> {
+    let mut store = env.store()?;
+    let name = store.resolve(name)?;
+    let rec = store.load(&name)?;
+    let mut sub = rec.submission;
+    let base = sub
+        .workflow
+        .metadata
+        .generate_name
+        .clone()
+        .unwrap_or_else(|| {
+            format!(
+                "{}-",
+                sub.workflow.metadata.name.clone().unwrap_or(name.clone())
+            )
+        });
+    sub.name = format!("{base}{}", files::random_suffix());
+    sub.created_at = now_ms();
+    sub.parameters.extend(files::parameters(params, None)?);
+    let (run, actions) = start(sub.clone())?;
+    store.create_run(&sub)?;
+    let lock = driver::try_lock(env, &sub.name)?.context("lock")?;
+    println!("resubmitted {name} as {}", sub.name);
+    driver::install_interrupt_handler();
+    let mut w = watcher(None, no_logs);
+    let phase = driver::drive(env, store, run, actions, Vec::new(), w.as_mut())?;
+    drop(lock);
+    Ok(exit_for(phase))
+}
+
+/// Resume: un-suspend a live run, or take over a run whose driver died and finish it.
+fn resume_run(
+    env: &Env,
+    name: &str,
+    params: Vec<(String, String)>,
+    no_logs: bool,
+) -> Result<ExitCode> {
+    let mut store = env.store()?;
+    let name = store.resolve(name)?;
+    let Some(lock) = driver::try_lock(env, &name)? else {
+        store.push_control(&name, &Event::Resume { parameters: params })?;
+        println!("run {name} resumed");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (run, actions, mut pending) = driver::recover(env, &store, &name)?;
+    if run.phase().is_done() {
+        println!("run {name} already finished: {}", run.phase());
+        return Ok(exit_for(run.phase()));
+    }
+    pending.push(Event::Resume { parameters: params });
+    driver::install_interrupt_handler();
+    let mut w = watcher(None, no_logs);
+    let phase = driver::drive(env, store, run, actions, pending, w.as_mut())?;
+    drop(lock);
+    Ok(exit_for(phase))
+}
+
+/// stop / terminate / suspend: sent to the live driver, or applied here if there is none.
+fn control(env: &Env, name: &str, ev: Event, drive_after: bool) -> Result<ExitCode> {
+    let mut store = env.store()?;
+    let name = store.resolve(name)?;
+    let verb = match ev {
+        Event::Stop => "stopped",
+        Event::Terminate => "terminated",
+        _ => "suspended",
+    };
+    let Some(lock) = driver::try_lock(env, &name)? else {
+        store.push_control(&name, &ev)?;
+        println!("run {name} {verb}");
+        return Ok(ExitCode::SUCCESS);
+    };
+    let (run, actions, mut pending) = driver::recover(env, &store, &name)?;
+    if run.phase().is_done() {
+        println!("run {name} already finished: {}", run.phase());
+        return Ok(ExitCode::SUCCESS);
+    }
+    pending.push(ev.clone());
+    if drive_after || matches!(ev, Event::Terminate) {
+        let mut w = Silent;
+        driver::drive(env, store, run, actions, pending, &mut w)?;
+    } else {
+        // suspend with no live driver: record it; `weir resume` continues the run
+        let mut run = run;
+        let now = now_ms();
+        let batch: Vec<_> = pending.into_iter().map(|e| (now, e)).collect();
+        for (at, e) in &batch {
+            run.step(e.clone(), *at);
+        }
+        store.append(&name, &batch, run.phase(), run.message(), run.finished_at())?;
+    }
+    drop(lock);
+    println!("run {name} {verb}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn delete(env: &Env, runs: Vec<String>, all: bool) -> Result<ExitCode> {
+    let mut store = env.store()?;
+    let names: Vec<String> = if all {
+        store
+            .list(&[], usize::MAX)?
+            .into_iter()
+            .map(|r| r.name)
+            .collect()
+    } else {
+        runs.iter()
+            .map(|r| store.resolve(r))
+            .collect::<Result<_, _>>()?
+    };
+    if names.is_empty() {
+        return Err(Usage("delete: name runs, or --all".into()).into());
+    }
+    for n in names {
+        let Some(_lock) = driver::try_lock(env, &n)? else {
+            bail!("run {n} is running; stop it first");
+        };
+        store.delete(&n)?;
+        remove_dir(&env.work_root().join(&n))?;
+        env.repo().delete_prefix(&n)?;
+        println!("deleted {n}");
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn remove_dir(p: &Path) -> Result<()> {
+    match std::fs::remove_dir_all(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", p.display()))
+        }
+        _ => Ok(()),
+    }
+}

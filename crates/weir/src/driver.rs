@@ -1,0 +1,276 @@
+//! The run driver: feeds executor updates, timers and control requests to the state machine,
+//! persists each batch of events before performing the actions they produced (write-ahead), and
+//! recovers a run after a crash by replaying its events.
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use weir_core::run::{Action, Event, Millis, Phase, Run, Timer};
+use weir_exec::{Capacity, Executor, ProcessConfig, ProcessExecutor, Sandbox, Update};
+use weir_store::{Durability, LocalRepo, Store};
+
+use crate::watch::Watch;
+
+/// Where things live, from `--db` / `WEIR_DB`.
+#[derive(Debug, Clone)]
+pub struct Env {
+    pub db: PathBuf,
+    pub durability: Durability,
+}
+
+impl Env {
+    pub fn data_dir(&self) -> PathBuf {
+        self.db
+            .parent()
+            .map(|p| p.to_path_buf())
+            .unwrap_or_else(|| PathBuf::from("."))
+    }
+    pub fn store(&self) -> Result<Store> {
+        Ok(Store::open(&self.db, self.durability)?)
+    }
+    pub fn work_root(&self) -> PathBuf {
+        self.data_dir().join("runs")
+    }
+    pub fn repo(&self) -> LocalRepo {
+        LocalRepo::new(self.data_dir().join("artifacts"))
+    }
+    fn lock_path(&self, run: &str) -> PathBuf {
+        self.data_dir().join("locks").join(format!("{run}.lock"))
+    }
+}
+
+pub fn now_ms() -> Millis {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// Held by the one process that drives a run; the kernel releases it if that process dies.
+pub struct RunLock(#[allow(dead_code)] File);
+
+pub fn try_lock(env: &Env, run: &str) -> Result<Option<RunLock>> {
+    let path = env.lock_path(run);
+    if let Some(d) = path.parent() {
+        std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+    }
+    let f = File::create(&path).with_context(|| format!("opening {}", path.display()))?;
+    use std::os::fd::AsRawFd;
+    // SAFETY: flock on a file descriptor we own.
+    let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    Ok(if r == 0 { Some(RunLock(f)) } else { None })
+}
+
+static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    INTERRUPTS.fetch_add(1, Ordering::SeqCst);
+}
+
+/// Ctrl-C once stops the run (exit handlers still run); twice terminates it.
+pub fn install_interrupt_handler() {
+    // SAFETY: the handler only touches an atomic.
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGTERM, on_sigint as *const () as libc::sighandler_t);
+    }
+}
+
+/// Kills a process group left over from an earlier driver.
+fn kill_group(pid: u32) {
+    if pid > 1 {
+        // SAFETY: signals the task's own process group (its pgid is its pid).
+        unsafe {
+            libc::kill(-(pid as i32), libc::SIGKILL);
+        }
+    }
+}
+
+/// Rebuilds a run from the store and prepares what was in flight.
+pub fn recover(env: &Env, store: &Store, name: &str) -> Result<(Run, Vec<Action>, Vec<Event>)> {
+    let rec = store.load(name)?;
+    let run = Run::replay(rec.submission, &rec.events).map_err(|p| {
+        anyhow::anyhow!(
+            "run {name} cannot be replayed: {}",
+            p.iter()
+                .map(|x| x.message.clone())
+                .collect::<Vec<_>>()
+                .join("; ")
+        )
+    })?;
+    let actions = if run.phase().is_done() {
+        Vec::new()
+    } else {
+        run.recovery_actions()
+    };
+    for a in &actions {
+        if let Action::Start(spec) = a {
+            let pidfile = env
+                .work_root()
+                .join(name)
+                .join("work")
+                .join(&spec.node_id)
+                .join("pid");
+            if let Some(pid) = std::fs::read_to_string(pidfile)
+                .ok()
+                .and_then(|s| s.trim().parse().ok())
+            {
+                kill_group(pid);
+            }
+        }
+    }
+    let mut lost = Vec::new();
+    if !run.phase().is_done() {
+        for (node, pid) in run.running_pods() {
+            if let Some(pid) = pid {
+                kill_group(pid);
+            }
+            lost.push(Event::Lost { node });
+        }
+    }
+    Ok((run, actions, lost))
+}
+
+/// Drives `run` until it finishes. `pending` events are applied first (recovery, control verbs).
+pub fn drive(
+    env: &Env,
+    mut store: Store,
+    mut run: Run,
+    initial: Vec<Action>,
+    pending: Vec<Event>,
+    watch: &mut dyn Watch,
+) -> Result<Phase> {
+    let name = run.submission().name.clone();
+    let (tx, rx) = mpsc::channel();
+    let exec = ProcessExecutor::new(
+        ProcessConfig {
+            work_root: env.work_root(),
+            repo: env.repo(),
+            sandbox: sandbox(),
+            capacity: Capacity::detect(),
+            stream_logs: watch.wants_logs(),
+        },
+        tx,
+    );
+    let mut timers: BTreeSet<(Millis, Timer)> = BTreeSet::new();
+    let perform = |actions: Vec<Action>, timers: &mut BTreeSet<(Millis, Timer)>| {
+        for a in actions {
+            match a {
+                Action::Start(spec) => exec.start(*spec),
+                Action::Stop { node, .. } => exec.stop(&node),
+                Action::Arm { timer, at } => {
+                    timers.insert((at, timer));
+                }
+                Action::Finished { .. } => {}
+            }
+        }
+    };
+    perform(initial, &mut timers);
+    let mut batch: Vec<(Millis, Event)> = Vec::new();
+    for ev in pending {
+        batch.push((now_ms(), ev));
+    }
+    let mut last_poll = Instant::now();
+    let mut seen_interrupts = 0;
+    watch.update(&run);
+    loop {
+        if !batch.is_empty() {
+            let mut actions = Vec::new();
+            for (at, ev) in &batch {
+                actions.extend(run.step(ev.clone(), *at));
+            }
+            store.append(&name, &batch, run.phase(), run.message(), run.finished_at())?;
+            batch.clear();
+            perform(actions, &mut timers);
+            watch.update(&run);
+        }
+        if run.phase().is_done() {
+            break;
+        }
+        let now = now_ms();
+        let next_timer = timers
+            .first()
+            .map(|(at, _)| (*at - now).max(0) as u64)
+            .unwrap_or(u64::MAX);
+        let wait = Duration::from_millis(next_timer.min(100));
+        let mut updates = Vec::new();
+        match rx.recv_timeout(wait) {
+            Ok(u) => updates.push(u),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => break,
+        }
+        while updates.len() < 4096 {
+            match rx.try_recv() {
+                Ok(u) => updates.push(u),
+                Err(_) => break,
+            }
+        }
+        let now = now_ms();
+        for u in updates {
+            match u {
+                Update::Started { node, pid } => batch.push((now, Event::Started { node, pid })),
+                Update::Finished { node, result } => {
+                    if !node.is_empty() {
+                        batch.push((now, Event::Finished { node, result }))
+                    }
+                }
+                Update::Log { node, line } => watch.log(&run, &node, &line),
+            }
+        }
+        while let Some((at, _)) = timers.first()
+            && *at <= now
+        {
+            if let Some((_, timer)) = timers.pop_first() {
+                batch.push((now, Event::TimerFired { timer }));
+            }
+        }
+        let interrupts = INTERRUPTS.load(Ordering::SeqCst);
+        if interrupts > seen_interrupts {
+            seen_interrupts = interrupts;
+            batch.push((
+                now,
+                if interrupts == 1 {
+                    Event::Stop
+                } else {
+                    Event::Terminate
+                },
+            ));
+            watch.note(if interrupts == 1 {
+                "interrupted: stopping the run (again to terminate)"
+            } else {
+                "terminating the run"
+            });
+        }
+        if last_poll.elapsed() >= Duration::from_millis(100) {
+            last_poll = Instant::now();
+            if store.has_controls(&name)? {
+                for ev in store.take_controls(&name)? {
+                    batch.push((now, ev));
+                }
+            }
+            if batch.is_empty() {
+                watch.tick(&run);
+            }
+        }
+    }
+    exec.shutdown();
+    watch.finish(&run);
+    Ok(run.phase())
+}
+
+fn sandbox() -> Sandbox {
+    use std::sync::OnceLock;
+    static S: OnceLock<Sandbox> = OnceLock::new();
+    *S.get_or_init(|| {
+        let s = Sandbox::detect();
+        if s == Sandbox::Rewrite {
+            eprintln!("weir: warning: Linux mount namespaces are not available; task paths under /tmp are rewritten into each task's work directory instead");
+        }
+        s
+    })
+}

@@ -1,0 +1,217 @@
+//! Reading workflow files into a submission: the main file, `--with` files and directories,
+//! parameters from `-p` and `--parameter-file`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use weir_core::diag::{Diagnostic, Diags, Severity};
+use weir_core::load::{Loaded, load_str};
+use weir_core::run::Problem;
+use weir_core::spec::{Definition, Kind};
+
+use crate::cli::Usage;
+
+/// Everything loaded from the command line's files.
+#[derive(Default)]
+pub struct Bundle {
+    pub main: Loaded,
+    pub library: Loaded,
+    pub warnings: Vec<Diagnostic>,
+}
+
+pub fn read(path: &Path) -> Result<String> {
+    if path == Path::new("-") {
+        let mut s = String::new();
+        std::io::Read::read_to_string(&mut std::io::stdin(), &mut s).context("reading stdin")?;
+        return Ok(s);
+    }
+    std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))
+}
+
+/// Loads one file; errors become a usage error listing every problem.
+pub fn load_file(
+    path: &Path,
+    errors: &mut Vec<Diagnostic>,
+    warnings: &mut Vec<Diagnostic>,
+) -> Result<Loaded> {
+    let src = read(path)?;
+    let mut diags = Diags::new(&path.display().to_string());
+    let loaded = load_str(&src, &mut diags);
+    for d in diags.items {
+        match d.severity {
+            Severity::Error => errors.push(d),
+            Severity::Warning => warnings.push(d),
+        }
+    }
+    Ok(loaded)
+}
+
+fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            yaml_files(&p, out)?;
+        } else if matches!(
+            p.extension().and_then(|e| e.to_str()),
+            Some("yaml" | "yml" | "json")
+        ) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Loads the main file and the `--with` files.
+pub fn load_bundle(main: &Path, with: &[PathBuf]) -> Result<Bundle> {
+    let mut errors = Vec::new();
+    let mut b = Bundle::default();
+    b.main = load_file(main, &mut errors, &mut b.warnings)?;
+    for w in with {
+        let mut paths = Vec::new();
+        if w.is_dir() {
+            yaml_files(w, &mut paths)?;
+        } else {
+            paths.push(w.clone());
+        }
+        for p in paths {
+            // Problems in library files only matter for documents we use: report them as warnings.
+            let mut lib_errors = Vec::new();
+            let l = load_file(&p, &mut lib_errors, &mut Vec::new())?;
+            b.warnings.extend(lib_errors.into_iter().map(|mut d| {
+                d.severity = Severity::Warning;
+                d.message = format!("{} (document skipped)", d.message);
+                d
+            }));
+            b.library.definitions.extend(
+                l.definitions
+                    .into_iter()
+                    .filter(|d| d.kind != Kind::Workflow && d.kind != Kind::CronWorkflow),
+            );
+            b.library.config_maps.extend(l.config_maps);
+            b.library.secrets.extend(l.secrets);
+        }
+    }
+    if !errors.is_empty() {
+        return Err(Usage(
+            errors
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+        .into());
+    }
+    Ok(b)
+}
+
+/// `name=value` pairs from `-p` and a `--parameter-file` (a YAML/JSON mapping).
+pub fn parameters(ps: &[String], file: Option<&Path>) -> Result<Vec<(String, String)>> {
+    let mut out = Vec::new();
+    if let Some(f) = file {
+        let src = read(f)?;
+        let docs = weir_core::yaml::parse_documents(&src).map_err(|e| {
+            Usage(format!(
+                "{}:{}:{}: invalid YAML: {}",
+                f.display(),
+                e.pos.line,
+                e.pos.col,
+                e.message
+            ))
+        })?;
+        for d in docs {
+            let v = weir_core::yaml::to_json_untyped(&d);
+            let serde_json::Value::Object(m) = v else {
+                return Err(Usage(format!(
+                    "{}: a parameter file must be a mapping of name: value",
+                    f.display()
+                ))
+                .into());
+            };
+            for (k, v) in m {
+                out.push((
+                    k,
+                    match v {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    },
+                ));
+            }
+        }
+    }
+    for p in ps {
+        let Some((k, v)) = p.split_once('=') else {
+            return Err(Usage(format!("-p {p}: expected NAME=VALUE")).into());
+        };
+        out.push((k.trim().to_string(), v.to_string()));
+    }
+    Ok(out)
+}
+
+/// Formats validation problems with their file:line:column.
+pub fn locate(problems: &[Problem], workflow: &Definition, library: &[Definition]) -> String {
+    problems
+        .iter()
+        .map(|p| {
+            let def = library
+                .iter()
+                .find(|d| {
+                    p.message.starts_with(&format!(
+                        "{} `{}`:",
+                        d.kind.as_str(),
+                        d.metadata.name.as_deref().unwrap_or_default()
+                    ))
+                })
+                .unwrap_or(workflow);
+            let pos = def.locate(&p.path);
+            format!(
+                "{}:{}:{}: error: {}: {}",
+                def.file, pos.line, pos.col, p.path, p.message
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Picks the document `weir run` runs: the first Workflow (else the first template kind).
+pub fn pick_workflow(main: &Loaded, file: &Path) -> Result<Definition> {
+    let wf = main
+        .definitions
+        .iter()
+        .find(|d| d.kind == Kind::Workflow)
+        .or_else(|| main.definitions.first());
+    match wf {
+        Some(d) => {
+            let mut d = d.clone();
+            d.kind = Kind::Workflow;
+            Ok(d)
+        }
+        None => Err(Usage(format!("{}: no Workflow document found", file.display())).into()),
+    }
+}
+
+/// A random suffix for `generateName`, Kubernetes-style (5 of [a-z0-9]).
+pub fn random_suffix() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0),
+    );
+    h.write_u32(std::process::id());
+    let mut n = h.finish();
+    const A: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
+    (0..5)
+        .map(|_| {
+            let c = A[(n % A.len() as u64) as usize] as char;
+            n /= A.len() as u64;
+            c
+        })
+        .collect()
+}

@@ -1,0 +1,453 @@
+//! What the CLI prints: the node tree, `get`, `list`, `logs`, and JSON/YAML renderings.
+
+use std::fmt::Write as _;
+
+use serde_json::{Value, json};
+use weir_core::run::{Millis, Node, NodeType, Phase, Run};
+use weir_store::RunSummary;
+
+pub fn icon(n: &Node) -> &'static str {
+    match n.phase {
+        Phase::Succeeded => "✔",
+        Phase::Failed => "✖",
+        Phase::Error => "⚠",
+        Phase::Skipped | Phase::Omitted => "○",
+        Phase::Running if n.node_type == NodeType::Suspend => "ǁ",
+        Phase::Running => "●",
+        Phase::Pending => "◷",
+    }
+}
+
+pub fn duration(ms: Millis) -> String {
+    let s = ms / 1000;
+    if ms < 1000 {
+        format!("{}ms", ms.max(0))
+    } else if s < 60 {
+        format!("{}.{}s", s, (ms % 1000) / 100)
+    } else if s < 3600 {
+        format!("{}m{}s", s / 60, s % 60)
+    } else {
+        format!("{}h{}m", s / 3600, s % 3600 / 60)
+    }
+}
+
+pub fn node_duration(n: &Node, now: Millis) -> String {
+    match n.started_at {
+        Some(s) => duration(n.finished_at.unwrap_or(now) - s),
+        None => String::new(),
+    }
+}
+
+/// Children as shown: steps groups are flattened into their steps.
+fn shown_children(run: &Run, i: usize) -> Vec<usize> {
+    let nodes = run.nodes();
+    let mut out = Vec::new();
+    for &c in &nodes[i].children {
+        if nodes[c].node_type == NodeType::StepGroup {
+            out.extend(shown_children(run, c));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// The tree as (prefix, node index) rows.
+pub fn tree(run: &Run) -> Vec<(String, usize)> {
+    let nodes = run.nodes();
+    let mut rows = Vec::new();
+    let roots: Vec<usize> = (0..nodes.len())
+        .filter(|&i| nodes[i].parent.is_none())
+        .collect();
+    fn walk(
+        run: &Run,
+        i: usize,
+        prefix: &str,
+        last: bool,
+        top: bool,
+        rows: &mut Vec<(String, usize)>,
+    ) {
+        let me = if top {
+            String::new()
+        } else {
+            format!("{prefix}{}", if last { "└─" } else { "├─" })
+        };
+        rows.push((me, i));
+        let kids = shown_children(run, i);
+        let child_prefix = if top {
+            String::new()
+        } else {
+            format!("{prefix}{}", if last { "  " } else { "│ " })
+        };
+        for (k, &c) in kids.iter().enumerate() {
+            walk(run, c, &child_prefix, k + 1 == kids.len(), false, rows);
+        }
+    }
+    for r in roots {
+        walk(run, r, "", true, true, &mut rows);
+    }
+    rows
+}
+
+fn pod_name(n: &Node) -> &str {
+    if n.node_type == NodeType::Pod {
+        &n.id
+    } else {
+        ""
+    }
+}
+
+pub fn mask(s: &str, secrets: &[String]) -> String {
+    weir_exec::mask(s, secrets)
+}
+
+/// `weir get`.
+pub fn get_text(run: &Run, summary: &RunSummary, wide: bool, now: Millis) -> String {
+    let mut o = String::new();
+    let sub = run.submission();
+    let _ = writeln!(o, "{:<20} {}", "Name:", sub.name);
+    let _ = writeln!(o, "{:<20} {}", "Namespace:", sub.namespace);
+    let status = if run.is_suspended() && !run.phase().is_done() {
+        "Running (Suspended)".to_string()
+    } else {
+        run.phase().to_string()
+    };
+    let _ = writeln!(o, "{:<20} {}", "Status:", status);
+    if !run.message().is_empty() {
+        let _ = writeln!(o, "{:<20} {}", "Message:", run.message());
+    }
+    let _ = writeln!(
+        o,
+        "{:<20} {}",
+        "Created:",
+        weir_core::run::rfc3339_pub(summary.created_at)
+    );
+    if let Some(f) = run.finished_at() {
+        let _ = writeln!(o, "{:<20} {}", "Finished:", weir_core::run::rfc3339_pub(f));
+    }
+    let _ = writeln!(
+        o,
+        "{:<20} {}",
+        "Duration:",
+        duration(run.finished_at().unwrap_or(now) - run.started_at())
+    );
+    let params: Vec<(&String, &String)> = run
+        .globals()
+        .iter()
+        .filter(|(k, _)| k.starts_with("workflow.parameters."))
+        .collect();
+    if !params.is_empty() {
+        let _ = writeln!(o, "Parameters:");
+        for (k, v) in params {
+            let _ = writeln!(
+                o,
+                "  {:<18} {}",
+                format!("{}:", k.trim_start_matches("workflow.parameters.")),
+                v
+            );
+        }
+    }
+    let outs: Vec<(&String, &String)> = run
+        .globals()
+        .iter()
+        .filter(|(k, _)| k.starts_with("workflow.outputs.parameters."))
+        .collect();
+    if !outs.is_empty() {
+        let _ = writeln!(o, "Outputs:");
+        for (k, v) in outs {
+            let _ = writeln!(
+                o,
+                "  {:<18} {}",
+                format!("{}:", k.trim_start_matches("workflow.outputs.parameters.")),
+                v
+            );
+        }
+    }
+    let _ = writeln!(o);
+    let rows = tree(run);
+    let nodes = run.nodes();
+    let labels: Vec<String> = rows
+        .iter()
+        .map(|(p, i)| format!("{p}{} {}", icon(&nodes[*i]), nodes[*i].display_name))
+        .collect();
+    let w0 = labels
+        .iter()
+        .map(|l| l.chars().count())
+        .max()
+        .unwrap_or(4)
+        .max(4)
+        + 2;
+    let w1 = rows
+        .iter()
+        .map(|(_, i)| nodes[*i].template.len())
+        .max()
+        .unwrap_or(8)
+        .max(8)
+        + 2;
+    let w2 = rows
+        .iter()
+        .map(|(_, i)| pod_name(&nodes[*i]).len())
+        .max()
+        .unwrap_or(7)
+        .max(7)
+        + 2;
+    let _ = write!(
+        o,
+        "{:<w0$}{:<w1$}{:<w2$}{:<10}",
+        "STEP", "TEMPLATE", "PODNAME", "DURATION"
+    );
+    if wide {
+        let _ = write!(o, "{:<30}", "PARAMETERS");
+    }
+    let _ = writeln!(o, "MESSAGE");
+    for ((_, i), label) in rows.iter().zip(&labels) {
+        let n = &nodes[*i];
+        let pad = w0.saturating_sub(label.chars().count());
+        let _ = write!(
+            o,
+            "{label}{}{:<w1$}{:<w2$}{:<10}",
+            " ".repeat(pad),
+            n.template,
+            pod_name(n),
+            node_duration(n, now)
+        );
+        if wide {
+            let p: Vec<String> = n.inputs.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let _ = write!(o, "{:<30}", p.join(","));
+        }
+        let _ = writeln!(o, "{}", n.message);
+    }
+    mask(&o, &run.secret_values())
+}
+
+fn node_json(n: &Node, run: &Run) -> Value {
+    let nodes = run.nodes();
+    let mut outputs = serde_json::Map::new();
+    if !n.outputs.parameters.is_empty() {
+        outputs.insert(
+            "parameters".into(),
+            Value::Array(
+                n.outputs
+                    .parameters
+                    .iter()
+                    .map(|(k, v)| json!({"name": k, "value": v}))
+                    .collect(),
+            ),
+        );
+    }
+    if !n.outputs.artifacts.is_empty() {
+        outputs.insert(
+            "artifacts".into(),
+            Value::Array(
+                n.outputs
+                    .artifacts
+                    .iter()
+                    .map(
+                        |a| json!({"name": a.name, "key": a.key, "blake3": a.hash, "size": a.size}),
+                    )
+                    .collect(),
+            ),
+        );
+    }
+    if let Some(r) = &n.outputs.result {
+        outputs.insert("result".into(), Value::String(r.clone()));
+    }
+    if let Some(c) = n.outputs.exit_code {
+        outputs.insert("exitCode".into(), Value::String(c.to_string()));
+    }
+    let mut v = json!({
+        "id": n.id,
+        "name": n.name,
+        "displayName": n.display_name,
+        "type": format!("{:?}", n.node_type),
+        "templateName": n.template,
+        "phase": n.phase.as_str(),
+        "startedAt": n.started_at.map(weir_core::run::rfc3339_pub),
+        "finishedAt": n.finished_at.map(weir_core::run::rfc3339_pub),
+        "children": n.children.iter().map(|&c| nodes[c].id.clone()).collect::<Vec<_>>(),
+    });
+    if !n.message.is_empty() {
+        v["message"] = Value::String(n.message.clone());
+    }
+    if let Some(p) = n.parent {
+        v["boundaryID"] = Value::String(nodes[p].id.clone());
+    }
+    if !n.inputs.is_empty() {
+        v["inputs"] = json!({"parameters": n.inputs.iter().map(|(k, x)| json!({"name": k, "value": x})).collect::<Vec<_>>()});
+    }
+    if !outputs.is_empty() {
+        v["outputs"] = Value::Object(outputs);
+    }
+    v
+}
+
+/// The run as an Argo-shaped Workflow object.
+pub fn run_json(run: &Run) -> Value {
+    let sub = run.submission();
+    let mut nodes = serde_json::Map::new();
+    for n in run.nodes() {
+        nodes.insert(n.id.clone(), node_json(n, run));
+    }
+    let outputs: Vec<Value> = run
+        .globals()
+        .iter()
+        .filter_map(|(k, v)| {
+            k.strip_prefix("workflow.outputs.parameters.")
+                .map(|n| json!({"name": n, "value": v}))
+        })
+        .collect();
+    let mut status = json!({
+        "phase": run.phase().as_str(),
+        "startedAt": weir_core::run::rfc3339_pub(run.started_at()),
+        "finishedAt": run.finished_at().map(weir_core::run::rfc3339_pub),
+        "nodes": nodes,
+    });
+    if !run.message().is_empty() {
+        status["message"] = Value::String(run.message().into());
+    }
+    if !outputs.is_empty() {
+        status["outputs"] = json!({"parameters": outputs});
+    }
+    json!({
+        "apiVersion": "argoproj.io/v1alpha1",
+        "kind": "Workflow",
+        "metadata": {"name": sub.name, "namespace": sub.namespace, "uid": sub.uid,
+            "creationTimestamp": weir_core::run::rfc3339_pub(sub.created_at),
+            "labels": sub.workflow.metadata.labels},
+        "spec": serde_json::to_value(&sub.workflow.spec).unwrap_or(Value::Null),
+        "status": status,
+    })
+}
+
+/// A small YAML emitter for our own JSON values (block style, strings quoted when needed).
+pub fn to_yaml(v: &Value) -> String {
+    let mut out = String::new();
+    emit(v, 0, &mut out, false);
+    out
+}
+
+fn scalar(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        Value::Bool(b) => b.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => {
+            let plain = !s.is_empty()
+                && !s.contains([
+                    ':', '#', '\n', '"', '\'', '{', '}', '[', ']', ',', '&', '*', '!', '|', '>',
+                    '%', '@', '`',
+                ])
+                && !s.starts_with([' ', '-', '?'])
+                && !s.ends_with(' ')
+                && !matches!(
+                    weir_core::yaml::resolve_plain(s),
+                    Value::Bool(_) | Value::Number(_)
+                )
+                && !matches!(s.as_str(), "null" | "~" | "Null" | "NULL");
+            if plain {
+                s.clone()
+            } else {
+                Value::String(s.clone()).to_string()
+            }
+        }
+        _ => String::new(),
+    }
+}
+
+fn emit(v: &Value, indent: usize, out: &mut String, in_list: bool) {
+    let pad = " ".repeat(indent);
+    match v {
+        Value::Object(m) if !m.is_empty() => {
+            for (i, (k, x)) in m.iter().enumerate() {
+                let lead = if in_list && i == 0 {
+                    String::new()
+                } else {
+                    pad.clone()
+                };
+                let key = scalar(&Value::String(k.clone()));
+                match x {
+                    Value::Object(o) if !o.is_empty() => {
+                        let _ = writeln!(out, "{lead}{key}:");
+                        emit(x, indent + 2, out, false);
+                    }
+                    Value::Array(a) if !a.is_empty() => {
+                        let _ = writeln!(out, "{lead}{key}:");
+                        emit(x, indent, out, false);
+                    }
+                    Value::Object(_) => {
+                        let _ = writeln!(out, "{lead}{key}: {{}}");
+                    }
+                    Value::Array(_) => {
+                        let _ = writeln!(out, "{lead}{key}: []");
+                    }
+                    _ => {
+                        let _ = writeln!(out, "{lead}{key}: {}", scalar(x));
+                    }
+                }
+            }
+        }
+        Value::Array(a) if !a.is_empty() => {
+            for x in a {
+                match x {
+                    Value::Object(o) if !o.is_empty() => {
+                        let _ = write!(out, "{pad}- ");
+                        emit(x, indent + 2, out, true);
+                    }
+                    Value::Array(b) if !b.is_empty() => {
+                        let _ = writeln!(out, "{pad}-");
+                        emit(x, indent + 2, out, false);
+                    }
+                    _ => {
+                        let _ = writeln!(
+                            out,
+                            "{pad}- {}",
+                            if x.is_object() {
+                                "{}".into()
+                            } else if x.is_array() {
+                                "[]".into()
+                            } else {
+                                scalar(x)
+                            }
+                        );
+                    }
+                }
+            }
+        }
+        Value::Object(_) => out.push_str("{}\n"),
+        Value::Array(_) => out.push_str("[]\n"),
+        other => {
+            let _ = writeln!(out, "{pad}{}", scalar(other));
+        }
+    }
+}
+
+/// `weir list`.
+pub fn list_text(runs: &[RunSummary], wide: bool, now: Millis) -> String {
+    let mut o = String::new();
+    let w = runs.iter().map(|r| r.name.len()).max().unwrap_or(4).max(4) + 2;
+    let _ = write!(
+        o,
+        "{:<w$}{:<12}{:<10}{:<10}",
+        "NAME", "STATUS", "AGE", "DURATION"
+    );
+    if wide {
+        let _ = write!(o, "{:<12}MESSAGE", "NAMESPACE");
+    }
+    let _ = writeln!(o);
+    for r in runs {
+        let dur = duration(r.finished_at.unwrap_or(now) - r.created_at);
+        let _ = write!(
+            o,
+            "{:<w$}{:<12}{:<10}{:<10}",
+            r.name,
+            r.phase,
+            duration(now - r.created_at),
+            dur
+        );
+        if wide {
+            let _ = write!(o, "{:<12}{}", r.namespace, r.message);
+        }
+        let _ = writeln!(o);
+    }
+    o
+}
