@@ -46,16 +46,15 @@ fn find_close(s: &str) -> Option<usize> {
     let b = s.as_bytes();
     let mut i = 0;
     let mut quote: Option<u8> = None;
+    let is_expr = s.trim_start().starts_with('=');
     while i < b.len() {
         match (quote, b[i]) {
             (Some(q), c) if c == q => quote = None,
             (Some(_), b'\\') => i += 1,
             (Some(_), _) => {}
-            (None, b'\'' | b'"' | b'`') if s[..i].trim_start().starts_with('=') => {
-                quote = Some(b[i])
-            }
+            (None, b'\'' | b'"' | b'`') if is_expr => quote = Some(b[i]),
             (None, b'}') if b.get(i + 1) == Some(&b'}') => return Some(i),
-            (None, b'\n') => return None,
+            (None, b'\n') if !is_expr => return None,
             _ => {}
         }
         i += 1;

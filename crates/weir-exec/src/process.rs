@@ -226,19 +226,22 @@ impl Inner {
                 let _ = fs::create_dir_all(parent);
             }
         }
-        // command line
-        let mut argv: Vec<String> = task
-            .command
-            .iter()
-            .chain(&task.args)
-            .map(|s| view.rewrite(s))
-            .collect();
+        // command line; with namespaces the script and the default working directory live in the
+        // private /tmp (at /tmp/.weir), so they stay visible whatever the host path of the work dir
+        let ns = self.cfg.sandbox == Sandbox::Namespaces;
+        let private = view.tmp.join(".weir");
+        fs::create_dir_all(private.join("cwd")).map_err(|e| format!("{}: {e}", private.display()))?;
+        let (script_task, cwd_task) = if ns {
+            ("/tmp/.weir/script".to_string(), PathBuf::from("/tmp/.weir/cwd"))
+        } else {
+            (private.join("script").display().to_string(), private.join("cwd"))
+        };
+        let mut argv: Vec<String> = task.command.iter().chain(&task.args).map(|s| view.rewrite(s)).collect();
         if let Some(src) = &task.source {
-            let script = work.join("script");
-            fs::write(&script, view.rewrite(src))
-                .map_err(|e| format!("{}: {e}", script.display()))?;
+            let script = private.join("script");
+            fs::write(&script, view.rewrite(src)).map_err(|e| format!("{}: {e}", script.display()))?;
             argv = task.command.iter().map(|s| view.rewrite(s)).collect();
-            argv.push(script.display().to_string());
+            argv.push(script_task);
             argv.extend(task.args.iter().map(|s| view.rewrite(s)));
         }
         if argv.is_empty() {
@@ -264,7 +267,7 @@ impl Inner {
                 cmd.env(k, v);
             }
         }
-        cmd.env("HOME", work.join("cwd"));
+        cmd.env("HOME", &cwd_task);
         if self.cfg.sandbox == Sandbox::Rewrite {
             cmd.env("TMPDIR", &view.tmp);
         }
@@ -276,17 +279,27 @@ impl Inner {
         for (k, v) in &task.env {
             cmd.env(k, view.rewrite(v));
         }
-        cmd.current_dir(match &task.working_dir {
+        let cwd = match &task.working_dir {
             Some(d) if Path::new(d).is_dir() => PathBuf::from(d),
-            Some(d) => view.host(d, &work).map(|p| {
-                let _ = fs::create_dir_all(&p);
-                p
+            Some(d) if !ns => view.host(d, &work).inspect(|p| {
+                let _ = fs::create_dir_all(p);
             })?,
-            None => work.join("cwd"),
-        });
-        let mut binds: Vec<(PathBuf, PathBuf)> = vec![(view.tmp.clone(), PathBuf::from("/tmp"))];
-        binds.extend(view.binds.iter().map(|(t, h)| (h.clone(), t.clone())));
-        unsafe_pre_exec(&mut cmd, binds, self.cfg.sandbox == Sandbox::Namespaces);
+            Some(d) => {
+                let host = view.host(d, &work)?;
+                let _ = fs::create_dir_all(&host);
+                PathBuf::from(d)
+            }
+            None => cwd_task.clone(),
+        };
+        // Other binds first: their sources may lie under /tmp, which the last bind covers.
+        let mut binds: Vec<(PathBuf, PathBuf)> = view.binds.iter().map(|(t, h)| (h.clone(), t.clone())).collect();
+        binds.push((view.tmp.clone(), PathBuf::from("/tmp")));
+        if ns {
+            cmd.current_dir("/");
+        } else {
+            cmd.current_dir(&cwd);
+        }
+        unsafe_pre_exec(&mut cmd, binds, ns.then_some(cwd));
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());

@@ -20,7 +20,7 @@ impl Sandbox {
             return Sandbox::Rewrite;
         }
         let mut cmd = std::process::Command::new("/bin/true");
-        unsafe_pre_exec(&mut cmd, Vec::new(), true);
+        unsafe_pre_exec(&mut cmd, Vec::new(), Some(PathBuf::from("/")));
         match cmd.status() {
             Ok(s) if s.success() => Sandbox::Namespaces,
             _ => Sandbox::Rewrite,
@@ -59,11 +59,27 @@ impl View {
         if let Some((_, host)) = self.binds.iter().find(|(t, _)| t == parent) {
             return Ok(host.join(name));
         }
+        if let Some((_, host)) = self.binds.iter().find(|(t, _)| t == p) {
+            return Ok(host.clone());
+        }
         if self.mode == Sandbox::Namespaces && (parent == Path::new("/") || is_system_dir(parent)) {
-            return Err(format!(
-                "path `{task_path}` is in `{}`, which weir will not cover with a private directory; use a path under /tmp or a directory of its own",
-                parent.display()
-            ));
+            // A path directly in a system directory: bind a per-task file (or directory, for a
+            // name without an extension) onto that exact path.
+            if p.exists() && (p.is_dir() || std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false)) {
+                return Err(format!("path `{task_path}` already exists on this host; weir will not cover it"));
+            }
+            let as_file = name.to_string_lossy().contains('.');
+            let host = work.join("mnt").join(self.binds.len().to_string());
+            let made = if as_file {
+                std::fs::create_dir_all(work.join("mnt")).and_then(|_| std::fs::write(&host, b"")).and_then(|_| {
+                    if !p.exists() { std::fs::write(p, b"") } else { Ok(()) }
+                })
+            } else {
+                std::fs::create_dir_all(&host).and_then(|_| std::fs::create_dir_all(p))
+            };
+            made.map_err(|e| format!("preparing {task_path}: {e}"))?;
+            self.binds.push((p.to_path_buf(), host.clone()));
+            return Ok(host);
         }
         let host = work.join("mnt").join(self.binds.len().to_string());
         std::fs::create_dir_all(&host).map_err(|e| format!("{}: {e}", host.display()))?;
@@ -102,9 +118,11 @@ fn is_system_dir(p: &Path) -> bool {
 pub(crate) fn unsafe_pre_exec(
     cmd: &mut std::process::Command,
     binds: Vec<(PathBuf, PathBuf)>,
-    namespaces: bool,
+    cwd: Option<PathBuf>,
 ) {
     use std::os::unix::process::CommandExt;
+    let namespaces = cwd.is_some();
+    let cwd = cwd.and_then(|c| CString::new(c.as_os_str().as_bytes()).ok());
     // Prepared before fork: the closure below must not allocate.
     let pairs: Vec<(CString, CString)> = binds
         .iter()
@@ -150,6 +168,11 @@ pub(crate) fn unsafe_pre_exec(
                 {
                     return Err(std::io::Error::last_os_error());
                 }
+            }
+            if let Some(c) = &cwd
+                && libc::chdir(c.as_ptr()) != 0
+            {
+                return Err(std::io::Error::last_os_error());
             }
             Ok(())
         });

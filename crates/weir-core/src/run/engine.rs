@@ -355,13 +355,20 @@ impl Run {
                 artifacts.push(raw_artifact(&a.name, &raw.data));
             }
         }
+        // the entrypoint's inputs come from the workflow's arguments, by name
+        let params = spec
+            .arguments
+            .parameters
+            .iter()
+            .filter_map(|p| self.globals.get(&format!("workflow.parameters.{}", p.name)).map(|v| (p.name.clone(), v.clone())))
+            .collect();
         let call = Call {
             name: sub.name.clone(),
             display: sub.name.clone(),
             parent: None,
             tmpl,
             scope: TemplateScope::Workflow,
-            params: Vec::new(),
+            params,
             artifacts,
             link: Link::default(),
             attempt: None,
