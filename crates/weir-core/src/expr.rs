@@ -892,12 +892,12 @@ fn equal(a: &Val, b: &Val) -> bool {
 
 fn compare(a: &Val, b: &Val) -> R<std::cmp::Ordering> {
     let both_str = matches!((a, b), (Val::Str(_), Val::Str(_)));
-    if let (Some(x), Some(y)) = (a.num(), b.num()) {
-        if !both_str || (a.num().is_some() && b.num().is_some()) {
-            return x
-                .partial_cmp(&y)
-                .ok_or_else(|| Error("cannot compare NaN".into()));
-        }
+    if let (Some(x), Some(y)) = (a.num(), b.num())
+        && (!both_str || (a.num().is_some() && b.num().is_some()))
+    {
+        return x
+            .partial_cmp(&y)
+            .ok_or_else(|| Error("cannot compare NaN".into()));
     }
     match (a, b) {
         (Val::Str(x), Val::Str(y)) => Ok(x.cmp(y)),
@@ -1060,8 +1060,7 @@ fn call(name: &str, args: &[Val]) -> R<Val> {
                 args.first()
                     .and_then(Val::num)
                     .unwrap_or(0.0)
-                    .max(0.0)
-                    .min(1e6) as usize,
+                    .clamp(0.0, 1e6) as usize,
             ),
         ),
         "replace" if args.len() == 3 => {
@@ -1114,10 +1113,19 @@ fn call(name: &str, args: &[Val]) -> R<Val> {
                 Val::Float(f)
             }
         }
-        "add" => arith(
-            "+",
+        "add" => args
+            .iter()
+            .try_fold(Val::Int(0), |acc, x| arith("+", &acc, x))?,
+        "add1" => arith("+", args.first().unwrap_or(&Val::Int(0)), &Val::Int(1))?,
+        "div" => arith(
+            "/",
             args.first().unwrap_or(&Val::Int(0)),
-            args.get(1).unwrap_or(&Val::Int(0)),
+            args.get(1).unwrap_or(&Val::Int(1)),
+        )?,
+        "mod" => arith(
+            "%",
+            args.first().unwrap_or(&Val::Int(0)),
+            args.get(1).unwrap_or(&Val::Int(1)),
         )?,
         "sub" => arith(
             "-",

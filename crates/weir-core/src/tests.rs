@@ -1,1 +1,548 @@
-//! Tests of the core.
+//! Tests of the core: data-driven `check` tables, state-machine event scripts, property tests.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use crate::diag::Diags;
+use crate::expr::{self, Mode};
+use crate::load::load_str;
+use crate::run::{Action, Event, Phase, Run, Submission, TaskResult};
+use crate::subst::substitute;
+
+fn vars(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+#[track_caller]
+fn check_gov(src: &str, expect: Result<bool, &str>) {
+    let env = vars(&[]);
+    let got = expr::eval_bool(src, Mode::Govaluate, &env).map_err(|e| e.0);
+    match (got, expect) {
+        (Ok(g), Ok(e)) => assert_eq!(g, e, "{src}"),
+        (Err(g), Err(e)) => assert!(g.contains(e), "{src}: error {g:?} lacks {e:?}"),
+        (g, e) => panic!("{src}: got {g:?}, expected {e:?}"),
+    }
+}
+
+#[test]
+fn govaluate_conditions() {
+    check_gov("heads == heads", Ok(true));
+    check_gov("heads == tails", Ok(false));
+    check_gov("tails != heads", Ok(true));
+    check_gov("4 < 10", Ok(true));
+    check_gov("10 < 4", Ok(false));
+    check_gov("3 != 1 && 3 != 2", Ok(true));
+    check_gov("2 != 1 && 2 != 2", Ok(false));
+    check_gov("heads =~ hea", Ok(true));
+    check_gov("tails =~ '^hea'", Ok(false));
+    check_gov("tails !~ '^hea'", Ok(true));
+    check_gov("Succeeded == Succeeded", Ok(true));
+    check_gov("true == true", Ok(true));
+    check_gov("YES == YES", Ok(true));
+    check_gov("even == even", Ok(true));
+    check_gov("hello-world == hello-world", Ok(true));
+    check_gov("a in (a, b)", Ok(true));
+    check_gov("c in (a, b)", Ok(false));
+    check_gov("(1 < 2) || (3 > 4)", Ok(true));
+    check_gov("!(1 < 2)", Ok(false));
+    check_gov("1.5 > 1", Ok(true));
+    check_gov("'abc' < 'abd'", Ok(true));
+    check_gov("5 == 5.0", Ok(true));
+    check_gov("heads ==", Err("unexpected end"));
+    check_gov("(1 < 2", Err("expected `)`"));
+    check_gov("1 + ", Err("unexpected end"));
+}
+
+#[track_caller]
+fn check_expr(src: &str, env: &[(&str, &str)], expect: &str) {
+    let env = vars(env);
+    let got = match expr::eval(src, Mode::Expr, &env) {
+        Ok(v) => v.to_text(),
+        Err(e) => format!("error: {e}"),
+    };
+    assert_eq!(got, expect, "{src}");
+}
+
+#[test]
+fn expr_language() {
+    let cfg =
+        r#"{"a": "1", "employees": [{"name": "Baris", "age": 43}, {"name": "Mo", "age": 25}]}"#;
+    check_expr(
+        "asInt(inputs.parameters.foo) * 10",
+        &[("inputs.parameters.foo", "3")],
+        "30",
+    );
+    check_expr(
+        "inputs.parameters['should-print'] == 'true'",
+        &[("inputs.parameters.should-print", "true")],
+        "true",
+    );
+    check_expr(
+        "steps['flip-coin'].outputs.result == 'heads' ? 'H' : 'T'",
+        &[("steps.flip-coin.outputs.result", "heads")],
+        "H",
+    );
+    check_expr(
+        "tasks.producer.outputs.parameters.msg ?? 'fallback'",
+        &[],
+        "fallback",
+    );
+    check_expr(
+        "jsonpath(workflow.parameters.config, '$.a')",
+        &[("workflow.parameters.config", cfg)],
+        "1",
+    );
+    check_expr(
+        "jsonpath(c, '$.employees[*].name')",
+        &[("c", cfg)],
+        r#"["Baris","Mo"]"#,
+    );
+    check_expr(
+        "jsonpath(c, '$.employees[0:1]')",
+        &[("c", cfg)],
+        r#"[{"age":43,"name":"Baris"}]"#,
+    );
+    check_expr(
+        "jsonpath(c, '$.employees[?(@.age>42 && @.age<44)].age')",
+        &[("c", cfg)],
+        "[43]",
+    );
+    check_expr(
+        r#"jsonpath(c, '$.employees[?(@.name=="Mo")].age')"#,
+        &[("c", cfg)],
+        "[25]",
+    );
+    check_expr("toJson({a: 1, b: 'x'})", &[], r#"{"a":1,"b":"x"}"#);
+    check_expr("map([1, 2, 3], {# * 2})", &[], "[2,4,6]");
+    check_expr(
+        "filter(['a.log', 'main.log'], {# endsWith 'main.log'})",
+        &[],
+        r#"["main.log"]"#,
+    );
+    check_expr("sprig.trim('  x  ')", &[], "x");
+    check_expr("sprig.add(1, 2, 3) / 2", &[], "3");
+    check_expr("asFloat('1.5') + 1", &[], "2.5");
+    check_expr("'a' in ['a', 'b']", &[], "true");
+    check_expr("len('hello')", &[], "5");
+    check_expr("item", &[("item", "3")], "3");
+    check_expr("unknown.var", &[], "error: unknown variable `unknown.var`");
+    check_expr("nosuch(1)", &[], "error: unknown function `nosuch`");
+    check_expr("1 / 0", &[], "error: division by zero");
+}
+
+#[track_caller]
+fn check_subst(src: &str, env: &[(&str, &str)], expect: &str) {
+    let env = vars(env);
+    let got = substitute(src, &env).unwrap_or_else(|e| format!("error: {e}"));
+    assert_eq!(got, expect, "{src}");
+}
+
+#[test]
+fn substitution() {
+    check_subst(
+        "hello {{inputs.parameters.name}}!",
+        &[("inputs.parameters.name", "world")],
+        "hello world!",
+    );
+    check_subst(
+        "{{ inputs.parameters.name }}",
+        &[("inputs.parameters.name", "w")],
+        "w",
+    );
+    check_subst(
+        "{{steps.flip-coin.outputs.result}}",
+        &[("steps.flip-coin.outputs.result", "heads")],
+        "heads",
+    );
+    check_subst("{{unknown.tag}} stays", &[], "{{unknown.tag}} stays");
+    check_subst("{{=asInt(a) + 1}}", &[("a", "41")], "42");
+    check_subst("{{=\n  'multi' + 'line'\n}}", &[], "multiline");
+    check_subst("no tags", &[], "no tags");
+    check_subst("{{ unclosed", &[], "{{ unclosed");
+    check_subst(
+        "{{=1 +}}",
+        &[],
+        "error: in `{{=1 +}}`: unexpected end of expression",
+    );
+}
+
+#[track_caller]
+fn check_load(src: &str, expect: &[&str]) {
+    let mut d = Diags::new("wf.yaml");
+    load_str(src, &mut d);
+    let got: Vec<String> = d.items.iter().map(|x| x.to_string()).collect();
+    assert_eq!(got, expect);
+}
+
+#[test]
+fn loading_reports_every_problem_with_location() {
+    check_load(
+        "kind: Workflow\nmetadata: {name: a}\nspec:\n  entrypoint: main\n  templates: []\n",
+        &[],
+    );
+    check_load(
+        "kind: Workflow\nmetadata: {name: a}\nspec:\n  entrypoint: [1]\n  templates:\n  - name: x\n    bogus: 1\n    container: {image: a, command: 3}\n",
+        &[
+            "wf.yaml:4:15: error: spec.entrypoint: expected a string, found a list",
+            "wf.yaml:7:5: warning: spec.templates[0].bogus: unknown field (ignored)",
+            "wf.yaml:8:36: error: spec.templates[0].container.command: expected a list, found a scalar",
+        ],
+    );
+    check_load(
+        "kind: Workflow\nspec: {}\n",
+        &["wf.yaml:1:1: error: metadata: missing required field `metadata`"],
+    );
+    check_load(
+        "kind: Workflow\nmetadata:\n  name: [unclosed\n",
+        &["wf.yaml:4:1: error: invalid YAML: while parsing a flow sequence, expected ',' or ']'"],
+    );
+}
+
+#[test]
+fn yaml_11_scalars_and_strings() {
+    use crate::yaml::resolve_plain;
+    use serde_json::json;
+    for (text, v) in [
+        ("yes", json!(true)),
+        ("off", json!(false)),
+        ("010", json!(8)),
+        ("0x1f", json!(31)),
+        ("1.5", json!(1.5)),
+        ("1e3", json!(1000.0)),
+        ("abc", json!("abc")),
+        ("1.2.3", json!("1.2.3")),
+    ] {
+        assert_eq!(resolve_plain(text), v, "{text}");
+    }
+    // a string field keeps the text as written
+    let mut d = Diags::new("f");
+    let l = load_str(
+        "kind: Workflow\nmetadata: {name: a}\nspec:\n  arguments:\n    parameters:\n    - name: p\n      value: 010\n",
+        &mut d,
+    );
+    assert_eq!(
+        l.definitions[0].spec.arguments.parameters[0]
+            .value
+            .as_deref(),
+        Some("010")
+    );
+}
+
+// ---------------------------------------------------------------- state machine event scripts
+
+fn submission(yaml: &str, params: &[(&str, &str)]) -> Submission {
+    let mut d = Diags::new("wf.yaml");
+    let loaded = load_str(yaml, &mut d);
+    assert!(!d.has_errors(), "{:?}", d.items);
+    Submission {
+        name: "wf".into(),
+        uid: "uid".into(),
+        namespace: "default".into(),
+        created_at: 1_000,
+        workflow: loaded.definitions[0].clone(),
+        library: Vec::new(),
+        config_maps: loaded.config_maps,
+        secrets: loaded.secrets,
+        parameters: params
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+/// Drives a run, answering each started task with `outcome(node name) -> (exit code, stdout)`,
+/// and returns the trace of started node names and the final phase.
+fn simulate(yaml: &str, outcome: impl Fn(&str, u32) -> (i32, String)) -> (Vec<String>, Phase, Run) {
+    let (mut run, mut actions) = Run::start(submission(yaml, &[])).expect("valid");
+    let mut trace = Vec::new();
+    let mut now = 1_000;
+    let mut timers: Vec<(i64, crate::run::Timer)> = Vec::new();
+    for _ in 0..10_000 {
+        let mut next = Vec::new();
+        for a in actions.drain(..) {
+            match a {
+                Action::Start(spec) => {
+                    trace.push(spec.node_name.clone());
+                    let attempt = run
+                        .node_by_id(&spec.node_id)
+                        .map(|n| n.attempt)
+                        .unwrap_or(0);
+                    let (code, out) = outcome(&spec.node_name, attempt);
+                    next.push(Event::Started {
+                        node: spec.node_id.clone(),
+                        pid: 1,
+                    });
+                    let params = spec
+                        .output_parameters
+                        .iter()
+                        .map(|p| (p.name.clone(), Some(out.clone())))
+                        .collect();
+                    next.push(Event::Finished {
+                        node: spec.node_id.clone(),
+                        result: TaskResult {
+                            exit_code: Some(code),
+                            stdout: out,
+                            parameters: params,
+                            ..TaskResult::default()
+                        },
+                    });
+                }
+                Action::Arm { timer, at } => timers.push((at, timer)),
+                Action::Stop { .. } | Action::Finished { .. } => {}
+            }
+        }
+        if next.is_empty() {
+            if run.phase().is_done() || timers.is_empty() {
+                break;
+            }
+            timers.sort();
+            let (at, t) = timers.remove(0);
+            now = now.max(at);
+            next.push(Event::TimerFired { timer: t });
+        }
+        for ev in next {
+            now += 1;
+            actions.extend(run.step(ev, now));
+        }
+    }
+    let phase = run.phase();
+    (
+        trace
+            .into_iter()
+            .map(|n| n.trim_start_matches("wf").to_string())
+            .collect(),
+        phase,
+        run,
+    )
+}
+
+#[test]
+fn steps_run_in_groups() {
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {name: a, template: t}\n    - - {name: b, template: t}\n      - {name: c, template: t}\n  - name: t\n    container: {image: x, command: [x]}\n";
+    let (trace, phase, _) = simulate(y, |_, _| (0, String::new()));
+    assert_eq!(trace, ["[0].a", "[1].b", "[1].c"]);
+    assert_eq!(phase, Phase::Succeeded);
+}
+
+#[test]
+fn dag_diamond_orders_tasks_and_fails_fast() {
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: d\n  templates:\n  - name: d\n    dag:\n      tasks:\n      - {name: A, template: t}\n      - {name: B, template: t, dependencies: [A]}\n      - {name: C, template: t, dependencies: [A]}\n      - {name: D, template: t, dependencies: [B, C]}\n  - name: t\n    container: {image: x, command: [x]}\n";
+    let (trace, phase, _) = simulate(y, |_, _| (0, String::new()));
+    assert_eq!(trace, [".A", ".B", ".C", ".D"]);
+    assert_eq!(phase, Phase::Succeeded);
+    let (trace, phase, run) = simulate(y, |n, _| {
+        (if n.ends_with(".B") { 1 } else { 0 }, String::new())
+    });
+    assert_eq!(trace, [".A", ".B", ".C"]);
+    assert_eq!(phase, Phase::Failed);
+    assert!(run.message().contains("wf.B"), "{}", run.message());
+}
+
+#[test]
+fn enhanced_depends_handles_failure() {
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: d\n  templates:\n  - name: d\n    dag:\n      tasks:\n      - {name: A, template: t}\n      - {name: onfail, template: t, depends: A.Failed}\n      - {name: onok, template: t, depends: A.Succeeded}\n      - {name: always, template: t, depends: A.Succeeded || A.Failed}\n  - name: t\n    container: {image: x, command: [x]}\n";
+    let (trace, phase, run) = simulate(y, |n, _| {
+        (if n.ends_with(".A") { 1 } else { 0 }, String::new())
+    });
+    assert_eq!(trace, [".A", ".onfail", ".always"]);
+    assert_eq!(phase, Phase::Succeeded, "{}", run.message());
+    assert!(
+        run.nodes()
+            .iter()
+            .any(|n| n.display_name == "onok" && n.phase == Phase::Omitted)
+    );
+}
+
+#[test]
+fn loops_aggregate_outputs_and_when_reads_them() {
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {name: gen, template: t, withItems: [1, 2, 3]}\n    - - name: after\n        template: u\n        when: \"{{steps.gen.status}} == Succeeded\"\n        arguments: {parameters: [{name: all, value: '{{steps.gen.outputs.result}}'}]}\n  - name: t\n    container: {image: x, command: [x]}\n  - name: u\n    inputs: {parameters: [{name: all}]}\n    container: {image: x, command: [x]}\n";
+    let (trace, phase, run) = simulate(y, |n, _| {
+        (
+            0,
+            n.chars()
+                .rev()
+                .nth(1)
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+        )
+    });
+    assert_eq!(
+        trace,
+        ["[0].gen(0:1)", "[0].gen(1:2)", "[0].gen(2:3)", "[1].after"]
+    );
+    assert_eq!(phase, Phase::Succeeded);
+    let after = run
+        .nodes()
+        .iter()
+        .find(|n| n.display_name == "after")
+        .expect("after ran");
+    assert_eq!(after.inputs, [("all".to_string(), "[1,2,3]".to_string())]);
+}
+
+#[test]
+fn retries_with_backoff_then_succeed() {
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    retryStrategy: {limit: '3', backoff: {duration: '1s', factor: '2'}}\n    container: {image: x, command: [x]}\n";
+    let (trace, phase, run) = simulate(y, |_, attempt| {
+        (if attempt < 2 { 1 } else { 0 }, String::new())
+    });
+    assert_eq!(trace, ["(0)", "(1)", "(2)"]);
+    assert_eq!(phase, Phase::Succeeded);
+    let starts: Vec<i64> = run
+        .nodes()
+        .iter()
+        .filter(|n| n.name.starts_with("wf("))
+        .filter_map(|n| n.started_at)
+        .collect();
+    assert!(
+        starts[1] - starts[0] >= 1_000 && starts[2] - starts[1] >= 2_000,
+        "{starts:?}"
+    );
+    let (trace, phase, _) = simulate(y, |_, _| (1, String::new()));
+    assert_eq!(trace.len(), 4);
+    assert_eq!(phase, Phase::Failed);
+}
+
+#[test]
+fn exit_handler_sees_status() {
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: t\n  onExit: bye\n  templates:\n  - name: t\n    container: {image: x, command: [x]}\n  - name: bye\n    steps:\n    - - {name: cel, template: t, when: '{{workflow.status}} == Failed'}\n";
+    let (trace, phase, _) = simulate(y, |n, _| (if n == "wf" { 1 } else { 0 }, String::new()));
+    assert_eq!(trace, ["", ".onExit[0].cel"]);
+    assert_eq!(phase, Phase::Failed);
+}
+
+#[test]
+fn retry_from_failure_reuses_succeeded_nodes() {
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {name: a, template: t}\n    - - {name: b, template: t}\n  - name: t\n    container: {image: x, command: [x]}\n";
+    let (_, phase, mut run) = simulate(y, |n, _| {
+        (if n.ends_with(".b") { 1 } else { 0 }, String::new())
+    });
+    assert_eq!(phase, Phase::Failed);
+    let actions = run.step(Event::Retry, 10_000);
+    let started: Vec<String> = actions
+        .iter()
+        .filter_map(|a| {
+            if let Action::Start(s) = a {
+                Some(s.node_name.clone())
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(started, ["wf[1].b"], "a is reused, only b runs again");
+}
+
+#[test]
+fn replay_rebuilds_the_same_state() {
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {name: a, template: t}\n    - - {name: b, template: t}\n  - name: t\n    container: {image: x, command: [x]}\n";
+    let sub = submission(y, &[]);
+    let (mut run, actions) = Run::start(sub.clone()).expect("valid");
+    let Action::Start(a) = &actions[0] else {
+        panic!("expected a start")
+    };
+    let events = vec![
+        (
+            2_000,
+            Event::Started {
+                node: a.node_id.clone(),
+                pid: 42,
+            },
+        ),
+        (
+            3_000,
+            Event::Finished {
+                node: a.node_id.clone(),
+                result: TaskResult {
+                    exit_code: Some(0),
+                    ..TaskResult::default()
+                },
+            },
+        ),
+    ];
+    for (at, e) in &events {
+        run.step(e.clone(), *at);
+    }
+    let replayed = Run::replay(sub, &events).expect("replays");
+    assert_eq!(replayed.nodes(), run.nodes());
+    let pending: Vec<_> = replayed
+        .recovery_actions()
+        .into_iter()
+        .filter(|a| matches!(a, Action::Start(_)))
+        .collect();
+    assert_eq!(
+        pending.len(),
+        1,
+        "b was dispatched and must be started again after a crash"
+    );
+}
+
+#[test]
+fn validation_reports_every_problem() {
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: d\n  arguments:\n    parameters:\n    - name: required\n  templates:\n  - name: d\n    dag:\n      tasks:\n      - {name: A, template: nosuch}\n      - {name: B, template: t, depends: C}\n      - {name: C, template: t, depends: B}\n      - {name: E, template: t, when: '{{x}} == == 1'}\n  - name: t\n    container: {image: x, command: [x]}\n";
+    let problems = match Run::start(submission(y, &[])) {
+        Err(p) => p,
+        Ok(_) => panic!("must not validate"),
+    };
+    let msgs: Vec<String> = problems
+        .iter()
+        .map(|p| format!("{}: {}", p.path, p.message))
+        .collect();
+    assert_eq!(
+        msgs,
+        [
+            "spec.arguments.parameters[0]: workflow parameter `required` is required: give it with -p required=VALUE",
+            "spec.templates[0].dag.tasks[0].template: step `A`: template `nosuch` not found",
+            "spec.templates[0].dag.tasks[3].when: invalid `when` expression `{{x}} == == 1`: unexpected `==`",
+            "spec.templates[0].dag: dependency cycle: B -> C -> B",
+        ]
+    );
+}
+
+#[test]
+fn go_sprintf_formats_sequences() {
+    use crate::run::go_sprintf_pub as f;
+    assert_eq!(f("%02d", 3), "03");
+    assert_eq!(f("test-%d", 12), "test-12");
+    assert_eq!(f("%x", 255), "ff");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, .. ProptestConfig::default() })]
+
+    #[test]
+    fn yaml_loader_never_panics(s in "\\PC{0,200}") {
+        let mut d = Diags::new("p");
+        let _ = load_str(&s, &mut d);
+    }
+
+    #[test]
+    fn yaml_loader_never_panics_on_yamlish(s in "(kind: Workflow\n|spec:\n|  - |\\{|\\}|\\[|\\]|: |[a-z]{1,5}|'|\"|\n|  |&a |\\*a|<<: ){0,40}") {
+        let mut d = Diags::new("p");
+        let _ = load_str(&s, &mut d);
+    }
+
+    #[test]
+    fn expressions_never_panic(s in "[a-z0-9 ()\\[\\]{}'\"=!<>&|?:.,#+*/%~-]{0,60}") {
+        let env = vars(&[("a", "1"), ("item", "{\"k\": 2}")]);
+        let _ = expr::eval(&s, Mode::Govaluate, &env);
+        let _ = expr::eval(&s, Mode::Expr, &env);
+        let _ = crate::expr::Depends::parse(&s);
+    }
+
+    #[test]
+    fn substitution_never_panics(s in "(\\{\\{|\\}\\}|=|[a-z.]{1,8}| |'|\n){0,30}") {
+        let env = vars(&[("a", "1")]);
+        let _ = substitute(&s, &env);
+    }
+
+    #[test]
+    fn substitution_is_identity_without_tags(s in "[^{}]{0,100}") {
+        let env = vars(&[("a", "1")]);
+        let once = substitute(&s, &env).unwrap();
+        prop_assert_eq!(&once, &s);
+        prop_assert_eq!(substitute(&once, &env).unwrap(), once);
+    }
+}

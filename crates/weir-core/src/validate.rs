@@ -102,7 +102,7 @@ fn neutralize(s: &str) -> String {
         out.push_str(&rest[..i]);
         match rest[i..].find("}}") {
             Some(j) => {
-                out.push_str("x");
+                out.push('x');
                 rest = &rest[i + j + 2..];
             }
             None => {

@@ -230,16 +230,29 @@ impl Inner {
         // private /tmp (at /tmp/.weir), so they stay visible whatever the host path of the work dir
         let ns = self.cfg.sandbox == Sandbox::Namespaces;
         let private = view.tmp.join(".weir");
-        fs::create_dir_all(private.join("cwd")).map_err(|e| format!("{}: {e}", private.display()))?;
+        fs::create_dir_all(private.join("cwd"))
+            .map_err(|e| format!("{}: {e}", private.display()))?;
         let (script_task, cwd_task) = if ns {
-            ("/tmp/.weir/script".to_string(), PathBuf::from("/tmp/.weir/cwd"))
+            (
+                "/tmp/.weir/script".to_string(),
+                PathBuf::from("/tmp/.weir/cwd"),
+            )
         } else {
-            (private.join("script").display().to_string(), private.join("cwd"))
+            (
+                private.join("script").display().to_string(),
+                private.join("cwd"),
+            )
         };
-        let mut argv: Vec<String> = task.command.iter().chain(&task.args).map(|s| view.rewrite(s)).collect();
+        let mut argv: Vec<String> = task
+            .command
+            .iter()
+            .chain(&task.args)
+            .map(|s| view.rewrite(s))
+            .collect();
         if let Some(src) = &task.source {
             let script = private.join("script");
-            fs::write(&script, view.rewrite(src)).map_err(|e| format!("{}: {e}", script.display()))?;
+            fs::write(&script, view.rewrite(src))
+                .map_err(|e| format!("{}: {e}", script.display()))?;
             argv = task.command.iter().map(|s| view.rewrite(s)).collect();
             argv.push(script_task);
             argv.extend(task.args.iter().map(|s| view.rewrite(s)));
@@ -292,7 +305,11 @@ impl Inner {
             None => cwd_task.clone(),
         };
         // Other binds first: their sources may lie under /tmp, which the last bind covers.
-        let mut binds: Vec<(PathBuf, PathBuf)> = view.binds.iter().map(|(t, h)| (h.clone(), t.clone())).collect();
+        let mut binds: Vec<(PathBuf, PathBuf)> = view
+            .binds
+            .iter()
+            .map(|(t, h)| (h.clone(), t.clone()))
+            .collect();
         binds.push((view.tmp.clone(), PathBuf::from("/tmp")));
         if ns {
             cmd.current_dir("/");

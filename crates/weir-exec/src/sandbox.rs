@@ -65,15 +65,25 @@ impl View {
         if self.mode == Sandbox::Namespaces && (parent == Path::new("/") || is_system_dir(parent)) {
             // A path directly in a system directory: bind a per-task file (or directory, for a
             // name without an extension) onto that exact path.
-            if p.exists() && (p.is_dir() || std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false)) {
-                return Err(format!("path `{task_path}` already exists on this host; weir will not cover it"));
+            if p.exists()
+                && (p.is_dir() || std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
+            {
+                return Err(format!(
+                    "path `{task_path}` already exists on this host; weir will not cover it"
+                ));
             }
             let as_file = name.to_string_lossy().contains('.');
             let host = work.join("mnt").join(self.binds.len().to_string());
             let made = if as_file {
-                std::fs::create_dir_all(work.join("mnt")).and_then(|_| std::fs::write(&host, b"")).and_then(|_| {
-                    if !p.exists() { std::fs::write(p, b"") } else { Ok(()) }
-                })
+                std::fs::create_dir_all(work.join("mnt"))
+                    .and_then(|_| std::fs::write(&host, b""))
+                    .and_then(|_| {
+                        if !p.exists() {
+                            std::fs::write(p, b"")
+                        } else {
+                            Ok(())
+                        }
+                    })
             } else {
                 std::fs::create_dir_all(&host).and_then(|_| std::fs::create_dir_all(p))
             };

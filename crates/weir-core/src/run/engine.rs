@@ -360,7 +360,11 @@ impl Run {
             .arguments
             .parameters
             .iter()
-            .filter_map(|p| self.globals.get(&format!("workflow.parameters.{}", p.name)).map(|v| (p.name.clone(), v.clone())))
+            .filter_map(|p| {
+                self.globals
+                    .get(&format!("workflow.parameters.{}", p.name))
+                    .map(|v| (p.name.clone(), v.clone()))
+            })
             .collect();
         let call = Call {
             name: sub.name.clone(),
@@ -1120,7 +1124,7 @@ impl Run {
     /// Starts held pods while there is room.
     pub(super) fn pump(&mut self) {
         let limit = self.templates.spec.parallelism.map(|p| p.max(1) as usize);
-        while !self.suspended && !limit.is_some_and(|l| self.active_pods >= l) {
+        while !self.suspended && limit.is_none_or(|l| self.active_pods < l) {
             let Some(i) = self.waiting.pop_front() else {
                 break;
             };
@@ -1222,10 +1226,10 @@ impl Run {
             n.message = message;
         }
         n.finished_at = Some(self.now);
-        if let Rt::Pod { .. } = self.rt[i] {
-            if let Some(pos) = self.waiting.iter().position(|&w| w == i) {
-                self.waiting.remove(pos);
-            }
+        if let Rt::Pod { .. } = self.rt[i]
+            && let Some(pos) = self.waiting.iter().position(|&w| w == i)
+        {
+            self.waiting.remove(pos);
         }
         self.done.push_back(i);
     }
@@ -1419,40 +1423,39 @@ impl Run {
             });
         if let Some((name, args)) = exit
             && self.stopping != Some(StopReason::Terminated)
+            && let Some(tmpl) = self.templates.get(&TemplateScope::Workflow, &name)
         {
-            if let Some(tmpl) = self.templates.get(&TemplateScope::Workflow, &name) {
-                let env = Vars {
-                    layers: vec![&self.globals],
-                };
-                let params = args
-                    .parameters
-                    .iter()
-                    .map(|p| {
-                        (
-                            p.name.clone(),
-                            substitute(p.value.as_deref().unwrap_or_default(), &env)
-                                .unwrap_or_default(),
-                        )
-                    })
-                    .collect();
-                let was_stopping = self.stopping.take();
-                let call = Call {
-                    name: format!("{}.onExit", self.sub.name),
-                    display: format!("{}.onExit", self.sub.name),
-                    parent: None,
-                    tmpl,
-                    scope: TemplateScope::Workflow,
-                    params,
-                    artifacts: Vec::new(),
-                    link: Link::default(),
-                    attempt: None,
-                };
-                let h = self.execute(call);
-                self.stopping = was_stopping.filter(|r| *r == StopReason::Terminated);
-                self.nodes[h].hook_for = Some(root);
-                self.exit_node = Some(h);
-                return;
-            }
+            let env = Vars {
+                layers: vec![&self.globals],
+            };
+            let params = args
+                .parameters
+                .iter()
+                .map(|p| {
+                    (
+                        p.name.clone(),
+                        substitute(p.value.as_deref().unwrap_or_default(), &env)
+                            .unwrap_or_default(),
+                    )
+                })
+                .collect();
+            let was_stopping = self.stopping.take();
+            let call = Call {
+                name: format!("{}.onExit", self.sub.name),
+                display: format!("{}.onExit", self.sub.name),
+                parent: None,
+                tmpl,
+                scope: TemplateScope::Workflow,
+                params,
+                artifacts: Vec::new(),
+                link: Link::default(),
+                attempt: None,
+            };
+            let h = self.execute(call);
+            self.stopping = was_stopping.filter(|r| *r == StopReason::Terminated);
+            self.nodes[h].hook_for = Some(root);
+            self.exit_node = Some(h);
+            return;
         }
         self.workflow_done();
     }
@@ -1673,7 +1676,7 @@ impl Run {
                 }
                 Ok(None) => {
                     let call = self.skeleton(
-                        &format!("{}", self.sanitize(&step, parent, kind)),
+                        &self.sanitize(&step, parent, kind).to_string(),
                         &step.name,
                         parent,
                         owner,
@@ -1692,7 +1695,7 @@ impl Run {
                 }
                 Err(e) => {
                     let call = self.skeleton(
-                        &format!("{}", self.sanitize(&step, parent, kind)),
+                        &self.sanitize(&step, parent, kind).to_string(),
                         &step.name,
                         parent,
                         owner,
@@ -2331,18 +2334,14 @@ impl Run {
                 }
                 None => {
                     let mut it = t.dependencies.iter();
-                    let d = match it.next() {
-                        None => None,
-                        Some(first) => Some(it.fold(
-                            Depends::Task(first.clone(), "Legacy".into()),
-                            |acc, n| {
-                                Depends::And(
-                                    Box::new(acc),
-                                    Box::new(Depends::Task(n.clone(), "Legacy".into())),
-                                )
-                            },
-                        )),
-                    };
+                    let d = it.next().map(|first| {
+                        it.fold(Depends::Task(first.clone(), "Legacy".into()), |acc, n| {
+                            Depends::And(
+                                Box::new(acc),
+                                Box::new(Depends::Task(n.clone(), "Legacy".into())),
+                            )
+                        })
+                    });
                     (
                         d.unwrap_or(Depends::Task(String::new(), "None".into())),
                         Vec::new(),

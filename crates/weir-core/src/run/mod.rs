@@ -21,6 +21,7 @@ use crate::spec::{DataMap, Definition, Template};
 
 pub(crate) use engine::Library;
 pub use engine::TemplateScope;
+pub use engine::go_sprintf as go_sprintf_pub;
 pub use vars::{parse_duration, rfc3339 as rfc3339_pub};
 
 /// Milliseconds since the Unix epoch; the only clock the core knows is the one passed in.
