@@ -52,6 +52,7 @@ pub(crate) fn save(
         size,
         archived,
         raw: None,
+        sub_path: None,
     })
 }
 
@@ -81,7 +82,16 @@ pub(crate) fn load(
             .filter_map(Result::ok)
             .collect();
         if entries.len() == 1 {
-            let only = entries.remove(0).path();
+            let mut only = entries.remove(0).path();
+            if let Some(sub) = a.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                only = only.join(sub.trim_start_matches('/'));
+                if !only.exists() {
+                    return Err(format!(
+                        "artifact `{}`: subPath `{sub}` not found in it",
+                        a.name
+                    ));
+                }
+            }
             let _ = fs::remove_dir_all(dest);
             let _ = fs::remove_file(dest);
             fs::rename(&only, dest).map_err(err)?;

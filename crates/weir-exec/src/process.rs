@@ -253,6 +253,9 @@ impl Inner {
             let script = private.join("script");
             fs::write(&script, view.rewrite(src))
                 .map_err(|e| format!("{}: {e}", script.display()))?;
+            // `command: [sh, -c]` runs the script file as a program
+            use std::os::unix::fs::PermissionsExt;
+            let _ = fs::set_permissions(&script, fs::Permissions::from_mode(0o755));
             argv = task.command.iter().map(|s| view.rewrite(s)).collect();
             argv.push(script_task);
             argv.extend(task.args.iter().map(|s| view.rewrite(s)));
@@ -320,6 +323,7 @@ impl Inner {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        view.reconcile()?;
         if lock(&self.state).stopped.contains(&task.node_id) {
             return Err("stopped before it started".into());
         }

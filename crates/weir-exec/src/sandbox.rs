@@ -65,14 +65,22 @@ impl View {
         if self.mode == Sandbox::Namespaces && (parent == Path::new("/") || is_system_dir(parent)) {
             // A path directly in a system directory: bind a per-task file (or directory, for a
             // name without an extension) onto that exact path.
-            if p.exists()
-                && (p.is_dir() || std::fs::metadata(p).map(|m| m.len() > 0).unwrap_or(false))
-            {
+            let empty_dir = p.is_dir()
+                && std::fs::read_dir(p)
+                    .map(|mut d| d.next().is_none())
+                    .unwrap_or(false);
+            let empty_file =
+                p.is_file() && std::fs::metadata(p).map(|m| m.len() == 0).unwrap_or(false);
+            if p.exists() && !empty_dir && !empty_file {
                 return Err(format!(
                     "path `{task_path}` already exists on this host; weir will not cover it"
                 ));
             }
-            let as_file = name.to_string_lossy().contains('.');
+            let as_file = if p.exists() {
+                p.is_file()
+            } else {
+                name.to_string_lossy().contains('.')
+            };
             let host = work.join("mnt").join(self.binds.len().to_string());
             let made = if as_file {
                 std::fs::create_dir_all(work.join("mnt"))
@@ -99,6 +107,34 @@ impl View {
         }
         self.binds.push((parent.to_path_buf(), host.clone()));
         Ok(host.join(name))
+    }
+
+    /// Makes each mount point the same kind (file or directory) as what will be bound onto it,
+    /// replacing empty placeholders left by earlier tasks.
+    pub fn reconcile(&self) -> Result<(), String> {
+        if self.mode != Sandbox::Namespaces {
+            return Ok(());
+        }
+        for (target, host) in &self.binds {
+            let want_dir = host.is_dir();
+            if target.is_dir() == want_dir && target.exists() {
+                continue;
+            }
+            let fix = || -> std::io::Result<()> {
+                if target.is_dir() {
+                    std::fs::remove_dir(target)?;
+                } else if target.exists() {
+                    std::fs::remove_file(target)?;
+                }
+                if want_dir {
+                    std::fs::create_dir_all(target)
+                } else {
+                    std::fs::write(target, b"")
+                }
+            };
+            fix().map_err(|e| format!("preparing mount point {}: {e}", target.display()))?;
+        }
+        Ok(())
     }
 
     /// Rewrite mode: replaces the task paths in a string by their host paths.

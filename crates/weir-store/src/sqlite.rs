@@ -92,10 +92,23 @@ impl Store {
             Durability::Power => "FULL",
             Durability::Relaxed => "OFF",
         };
-        conn.execute_batch(&format!(
-            "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;"
-        ))
-        .map_err(not_db)?;
+        // Switching to WAL takes an exclusive lock and does not wait on the busy handler:
+        // another process creating the same database at this moment makes it fail, so retry.
+        let mut attempts = 0;
+        loop {
+            match conn.execute_batch(&format!(
+                "PRAGMA journal_mode=WAL; PRAGMA synchronous={sync}; PRAGMA foreign_keys=ON;"
+            )) {
+                Ok(()) => break,
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if e.code == rusqlite::ErrorCode::DatabaseBusy && attempts < 200 =>
+                {
+                    attempts += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => return Err(not_db(e)),
+            }
+        }
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(not_db)?;
@@ -106,26 +119,13 @@ impl Store {
                 supported: SCHEMA_VERSION,
             });
         }
-        if version == 0 {
-            let tables: i64 = conn
-                .query_row(
-                    "SELECT count(*) FROM sqlite_master WHERE type='table'",
-                    [],
-                    |r| r.get(0),
-                )
-                .map_err(not_db)?;
-            if tables > 0 {
-                return Err(Error::Corrupt(format!(
-                    "{} holds tables but no weir schema version; it is not a weir database",
-                    path.display()
-                )));
-            }
-        }
         let mut store = Store {
             conn,
             path: path.to_path_buf(),
         };
-        store.migrate(version)?;
+        if version < SCHEMA_VERSION {
+            store.migrate()?;
+        }
         Ok(store)
     }
 
@@ -133,13 +133,31 @@ impl Store {
         &self.path
     }
 
-    fn migrate(&mut self, from: i64) -> Result<()> {
+    /// Applies missing migrations in one write transaction, so two processes opening a new
+    /// database at once cannot both migrate it.
+    fn migrate(&mut self) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let from: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if from == 0 {
+            let tables: i64 = tx.query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type='table'",
+                [],
+                |r| r.get(0),
+            )?;
+            if tables > 0 {
+                return Err(Error::Corrupt(format!(
+                    "{} holds tables but no weir schema version; it is not a weir database",
+                    self.path.display()
+                )));
+            }
+        }
         for (i, m) in MIGRATIONS.iter().enumerate().skip(from as usize) {
-            let tx = self.conn.transaction()?;
             tx.execute_batch(m)?;
             tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-            tx.commit()?;
         }
+        tx.commit()?;
         Ok(())
     }
 

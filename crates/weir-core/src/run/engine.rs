@@ -1974,6 +1974,7 @@ impl Run {
                     Some(r) => {
                         let mut r = r.clone();
                         r.name = a.name.clone();
+                        r.sub_path = a.sub_path.clone();
                         artifacts.push(r);
                     }
                     None if a.optional == Some(true) => {}
@@ -2655,6 +2656,7 @@ fn raw_artifact(name: &str, data: &str) -> ArtifactRef {
         size: data.len() as u64,
         archived: false,
         raw: Some(data.into()),
+        sub_path: None,
     }
 }
 

@@ -111,6 +111,9 @@ pub struct ArtifactRef {
     /// Inline content for raw artifacts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<String>,
+    /// Only this path inside the artifact (an argument's `subPath`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sub_path: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,0 +1,286 @@
+//! Argo conformance: runs every Workflow document of Argo's `examples/` that can run on one
+//! host, compares the outcome with what Argo's own CI expects, and regenerates
+//! `docs/conformance.md`. Set `WEIR_ARGO_EXAMPLES` to the examples directory (with
+//! `argo-examples-index.tsv` beside it); `.ci/run` does.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::support::Sandbox;
+
+/// Examples the core issue requires to succeed.
+const REQUIRED: &[&str] = &[
+    "hello-world.yaml",
+    "steps.yaml",
+    "dag-diamond.yaml",
+    "dag-diamond-steps.yaml",
+    "dag-enhanced-depends.yaml",
+    "dag-multiroot.yaml",
+    "dag-targets.yaml",
+    "loops.yaml",
+    "loops-maps.yaml",
+    "loops-param-argument.yaml",
+    "loops-param-result.yaml",
+    "loops-sequence.yaml",
+    "withsequence-nested-result.yaml",
+    "coinflip.yaml",
+    "coinflip-recursive.yaml",
+    "conditionals-complex.yaml",
+    "conditional-parameters.yaml",
+    "output-parameter.yaml",
+    "parameter-aggregation.yaml",
+    "parameter-aggregation-dag.yaml",
+    "arguments-parameters.yaml",
+    "global-parameters.yaml",
+    "global-parameters-from-configmap.yaml",
+    "scripts-bash.yaml",
+    "scripts-python.yaml",
+    "retry-container.yaml",
+    "retry-script.yaml",
+    "retry-backoff.yaml",
+    "exit-handler-with-param.yaml",
+    "continue-on-fail.yaml",
+    "timeouts-step.yaml",
+    "step-level-timeout.yaml",
+    "artifact-passing.yaml",
+    "input-artifact-raw.yaml",
+    "expression-destructure-json.yaml",
+    "fibonacci-seq-conditional-param.yaml",
+    "recursive-for-loop.yaml",
+    "nested-workflow.yaml",
+];
+
+/// Examples Argo expects to fail; they must fail here too.
+const EXPECTED_FAILURES: &[&str] = &[
+    "exit-handlers.yaml",
+    "dag-continue-on-fail.yaml",
+    "dag-task-level-timeout.yaml",
+];
+
+struct Row {
+    file: String,
+    expect: String,
+    outcome: String,
+    detail: String,
+    secs: f64,
+}
+
+fn run_one(sb: &Sandbox, examples: &Path, file: &str) -> (String, String, f64) {
+    let with = [
+        "configmaps",
+        "workflow-template/templates.yaml",
+        "cluster-workflow-template/clustertemplates.yaml",
+    ];
+    let mut args: Vec<String> = vec![
+        "run".into(),
+        examples.join(file).display().to_string(),
+        "--no-logs".into(),
+    ];
+    for w in with {
+        args.push("--with".into());
+        args.push(examples.join(w).display().to_string());
+    }
+    let start = Instant::now();
+    let mut child = sb
+        .cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let limit = Duration::from_secs(120);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break Some(s);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let secs = start.elapsed().as_secs_f64();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let message = stdout
+        .lines()
+        .find(|l| l.starts_with("Message:"))
+        .map(|l| l.trim_start_matches("Message:").trim().to_string())
+        .unwrap_or_default();
+    match status.and_then(|s| s.code()) {
+        None => (
+            "Timeout".into(),
+            format!("still running after {}s", limit.as_secs()),
+            secs,
+        ),
+        Some(0) => ("Succeeded".into(), String::new(), secs),
+        Some(2) => {
+            let first = stderr
+                .lines()
+                .find(|l| l.contains("error:"))
+                .unwrap_or("")
+                .to_string();
+            let first = first.split("error: ").last().unwrap_or("").to_string();
+            ("Refused".into(), first, secs)
+        }
+        Some(_) => {
+            let phase = stdout
+                .lines()
+                .find(|l| l.starts_with("Status:"))
+                .map(|l| l.trim_start_matches("Status:").trim().to_string())
+                .unwrap_or_else(|| "Error".into());
+            let msg = if message.is_empty() {
+                stderr.lines().last().unwrap_or("").to_string()
+            } else {
+                message
+            };
+            (phase, msg, secs)
+        }
+    }
+}
+
+#[test]
+fn conformance() {
+    let Ok(examples) = std::env::var("WEIR_ARGO_EXAMPLES") else {
+        eprintln!("conformance: WEIR_ARGO_EXAMPLES is not set; the suite runs in .ci/run");
+        return;
+    };
+    let examples = PathBuf::from(examples);
+    let index = std::fs::read_to_string(examples.parent().unwrap().join("argo-examples-index.tsv"))
+        .expect("argo-examples-index.tsv beside the examples");
+    let mut todo = Vec::new();
+    let mut rows = Vec::new();
+    for line in index.lines().skip(1) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.len() < 6 || cols[1] != "Workflow" {
+            continue;
+        }
+        let (file, runnable, expect) = (
+            cols[0].to_string(),
+            cols[4].to_string(),
+            cols[5].to_string(),
+        );
+        if runnable.starts_with("yes") || runnable.starts_with("maybe") {
+            todo.push((file, expect));
+        } else {
+            rows.push(Row {
+                file,
+                expect,
+                outcome: "Not run".into(),
+                detail: format!("index: {runnable}"),
+                secs: 0.0,
+            });
+        }
+    }
+    let sb = Sandbox::new();
+    let queue = Mutex::new(todo.into_iter());
+    let results = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                loop {
+                    let Some((file, expect)) = queue.lock().unwrap().next() else {
+                        break;
+                    };
+                    let (outcome, detail, secs) = run_one(&sb, &examples, &file);
+                    eprintln!("{file}: {outcome} {detail}");
+                    results.lock().unwrap().push(Row {
+                        file,
+                        expect,
+                        outcome,
+                        detail,
+                        secs,
+                    });
+                }
+            });
+        }
+    });
+    rows.extend(results.into_inner().unwrap());
+    rows.sort_by(|a, b| a.file.cmp(&b.file));
+    let by_file: BTreeMap<&str, &Row> = rows.iter().map(|r| (r.file.as_str(), r)).collect();
+    let runnable: Vec<&Row> = rows.iter().filter(|r| r.outcome != "Not run").collect();
+    let succeeded = runnable.iter().filter(|r| r.outcome == "Succeeded").count();
+    write_report(&rows, runnable.len(), succeeded);
+    let mut failures = Vec::new();
+    for f in REQUIRED {
+        match by_file.get(f) {
+            Some(r) if r.outcome == "Succeeded" => {}
+            Some(r) => failures.push(format!("{f}: {} {}", r.outcome, r.detail)),
+            None => failures.push(format!("{f}: not in the index")),
+        }
+    }
+    for f in EXPECTED_FAILURES {
+        if let Some(r) = by_file.get(f)
+            && r.outcome != "Failed"
+        {
+            failures.push(format!("{f}: Argo expects it to fail, got {}", r.outcome));
+        }
+    }
+    for r in &runnable {
+        if r.expect == "Succeeded" && r.outcome == "Succeeded" {
+            continue;
+        }
+        if r.expect == "Succeeded" && matches!(r.outcome.as_str(), "Failed" | "Timeout")
+        {
+            failures.push(format!(
+                "{}: Argo expects Succeeded, got {} ({})",
+                r.file, r.outcome, r.detail
+            ));
+        }
+    }
+    assert!(
+        succeeded >= 70,
+        "only {succeeded} host-runnable examples succeeded"
+    );
+    assert!(
+        failures.is_empty(),
+        "conformance failures:\n{}",
+        failures.join("\n")
+    );
+}
+
+fn write_report(rows: &[Row], runnable: usize, succeeded: usize) {
+    let mut o = String::new();
+    let _ = writeln!(o, "# Argo conformance\n");
+    let _ = writeln!(
+        o,
+        "Generated by `crates/weir/tests/it/conformance.rs` (run by `.ci/run`); do not edit by hand.\n"
+    );
+    let _ = writeln!(
+        o,
+        "Each Workflow document of Argo's `examples/` that `argo-examples-index.tsv` marks as host-runnable (`yes` or `maybe`) is run with `weir run FILE --with configmaps --with workflow-template/templates.yaml --with cluster-workflow-template/clustertemplates.yaml`. **{succeeded} of {runnable}** reached Succeeded.\n"
+    );
+    let _ = writeln!(
+        o,
+        "Outcomes: `Succeeded`/`Failed`/`Error` are the run's final phase; `Refused` means weir rejected the file before running it, with the message shown (a field with no meaning on one host, or one not supported yet); `Not run` rows are those the index marks as not host-runnable.\n"
+    );
+    let _ = writeln!(
+        o,
+        "Where the index's heuristic is wrong: see *Notes on the index* at the end.\n"
+    );
+    let _ = writeln!(o, "| example | Argo expects | weir | seconds | reason |");
+    let _ = writeln!(o, "|---|---|---|---|---|");
+    for r in rows {
+        let detail = r.detail.replace('|', "\\|").replace('\n', " ");
+        let detail: String = detail.chars().take(200).collect();
+        let _ = writeln!(
+            o,
+            "| {} | {} | {} | {:.1} | {} |",
+            r.file, r.expect, r.outcome, r.secs, detail
+        );
+    }
+    let notes =
+        std::fs::read_to_string(crate::support::repo_root().join("docs/conformance-notes.md"))
+            .unwrap_or_default();
+    if !notes.is_empty() {
+        let _ = writeln!(o, "\n{notes}");
+    }
+    let path = crate::support::repo_root().join("docs/conformance.md");
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, o).unwrap();
+}

@@ -1,0 +1,357 @@
+//! End-to-end tests of the `weir` binary: real processes, a real SQLite database, real files.
+
+mod conformance;
+mod support;
+
+use std::time::Duration;
+
+use support::{Sandbox, count, wait_for};
+
+#[test]
+fn ml_example_runs_to_succeeded() {
+    let sb = Sandbox::new();
+    let example = support::repo_root().join("examples/ml-pipeline.yaml");
+    let out = sb.weir(&[
+        "run",
+        example.to_str().unwrap(),
+        "-p",
+        "learning-rate=0.1",
+        "--name",
+        "ml",
+        "--no-logs",
+    ]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let wf = sb.json(&["get", "ml", "-o", "json"]);
+    assert_eq!(wf["status"]["phase"], "Succeeded");
+    let nodes = wf["status"]["nodes"].as_object().unwrap();
+    let by_name = |n: &str| {
+        nodes
+            .values()
+            .find(|x| x["displayName"] == n)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let select = by_name("select");
+    let best = select["outputs"]["parameters"][1]["value"]
+        .as_str()
+        .unwrap()
+        .parse::<f64>()
+        .unwrap();
+    assert!(best > 0.5, "best score {best}");
+    let trains: Vec<_> = nodes
+        .values()
+        .filter(|x| {
+            x["displayName"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("train(")
+        })
+        .collect();
+    assert_eq!(trains.len(), 3);
+    assert!(trains.iter().all(|t| {
+        t["outputs"]["artifacts"][0]["blake3"]
+            .as_str()
+            .is_some_and(|h| h.len() == 64)
+    }));
+    let deploy = by_name("deploy");
+    assert_eq!(
+        deploy["phase"],
+        if best >= 0.80 { "Succeeded" } else { "Skipped" }
+    );
+}
+
+#[test]
+fn bad_input_is_one_clear_message_with_location_and_exit_2() {
+    let sb = Sandbox::new();
+    let cases = [
+        (
+            "syntax.yaml",
+            "kind: Workflow\nmetadata:\n  name: x\nspec:\n  entrypoint: [a\n",
+            "syntax.yaml:6:1: error: invalid YAML",
+        ),
+        (
+            "ref.yaml",
+            "kind: Workflow\nmetadata: {name: x}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - name: a\n        template: nosuch\n",
+            "ref.yaml:9:19: error: spec.templates[0].steps[0][0].template: step `a`: template `nosuch` not found",
+        ),
+        (
+            "cycle.yaml",
+            "kind: Workflow\nmetadata: {name: x}\nspec:\n  entrypoint: d\n  templates:\n  - name: d\n    dag:\n      tasks:\n      - {name: a, template: t, dependencies: [b]}\n      - {name: b, template: t, dependencies: [a]}\n  - name: t\n    container: {image: x, command: [true]}\n",
+            "cycle.yaml:8:7: error: spec.templates[0].dag: dependency cycle: a -> b -> a",
+        ),
+        (
+            "param.yaml",
+            "kind: Workflow\nmetadata: {name: x}\nspec:\n  entrypoint: t\n  arguments:\n    parameters:\n    - name: message\n  templates:\n  - name: t\n    container: {image: x, command: [true]}\n",
+            "param.yaml:7:7: error: spec.arguments.parameters[0]: workflow parameter `message` is required: give it with -p message=VALUE",
+        ),
+        (
+            "when.yaml",
+            "kind: Workflow\nmetadata: {name: x}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - name: a\n        template: t\n        when: \"{{workflow.name}} == (\"\n  - name: t\n    container: {image: x, command: [true]}\n",
+            "when.yaml:10:15: error: spec.templates[0].steps[0][0].when: invalid `when` expression",
+        ),
+    ];
+    for (file, text, expect) in cases {
+        let path = sb.write(file, text);
+        let out = sb.weir(&["run", path.to_str().unwrap()]);
+        assert_eq!(out.code, 2, "{file}: {}", out.all());
+        assert!(
+            out.stderr.contains(expect),
+            "{file}: expected {expect:?} in:\n{}",
+            out.stderr
+        );
+        assert_eq!(
+            out.stderr.lines().filter(|l| l.contains("error:")).count(),
+            1,
+            "{file}: one message:\n{}",
+            out.stderr
+        );
+        assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+        let lint = sb.weir(&["lint", path.to_str().unwrap()]);
+        assert_eq!(lint.code, 2, "lint {file}: {}", lint.all());
+    }
+    let list = sb.weir(&["list", "-o", "name"]);
+    assert_eq!(list.stdout.trim(), "", "nothing was stored");
+}
+
+#[test]
+fn corrupt_database_is_a_clear_error() {
+    let sb = Sandbox::new();
+    std::fs::write(
+        &sb.db,
+        "this is not sqlite at all, just some text that is long enough to not be a header",
+    )
+    .unwrap();
+    let out = sb.weir(&["list"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.stderr.contains("not a weir database") || out.stderr.contains("not a database"),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stderr.contains("panicked"));
+}
+
+#[test]
+fn secrets_are_masked_in_logs_and_output() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "secret.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: creds}\nstringData:\n  password: hunter2-s3cr3t\n---\n\
+         kind: Workflow\nmetadata: {name: sec}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    outputs:\n      parameters:\n      - {name: echoed, valueFrom: {path: /tmp/p}}\n    container:\n      image: alpine\n      command: [sh, -c]\n      args: ['echo \"pw=$PW\"; echo \"from=$password\" >&2; printf %s \"$PW\" > /tmp/p']\n      env:\n      - name: PW\n        valueFrom: {secretKeyRef: {name: creds, key: password}}\n      envFrom:\n      - secretRef: {name: creds}\n",
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("pw=***"), "{}", out.stdout);
+    assert!(!out.all().contains("hunter2"), "{}", out.all());
+    let logs = sb.weir(&["logs", "sec"]);
+    assert!(
+        logs.stdout.contains("pw=***") && logs.stdout.contains("from=***"),
+        "{}",
+        logs.stdout
+    );
+    for args in [
+        &["get", "sec"][..],
+        &["get", "sec", "-o", "json"],
+        &["get", "sec", "-o", "yaml"],
+        &["logs", "sec"],
+    ] {
+        let o = sb.weir(args);
+        assert!(!o.all().contains("hunter2"), "{args:?} leaks: {}", o.all());
+    }
+    let logs_on_disk = support::read_tree(&sb.dir.join("runs/sec/logs"));
+    assert!(
+        !logs_on_disk.contains("hunter2"),
+        "captured log files are masked: {logs_on_disk}"
+    );
+    assert!(logs_on_disk.contains("pw=***"));
+}
+
+/// A 20-task DAG whose tasks record each execution that ran to completion.
+fn counted_dag(sb: &Sandbox) -> std::path::PathBuf {
+    let mut tasks = String::new();
+    for i in 0..20 {
+        let deps = if i < 4 {
+            String::new()
+        } else {
+            format!(
+                ", dependencies: [t{}, t{}]",
+                i - 4,
+                (i - 3) % 4 + (i / 4 - 1) * 4
+            )
+        };
+        tasks.push_str(&format!("      - {{name: t{i}, template: work, arguments: {{parameters: [{{name: id, value: t{i}}}]}}{deps}}}\n"));
+    }
+    let counters = sb.dir.join("counters");
+    std::fs::create_dir_all(&counters).unwrap();
+    sb.write(
+        "dag20.yaml",
+        &format!(
+            "kind: Workflow\nmetadata: {{name: dag20}}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    dag:\n      tasks:\n{tasks}  - name: work\n    inputs: {{parameters: [{{name: id}}]}}\n    retryStrategy: {{limit: 3, retryPolicy: Always}}\n    container:\n      image: alpine\n      command: [sh, -c]\n      args: ['sleep 0.2; echo ran >> {}/{{{{inputs.parameters.id}}}}']\n",
+            counters.display()
+        ),
+    )
+}
+
+#[test]
+fn kill_9_then_resume_finishes_without_rerunning_succeeded_nodes() {
+    let sb = Sandbox::new();
+    let wf = counted_dag(&sb);
+    let mut child = sb.spawn(&["run", wf.to_str().unwrap(), "--no-logs"]);
+    let counters = sb.dir.join("counters");
+    wait_for(Duration::from_secs(60), || {
+        std::fs::read_dir(&counters)
+            .map(|d| d.count() >= 6)
+            .unwrap_or(false)
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let before = sb.json(&["get", "dag20", "-o", "json"]);
+    assert_eq!(before["status"]["phase"], "Running");
+    let succeeded: Vec<String> = before["status"]["nodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|n| n["type"] == "Retry" && n["phase"] == "Succeeded")
+        .map(|n| n["displayName"].as_str().unwrap().to_string())
+        .collect();
+    assert!(!succeeded.is_empty());
+    let out = sb.weir(&["resume", "dag20", "--no-logs"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let after = sb.json(&["get", "dag20", "-o", "json"]);
+    assert_eq!(after["status"]["phase"], "Succeeded");
+    for t in &succeeded {
+        assert_eq!(
+            count(&counters.join(t)),
+            1,
+            "{t} succeeded before the kill and must not run again"
+        );
+    }
+    for i in 0..20 {
+        assert!(count(&counters.join(format!("t{i}"))) >= 1, "t{i} ran");
+    }
+}
+
+#[test]
+fn retry_reruns_only_failed_nodes() {
+    let sb = Sandbox::new();
+    let marks = sb.dir.join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let m = marks.display();
+    let wf = sb.write(
+        "flaky.yaml",
+        &format!(
+            "kind: Workflow\nmetadata: {{name: flaky}}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {{name: a, template: ok}}\n    - - {{name: b, template: once}}\n  - name: ok\n    container: {{image: x, command: [sh, -c, 'echo . >> {m}/a']}}\n  - name: once\n    container: {{image: x, command: [sh, -c, 'echo . >> {m}/b; [ $(wc -l < {m}/b) -gt 1 ]']}}\n"
+        ),
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    let out = sb.weir(&["retry", "flaky", "--no-logs"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(
+        count(&marks.join("a")),
+        1,
+        "a succeeded the first time and was reused"
+    );
+    assert_eq!(count(&marks.join("b")), 2);
+    assert_eq!(
+        sb.json(&["get", "flaky", "-o", "json"])["status"]["phase"],
+        "Succeeded"
+    );
+}
+
+#[test]
+fn terminate_and_stop_a_live_run() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "slow.yaml",
+        "kind: Workflow\nmetadata: {name: slow}\nspec:\n  entrypoint: main\n  onExit: bye\n  templates:\n  - name: main\n    container: {image: x, command: [sh, -c, 'echo started; sleep 60']}\n  - name: bye\n    container: {image: x, command: [sh, -c, 'echo exit handler ran']}\n",
+    );
+    for (verb, handler_runs) in [("stop", true), ("terminate", false)] {
+        let db = format!("{verb}.db");
+        let sb2 = sb.with_db(&db);
+        let mut child = sb2.spawn(&["run", wf.to_str().unwrap()]);
+        wait_for(Duration::from_secs(30), || {
+            sb2.weir(&["logs", "slow"]).stdout.contains("started")
+        });
+        let out = sb2.weir(&[verb, "slow"]);
+        assert_eq!(out.code, 0, "{}", out.all());
+        let status = child.wait().unwrap();
+        assert_eq!(status.code(), Some(1));
+        let wf = sb2.json(&["get", "slow", "-o", "json"]);
+        assert_eq!(wf["status"]["phase"], "Failed");
+        let logs = sb2.weir(&["logs", "slow"]).stdout;
+        assert_eq!(
+            logs.contains("exit handler ran"),
+            handler_runs,
+            "{verb}: {logs}"
+        );
+    }
+}
+
+#[test]
+fn suspend_template_waits_for_resume_with_supplied_value() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "approve.yaml",
+        "kind: Workflow\nmetadata: {name: approve}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {name: wait, template: approval}\n    - - name: go\n        template: say\n        arguments: {parameters: [{name: msg, value: '{{steps.wait.outputs.parameters.answer}}'}]}\n  - name: approval\n    suspend: {}\n    outputs:\n      parameters:\n      - name: answer\n        valueFrom: {supplied: {}}\n  - name: say\n    inputs: {parameters: [{name: msg}]}\n    container: {image: x, command: [echo, 'answer={{inputs.parameters.msg}}']}\n",
+    );
+    let mut child = sb.spawn(&["run", wf.to_str().unwrap()]);
+    wait_for(Duration::from_secs(30), || {
+        sb.weir(&["get", "approve"]).stdout.contains("Suspended")
+    });
+    let out = sb.weir(&["resume", "approve", "-p", "answer=yes"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(sb.weir(&["logs", "approve"]).stdout.contains("answer=yes"));
+}
+
+#[test]
+fn list_get_logs_and_delete() {
+    let sb = Sandbox::new();
+    let wf = sb.write("hello.yaml", "kind: Workflow\nmetadata: {generateName: hello-}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    container: {image: x, command: [echo, hello from weir]}\n");
+    assert_eq!(sb.weir(&["run", wf.to_str().unwrap()]).code, 0);
+    let name = sb.weir(&["list", "-o", "name"]).stdout.trim().to_string();
+    assert!(name.starts_with("hello-") && name.len() == 11, "{name}");
+    assert!(sb.weir(&["list"]).stdout.contains("Succeeded"));
+    assert_eq!(
+        sb.weir(&["logs", "@latest"]).stdout.trim(),
+        format!("{name}: hello from weir")
+    );
+    assert!(
+        sb.weir(&["get", &name, "-o", "yaml"])
+            .stdout
+            .contains("phase: Succeeded")
+    );
+    assert_eq!(sb.weir(&["delete", &name]).code, 0);
+    assert_eq!(sb.weir(&["list", "-o", "name"]).stdout.trim(), "");
+    assert_eq!(sb.weir(&["get", &name]).code, 1);
+}
+
+#[test]
+fn concurrent_tasks_have_private_tmp() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "tmp.yaml",
+        "kind: Workflow\nmetadata: {name: tmp}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {name: w, template: w, withItems: [a, b, c, d], arguments: {parameters: [{name: v, value: '{{item}}'}]}}\n  - name: w\n    inputs: {parameters: [{name: v}]}\n    outputs: {parameters: [{name: out, valueFrom: {path: /tmp/out.txt}}]}\n    container: {image: x, command: [sh, -c, 'echo {{inputs.parameters.v}} > /tmp/out.txt; sleep 0.3; cat /tmp/out.txt']}\n",
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let wf = sb.json(&["get", "tmp", "-o", "json"]);
+    for n in wf["status"]["nodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|n| n["type"] == "Pod")
+    {
+        let item = n["displayName"]
+            .as_str()
+            .unwrap()
+            .chars()
+            .rev()
+            .nth(1)
+            .unwrap()
+            .to_string();
+        assert_eq!(n["outputs"]["parameters"][0]["value"], item, "{n}");
+        assert_eq!(n["outputs"]["result"], item);
+    }
+}

@@ -1,0 +1,131 @@
+//! Test support: a sandbox directory with its own database, and a helper to run the binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Sandbox {
+    _tmp: tempfile::TempDir,
+    pub dir: PathBuf,
+    pub db: PathBuf,
+}
+
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn all(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+impl Sandbox {
+    /// A fresh directory outside /tmp (tasks get a private /tmp, so files they share with the
+    /// test must live elsewhere).
+    pub fn new() -> Sandbox {
+        let base = Path::new(env!("CARGO_TARGET_TMPDIR"));
+        std::fs::create_dir_all(base).unwrap();
+        let tmp = tempfile::Builder::new()
+            .prefix("weir-it-")
+            .tempdir_in(base)
+            .unwrap();
+        let dir = tmp.path().to_path_buf();
+        Sandbox {
+            db: dir.join("weir.db"),
+            dir,
+            _tmp: tmp,
+        }
+    }
+
+    /// The same directory with another database file.
+    pub fn with_db(&self, name: &str) -> Sandbox {
+        let dir = self.dir.join(name.trim_end_matches(".db"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::Builder::new().tempdir_in(&dir).unwrap();
+        Sandbox {
+            db: dir.join(name),
+            dir: dir.clone(),
+            _tmp: tmp,
+        }
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_weir"));
+        c.args(args)
+            .env("WEIR_DB", &self.db)
+            .env_remove("XDG_DATA_HOME")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn weir(&self, args: &[&str]) -> Out {
+        let o = self.cmd(args).output().unwrap();
+        Out {
+            code: o.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&o.stderr).into_owned(),
+        }
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let o = self.weir(args);
+        assert_eq!(o.code, 0, "{args:?}: {}", o.all());
+        serde_json::from_str(&o.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", o.stdout))
+    }
+}
+
+/// Polls `cond` until it holds; fails the test after `limit`.
+pub fn wait_for(limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Lines in a counter file (0 if missing).
+pub fn count(p: &Path) -> usize {
+    std::fs::read_to_string(p)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+/// All text under a directory, for leak checks.
+pub fn read_tree(p: &Path) -> String {
+    let mut out = String::new();
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten() {
+            let path = e.path();
+            if path.is_dir() {
+                out.push_str(&read_tree(&path));
+            } else if let Ok(s) = std::fs::read_to_string(&path) {
+                out.push_str(&s);
+            }
+        }
+    }
+    out
+}
