@@ -55,6 +55,8 @@ pub struct WorkflowSpec {
     pub volumes: Vec<Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volume_claim_templates: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synchronization: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -234,6 +236,18 @@ pub struct Template {
     pub container_set: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub plugin: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<bool>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub synchronization: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memoize: Option<Value>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<Value>,
 }
 
 impl Template {

@@ -61,6 +61,27 @@ pub(crate) fn validate(sub: &Submission, lib: &Library) -> Vec<Problem> {
             );
         }
     }
+    for (field, present) in [
+        ("synchronization", spec.synchronization.is_some()),
+        ("volumes", !spec.volumes.is_empty()),
+        (
+            "volumeClaimTemplates",
+            !spec.volume_claim_templates.is_empty(),
+        ),
+    ] {
+        if present {
+            v.push(
+                &format!("spec.{field}"),
+                &format!("`{field}` is not supported by weir yet"),
+            );
+        }
+    }
+    for key in spec.hooks.keys().filter(|k| *k != "exit") {
+        v.push(
+            &format!("spec.hooks.{key}"),
+            "lifecycle hooks other than `exit` are not supported by weir yet",
+        );
+    }
     if let Some(t) = &spec.on_exit
         && lib.get(&TemplateScope::Workflow, t).is_none()
     {
@@ -170,6 +191,50 @@ impl Validator<'_> {
                     ),
                 );
                 return;
+            }
+        }
+        for (field, present) in [
+            ("daemon", t.daemon == Some(true)),
+            ("sidecars", !t.sidecars.is_empty()),
+            ("initContainers", !t.init_containers.is_empty()),
+            ("synchronization", t.synchronization.is_some()),
+            ("memoize", t.memoize.is_some()),
+            ("volumes", !t.volumes.is_empty()),
+        ] {
+            if present {
+                self.push(
+                    &format!("{path}.{field}"),
+                    &format!(
+                        "template `{}`: `{field}` is not supported by weir yet",
+                        t.name
+                    ),
+                );
+            }
+        }
+        for (c, field) in [
+            (t.container.as_ref(), "container"),
+            (t.script.as_ref(), "script"),
+        ] {
+            if c.is_some_and(|c| !c.volume_mounts.is_empty()) {
+                self.push(
+                    &format!("{path}.{field}.volumeMounts"),
+                    &format!(
+                        "template `{}`: volumes are not supported by weir yet",
+                        t.name
+                    ),
+                );
+            }
+        }
+        for (key, _) in t
+            .steps
+            .iter()
+            .flatten()
+            .flatten()
+            .chain(t.dag.iter().flat_map(|d| &d.tasks))
+            .flat_map(|s| s.hooks.iter())
+        {
+            if key != "exit" {
+                self.push(&format!("{path}.hooks.{key}"), &format!("template `{}`: lifecycle hooks other than `exit` are not supported by weir yet", t.name));
             }
         }
         if kinds > 1 {

@@ -197,7 +197,7 @@ impl Inner {
         let work = run_dir.join("work").join(&task.node_id);
         let log_path = ProcessExecutor::log_path(&self.cfg.work_root, &task.run, &task.node_id);
         let _ = fs::remove_dir_all(&work);
-        for d in [&work.join("tmp"), &work.join("cwd"), &run_dir.join("logs")] {
+        for d in [&work, &run_dir.join("logs")] {
             fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
         let mut log = fs::OpenOptions::new()
@@ -227,20 +227,15 @@ impl Inner {
             }
         }
         // command line; with namespaces the script and the default working directory live in the
-        // private /tmp (at /tmp/.weir), so they stay visible whatever the host path of the work dir
+        // private /tmp, so they stay visible whatever the host path of the work dir
         let ns = self.cfg.sandbox == Sandbox::Namespaces;
-        let private = view.tmp.join(".weir");
-        fs::create_dir_all(private.join("cwd"))
-            .map_err(|e| format!("{}: {e}", private.display()))?;
+        // The work directory is the task's private /tmp; weir's own files in it are dotfiles.
         let (script_task, cwd_task) = if ns {
-            (
-                "/tmp/.weir/script".to_string(),
-                PathBuf::from("/tmp/.weir/cwd"),
-            )
+            ("/tmp/.weir-script".to_string(), PathBuf::from("/tmp"))
         } else {
             (
-                private.join("script").display().to_string(),
-                private.join("cwd"),
+                work.join(".weir-script").display().to_string(),
+                work.clone(),
             )
         };
         let mut argv: Vec<String> = task
@@ -250,7 +245,7 @@ impl Inner {
             .map(|s| view.rewrite(s))
             .collect();
         if let Some(src) = &task.source {
-            let script = private.join("script");
+            let script = work.join(".weir-script");
             fs::write(&script, view.rewrite(src))
                 .map_err(|e| format!("{}: {e}", script.display()))?;
             // `command: [sh, -c]` runs the script file as a program
@@ -347,7 +342,7 @@ impl Inner {
         lock(&self.state)
             .running
             .insert(task.node_id.clone(), pid as i32);
-        let _ = fs::write(work.join("pid"), pid.to_string());
+        let _ = fs::write(work.join(".weir-pid"), pid.to_string());
         self.send(Update::Started {
             node: task.node_id.clone(),
             pid,

@@ -38,7 +38,7 @@ pub(crate) struct View {
 impl View {
     pub fn new(work: &Path, mode: Sandbox) -> View {
         View {
-            tmp: work.join("tmp"),
+            tmp: work.to_path_buf(),
             binds: Vec::new(),
             mode,
         }
@@ -49,7 +49,7 @@ impl View {
     pub fn host(&mut self, task_path: &str, work: &Path) -> Result<PathBuf, String> {
         let p = Path::new(task_path);
         if !p.is_absolute() {
-            return Ok(work.join("cwd").join(p));
+            return Ok(self.tmp.join(p));
         }
         if let Ok(rest) = p.strip_prefix("/tmp") {
             return Ok(self.tmp.join(rest));
@@ -81,9 +81,9 @@ impl View {
             } else {
                 name.to_string_lossy().contains('.')
             };
-            let host = work.join("mnt").join(self.binds.len().to_string());
+            let host = work.join(format!(".weir-mnt-{}", self.binds.len()));
             let made = if as_file {
-                std::fs::create_dir_all(work.join("mnt"))
+                std::fs::create_dir_all(work)
                     .and_then(|_| std::fs::write(&host, b""))
                     .and_then(|_| {
                         if !p.exists() {
@@ -99,7 +99,7 @@ impl View {
             self.binds.push((p.to_path_buf(), host.clone()));
             return Ok(host);
         }
-        let host = work.join("mnt").join(self.binds.len().to_string());
+        let host = work.join(format!(".weir-mnt-{}", self.binds.len()));
         std::fs::create_dir_all(&host).map_err(|e| format!("{}: {e}", host.display()))?;
         if self.mode == Sandbox::Namespaces {
             std::fs::create_dir_all(parent)

@@ -115,7 +115,7 @@ pub fn recover(env: &Env, store: &Store, name: &str) -> Result<(Run, Vec<Action>
                 .join(name)
                 .join("work")
                 .join(&spec.node_id)
-                .join("pid");
+                .join(".weir-pid");
             if let Some(pid) = std::fs::read_to_string(pidfile)
                 .ok()
                 .and_then(|s| s.trim().parse().ok())

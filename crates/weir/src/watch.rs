@@ -22,7 +22,8 @@ pub trait Watch {
 pub struct Terminal {
     tty: bool,
     logs: bool,
-    reported: HashMap<usize, Phase>,
+    /// How far into `Run::finished_order` we have reported.
+    reported: usize,
     live_lines: usize,
     last_draw: Option<Instant>,
     names: HashMap<String, String>,
@@ -33,7 +34,7 @@ impl Terminal {
         Terminal {
             tty: std::io::stdout().is_terminal(),
             logs,
-            reported: HashMap::new(),
+            reported: 0,
             live_lines: 0,
             last_draw: None,
             names: HashMap::new(),
@@ -88,14 +89,15 @@ impl Terminal {
 
     fn report_finished(&mut self, run: &Run, out: &mut impl Write) {
         let now = now_ms();
-        for (i, n) in run.nodes().iter().enumerate() {
+        let order = run.finished_order();
+        if order.len() < self.reported {
+            self.reported = 0; // a retry started over
+        }
+        for &i in &order[self.reported..] {
+            let n = &run.nodes()[i];
             if n.node_type != NodeType::Pod && n.node_type != NodeType::Suspend {
                 continue;
             }
-            if self.reported.get(&i) == Some(&n.phase) || !n.phase.is_done() {
-                continue;
-            }
-            self.reported.insert(i, n.phase);
             let msg = if n.message.is_empty() {
                 String::new()
             } else {
@@ -109,6 +111,7 @@ impl Terminal {
                 show::node_duration(n, now)
             );
         }
+        self.reported = order.len();
     }
 }
 

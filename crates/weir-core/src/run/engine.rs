@@ -643,7 +643,13 @@ impl Run {
 
     fn new_node(&mut self, call: &Call, node_type: NodeType) -> usize {
         let i = self.nodes.len();
-        let id = node_id(&self.sub.name, &call.name);
+        let mut id = node_id(&self.sub.name, &call.name);
+        // A hash collision must not merge two nodes: derive another id, deterministically.
+        let mut n = 1;
+        while self.by_id.contains_key(&id) {
+            id = format!("{}-{n}", node_id(&self.sub.name, &call.name));
+            n += 1;
+        }
         self.nodes.push(Node {
             id: id.clone(),
             name: call.name.clone(),
@@ -712,6 +718,7 @@ impl Run {
             n.pid = old.pid;
             n.phase = Phase::Succeeded;
             n.finished_at = old.finished_at;
+            self.finished_order.push(i);
             self.done.push_back(i);
             return i;
         }
@@ -1226,6 +1233,7 @@ impl Run {
             n.message = message;
         }
         n.finished_at = Some(self.now);
+        self.finished_order.push(i);
         if let Rt::Pod { .. } = self.rt[i]
             && let Some(pos) = self.waiting.iter().position(|&w| w == i)
         {

@@ -225,8 +225,7 @@ fn conformance() {
         if r.expect == "Succeeded" && r.outcome == "Succeeded" {
             continue;
         }
-        if r.expect == "Succeeded" && matches!(r.outcome.as_str(), "Failed" | "Timeout")
-        {
+        if r.expect == "Succeeded" && matches!(r.outcome.as_str(), "Failed" | "Timeout") {
             failures.push(format!(
                 "{}: Argo expects Succeeded, got {} ({})",
                 r.file, r.outcome, r.detail
