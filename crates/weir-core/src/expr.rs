@@ -1187,13 +1187,107 @@ fn call(name: &str, args: &[Val]) -> R<Val> {
                 args.get(1).cloned().unwrap_or(Val::Null)
             }
         }
-        "sha256sum" | "date" | "now" | "randAlphaNum" | "uuidv4" => {
+                "date" | "dateInZone" => {
+            let t = args.get(1).ok_or_else(|| Error("date(layout, time)".into()))?;
+            let secs = match t {
+                Val::Int(i) => *i,
+                Val::Float(f) => *f as i64,
+                other => parse_rfc3339(&other.to_text()).ok_or_else(|| Error(format!("date: `{}` is not an RFC 3339 time", other.to_text())))?,
+            };
+            Val::Str(go_time_format(&text(args, 0), secs))
+        }
+        "sha256sum" | "now" | "randAlphaNum" | "uuidv4" => {
             return err(format!(
                 "function `{name}` is not supported by weir (it needs the clock, randomness or a hash that the expression language does not provide here)"
             ));
         }
         _ => return err(format!("unknown function `{name}`")),
     })
+}
+
+/// Seconds since the epoch of `2006-01-02T15:04:05Z` (UTC or with an offset).
+fn parse_rfc3339(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    if b.len() < 20 {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    if let Some(frac) = rest.strip_prefix('.') {
+        rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
+    }
+    let offset = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            sign * (o[1..3].parse::<i64>().ok()? * 3600 + o[4..6].parse::<i64>().ok()? * 60)
+        }
+        _ => return None,
+    };
+    let (yy, mm) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mm + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86_400 + h * 3600 + mi * 60 + se - offset)
+}
+
+/// Go's time layout (`2006-01-02 15:04:05`, `Jan`, `Monday`…) applied to a UTC instant.
+fn go_time_format(layout: &str, secs: i64) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (hour, min, sec) = (rem / 3600, rem % 3600 / 60, rem % 60);
+    let weekday = (days + 4).rem_euclid(7) as usize;
+    const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+    const DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+    let tokens: [(&str, String); 20] = [
+        ("2006", format!("{year:04}")),
+        ("January", MONTHS[(month - 1) as usize].to_string()),
+        ("Monday", DAYS[weekday].to_string()),
+        ("Jan", MONTHS[(month - 1) as usize][..3].to_string()),
+        ("Mon", DAYS[weekday][..3].to_string()),
+        ("MST", "UTC".to_string()),
+        ("Z07:00", "Z".to_string()),
+        ("-07:00", "+00:00".to_string()),
+        ("-0700", "+0000".to_string()),
+        ("06", format!("{:02}", year % 100)),
+        ("01", format!("{month:02}")),
+        ("02", format!("{day:02}")),
+        ("15", format!("{hour:02}")),
+        ("03", format!("{:02}", if hour % 12 == 0 { 12 } else { hour % 12 })),
+        ("04", format!("{min:02}")),
+        ("05", format!("{sec:02}")),
+        ("PM", if hour >= 12 { "PM" } else { "AM" }.to_string()),
+        ("_2", format!("{day:>2}")),
+        ("1", month.to_string()),
+        ("2", day.to_string()),
+    ];
+    let mut out = String::new();
+    let mut rest = layout;
+    'outer: while !rest.is_empty() {
+        for (tok, val) in &tokens {
+            if let Some(r) = rest.strip_prefix(tok) {
+                out.push_str(val);
+                rest = r;
+                continue 'outer;
+            }
+        }
+        let c = rest.chars().next().unwrap_or(' ');
+        out.push(c);
+        rest = &rest[c.len_utf8()..];
+    }
+    out
 }
 
 fn base64_encode(b: &[u8]) -> String {

@@ -198,7 +198,7 @@ impl Validator<'_> {
             ("sidecars", !t.sidecars.is_empty()),
             ("initContainers", !t.init_containers.is_empty()),
             ("synchronization", t.synchronization.is_some()),
-            ("memoize", t.memoize.is_some()),
+            
             ("volumes", !t.volumes.is_empty()),
         ] {
             if present {
@@ -257,7 +257,15 @@ impl Validator<'_> {
                 ),
             );
         }
-        if let Some(c) = &t.container
+                if let Some(c) = &t.container
+            && c.command.is_empty()
+            && c.image.as_deref().is_some_and(|i| i.starts_with("argoproj/argosay"))
+        {
+            self.push(
+                &format!("{path}.container.command"),
+                &format!("template `{}`: needs the image's own program: `{}` runs its entrypoint `argosay`, which is not a program on this host", t.name, c.image.as_deref().unwrap_or_default()),
+            );
+        } else if let Some(c) = &t.container
             && c.command.is_empty()
             && c.args.is_empty()
         {

@@ -61,7 +61,47 @@ enum Frame {
 }
 
 /// Parses every document of a YAML (or JSON) stream.
+///
+/// go-yaml (which Argo uses) accepts a multi-line double-quoted scalar whose closing line is
+/// indented no deeper than its key (`args: ["\n  echo hi\n"]`); YAML 1.2 does not. Leading
+/// whitespace of such continuation lines is folded away, so indenting them changes nothing:
+/// where the parser objects, the line is indented like the one before and parsing retried.
 pub fn parse_documents(src: &str) -> Result<Vec<Node>, SyntaxError> {
+    let mut text = std::borrow::Cow::Borrowed(src);
+    for _ in 0..64 {
+        match parse_strict(&text) {
+            Err(e) if e.message.contains("invalid indentation in quoted scalar") && e.pos.line >= 1 => {
+                // The error points at the opening quote: indent the scalar's continuation lines
+                // (up to the one with the closing quote) deeper than the line that opens it.
+                let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
+                let open = e.pos.line as usize - 1;
+                let Some(first) = lines.get(open) else { return Err(e) };
+                let base = first.len() - first.trim_start().len();
+                let mut changed = false;
+                for l in open + 1..lines.len() {
+                    let line = &mut lines[l];
+                    let have = line.len() - line.trim_start().len();
+                    if have <= base && !line.trim().is_empty() {
+                        *line = format!("{}{line}", " ".repeat(base + 2 - have));
+                        changed = true;
+                    }
+                    let closes = line.char_indices().any(|(k, c)| c == '"' && !line[..k].ends_with('\\'));
+                    if closes {
+                        break;
+                    }
+                }
+                if !changed {
+                    return Err(e);
+                }
+                text = std::borrow::Cow::Owned(lines.join("\n"));
+            }
+            other => return other,
+        }
+    }
+    parse_strict(&text)
+}
+
+fn parse_strict(src: &str) -> Result<Vec<Node>, SyntaxError> {
     let mut parser = Parser::new_from_str(src);
     let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();

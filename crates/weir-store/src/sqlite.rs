@@ -7,7 +7,7 @@ use weir_core::run::{Event, Millis, Phase, Submission};
 
 use crate::{Error, Result};
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const MIGRATIONS: &[&str] = &["
 CREATE TABLE runs (
@@ -33,6 +33,16 @@ CREATE TABLE controls (
     run   TEXT NOT NULL REFERENCES runs(name) ON DELETE CASCADE,
     body  TEXT NOT NULL
 );
+",
+    "
+CREATE TABLE memo (
+    cache      TEXT NOT NULL,
+    key        TEXT NOT NULL,
+    outputs    TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    run        TEXT NOT NULL,
+    PRIMARY KEY (cache, key)
+) WITHOUT ROWID;
 "];
 
 /// How hard each commit works to survive a crash.
@@ -336,6 +346,41 @@ impl Store {
         }
         tx.commit()?;
         Ok(out)
+    }
+
+    /// A memoized entry younger than `max_age_ms` (any age if `None`).
+    pub fn memo_get(&self, cache: &str, key: &str, max_age_ms: Option<i64>, now: Millis) -> Result<Option<String>> {
+        let row: Option<(String, i64)> = self
+            .conn
+            .query_row("SELECT outputs, created_at FROM memo WHERE cache = ?1 AND key = ?2", params![cache, key], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        Ok(row.filter(|(_, at)| max_age_ms.is_none_or(|m| now - at <= m)).map(|(o, _)| o))
+    }
+
+    pub fn memo_put(&mut self, cache: &str, key: &str, outputs: &str, now: Millis, run: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO memo (cache, key, outputs, created_at, run) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT(cache, key) DO UPDATE SET outputs = excluded.outputs, created_at = excluded.created_at, run = excluded.run",
+            params![cache, key, outputs, now, run],
+        )?;
+        Ok(())
+    }
+
+    /// Memoized entries: (cache, key, created_at, run).
+    pub fn memo_list(&self) -> Result<Vec<(String, String, Millis, String)>> {
+        let mut stmt = self.conn.prepare("SELECT cache, key, created_at, run FROM memo ORDER BY cache, key")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Deletes entries of `cache` (all of them, or one key). Returns how many.
+    pub fn memo_delete(&mut self, cache: &str, key: Option<&str>) -> Result<usize> {
+        Ok(match key {
+            Some(k) => self.conn.execute("DELETE FROM memo WHERE cache = ?1 AND key = ?2", params![cache, k])?,
+            None => self.conn.execute("DELETE FROM memo WHERE cache = ?1", params![cache])?,
+        })
     }
 
     pub fn has_controls(&self, run: &str) -> Result<bool> {

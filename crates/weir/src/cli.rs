@@ -72,6 +72,14 @@ struct Submit {
 }
 
 #[derive(Subcommand)]
+enum CacheCmd {
+    /// List memoized entries.
+    List,
+    /// Delete the entries of a cache (the ConfigMap name in `memoize.cache`), or one key.
+    Delete { cache: String, key: Option<String> },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Submit a workflow and watch it to the end (exit 0 if it succeeded, 1 if not).
     Run {
@@ -146,6 +154,11 @@ enum Cmd {
         #[arg(long)]
         no_logs: bool,
     },
+        /// Memoization caches (`memoize` in templates).
+    Cache {
+        #[command(subcommand)]
+        cmd: CacheCmd,
+    },
     /// Delete runs with their logs and artifacts.
     Delete {
         runs: Vec<String>,
@@ -218,7 +231,8 @@ pub fn main() -> Result<ExitCode> {
             let params = files::parameters(&parameters, None)?;
             resume_run(&env, &run, params, no_logs)
         }
-        Cmd::Delete { runs, all } => delete(&env, runs, all),
+                Cmd::Delete { runs, all } => delete(&env, runs, all),
+        Cmd::Cache { cmd } => cache(&env, cmd),
     }
 }
 
@@ -663,6 +677,25 @@ fn control(env: &Env, name: &str, ev: Event, drive_after: bool) -> Result<ExitCo
     }
     drop(lock);
     println!("run {name} {verb}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cache(env: &Env, cmd: CacheCmd) -> Result<ExitCode> {
+    let mut store = env.store()?;
+    match cmd {
+        CacheCmd::List => {
+            let rows = store.memo_list()?;
+            let w = rows.iter().map(|r| r.0.len()).max().unwrap_or(5).max(5) + 2;
+            println!("{:<w$}{:<30}{:<22}RUN", "CACHE", "KEY", "CREATED");
+            for (c, k, at, run) in rows {
+                println!("{c:<w$}{k:<30}{:<22}{run}", weir_core::run::rfc3339_pub(at));
+            }
+        }
+        CacheCmd::Delete { cache, key } => {
+            let n = store.memo_delete(&cache, key.as_deref())?;
+            println!("deleted {n} entr{} from {cache}", if n == 1 { "y" } else { "ies" });
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

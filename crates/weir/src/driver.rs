@@ -158,7 +158,9 @@ pub fn drive(
         tx,
     );
     let mut timers: BTreeSet<(Millis, Timer)> = BTreeSet::new();
-    let perform = |actions: Vec<Action>, timers: &mut BTreeSet<(Millis, Timer)>| {
+    // Performs actions; cache lookups are answered at once, as events for the next batch.
+    let perform = |actions: Vec<Action>, timers: &mut BTreeSet<(Millis, Timer)>, store: &mut Store| -> Result<Vec<Event>> {
+        let mut answers = Vec::new();
         for a in actions {
             match a {
                 Action::Start(spec) => exec.start(*spec),
@@ -166,12 +168,23 @@ pub fn drive(
                 Action::Arm { timer, at } => {
                     timers.insert((at, timer));
                 }
+                Action::Lookup { node, cache, key, max_age_ms } => {
+                    let hit = store.memo_get(&cache, &key, max_age_ms, now_ms())?;
+                    let outputs = hit.and_then(|o| serde_json::from_str(&o).ok());
+                    answers.push(Event::Cached { node, outputs });
+                }
+                Action::Memoize { cache, key, outputs } => {
+                    store.memo_put(&cache, &key, &serde_json::to_string(&outputs)?, now_ms(), &name)?;
+                }
                 Action::Finished { .. } => {}
             }
         }
+        Ok(answers)
     };
-    perform(initial, &mut timers);
     let mut batch: Vec<(Millis, Event)> = Vec::new();
+    for ev in perform(initial, &mut timers, &mut store)? {
+        batch.push((now_ms(), ev));
+    }
     for ev in pending {
         batch.push((now_ms(), ev));
     }
@@ -186,11 +199,17 @@ pub fn drive(
             }
             store.append(&name, &batch, run.phase(), run.message(), run.finished_at())?;
             batch.clear();
-            perform(actions, &mut timers);
+            let now = now_ms();
+            for ev in perform(actions, &mut timers, &mut store)? {
+                batch.push((now, ev));
+            }
             watch.update(&run);
         }
         if run.phase().is_done() {
             break;
+        }
+        if !batch.is_empty() {
+            continue;
         }
         let now = now_ms();
         let next_timer = timers

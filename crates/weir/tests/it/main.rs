@@ -355,3 +355,104 @@ fn concurrent_tasks_have_private_tmp() {
         assert_eq!(n["outputs"]["result"], item);
     }
 }
+
+/// Start/end stamps written by tasks (millisecond clock of the host).
+fn overlaps(dir: &std::path::Path) -> usize {
+    let mut spans = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let t = std::fs::read_to_string(e.path()).unwrap();
+        let v: Vec<u128> = t.split_whitespace().map(|x| x.parse().unwrap()).collect();
+        spans.push((v[0], v[1]));
+    }
+    spans.iter().map(|&(s, _)| spans.iter().filter(|&&(a, b)| a <= s && s < b).count()).max().unwrap_or(0)
+}
+
+#[test]
+fn gpu_requests_get_distinct_devices_and_impossible_requests_fail() {
+    let sb = Sandbox::new();
+    let stamps = sb.dir.join("gpu-stamps");
+    std::fs::create_dir_all(&stamps).unwrap();
+    let wf = sb.write(
+        "gpu.yaml",
+        &format!(
+            "kind: Workflow\nmetadata: {{name: gpu}}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {{name: train, template: train, withItems: [a, b, c, d]}}\n      - {{name: cpu-only, template: cpu}}\n  - name: train\n    container:\n      image: x\n      command: [sh, -c, 'echo \"$(date +%s%3N)\" > {s}/$$; echo dev=$CUDA_VISIBLE_DEVICES; sleep 0.3; echo \"$(date +%s%3N)\" >> {s}/$$']\n      resources: {{limits: {{nvidia.com/gpu: 1}}}}\n  - name: cpu\n    container: {{image: x, command: [sh, -c, 'echo cpu-only=[$CUDA_VISIBLE_DEVICES]']}}\n",
+            s = stamps.display()
+        ),
+    );
+    let mut cmd = sb.cmd(&["run", wf.to_str().unwrap()]);
+    cmd.env("WEIR_GPUS", "g0,g1");
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}");
+    let devs: Vec<&str> = stdout.lines().filter_map(|l| l.split("dev=").nth(1)).collect();
+    assert_eq!(devs.len(), 4);
+    assert!(devs.iter().all(|d| *d == "g0" || *d == "g1"), "{devs:?}");
+    assert!(stdout.contains("cpu-only=[]"), "tasks without a GPU request see no GPU: {stdout}");
+    assert!(overlaps(&stamps) <= 2, "at most two one-GPU tasks at once on two GPUs");
+
+    let greedy = sb.write("greedy.yaml", "kind: Workflow\nmetadata: {name: greedy}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    container: {image: x, command: [true], resources: {requests: {nvidia.com/gpu: 3}}}\n");
+    let mut cmd = sb.cmd(&["run", greedy.to_str().unwrap()]);
+    cmd.env("WEIR_GPUS", "g0,g1");
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("requests 3 GPU(s) but this machine has 2"));
+}
+
+#[test]
+fn cpu_requests_limit_concurrency() {
+    let sb = Sandbox::new();
+    let stamps = sb.dir.join("cpu-stamps");
+    std::fs::create_dir_all(&stamps).unwrap();
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let items: Vec<String> = (0..cores * 2 + 1).map(|i| i.to_string()).collect();
+    let wf = sb.write(
+        "cpu.yaml",
+        &format!(
+            "kind: Workflow\nmetadata: {{name: cpu}}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {{name: w, template: w, withItems: [{}]}}\n  - name: w\n    container:\n      image: x\n      command: [sh, -c, 'echo \"$(date +%s%3N)\" > {s}/$$; sleep 0.3; echo \"$(date +%s%3N)\" >> {s}/$$']\n      resources: {{requests: {{cpu: '1'}}}}\n",
+            items.join(", "),
+            s = stamps.display()
+        ),
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap(), "--no-logs"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let max = overlaps(&stamps);
+    assert!(max >= 1 && max <= cores, "{max} one-CPU tasks ran at once on {cores} cores");
+}
+
+#[test]
+fn memoized_steps_are_reused_across_runs_until_deleted() {
+    let sb = Sandbox::new();
+    let marks = sb.dir.join("memo-marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    let wf = sb.write(
+        "memo.yaml",
+        &format!(
+            "kind: Workflow\nmetadata: {{generateName: memo-}}\nspec:\n  entrypoint: main\n  arguments: {{parameters: [{{name: x, value: '7'}}]}}\n  templates:\n  - name: main\n    steps:\n    - - {{name: sq, template: square, arguments: {{parameters: [{{name: n, value: '{{{{workflow.parameters.x}}}}'}}]}}}}\n    - - {{name: show, template: show, arguments: {{parameters: [{{name: v, value: '{{{{steps.sq.outputs.result}}}}'}}]}}}}\n  - name: square\n    inputs: {{parameters: [{{name: n}}]}}\n    memoize: {{key: 'sq-{{{{inputs.parameters.n}}}}', maxAge: 1h, cache: {{configMap: {{name: squares}}}}}}\n    container: {{image: x, command: [sh, -c, 'echo . >> {m}/ran; echo $(({{{{inputs.parameters.n}}}} * {{{{inputs.parameters.n}}}}))']}}\n  - name: show\n    inputs: {{parameters: [{{name: v}}]}}\n    container: {{image: x, command: [echo, 'square={{{{inputs.parameters.v}}}}']}}\n",
+            m = marks.display()
+        ),
+    );
+    for _ in 0..2 {
+        let out = sb.weir(&["run", wf.to_str().unwrap()]);
+        assert_eq!(out.code, 0, "{}", out.all());
+        assert!(out.stdout.contains("square=49"), "{}", out.stdout);
+    }
+    assert_eq!(count(&marks.join("ran")), 1, "the second run reused the memoized result");
+    assert!(sb.weir(&["cache", "list"]).stdout.contains("sq-7"));
+    assert_eq!(sb.weir(&["cache", "delete", "squares"]).code, 0);
+    assert_eq!(sb.weir(&["run", wf.to_str().unwrap()]).code, 0);
+    assert_eq!(count(&marks.join("ran")), 2);
+}
+
+#[test]
+fn database_from_a_newer_weir_is_refused_clearly() {
+    let sb = Sandbox::new();
+    assert_eq!(sb.weir(&["list"]).code, 0, "creates the database");
+    let status = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute('PRAGMA user_version=99'); c.commit()", sb.db.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = sb.weir(&["list"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stderr.contains("schema version 99 is newer than this weir understands"), "{}", out.stderr);
+}
