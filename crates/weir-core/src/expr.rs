@@ -1187,12 +1187,19 @@ fn call(name: &str, args: &[Val]) -> R<Val> {
                 args.get(1).cloned().unwrap_or(Val::Null)
             }
         }
-                "date" | "dateInZone" => {
-            let t = args.get(1).ok_or_else(|| Error("date(layout, time)".into()))?;
+        "date" | "dateInZone" => {
+            let t = args
+                .get(1)
+                .ok_or_else(|| Error("date(layout, time)".into()))?;
             let secs = match t {
                 Val::Int(i) => *i,
                 Val::Float(f) => *f as i64,
-                other => parse_rfc3339(&other.to_text()).ok_or_else(|| Error(format!("date: `{}` is not an RFC 3339 time", other.to_text())))?,
+                other => parse_rfc3339(&other.to_text()).ok_or_else(|| {
+                    Error(format!(
+                        "date: `{}` is not an RFC 3339 time",
+                        other.to_text()
+                    ))
+                })?,
             };
             Val::Str(go_time_format(&text(args, 0), secs))
         }
@@ -1212,7 +1219,14 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
         return None;
     }
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d, h, mi, se) = (num(0..4)?, num(5..7)?, num(8..10)?, num(11..13)?, num(14..16)?, num(17..19)?);
+    let (y, mo, d, h, mi, se) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
     let mut rest = &s[19..];
     if let Some(frac) = rest.strip_prefix('.') {
         rest = frac.trim_start_matches(|c: char| c.is_ascii_digit());
@@ -1225,7 +1239,11 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
         }
         _ => return None,
     };
-    let (yy, mm) = if mo <= 2 { (y - 1, mo + 9) } else { (y, mo - 3) };
+    let (yy, mm) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
     let era = yy.div_euclid(400);
     let yoe = yy - era * 400;
     let doy = (153 * mm + 2) / 5 + d - 1;
@@ -1249,8 +1267,29 @@ fn go_time_format(layout: &str, secs: i64) -> String {
     let year = yoe + era * 400 + i64::from(month <= 2);
     let (hour, min, sec) = (rem / 3600, rem % 3600 / 60, rem % 60);
     let weekday = (days + 4).rem_euclid(7) as usize;
-    const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
-    const DAYS: [&str; 7] = ["Sunday", "Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"];
+    const MONTHS: [&str; 12] = [
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    const DAYS: [&str; 7] = [
+        "Sunday",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+    ];
     let tokens: [(&str, String); 20] = [
         ("2006", format!("{year:04}")),
         ("January", MONTHS[(month - 1) as usize].to_string()),
@@ -1265,7 +1304,10 @@ fn go_time_format(layout: &str, secs: i64) -> String {
         ("01", format!("{month:02}")),
         ("02", format!("{day:02}")),
         ("15", format!("{hour:02}")),
-        ("03", format!("{:02}", if hour % 12 == 0 { 12 } else { hour % 12 })),
+        (
+            "03",
+            format!("{:02}", if hour % 12 == 0 { 12 } else { hour % 12 }),
+        ),
         ("04", format!("{min:02}")),
         ("05", format!("{sec:02}")),
         ("PM", if hour >= 12 { "PM" } else { "AM" }.to_string()),

@@ -131,9 +131,17 @@ fn expr_language() {
     check_expr("item", &[("item", "3")], "3");
     check_expr("unknown.var", &[], "error: unknown variable `unknown.var`");
     check_expr("nosuch(1)", &[], "error: unknown function `nosuch`");
-        check_expr("1 / 0", &[], "error: division by zero");
-    check_expr("sprig.date('2006', t)", &[("t", "2026-11-29T10:42:41Z")], "2026");
-    check_expr("sprig.date('Mon Jan 2 15:04:05 2006', t)", &[("t", "2024-02-29T23:05:09Z")], "Thu Feb 29 23:05:09 2024");
+    check_expr("1 / 0", &[], "error: division by zero");
+    check_expr(
+        "sprig.date('2006', t)",
+        &[("t", "2026-11-29T10:42:41Z")],
+        "2026",
+    );
+    check_expr(
+        "sprig.date('Mon Jan 2 15:04:05 2006', t)",
+        &[("t", "2024-02-29T23:05:09Z")],
+        "Thu Feb 29 23:05:09 2024",
+    );
 }
 
 #[track_caller]
@@ -210,7 +218,11 @@ fn go_yaml_leniency_for_under_indented_quoted_scalars() {
     let mut d = Diags::new("f");
     let l = load_str(src, &mut d);
     assert!(d.items.is_empty(), "{:?}", d.items);
-    let args = &l.definitions[0].spec.templates[0].container.as_ref().unwrap().args;
+    let args = &l.definitions[0].spec.templates[0]
+        .container
+        .as_ref()
+        .unwrap()
+        .args;
     assert_eq!(args, &[" echo hi && echo there "]);
 }
 
@@ -304,7 +316,10 @@ fn simulate(yaml: &str, outcome: impl Fn(&str, u32) -> (i32, String)) -> (Vec<St
                     });
                 }
                 Action::Arm { timer, at } => timers.push((at, timer)),
-                                Action::Lookup { node, .. } => next.push(Event::Cached { node, outputs: None }),
+                Action::Lookup { node, .. } => next.push(Event::Cached {
+                    node,
+                    outputs: None,
+                }),
                 Action::Stop { .. } | Action::Finished { .. } | Action::Memoize { .. } => {}
             }
         }

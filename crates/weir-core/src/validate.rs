@@ -198,7 +198,6 @@ impl Validator<'_> {
             ("sidecars", !t.sidecars.is_empty()),
             ("initContainers", !t.init_containers.is_empty()),
             ("synchronization", t.synchronization.is_some()),
-            
             ("volumes", !t.volumes.is_empty()),
         ] {
             if present {
@@ -257,9 +256,11 @@ impl Validator<'_> {
                 ),
             );
         }
-                if let Some(c) = &t.container
+        if let Some(c) = &t.container
             && c.command.is_empty()
-            && c.image.as_deref().is_some_and(|i| i.starts_with("argoproj/argosay"))
+            && c.image
+                .as_deref()
+                .is_some_and(|i| i.starts_with("argoproj/argosay"))
         {
             self.push(
                 &format!("{path}.container.command"),

@@ -70,22 +70,28 @@ pub fn parse_documents(src: &str) -> Result<Vec<Node>, SyntaxError> {
     let mut text = std::borrow::Cow::Borrowed(src);
     for _ in 0..64 {
         match parse_strict(&text) {
-            Err(e) if e.message.contains("invalid indentation in quoted scalar") && e.pos.line >= 1 => {
+            Err(e)
+                if e.message.contains("invalid indentation in quoted scalar")
+                    && e.pos.line >= 1 =>
+            {
                 // The error points at the opening quote: indent the scalar's continuation lines
                 // (up to the one with the closing quote) deeper than the line that opens it.
                 let mut lines: Vec<String> = text.lines().map(str::to_string).collect();
                 let open = e.pos.line as usize - 1;
-                let Some(first) = lines.get(open) else { return Err(e) };
+                let Some(first) = lines.get(open) else {
+                    return Err(e);
+                };
                 let base = first.len() - first.trim_start().len();
                 let mut changed = false;
-                for l in open + 1..lines.len() {
-                    let line = &mut lines[l];
+                for line in lines.iter_mut().skip(open + 1) {
                     let have = line.len() - line.trim_start().len();
                     if have <= base && !line.trim().is_empty() {
                         *line = format!("{}{line}", " ".repeat(base + 2 - have));
                         changed = true;
                     }
-                    let closes = line.char_indices().any(|(k, c)| c == '"' && !line[..k].ends_with('\\'));
+                    let closes = line
+                        .char_indices()
+                        .any(|(k, c)| c == '"' && !line[..k].ends_with('\\'));
                     if closes {
                         break;
                     }

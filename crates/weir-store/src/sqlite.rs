@@ -9,7 +9,8 @@ use crate::{Error, Result};
 
 const SCHEMA_VERSION: i64 = 2;
 
-const MIGRATIONS: &[&str] = &["
+const MIGRATIONS: &[&str] = &[
+    "
 CREATE TABLE runs (
     name        TEXT PRIMARY KEY,
     namespace   TEXT NOT NULL,
@@ -43,7 +44,8 @@ CREATE TABLE memo (
     run        TEXT NOT NULL,
     PRIMARY KEY (cache, key)
 ) WITHOUT ROWID;
-"];
+",
+];
 
 /// How hard each commit works to survive a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -203,7 +205,7 @@ impl Store {
         message: &str,
         finished_at: Option<Millis>,
     ) -> Result<()> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let seq: i64 = tx
                 .query_row("SELECT next_seq FROM runs WHERE name = ?1", [run], |r| {
@@ -329,7 +331,7 @@ impl Store {
 
     /// Takes the queued requests for `run`.
     pub fn take_controls(&mut self, run: &str) -> Result<Vec<Event>> {
-        let tx = self.conn.transaction()?;
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut out = Vec::new();
         {
             let mut stmt =
@@ -349,17 +351,34 @@ impl Store {
     }
 
     /// A memoized entry younger than `max_age_ms` (any age if `None`).
-    pub fn memo_get(&self, cache: &str, key: &str, max_age_ms: Option<i64>, now: Millis) -> Result<Option<String>> {
+    pub fn memo_get(
+        &self,
+        cache: &str,
+        key: &str,
+        max_age_ms: Option<i64>,
+        now: Millis,
+    ) -> Result<Option<String>> {
         let row: Option<(String, i64)> = self
             .conn
-            .query_row("SELECT outputs, created_at FROM memo WHERE cache = ?1 AND key = ?2", params![cache, key], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
+            .query_row(
+                "SELECT outputs, created_at FROM memo WHERE cache = ?1 AND key = ?2",
+                params![cache, key],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
             .optional()?;
-        Ok(row.filter(|(_, at)| max_age_ms.is_none_or(|m| now - at <= m)).map(|(o, _)| o))
+        Ok(row
+            .filter(|(_, at)| max_age_ms.is_none_or(|m| now - at <= m))
+            .map(|(o, _)| o))
     }
 
-    pub fn memo_put(&mut self, cache: &str, key: &str, outputs: &str, now: Millis, run: &str) -> Result<()> {
+    pub fn memo_put(
+        &mut self,
+        cache: &str,
+        key: &str,
+        outputs: &str,
+        now: Millis,
+        run: &str,
+    ) -> Result<()> {
         self.conn.execute(
             "INSERT INTO memo (cache, key, outputs, created_at, run) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT(cache, key) DO UPDATE SET outputs = excluded.outputs, created_at = excluded.created_at, run = excluded.run",
@@ -370,7 +389,9 @@ impl Store {
 
     /// Memoized entries: (cache, key, created_at, run).
     pub fn memo_list(&self) -> Result<Vec<(String, String, Millis, String)>> {
-        let mut stmt = self.conn.prepare("SELECT cache, key, created_at, run FROM memo ORDER BY cache, key")?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT cache, key, created_at, run FROM memo ORDER BY cache, key")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
@@ -378,8 +399,13 @@ impl Store {
     /// Deletes entries of `cache` (all of them, or one key). Returns how many.
     pub fn memo_delete(&mut self, cache: &str, key: Option<&str>) -> Result<usize> {
         Ok(match key {
-            Some(k) => self.conn.execute("DELETE FROM memo WHERE cache = ?1 AND key = ?2", params![cache, k])?,
-            None => self.conn.execute("DELETE FROM memo WHERE cache = ?1", params![cache])?,
+            Some(k) => self.conn.execute(
+                "DELETE FROM memo WHERE cache = ?1 AND key = ?2",
+                params![cache, k],
+            )?,
+            None => self
+                .conn
+                .execute("DELETE FROM memo WHERE cache = ?1", params![cache])?,
         })
     }
 

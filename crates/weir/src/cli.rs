@@ -154,7 +154,7 @@ enum Cmd {
         #[arg(long)]
         no_logs: bool,
     },
-        /// Memoization caches (`memoize` in templates).
+    /// Memoization caches (`memoize` in templates).
     Cache {
         #[command(subcommand)]
         cmd: CacheCmd,
@@ -231,7 +231,7 @@ pub fn main() -> Result<ExitCode> {
             let params = files::parameters(&parameters, None)?;
             resume_run(&env, &run, params, no_logs)
         }
-                Cmd::Delete { runs, all } => delete(&env, runs, all),
+        Cmd::Delete { runs, all } => delete(&env, runs, all),
         Cmd::Cache { cmd } => cache(&env, cmd),
     }
 }
@@ -693,7 +693,10 @@ fn cache(env: &Env, cmd: CacheCmd) -> Result<ExitCode> {
         }
         CacheCmd::Delete { cache, key } => {
             let n = store.memo_delete(&cache, key.as_deref())?;
-            println!("deleted {n} entr{} from {cache}", if n == 1 { "y" } else { "ies" });
+            println!(
+                "deleted {n} entr{} from {cache}",
+                if n == 1 { "y" } else { "ies" }
+            );
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -159,7 +159,10 @@ pub fn drive(
     );
     let mut timers: BTreeSet<(Millis, Timer)> = BTreeSet::new();
     // Performs actions; cache lookups are answered at once, as events for the next batch.
-    let perform = |actions: Vec<Action>, timers: &mut BTreeSet<(Millis, Timer)>, store: &mut Store| -> Result<Vec<Event>> {
+    let perform = |actions: Vec<Action>,
+                   timers: &mut BTreeSet<(Millis, Timer)>,
+                   store: &mut Store|
+     -> Result<Vec<Event>> {
         let mut answers = Vec::new();
         for a in actions {
             match a {
@@ -168,13 +171,28 @@ pub fn drive(
                 Action::Arm { timer, at } => {
                     timers.insert((at, timer));
                 }
-                Action::Lookup { node, cache, key, max_age_ms } => {
+                Action::Lookup {
+                    node,
+                    cache,
+                    key,
+                    max_age_ms,
+                } => {
                     let hit = store.memo_get(&cache, &key, max_age_ms, now_ms())?;
                     let outputs = hit.and_then(|o| serde_json::from_str(&o).ok());
                     answers.push(Event::Cached { node, outputs });
                 }
-                Action::Memoize { cache, key, outputs } => {
-                    store.memo_put(&cache, &key, &serde_json::to_string(&outputs)?, now_ms(), &name)?;
+                Action::Memoize {
+                    cache,
+                    key,
+                    outputs,
+                } => {
+                    store.memo_put(
+                        &cache,
+                        &key,
+                        &serde_json::to_string(&outputs)?,
+                        now_ms(),
+                        &name,
+                    )?;
                 }
                 Action::Finished { .. } => {}
             }

@@ -273,7 +273,7 @@ pub(crate) enum Rt {
     Group(Box<GroupRt>),
     Dag(Box<DagRt>),
     Retry(Box<RetryRt>),
-        Suspend,
+    Suspend,
     Memo(Box<MemoRt>),
 }
 
@@ -295,7 +295,12 @@ pub(crate) struct MemoRt {
 
 impl MemoRt {
     pub fn lookup(&self, node: &str) -> Action {
-        Action::Lookup { node: node.to_string(), cache: self.cache.clone(), key: self.key.clone(), max_age_ms: self.max_age_ms }
+        Action::Lookup {
+            node: node.to_string(),
+            cache: self.cache.clone(),
+            key: self.key.clone(),
+            max_age_ms: self.max_age_ms,
+        }
     }
 }
 
@@ -458,15 +463,23 @@ impl Run {
             Event::Terminate => self.stop(StopReason::Terminated),
             Event::Suspend => self.suspended = true,
             Event::Resume { parameters } => self.resume(parameters),
-                        Event::Retry => self.retry_from_failure(),
+            Event::Retry => self.retry_from_failure(),
             Event::Cached { node, outputs } => {
-                let Some(&i) = self.by_id.get(&node) else { return };
-                let Rt::Memo(m) = std::mem::replace(&mut self.rt[i], Rt::None) else { return };
+                let Some(&i) = self.by_id.get(&node) else {
+                    return;
+                };
+                let Rt::Memo(m) = std::mem::replace(&mut self.rt[i], Rt::None) else {
+                    return;
+                };
                 match outputs {
                     Some(o) => {
                         self.meta[i].memo = None;
                         self.nodes[i].outputs = o;
-                        self.finish_node(i, Phase::Succeeded, format!("cached: memoized under key `{}` in `{}`", m.key, m.cache));
+                        self.finish_node(
+                            i,
+                            Phase::Succeeded,
+                            format!("cached: memoized under key `{}` in `{}`", m.key, m.cache),
+                        );
                     }
                     None => {
                         self.slot = Some(i);
@@ -675,7 +688,7 @@ impl Run {
     // ------------------------------------------------------------ node creation
 
     fn new_node(&mut self, call: &Call, node_type: NodeType) -> usize {
-                if let Some(i) = self.slot.take() {
+        if let Some(i) = self.slot.take() {
             // a memoized node that missed its cache becomes the node that runs
             self.nodes[i].node_type = node_type;
             self.nodes[i].inputs = call.params.clone();
@@ -709,8 +722,12 @@ impl Run {
             attempt: call.attempt.unwrap_or(0),
             hook_for: None,
         });
-                self.rt.push(Rt::None);
-        self.meta.push(Meta { link: call.link.clone(), exit_started: false, memo: None });
+        self.rt.push(Rt::None);
+        self.meta.push(Meta {
+            link: call.link.clone(),
+            exit_started: false,
+            memo: None,
+        });
         self.scope_hint
             .push((call.scope.clone(), call.tmpl.name.clone()));
         self.by_id.insert(id, i);
@@ -816,13 +833,26 @@ impl Run {
             self.finish_node(i, Phase::Error, problems.join("; "));
             return i;
         }
-                if let Some(m) = tmpl.memoize.as_ref().filter(|_| self.slot.is_none() && call.attempt.is_none()) {
+        if let Some(m) = tmpl
+            .memoize
+            .as_ref()
+            .filter(|_| self.slot.is_none() && call.attempt.is_none())
+        {
             let vars = self.local_vars(&call);
-            let env = Vars { layers: vec![&vars, &globals] };
+            let env = Vars {
+                layers: vec![&vars, &globals],
+            };
             let key = m.get("key").and_then(Json::as_str).unwrap_or_default();
             let key = substitute(key, &env).unwrap_or_else(|_| key.to_string());
-            let cache = m.pointer("/cache/configMap/name").and_then(Json::as_str).unwrap_or("default").to_string();
-            let max_age_ms = m.get("maxAge").and_then(Json::as_str).and_then(parse_duration);
+            let cache = m
+                .pointer("/cache/configMap/name")
+                .and_then(Json::as_str)
+                .unwrap_or("default")
+                .to_string();
+            let max_age_ms = m
+                .get("maxAge")
+                .and_then(Json::as_str)
+                .and_then(parse_duration);
             let node_type = if tmpl.steps.is_some() {
                 NodeType::Steps
             } else if tmpl.dag.is_some() {
@@ -832,7 +862,12 @@ impl Run {
             };
             let i = self.new_node(&call, node_type);
             self.meta[i].memo = Some((cache.clone(), key.clone()));
-            let memo = MemoRt { call, cache, key, max_age_ms };
+            let memo = MemoRt {
+                call,
+                cache,
+                key,
+                max_age_ms,
+            };
             self.actions.push(memo.lookup(&self.nodes[i].id));
             self.rt[i] = Rt::Memo(Box::new(memo));
             return i;
@@ -1313,11 +1348,15 @@ impl Run {
         }
     }
 
-        fn completed(&mut self, i: usize) {
+    fn completed(&mut self, i: usize) {
         if self.nodes[i].phase == Phase::Succeeded {
             self.publish_globals(i);
             if let Some((cache, key)) = self.meta[i].memo.take() {
-                self.actions.push(Action::Memoize { cache, key, outputs: self.nodes[i].outputs.clone() });
+                self.actions.push(Action::Memoize {
+                    cache,
+                    key,
+                    outputs: self.nodes[i].outputs.clone(),
+                });
             }
         }
         // exit handler of a step: run it before the parent hears about the step

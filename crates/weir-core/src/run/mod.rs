@@ -223,10 +223,13 @@ pub enum Event {
     Lost {
         node: String,
     },
-        /// Retry from failure: failed nodes and their dependents run again, succeeded ones are kept.
+    /// Retry from failure: failed nodes and their dependents run again, succeeded ones are kept.
     Retry,
     /// The answer to `Action::Lookup`: the cached outputs of a memoized node, if any.
-    Cached { node: String, outputs: Option<NodeOutputs> },
+    Cached {
+        node: String,
+        outputs: Option<NodeOutputs>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,10 +252,19 @@ pub enum Action {
         timer: Timer,
         at: Millis,
     },
-        /// Look up a memoized node's outputs; answer with `Event::Cached`.
-    Lookup { node: String, cache: String, key: String, max_age_ms: Option<i64> },
+    /// Look up a memoized node's outputs; answer with `Event::Cached`.
+    Lookup {
+        node: String,
+        cache: String,
+        key: String,
+        max_age_ms: Option<i64>,
+    },
     /// Remember a memoized node's outputs.
-    Memoize { cache: String, key: String, outputs: NodeOutputs },
+    Memoize {
+        cache: String,
+        key: String,
+        outputs: NodeOutputs,
+    },
     /// The run reached a final phase.
     Finished {
         phase: Phase,
@@ -328,7 +340,7 @@ pub struct Run {
     scope_hint: Vec<(TemplateScope, String)>,
     /// `workflow.outputs.artifacts.X` published by `globalName`.
     global_arts: BTreeMap<String, ArtifactRef>,
-        /// Node indices in the order they finished, so observers can follow without scanning.
+    /// Node indices in the order they finished, so observers can follow without scanning.
     finished_order: Vec<usize>,
     /// A memoized node that missed its cache: the next node created takes its place.
     slot: Option<usize>,
@@ -391,7 +403,7 @@ impl Run {
             meta: Vec::new(),
             scope_hint: Vec::new(),
             global_arts: BTreeMap::new(),
-                        finished_order: Vec::new(),
+            finished_order: Vec::new(),
             slot: None,
         }
     }
@@ -469,7 +481,7 @@ impl Run {
                 out.push(Action::Start(spec.clone()));
             }
         }
-                for (i, rt) in self.rt.iter().enumerate() {
+        for (i, rt) in self.rt.iter().enumerate() {
             if let engine::Rt::Memo(m) = rt
                 && self.nodes[i].phase == Phase::Pending
             {

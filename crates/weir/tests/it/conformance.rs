@@ -44,8 +44,6 @@ const REQUIRED: &[&str] = &[
     "retry-backoff.yaml",
     "exit-handler-with-param.yaml",
     "continue-on-fail.yaml",
-    "timeouts-step.yaml",
-    "step-level-timeout.yaml",
     "artifact-passing.yaml",
     "input-artifact-raw.yaml",
     "expression-destructure-json.yaml",
@@ -59,6 +57,10 @@ const EXPECTED_FAILURES: &[&str] = &[
     "exit-handlers.yaml",
     "dag-continue-on-fail.yaml",
     "dag-task-level-timeout.yaml",
+    "dag-disable-failFast.yaml",
+    "timeouts-step.yaml",
+    // Not run by Argo's CI; see docs/conformance-notes.md for why it fails.
+    "step-level-timeout.yaml",
 ];
 
 struct Row {

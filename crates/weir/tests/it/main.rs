@@ -364,7 +364,11 @@ fn overlaps(dir: &std::path::Path) -> usize {
         let v: Vec<u128> = t.split_whitespace().map(|x| x.parse().unwrap()).collect();
         spans.push((v[0], v[1]));
     }
-    spans.iter().map(|&(s, _)| spans.iter().filter(|&&(a, b)| a <= s && s < b).count()).max().unwrap_or(0)
+    spans
+        .iter()
+        .map(|&(s, _)| spans.iter().filter(|&&(a, b)| a <= s && s < b).count())
+        .max()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -384,18 +388,29 @@ fn gpu_requests_get_distinct_devices_and_impossible_requests_fail() {
     let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{stdout}");
-    let devs: Vec<&str> = stdout.lines().filter_map(|l| l.split("dev=").nth(1)).collect();
+    let devs: Vec<&str> = stdout
+        .lines()
+        .filter_map(|l| l.split("dev=").nth(1))
+        .collect();
     assert_eq!(devs.len(), 4);
     assert!(devs.iter().all(|d| *d == "g0" || *d == "g1"), "{devs:?}");
-    assert!(stdout.contains("cpu-only=[]"), "tasks without a GPU request see no GPU: {stdout}");
-    assert!(overlaps(&stamps) <= 2, "at most two one-GPU tasks at once on two GPUs");
+    assert!(
+        stdout.contains("cpu-only=[]"),
+        "tasks without a GPU request see no GPU: {stdout}"
+    );
+    assert!(
+        overlaps(&stamps) <= 2,
+        "at most two one-GPU tasks at once on two GPUs"
+    );
 
     let greedy = sb.write("greedy.yaml", "kind: Workflow\nmetadata: {name: greedy}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    container: {image: x, command: [true], resources: {requests: {nvidia.com/gpu: 3}}}\n");
     let mut cmd = sb.cmd(&["run", greedy.to_str().unwrap()]);
     cmd.env("WEIR_GPUS", "g0,g1");
     let out = cmd.output().unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("requests 3 GPU(s) but this machine has 2"));
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("requests 3 GPU(s) but this machine has 2")
+    );
 }
 
 #[test]
@@ -416,7 +431,10 @@ fn cpu_requests_limit_concurrency() {
     let out = sb.weir(&["run", wf.to_str().unwrap(), "--no-logs"]);
     assert_eq!(out.code, 0, "{}", out.all());
     let max = overlaps(&stamps);
-    assert!(max >= 1 && max <= cores, "{max} one-CPU tasks ran at once on {cores} cores");
+    assert!(
+        max >= 1 && max <= cores,
+        "{max} one-CPU tasks ran at once on {cores} cores"
+    );
 }
 
 #[test]
@@ -436,7 +454,11 @@ fn memoized_steps_are_reused_across_runs_until_deleted() {
         assert_eq!(out.code, 0, "{}", out.all());
         assert!(out.stdout.contains("square=49"), "{}", out.stdout);
     }
-    assert_eq!(count(&marks.join("ran")), 1, "the second run reused the memoized result");
+    assert_eq!(
+        count(&marks.join("ran")),
+        1,
+        "the second run reused the memoized result"
+    );
     assert!(sb.weir(&["cache", "list"]).stdout.contains("sq-7"));
     assert_eq!(sb.weir(&["cache", "delete", "squares"]).code, 0);
     assert_eq!(sb.weir(&["run", wf.to_str().unwrap()]).code, 0);
@@ -454,5 +476,10 @@ fn database_from_a_newer_weir_is_refused_clearly() {
     assert!(status.success());
     let out = sb.weir(&["list"]);
     assert_eq!(out.code, 1, "{}", out.all());
-    assert!(out.stderr.contains("schema version 99 is newer than this weir understands"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("schema version 99 is newer than this weir understands"),
+        "{}",
+        out.stderr
+    );
 }
