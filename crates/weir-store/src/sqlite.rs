@@ -205,7 +205,9 @@ impl Store {
         message: &str,
         finished_at: Option<Millis>,
     ) -> Result<()> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             let seq: i64 = tx
                 .query_row("SELECT next_seq FROM runs WHERE name = ?1", [run], |r| {
@@ -331,7 +333,9 @@ impl Store {
 
     /// Takes the queued requests for `run`.
     pub fn take_controls(&mut self, run: &str) -> Result<Vec<Event>> {
-        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let mut out = Vec::new();
         {
             let mut stmt =

@@ -2,6 +2,7 @@
 
 mod conformance;
 mod support;
+mod tidy;
 
 use std::time::Duration;
 
