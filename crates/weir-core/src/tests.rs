@@ -435,6 +435,16 @@ fn retries_with_backoff_then_succeed() {
 }
 
 #[test]
+fn retry_expression_decides_with_last_retry_and_inputs() {
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: t\n  arguments: {parameters: [{name: ok, value: 'true'}]}\n  templates:\n  - name: t\n    inputs: {parameters: [{name: ok, value: '{{workflow.parameters.ok}}'}]}\n    retryStrategy: {limit: '5', expression: 'asInt(lastRetry.exitCode) > 1 && {{inputs.parameters.ok}} == true'}\n    container: {image: x, command: [x]}\n";
+    let (trace, phase, _) = simulate(y, |_, attempt| {
+        (if attempt == 0 { 2 } else { 1 }, String::new())
+    });
+    assert_eq!(trace, ["(0)", "(1)"], "exit 2 is retried, exit 1 is not");
+    assert_eq!(phase, Phase::Failed);
+}
+
+#[test]
 fn exit_handler_sees_status() {
     let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: t\n  onExit: bye\n  templates:\n  - name: t\n    container: {image: x, command: [x]}\n  - name: bye\n    steps:\n    - - {name: cel, template: t, when: '{{workflow.status}} == Failed'}\n";
     let (trace, phase, _) = simulate(y, |n, _| (if n == "wf" { 1 } else { 0 }, String::new()));

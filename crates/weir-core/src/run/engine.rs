@@ -1650,6 +1650,15 @@ impl Run {
                         .to_string(),
                 );
                 vars.insert("lastRetry.message".to_string(), c.message.clone());
+                // `{{inputs.parameters.x}}` tags in the expression are the call's values
+                let local = self.local_vars(&rt.call);
+                let e = &substitute(
+                    e,
+                    &Vars {
+                        layers: vec![&local, &self.globals],
+                    },
+                )
+                .unwrap_or_else(|_| e.clone());
                 expr::eval_bool(
                     e,
                     Mode::Expr,
