@@ -484,3 +484,45 @@ fn database_from_a_newer_weir_is_refused_clearly() {
         out.stderr
     );
 }
+
+#[test]
+fn suspending_a_run_holds_new_tasks_until_resumed() {
+    let sb = Sandbox::new();
+    let gate = sb.dir.join("gate");
+    let wf = sb.write(
+        "hold.yaml",
+        &format!(
+            "kind: Workflow\nmetadata: {{name: hold}}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {{name: a, template: a}}\n    - - {{name: b, template: b}}\n  - name: a\n    container: {{image: x, command: [sh, -c, 'echo a-started; while [ ! -e {g} ]; do sleep 0.05; done']}}\n  - name: b\n    container: {{image: x, command: [echo, b-ran]}}\n",
+            g = gate.display()
+        ),
+    );
+    let mut child = sb.spawn(&["run", wf.to_str().unwrap()]);
+    wait_for(Duration::from_secs(30), || {
+        sb.weir(&["logs", "hold"]).stdout.contains("a-started")
+    });
+    assert_eq!(sb.weir(&["suspend", "hold"]).code, 0);
+    wait_for(Duration::from_secs(30), || {
+        sb.weir(&["get", "hold"]).stdout.contains("Suspended")
+    });
+    std::fs::write(&gate, "").unwrap();
+    let node_phase = |name: &str| {
+        let wf = sb.json(&["get", "hold", "-o", "json"]);
+        wf["status"]["nodes"]
+            .as_object()
+            .unwrap()
+            .values()
+            .find(|n| n["displayName"] == name)
+            .map(|n| n["phase"].as_str().unwrap().to_string())
+    };
+    wait_for(Duration::from_secs(30), || node_phase("b").is_some());
+    assert_eq!(node_phase("a").as_deref(), Some("Succeeded"));
+    assert_eq!(
+        node_phase("b").as_deref(),
+        Some("Pending"),
+        "b is held while the run is suspended"
+    );
+    assert!(!sb.weir(&["logs", "hold"]).stdout.contains("b-ran"));
+    assert_eq!(sb.weir(&["resume", "hold"]).code, 0);
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert!(sb.weir(&["logs", "hold"]).stdout.contains("b-ran"));
+}

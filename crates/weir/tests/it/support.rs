@@ -29,10 +29,14 @@ pub fn repo_root() -> PathBuf {
 impl Sandbox {
     /// A fresh directory outside /tmp (tasks get a private /tmp, so files they share with the
     /// test must live elsewhere).
-        pub fn new() -> Sandbox {
+    pub fn new() -> Sandbox {
         // Tasks see a private /tmp: a checkout under /tmp would hide the sandbox from them.
         let target = Path::new(env!("CARGO_TARGET_TMPDIR"));
-        let base = if target.starts_with("/tmp") { Path::new("/var/tmp/weir-it") } else { target };
+        let base = if target.starts_with("/tmp") {
+            Path::new("/var/tmp/weir-it")
+        } else {
+            target
+        };
         std::fs::create_dir_all(base).unwrap();
         let tmp = tempfile::Builder::new()
             .prefix("weir-it-")
