@@ -8,6 +8,7 @@ mod admission;
 mod artifacts;
 mod process;
 mod sandbox;
+mod spawn;
 
 pub use admission::Capacity;
 pub use process::{ProcessConfig, ProcessExecutor};

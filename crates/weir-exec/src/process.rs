@@ -5,7 +5,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -14,7 +13,8 @@ use weir_core::run::{TaskResult, TaskSpec};
 use weir_store::LocalRepo;
 
 use crate::admission::{Capacity, Ledger};
-use crate::sandbox::{Sandbox, View, unsafe_pre_exec};
+use crate::sandbox::{Sandbox, View};
+use crate::spawn;
 use crate::{Executor, Update, artifacts, mask};
 
 const RESULT_LIMIT: usize = 256 * 1024;
@@ -268,27 +268,26 @@ impl Inner {
                 );
             }
         }
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..]);
-        cmd.env_clear();
+        let mut env: Vec<(String, String)> = Vec::new();
         for k in [
             "PATH", "LANG", "LC_ALL", "TZ", "TERM", "USER", "LOGNAME", "SHELL",
         ] {
-            if let Some(v) = std::env::var_os(k) {
-                cmd.env(k, v);
+            if let Ok(v) = std::env::var(k) {
+                env.push((k.to_string(), v));
             }
         }
-        cmd.env("HOME", &cwd_task);
+        env.push(("HOME".into(), cwd_task.display().to_string()));
         if self.cfg.sandbox == Sandbox::Rewrite {
-            cmd.env("TMPDIR", &view.tmp);
+            env.push(("TMPDIR".into(), view.tmp.display().to_string()));
         }
         if !gpus.is_empty() {
-            cmd.env("CUDA_VISIBLE_DEVICES", gpus.join(","));
+            env.push(("CUDA_VISIBLE_DEVICES".into(), gpus.join(",")));
         } else if task.requests.gpus == 0 && !self.cfg.capacity.gpus.is_empty() {
-            cmd.env("CUDA_VISIBLE_DEVICES", "");
+            env.push(("CUDA_VISIBLE_DEVICES".into(), String::new()));
         }
         for (k, v) in &task.env {
-            cmd.env(k, view.rewrite(v));
+            env.retain(|(x, _)| x != k);
+            env.push((k.clone(), view.rewrite(v)));
         }
         let cwd = match &task.working_dir {
             Some(d) if Path::new(d).is_dir() => PathBuf::from(d),
@@ -309,21 +308,19 @@ impl Inner {
             .map(|(t, h)| (h.clone(), t.clone()))
             .collect();
         binds.push((view.tmp.clone(), PathBuf::from("/tmp")));
-        if ns {
-            cmd.current_dir("/");
-        } else {
-            cmd.current_dir(&cwd);
-        }
-        unsafe_pre_exec(&mut cmd, binds, ns.then_some(cwd));
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
         view.reconcile()?;
         if lock(&self.state).stopped.contains(&task.node_id) {
             return Err("stopped before it started".into());
         }
-        let mut child = match cmd.spawn() {
-            Ok(c) => c,
+        let spec = spawn::Spec {
+            argv: argv.clone(),
+            env,
+            cwd,
+            binds,
+            namespaces: ns,
+        };
+        let proc = match spawn::spawn(&spec) {
+            Ok(p) => p,
             Err(e) => {
                 let _ = writeln!(log, "weir: cannot start `{}`: {e}", argv[0]);
                 return Ok(TaskResult {
@@ -332,16 +329,14 @@ impl Inner {
                     } else {
                         126
                     }),
-                    error: None,
-                    stdout: String::new(),
                     ..TaskResult::default()
                 });
             }
         };
-        let pid = child.id();
+        let pid = proc.pid as u32;
         lock(&self.state)
             .running
-            .insert(task.node_id.clone(), pid as i32);
+            .insert(task.node_id.clone(), proc.pid);
         let _ = fs::write(work.join(".weir-pid"), pid.to_string());
         self.send(Update::Started {
             node: task.node_id.clone(),
@@ -349,7 +344,7 @@ impl Inner {
         });
 
         let log = Arc::new(Mutex::new(log));
-        let stderr = child.stderr.take();
+        let stderr = Some(proc.stderr);
         let err_thread = {
             let log = log.clone();
             let secrets = task.secrets.clone();
@@ -362,7 +357,7 @@ impl Inner {
             })
         };
         let mut stdout_tail = Vec::new();
-        if let Some(out) = child.stdout.take() {
+        if let Some(out) = Some(proc.stdout) {
             let tx = self.cfg.stream_logs.then(|| lock(&self.tx).clone());
             pump(
                 out,
@@ -374,13 +369,7 @@ impl Inner {
             );
         }
         let _ = err_thread.join();
-        let status = child
-            .wait()
-            .map_err(|e| format!("waiting for the process: {e}"))?;
-        use std::os::unix::process::ExitStatusExt;
-        let code = status
-            .code()
-            .unwrap_or_else(|| 128 + status.signal().unwrap_or(9));
+        let code = spawn::wait(proc.pid).map_err(|e| format!("waiting for the process: {e}"))?;
         // outputs
         let mut result = TaskResult {
             exit_code: Some(code),

@@ -1,0 +1,256 @@
+//! Starting a task's process without copying the engine's memory: `clone(CLONE_VM|CLONE_VFORK)`,
+//! as `posix_spawn` does, with the child-side setup a task needs (own process group, private
+//! mount namespace with its bind mounts, working directory) done between clone and exec.
+//!
+//! A plain `fork` copies the page tables of the whole engine for every task, which made spawning
+//! cost grow with the size of the run; here the child borrows the parent's memory until it
+//! execs, so the cost is that of the exec alone.
+
+use std::ffi::{CString, c_void};
+use std::fs::File;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+pub(crate) struct Spec {
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    /// Entered after the mounts (so it may be a path inside the private view).
+    pub cwd: PathBuf,
+    /// (host, target) bind mounts, in order; only with `namespaces`.
+    pub binds: Vec<(PathBuf, PathBuf)>,
+    pub namespaces: bool,
+}
+
+pub(crate) struct Proc {
+    pub pid: i32,
+    pub stdout: File,
+    pub stderr: File,
+}
+
+/// Everything the child reads, prepared before the clone: it must not allocate.
+struct Child {
+    prog: CString,
+    argv: Vec<*const libc::c_char>,
+    envp: Vec<*const libc::c_char>,
+    cwd: CString,
+    binds: Vec<(CString, CString)>,
+    root: CString,
+    none: CString,
+    namespaces: bool,
+    stdin: i32,
+    stdout: i32,
+    stderr: i32,
+    report: i32,
+}
+
+fn cstr(s: &[u8]) -> io::Result<CString> {
+    CString::new(s).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "NUL byte in a command, argument or path",
+        )
+    })
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: pipe2 fills the array with two new descriptors we then own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: both descriptors were just created and are owned by nobody else.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// `execvp`'s search, done in the parent.
+fn resolve(prog: &str, env: &[(String, String)]) -> io::Result<PathBuf> {
+    if prog.contains('/') {
+        return Ok(PathBuf::from(prog));
+    }
+    let path = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| v.as_str())
+        .unwrap_or("/usr/local/bin:/usr/bin:/bin");
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let p = Path::new(dir).join(prog);
+        if let Ok(m) = std::fs::metadata(&p) {
+            use std::os::unix::fs::PermissionsExt;
+            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                return Ok(p);
+            }
+        }
+    }
+    Err(io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("`{prog}` not found in PATH"),
+    ))
+}
+
+extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
+    // SAFETY: `arg` points at the `Child` the parent keeps alive until this process execs or
+    // exits (CLONE_VFORK suspends the parent until then). Only async-signal-safe calls follow.
+    unsafe {
+        let c = &*(arg as *const Child);
+        let fail = |step: u8| -> ! {
+            let err = *libc::__errno_location();
+            let msg = [step, (err & 0xff) as u8, ((err >> 8) & 0xff) as u8, 0];
+            libc::write(c.report, msg.as_ptr() as *const c_void, 4);
+            libc::_exit(127)
+        };
+        if libc::dup2(c.stdin, 0) < 0 || libc::dup2(c.stdout, 1) < 0 || libc::dup2(c.stderr, 2) < 0
+        {
+            fail(1);
+        }
+        if libc::setpgid(0, 0) != 0 {
+            fail(2);
+        }
+        if c.namespaces {
+            if libc::unshare(libc::CLONE_NEWNS) != 0 {
+                fail(3);
+            }
+            if libc::mount(
+                c.none.as_ptr(),
+                c.root.as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            ) != 0
+            {
+                fail(4);
+            }
+            for (host, target) in &c.binds {
+                if libc::mount(
+                    host.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND | libc::MS_REC,
+                    std::ptr::null(),
+                ) != 0
+                {
+                    fail(5);
+                }
+            }
+        }
+        if libc::chdir(c.cwd.as_ptr()) != 0 {
+            fail(6);
+        }
+        libc::execve(c.prog.as_ptr(), c.argv.as_ptr(), c.envp.as_ptr());
+        fail(7)
+    }
+}
+
+/// Starts the process; its stdout and stderr come back as pipes.
+pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
+    let Some(first) = spec.argv.first() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+    };
+    let prog = resolve(first, &spec.env)?;
+    let argv: Vec<CString> = spec
+        .argv
+        .iter()
+        .map(|a| cstr(a.as_bytes()))
+        .collect::<io::Result<_>>()?;
+    let envs: Vec<CString> = spec
+        .env
+        .iter()
+        .map(|(k, v)| cstr(format!("{k}={v}").as_bytes()))
+        .collect::<io::Result<_>>()?;
+    let binds = spec
+        .binds
+        .iter()
+        .map(|(h, t)| {
+            Ok((
+                cstr(h.as_os_str().as_bytes())?,
+                cstr(t.as_os_str().as_bytes())?,
+            ))
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    let devnull = File::open("/dev/null")?;
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    let (rep_r, rep_w) = pipe()?;
+    let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
+    argv_p.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = envs.iter().map(|e| e.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let child = Child {
+        prog: cstr(prog.as_os_str().as_bytes())?,
+        argv: argv_p,
+        envp,
+        cwd: cstr(spec.cwd.as_os_str().as_bytes())?,
+        binds,
+        root: cstr(b"/")?,
+        none: cstr(b"none")?,
+        namespaces: spec.namespaces,
+        stdin: devnull.as_raw_fd(),
+        stdout: out_w.as_raw_fd(),
+        stderr: err_w.as_raw_fd(),
+        report: rep_w.as_raw_fd(),
+    };
+    let mut stack = vec![0u8; 256 * 1024];
+    // SAFETY: the stack grows down from its end (16-byte aligned); the child only reads `child`,
+    // which outlives it (CLONE_VFORK), and never returns into Rust code.
+    let pid = unsafe {
+        let top = stack.as_mut_ptr().add(stack.len()) as usize & !15;
+        libc::clone(
+            child_main,
+            top as *mut c_void,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
+            &child as *const Child as *mut c_void,
+        )
+    };
+    if pid < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    drop((out_w, err_w, rep_w, devnull));
+    let mut msg = [0u8; 4];
+    let mut report = File::from(rep_r);
+    let n = io::Read::read(&mut report, &mut msg).unwrap_or(0);
+    drop(child);
+    drop(stack);
+    if n == 4 {
+        let _ = wait(pid);
+        let errno = msg[1] as i32 | (msg[2] as i32) << 8;
+        let step = [
+            "",
+            "redirecting stdio",
+            "setpgid",
+            "unshare",
+            "making mounts private",
+            "bind mount",
+            "chdir",
+            "exec",
+        ][msg[0].min(7) as usize];
+        let e = io::Error::from_raw_os_error(errno);
+        return Err(io::Error::new(e.kind(), format!("{step}: {e}")));
+    }
+    Ok(Proc {
+        pid,
+        stdout: File::from(out_r),
+        stderr: File::from(err_r),
+    })
+}
+
+/// Waits for the process; its exit code, or 128 + the signal that killed it.
+pub(crate) fn wait(pid: i32) -> io::Result<i32> {
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid on our own child with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
+    Ok(if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    })
+}
