@@ -453,6 +453,55 @@ fn exit_handler_sees_status() {
 }
 
 #[test]
+fn stop_runs_the_exit_handler_and_spares_it() {
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: t\n  onExit: bye\n  templates:\n  - name: t\n    container: {image: x, command: [x]}\n  - name: bye\n    container: {image: x, command: [x]}\n";
+    let (mut run, actions) = Run::start(submission(y, &[])).expect("valid");
+    let Action::Start(main) = &actions[0] else {
+        panic!("start")
+    };
+    run.step(
+        Event::Started {
+            node: main.node_id.clone(),
+            pid: 7,
+        },
+        2_000,
+    );
+    let actions = run.step(Event::Stop, 3_000);
+    assert!(
+        actions
+            .iter()
+            .any(|a| matches!(a, Action::Stop { node, .. } if *node == main.node_id))
+    );
+    let Some(Action::Start(bye)) = actions.iter().find(|a| matches!(a, Action::Start(_))) else {
+        panic!("exit handler starts: {actions:?}")
+    };
+    assert_eq!(bye.node_name, "wf.onExit");
+    let again = run.step(Event::Stop, 3_500);
+    assert!(
+        again.is_empty(),
+        "a second stop spares the running exit handler: {again:?}"
+    );
+    let done = TaskResult {
+        exit_code: Some(0),
+        ..TaskResult::default()
+    };
+    let last = run.step(
+        Event::Finished {
+            node: bye.node_id.clone(),
+            result: done,
+        },
+        4_000,
+    );
+    assert_eq!(
+        last,
+        [Action::Finished {
+            phase: Phase::Failed
+        }]
+    );
+    assert_eq!(run.message(), "Stopped with strategy 'Stop'");
+}
+
+#[test]
 fn retry_from_failure_reuses_succeeded_nodes() {
     let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {name: a, template: t}\n    - - {name: b, template: t}\n  - name: t\n    container: {image: x, command: [x]}\n";
     let (_, phase, mut run) = simulate(y, |n, _| {

@@ -509,10 +509,13 @@ impl Run {
         while let Some(i) = self.waiting.pop_front() {
             self.finish_node(i, Phase::Failed, msg.to_string());
         }
+        // Stop spares exit handlers already running; terminate does not.
+        let spare = reason != StopReason::Terminated;
         let live: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| {
                 !self.nodes[i].phase.is_done()
                     && matches!(self.nodes[i].node_type, NodeType::Pod | NodeType::Suspend)
+                    && !(spare && self.in_exit_handler(i))
             })
             .collect();
         for i in live {
@@ -568,6 +571,18 @@ impl Run {
         for i in retries {
             self.finish_node(i, Phase::Failed, msg.to_string());
         }
+    }
+
+    /// Whether node `i` is (inside) an exit handler.
+    fn in_exit_handler(&self, i: usize) -> bool {
+        let mut p = Some(i);
+        while let Some(x) = p {
+            if self.nodes[x].hook_for.is_some() || Some(x) == self.exit_node {
+                return true;
+            }
+            p = self.nodes[x].parent;
+        }
+        false
     }
 
     fn resume(&mut self, parameters: Vec<(String, String)>) {
@@ -1800,6 +1815,7 @@ impl Run {
                         link,
                     );
                     let i = self.new_node(&call, NodeType::Skipped);
+                    self.nodes[i].template = step_template_name(&step);
                     let when = step.when.clone().unwrap_or_default();
                     self.finish_node(
                         i,
@@ -1878,6 +1894,7 @@ impl Run {
                     }
                     let call = self.skeleton(&child_name, &child_display, tg, owner, l);
                     let i = self.new_node(&call, NodeType::Skipped);
+                    self.nodes[i].template = step_template_name(&step);
                     self.meta[i].link.slot_of = Some(tg);
                     self.finish_node(i, Phase::Skipped, "when evaluated false".into());
                 }
@@ -2564,6 +2581,7 @@ impl Run {
             };
             let call = self.skeleton(&name, &step.name, d, d, link);
             let i = self.new_node(&call, NodeType::Skipped);
+            self.nodes[i].template = step_template_name(&step);
             if let Rt::Dag(dr) = &mut self.rt[d] {
                 dr.tasks[t].node = Some(i);
             }
@@ -2711,6 +2729,14 @@ impl Run {
     }
 }
 
+/// The template a step names, for display on nodes that never ran it.
+fn step_template_name(step: &Step) -> String {
+    step.template
+        .clone()
+        .or_else(|| step.template_ref.as_ref().map(|r| r.template.clone()))
+        .unwrap_or_default()
+}
+
 fn collect_handles(d: &Depends, out: &mut Vec<String>) {
     match d {
         Depends::Task(t, r) if !r.is_empty() && r != "Succeeded" => out.push(t.clone()),
@@ -2785,12 +2811,14 @@ fn truncate(s: &str, n: usize) -> String {
     }
 }
 
-/// The label Argo puts in a loop child's name: `(0:value)`.
+/// The label Argo puts in a loop child's name: `(0:value)`; map items as `key:value` pairs in
+/// key order, as Go's JSON encoding of a map gives them.
 fn item_label(item: &Json) -> String {
     match item {
         Json::String(s) => s.clone(),
         Json::Object(m) => {
-            let parts: Vec<String> = m
+            let sorted: std::collections::BTreeMap<&String, &Json> = m.iter().collect();
+            let parts: Vec<String> = sorted
                 .iter()
                 .map(|(k, v)| {
                     format!(
