@@ -197,14 +197,26 @@ impl Inner {
         let work = run_dir.join("work").join(&task.node_id);
         let log_path = ProcessExecutor::log_path(&self.cfg.work_root, &task.run, &task.node_id);
         let _ = fs::remove_dir_all(&work);
-        for d in [&work, &run_dir.join("logs")] {
+        // A task that exchanges no files with weir gets a tmpfs as its private /tmp, made inside
+        // its own mount namespace: nothing to create on the host, nothing to read back.
+        let light = self.cfg.sandbox == Sandbox::Namespaces
+            && task.source.is_none()
+            && task.inputs.is_empty()
+            && task.output_parameters.is_empty()
+            && task.output_artifacts.is_empty()
+            && task.working_dir.is_none();
+        let dirs: &[&Path] = if light {
+            &[&run_dir.join("logs")]
+        } else {
+            &[&work, &run_dir.join("logs")]
+        };
+        for d in dirs {
             fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
-        let mut log = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)
-            .map_err(|e| format!("{}: {e}", log_path.display()))?;
+        let mut log = LazyLog {
+            path: log_path,
+            file: None,
+        };
         let mut view = View::new(&work, self.cfg.sandbox);
         // inputs
         for a in &task.inputs {
@@ -262,10 +274,7 @@ impl Inner {
             argv[0] = "python3".into();
             let first = lock(&self.state).told_python.insert(task.run.clone());
             if first {
-                let _ = writeln!(
-                    log,
-                    "weir: `python` is not on this host; running `python3` instead"
-                );
+                log.line("weir: `python` is not on this host; running `python3` instead");
             }
         }
         let mut env: Vec<(String, String)> = Vec::new();
@@ -307,7 +316,9 @@ impl Inner {
             .iter()
             .map(|(t, h)| (h.clone(), t.clone()))
             .collect();
-        binds.push((view.tmp.clone(), PathBuf::from("/tmp")));
+        if !light {
+            binds.push((view.tmp.clone(), PathBuf::from("/tmp")));
+        }
         view.reconcile()?;
         if lock(&self.state).stopped.contains(&task.node_id) {
             return Err("stopped before it started".into());
@@ -318,11 +329,12 @@ impl Inner {
             cwd,
             binds,
             namespaces: ns,
+            tmpfs_tmp: light,
         };
         let proc = match spawn::spawn(&spec) {
             Ok(p) => p,
             Err(e) => {
-                let _ = writeln!(log, "weir: cannot start `{}`: {e}", argv[0]);
+                log.line(&format!("weir: cannot start `{}`: {e}", argv[0]));
                 return Ok(TaskResult {
                     exit_code: Some(if e.kind() == std::io::ErrorKind::NotFound {
                         127
@@ -337,7 +349,14 @@ impl Inner {
         lock(&self.state)
             .running
             .insert(task.node_id.clone(), proc.pid);
-        let _ = fs::write(work.join(".weir-pid"), pid.to_string());
+        // one append-only file per run, so a restart can kill what a crash left running
+        if let Ok(mut f) = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(run_dir.join("pids"))
+        {
+            let _ = writeln!(f, "{} {pid}", task.node_id);
+        }
         self.send(Update::Started {
             node: task.node_id.clone(),
             pid,
@@ -406,10 +425,32 @@ impl Inner {
     }
 }
 
+/// A task's log file, created when the first line arrives: most tasks of a large fan-out print
+/// nothing, and creating files is what costs most per task on some filesystems.
+struct LazyLog {
+    path: PathBuf,
+    file: Option<fs::File>,
+}
+
+impl LazyLog {
+    fn line(&mut self, text: &str) {
+        if self.file.is_none() {
+            self.file = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .ok();
+        }
+        if let Some(f) = &mut self.file {
+            let _ = writeln!(f, "{text}");
+        }
+    }
+}
+
 /// Copies a stream into the log (masked), line by line; keeps the last bytes of stdout.
 fn pump(
     r: impl Read,
-    log: &Mutex<fs::File>,
+    log: &Mutex<LazyLog>,
     secrets: &[String],
     node: &str,
     tx: Option<&Sender<Update>>,
@@ -433,7 +474,7 @@ fn pump(
         let line = String::from_utf8_lossy(&buf);
         let line = line.trim_end_matches(['\n', '\r']);
         let masked = mask(line, secrets);
-        let _ = writeln!(lock(log), "{masked}");
+        lock(log).line(&masked);
         if let Some(tx) = tx {
             let _ = tx.send(Update::Log {
                 node: node.to_string(),

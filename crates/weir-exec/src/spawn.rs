@@ -21,6 +21,8 @@ pub(crate) struct Spec {
     /// (host, target) bind mounts, in order; only with `namespaces`.
     pub binds: Vec<(PathBuf, PathBuf)>,
     pub namespaces: bool,
+    /// With `namespaces`: mount a fresh tmpfs on /tmp (after the binds).
+    pub tmpfs_tmp: bool,
 }
 
 pub(crate) struct Proc {
@@ -38,7 +40,11 @@ struct Child {
     binds: Vec<(CString, CString)>,
     root: CString,
     none: CString,
+    tmpfs: CString,
+    tmp: CString,
+    tmpfs_opts: CString,
     namespaces: bool,
+    tmpfs_tmp: bool,
     stdin: i32,
     stdout: i32,
     stderr: i32,
@@ -133,6 +139,17 @@ extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
                     fail(5);
                 }
             }
+            if c.tmpfs_tmp
+                && libc::mount(
+                    c.tmpfs.as_ptr(),
+                    c.tmp.as_ptr(),
+                    c.tmpfs.as_ptr(),
+                    libc::MS_NOSUID | libc::MS_NODEV,
+                    c.tmpfs_opts.as_ptr() as *const c_void,
+                ) != 0
+            {
+                fail(8);
+            }
         }
         if libc::chdir(c.cwd.as_ptr()) != 0 {
             fail(6);
@@ -184,7 +201,11 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
         binds,
         root: cstr(b"/")?,
         none: cstr(b"none")?,
+        tmpfs: cstr(b"tmpfs")?,
+        tmp: cstr(b"/tmp")?,
+        tmpfs_opts: cstr(b"mode=1777")?,
         namespaces: spec.namespaces,
+        tmpfs_tmp: spec.tmpfs_tmp,
         stdin: devnull.as_raw_fd(),
         stdout: out_w.as_raw_fd(),
         stderr: err_w.as_raw_fd(),
@@ -223,7 +244,8 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
             "bind mount",
             "chdir",
             "exec",
-        ][msg[0].min(7) as usize];
+            "mounting a tmpfs on /tmp",
+        ][msg[0].min(8) as usize];
         let e = io::Error::from_raw_os_error(errno);
         return Err(io::Error::new(e.kind(), format!("{step}: {e}")));
     }

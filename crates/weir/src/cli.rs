@@ -333,7 +333,31 @@ fn run(env: &Env, submit: Submit, output: Option<Output>, no_logs: bool) -> Resu
     let phase = driver::drive(env, store, run, actions, Vec::new(), watch.as_mut())?;
     drop(lock);
     print_final(env, &sub.name, output)?;
+    report_rusage();
     Ok(exit_for(phase))
+}
+
+/// For `bench/run`: with `WEIR_RUSAGE_FILE` set, writes this process's own CPU time (user and
+/// system seconds, all engine threads, not the tasks) and peak RSS (KiB) to that file.
+fn report_rusage() {
+    let Some(path) = std::env::var_os("WEIR_RUSAGE_FILE") else {
+        return;
+    };
+    // SAFETY: getrusage fills the struct we pass.
+    let mut r: libc::rusage = unsafe { std::mem::zeroed() };
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut r) } != 0 {
+        return;
+    }
+    let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    let _ = std::fs::write(
+        path,
+        format!(
+            "{:.6} {:.6} {}\n",
+            secs(r.ru_utime),
+            secs(r.ru_stime),
+            r.ru_maxrss
+        ),
+    );
 }
 
 fn print_final(env: &Env, name: &str, output: Option<Output>) -> Result<()> {

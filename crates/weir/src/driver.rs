@@ -108,20 +108,21 @@ pub fn recover(env: &Env, store: &Store, name: &str) -> Result<(Run, Vec<Action>
     } else {
         run.recovery_actions()
     };
+    // pids recorded by the executor: kill what was dispatched but not yet known as started
+    let pids: std::collections::HashMap<String, u32> =
+        std::fs::read_to_string(env.work_root().join(name).join("pids"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                l.split_once(' ')
+                    .and_then(|(n, p)| Some((n.to_string(), p.trim().parse().ok()?)))
+            })
+            .collect();
     for a in &actions {
-        if let Action::Start(spec) = a {
-            let pidfile = env
-                .work_root()
-                .join(name)
-                .join("work")
-                .join(&spec.node_id)
-                .join(".weir-pid");
-            if let Some(pid) = std::fs::read_to_string(pidfile)
-                .ok()
-                .and_then(|s| s.trim().parse().ok())
-            {
-                kill_group(pid);
-            }
+        if let Action::Start(spec) = a
+            && let Some(&pid) = pids.get(&spec.node_id)
+        {
+            kill_group(pid);
         }
     }
     let mut lost = Vec::new();

@@ -526,3 +526,25 @@ fn suspending_a_run_holds_new_tasks_until_resumed() {
     assert_eq!(child.wait().unwrap().code(), Some(0));
     assert!(sb.weir(&["logs", "hold"]).stdout.contains("b-ran"));
 }
+
+#[test]
+fn tasks_without_declared_files_get_their_own_tmpfs() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "light.yaml",
+        "kind: Workflow\nmetadata: {name: light}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {name: w, template: w, withItems: [a, b, c], arguments: {parameters: [{name: v, value: '{{item}}'}]}}\n  - name: w\n    inputs: {parameters: [{name: v}]}\n    container: {image: x, command: [sh, -c, 'echo {{inputs.parameters.v}} > /tmp/mine; sleep 0.3; echo saw-$(cat /tmp/mine)-$(ls /tmp | wc -l)']}\n",
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    for v in ["a", "b", "c"] {
+        assert!(
+            out.stdout.contains(&format!("saw-{v}-1")),
+            "each task sees only its own /tmp/mine: {}",
+            out.stdout
+        );
+    }
+    assert!(
+        !std::path::Path::new("/tmp/mine").exists(),
+        "nothing reached the host's /tmp"
+    );
+}
