@@ -631,8 +631,7 @@ impl Run {
     }
 
     fn template_of(&self, i: usize) -> Option<Arc<Template>> {
-        let scope = self.scope_hint.get(i)?;
-        self.templates.get(&scope.0, &scope.1)
+        self.node_tmpl.get(i).cloned()
     }
 
     fn timer_fired(&mut self, timer: Timer) {
@@ -743,8 +742,7 @@ impl Run {
             exit_started: false,
             memo: None,
         });
-        self.scope_hint
-            .push((call.scope.clone(), call.tmpl.name.clone()));
+        self.node_tmpl.push(call.tmpl.clone());
         self.by_id.insert(id, i);
         if let Some(p) = call.parent {
             self.nodes[p].children.push(i);

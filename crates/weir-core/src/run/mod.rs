@@ -336,8 +336,8 @@ pub struct Run {
     reuse: HashMap<String, Node>,
     templates: Arc<engine::Library>,
     meta: Vec<engine::Meta>,
-    /// (template scope, template name) each node runs, to find its outputs spec.
-    scope_hint: Vec<(TemplateScope, String)>,
+    /// The template each node runs, to find its outputs spec.
+    node_tmpl: Vec<Arc<Template>>,
     /// `workflow.outputs.artifacts.X` published by `globalName`.
     global_arts: BTreeMap<String, ArtifactRef>,
     /// Node indices in the order they finished, so observers can follow without scanning.
@@ -401,7 +401,7 @@ impl Run {
             reuse,
             templates,
             meta: Vec::new(),
-            scope_hint: Vec::new(),
+            node_tmpl: Vec::new(),
             global_arts: BTreeMap::new(),
             finished_order: Vec::new(),
             slot: None,
