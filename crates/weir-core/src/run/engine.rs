@@ -210,11 +210,13 @@ pub(crate) struct ExitHook {
 }
 
 /// The variables of a steps or DAG invocation.
+/// Variables are shared (`Arc`): starting a task borrows them without copying, and publishing a
+/// finished task's outputs copies only if something still holds the old map.
 pub(crate) struct Frame {
     pub tmpl: Arc<Template>,
     pub scope: TemplateScope,
-    pub vars: BTreeMap<String, String>,
-    pub arts: BTreeMap<String, ArtifactRef>,
+    pub vars: Arc<BTreeMap<String, String>>,
+    pub arts: Arc<BTreeMap<String, ArtifactRef>>,
 }
 
 pub(crate) struct StepsRt {
@@ -252,6 +254,10 @@ pub(crate) struct DagRt {
     pub limit: Option<usize>,
     pub deferred: VecDeque<Call>,
     pub halted: bool,
+    /// Tasks started (or omitted) and not yet finished: the DAG is done when this is zero.
+    pub running: usize,
+    /// Tasks some `depends` names with an explicit result: their failures are handled.
+    pub handled: std::collections::HashSet<String>,
 }
 
 pub(crate) struct RetryRt {
@@ -1053,8 +1059,8 @@ impl Run {
         Frame {
             tmpl: call.tmpl.clone(),
             scope: call.scope.clone(),
-            vars,
-            arts,
+            vars: Arc::new(vars),
+            arts: Arc::new(arts),
         }
     }
 
@@ -1499,8 +1505,8 @@ impl Run {
         let mut p = self.nodes[i].parent;
         while let Some(x) = p {
             match &self.rt[x] {
-                Rt::Steps(s) => return s.frame.vars.clone(),
-                Rt::Dag(d) => return d.frame.vars.clone(),
+                Rt::Steps(s) => return (*s.frame.vars).clone(),
+                Rt::Dag(d) => return (*d.frame.vars).clone(),
                 _ => p = self.nodes[x].parent,
             }
         }
@@ -2187,7 +2193,7 @@ impl Run {
         }))
     }
 
-    fn frame_artifacts(&self, node: usize) -> BTreeMap<String, ArtifactRef> {
+    fn frame_artifacts(&self, node: usize) -> Arc<BTreeMap<String, ArtifactRef>> {
         let mut p = Some(node);
         while let Some(x) = p {
             match &self.rt[x] {
@@ -2196,7 +2202,7 @@ impl Run {
                 _ => p = self.nodes[x].parent,
             }
         }
-        BTreeMap::new()
+        Arc::default()
     }
 
     fn group_child_done(&mut self, g: usize, child: usize) {
@@ -2214,7 +2220,12 @@ impl Run {
         {
             let mut vars = std::mem::take(&mut self.frame_mut(steps).vars);
             let mut arts = std::mem::take(&mut self.frame_mut(steps).arts);
-            self.publish_node(&mut vars, &mut arts, &key, child);
+            self.publish_node(
+                Arc::make_mut(&mut vars),
+                Arc::make_mut(&mut arts),
+                &key,
+                child,
+            );
             let f = self.frame_mut(steps);
             f.vars = vars;
             f.arts = arts;
@@ -2526,6 +2537,10 @@ impl Run {
             }
         }
         let limit = call.tmpl.parallelism.map(|p| p.max(1) as usize);
+        let handled = tasks
+            .iter()
+            .flat_map(|t| t.handles.iter().cloned())
+            .collect();
         self.rt[d] = Rt::Dag(Box::new(DagRt {
             frame,
             tasks,
@@ -2534,6 +2549,8 @@ impl Run {
             limit,
             deferred: VecDeque::new(),
             halted: false,
+            running: 0,
+            handled,
         }));
         let roots: Vec<usize> = match &self.rt[d] {
             Rt::Dag(dr) => (0..dr.tasks.len())
@@ -2582,6 +2599,7 @@ impl Run {
             self.nodes[i].template = step_template_name(&step);
             if let Rt::Dag(dr) = &mut self.rt[d] {
                 dr.tasks[t].node = Some(i);
+                dr.running += 1;
             }
             self.finish_node(
                 i,
@@ -2592,6 +2610,7 @@ impl Run {
         }
         if let Rt::Dag(dr) = &mut self.rt[d] {
             dr.tasks[t].node = Some(usize::MAX);
+            dr.running += 1;
         }
         self.start_step(d, d, step, name, "tasks");
     }
@@ -2646,7 +2665,12 @@ impl Run {
         if let Some(key) = self.meta[child].link.key.clone() {
             let mut vars = std::mem::take(&mut self.frame_mut(d).vars);
             let mut arts = std::mem::take(&mut self.frame_mut(d).arts);
-            self.publish_node(&mut vars, &mut arts, &key, child);
+            self.publish_node(
+                Arc::make_mut(&mut vars),
+                Arc::make_mut(&mut arts),
+                &key,
+                child,
+            );
             let f = self.frame_mut(d);
             f.vars = vars;
             f.arts = arts;
@@ -2654,13 +2678,16 @@ impl Run {
         let phase = self.nodes[child].phase;
         let cont = self.meta[child].link.continue_on.clone();
         let Rt::Dag(dr) = &mut self.rt[d] else { return };
+        if !dr.tasks[t].done {
+            dr.running = dr.running.saturating_sub(1);
+        }
         dr.tasks[t].done = true;
         dr.tasks[t].node = Some(child);
         let failed_hard = matches!(phase, Phase::Failed | Phase::Error)
             && !(phase == Phase::Failed && cont.failed)
             && !(phase == Phase::Error && cont.error);
         let name = dr.tasks[t].step.name.clone();
-        let handled = dr.tasks.iter().any(|x| x.handles.contains(&name));
+        let handled = dr.handled.contains(&name);
         let fail_fast = dr
             .frame
             .tmpl
@@ -2691,8 +2718,7 @@ impl Run {
             return;
         }
         let Rt::Dag(dr) = &self.rt[d] else { return };
-        let running =
-            dr.tasks.iter().any(|t| t.node.is_some() && !t.done) || !dr.deferred.is_empty();
+        let running = dr.running > 0 || !dr.deferred.is_empty();
         if running {
             return;
         }
@@ -2707,7 +2733,7 @@ impl Run {
             let hard = matches!(n.phase, Phase::Failed | Phase::Error)
                 && !(n.phase == Phase::Failed && cont.failed)
                 && !(n.phase == Phase::Error && cont.error);
-            let handled = dr.tasks.iter().any(|x| x.handles.contains(&t.step.name));
+            let handled = dr.handled.contains(&t.step.name);
             if hard && !handled && failure.is_none() {
                 failure = Some(format!(
                     "task '{}' {}",
