@@ -525,6 +525,7 @@ impl Run {
             })
             .collect();
         for i in live {
+            self.release_pod(i);
             if self.nodes[i].node_type == NodeType::Pod {
                 self.actions.push(Action::Stop {
                     node: self.nodes[i].id.clone(),
@@ -1346,11 +1347,7 @@ impl Run {
         }
         n.finished_at = Some(self.now);
         self.finished_order.push(i);
-        if let Rt::Pod { .. } = self.rt[i]
-            && let Some(pos) = self.waiting.iter().position(|&w| w == i)
-        {
-            self.waiting.remove(pos);
-        }
+        // A held pod that finishes (a timeout) stays in `waiting`: `pump` skips finished nodes.
         self.done.push_back(i);
     }
 
@@ -2336,10 +2333,6 @@ impl Run {
             phase
         };
         if self.nodes[g].node_type == NodeType::TaskGroup {
-            // loop outputs for the TaskGroup node itself
-            let mut vars = BTreeMap::new();
-            self.publish_loop(&mut vars, "x", g);
-            let _ = vars;
             self.finish_node(g, phase, msg);
             return;
         }
