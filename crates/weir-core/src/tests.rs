@@ -454,7 +454,7 @@ fn exit_handler_sees_status() {
 
 #[test]
 fn stop_runs_the_exit_handler_and_spares_it() {
-    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: t\n  onExit: bye\n  templates:\n  - name: t\n    container: {image: x, command: [x]}\n  - name: bye\n    container: {image: x, command: [x]}\n";
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: t\n  onExit: bye\n  parallelism: 1\n  templates:\n  - name: t\n    container: {image: x, command: [x]}\n  - name: bye\n    container: {image: x, command: [x]}\n";
     let (mut run, actions) = Run::start(submission(y, &[])).expect("valid");
     let Action::Start(main) = &actions[0] else {
         panic!("start")
