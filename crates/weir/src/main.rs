@@ -13,12 +13,20 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     match cli::main() {
         Ok(code) => code,
-        Err(err) => {
-            eprintln!("weir: error: {err:#}");
-            ExitCode::from(match err.downcast_ref::<cli::Usage>() {
-                Some(_) => 2,
-                None => 1,
-            })
-        }
+        Err(err) => match err.downcast_ref::<cli::Usage>() {
+            // validation problems are already `file:line:col: error: …` lines
+            Some(u) if u.0.contains(": error: ") => {
+                eprintln!("{}", u.0);
+                ExitCode::from(2)
+            }
+            Some(_) => {
+                eprintln!("weir: error: {err:#}");
+                ExitCode::from(2)
+            }
+            None => {
+                eprintln!("weir: error: {err:#}");
+                ExitCode::from(1)
+            }
+        },
     }
 }
