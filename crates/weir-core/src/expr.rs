@@ -1253,7 +1253,7 @@ fn parse_rfc3339(s: &str) -> Option<i64> {
 }
 
 /// Go's time layout (`2006-01-02 15:04:05`, `Jan`, `Monday`…) applied to a UTC instant.
-fn go_time_format(layout: &str, secs: i64) -> String {
+pub fn go_time_format(layout: &str, secs: i64) -> String {
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
     let z = days + 719_468;

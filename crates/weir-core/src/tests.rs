@@ -589,6 +589,18 @@ fn validation_reports_every_problem() {
 }
 
 #[test]
+fn workflow_variables_include_creation_time_parts() {
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    container: {image: x, command: [echo, '{{workflow.creationTimestamp.Y}}-{{workflow.creationTimestamp.m}}-{{workflow.creationTimestamp.d}} {{workflow.creationTimestamp}} {{workflow.name}}']}\n";
+    let mut sub = submission(y, &[]);
+    sub.created_at = 1_772_000_000_000; // 2026-02-25T06:13:20Z
+    let (_, actions) = Run::start(sub).expect("valid");
+    let Action::Start(spec) = &actions[0] else {
+        panic!("start")
+    };
+    assert_eq!(spec.command[1], "2026-02-25 2026-02-25T06:13:20Z wf");
+}
+
+#[test]
 fn go_sprintf_formats_sequences() {
     use crate::run::go_sprintf_pub as f;
     assert_eq!(f("%02d", 3), "03");

@@ -327,6 +327,32 @@ impl Run {
             "workflow.creationTimestamp.RFC3339".into(),
             rfc3339(sub.created_at),
         );
+        // `{{workflow.creationTimestamp.<strftime letter>}}`, as Argo offers them
+        for (letter, layout) in [
+            ("Y", "2006"),
+            ("y", "06"),
+            ("m", "01"),
+            ("d", "02"),
+            ("e", "_2"),
+            ("H", "15"),
+            ("I", "03"),
+            ("M", "04"),
+            ("S", "05"),
+            ("p", "PM"),
+            ("b", "Jan"),
+            ("B", "January"),
+            ("a", "Mon"),
+            ("A", "Monday"),
+        ] {
+            g.insert(
+                format!("workflow.creationTimestamp.{letter}"),
+                expr::go_time_format(layout, sub.created_at / 1000),
+            );
+        }
+        g.insert(
+            "workflow.creationTimestamp.s".into(),
+            (sub.created_at / 1000).to_string(),
+        );
         g.insert("workflow.status".into(), "Running".into());
         g.insert(
             "workflow.mainEntrypoint".into(),
