@@ -61,14 +61,7 @@ pub(crate) fn validate(sub: &Submission, lib: &Library) -> Vec<Problem> {
             );
         }
     }
-    for (field, present) in [
-        ("synchronization", spec.synchronization.is_some()),
-        ("volumes", !spec.volumes.is_empty()),
-        (
-            "volumeClaimTemplates",
-            !spec.volume_claim_templates.is_empty(),
-        ),
-    ] {
+    for (field, present) in [("synchronization", spec.synchronization.is_some())] {
         if present {
             v.push(
                 &format!("spec.{field}"),
@@ -198,27 +191,12 @@ impl Validator<'_> {
             ("sidecars", !t.sidecars.is_empty()),
             ("initContainers", !t.init_containers.is_empty()),
             ("synchronization", t.synchronization.is_some()),
-            ("volumes", !t.volumes.is_empty()),
         ] {
             if present {
                 self.push(
                     &format!("{path}.{field}"),
                     &format!(
                         "template `{}`: `{field}` is not supported by weir yet",
-                        t.name
-                    ),
-                );
-            }
-        }
-        for (c, field) in [
-            (t.container.as_ref(), "container"),
-            (t.script.as_ref(), "script"),
-        ] {
-            if c.is_some_and(|c| !c.volume_mounts.is_empty()) {
-                self.push(
-                    &format!("{path}.{field}.volumeMounts"),
-                    &format!(
-                        "template `{}`: volumes are not supported by weir yet",
                         t.name
                     ),
                 );

@@ -185,6 +185,71 @@ impl Inner {
         }
     }
 
+    /// Prepares each volume's host directory and how it appears at its mount path. Returns the
+    /// bind mounts that must come after the private /tmp (mount paths inside /tmp).
+    fn volumes(
+        &self,
+        task: &TaskSpec,
+        run_dir: &Path,
+        work: &Path,
+        view: &mut View,
+    ) -> Result<Vec<(PathBuf, PathBuf)>, String> {
+        use weir_core::run::VolumeSource;
+        let mut late = Vec::new();
+        let data_dir = self
+            .cfg
+            .work_root
+            .parent()
+            .unwrap_or(&self.cfg.work_root)
+            .to_path_buf();
+        for m in &task.mounts {
+            let mut host = match &m.source {
+                VolumeSource::Empty | VolumeSource::Files(_) => {
+                    work.join(format!(".weir-vol-{}", m.name))
+                }
+                VolumeSource::Run(name) => run_dir.join("volumes").join(name),
+                VolumeSource::Claim(claim) => data_dir.join("volumes").join(claim),
+                VolumeSource::Host(p) => PathBuf::from(p),
+            };
+            fs::create_dir_all(&host)
+                .map_err(|e| format!("volume `{}` at {}: {e}", m.name, host.display()))?;
+            if let VolumeSource::Files(files) = &m.source {
+                for (name, content) in files {
+                    fs::write(host.join(name), content)
+                        .map_err(|e| format!("volume `{}`: {name}: {e}", m.name))?;
+                }
+            }
+            if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
+                host = host.join(sub.trim_start_matches('/'));
+                fs::create_dir_all(&host)
+                    .map_err(|e| format!("volume `{}` subPath {sub}: {e}", m.name))?;
+            }
+            let target = PathBuf::from(&m.path);
+            match target.strip_prefix("/tmp") {
+                Ok(rest) if self.cfg.sandbox == Sandbox::Namespaces => {
+                    let _ = fs::create_dir_all(view.tmp.join(rest));
+                    late.push((host, target));
+                }
+                Ok(rest) => {
+                    let link = view.tmp.join(rest);
+                    if let Some(parent) = link.parent() {
+                        let _ = fs::create_dir_all(parent);
+                    }
+                    std::os::unix::fs::symlink(&host, &link)
+                        .map_err(|e| format!("volume `{}`: {e}", m.name))?;
+                }
+                Err(_) => {
+                    if self.cfg.sandbox == Sandbox::Namespaces {
+                        fs::create_dir_all(&target)
+                            .map_err(|e| format!("mount point {}: {e}", target.display()))?;
+                    }
+                    view.binds.push((target, host));
+                }
+            }
+        }
+        Ok(late)
+    }
+
     fn run_task(&self, task: &TaskSpec, gpus: &[String]) -> TaskResult {
         match self.try_run(task, gpus) {
             Ok(r) => r,
@@ -204,6 +269,7 @@ impl Inner {
             && task.inputs.is_empty()
             && task.output_parameters.is_empty()
             && task.output_artifacts.is_empty()
+            && task.mounts.is_empty()
             && task.working_dir.is_none();
         let dirs: &[&Path] = if light {
             &[&run_dir.join("logs")]
@@ -310,6 +376,7 @@ impl Inner {
             }
             None => cwd_task.clone(),
         };
+        let late_binds = self.volumes(task, &run_dir, &work, &mut view)?;
         // Other binds first: their sources may lie under /tmp, which the last bind covers.
         let mut binds: Vec<(PathBuf, PathBuf)> = view
             .binds
@@ -319,6 +386,8 @@ impl Inner {
         if !light {
             binds.push((view.tmp.clone(), PathBuf::from("/tmp")));
         }
+        // volumes mounted inside /tmp go on top of the private /tmp
+        binds.extend(late_binds);
         view.reconcile()?;
         if lock(&self.state).stopped.contains(&task.node_id) {
             return Err("stopped before it started".into());

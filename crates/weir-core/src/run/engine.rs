@@ -1246,7 +1246,95 @@ impl Run {
             output_parameters,
             output_artifacts,
             requests,
+            mounts: self.mounts(&call.tmpl, c)?,
         })
+    }
+
+    /// Resolves a container's `volumeMounts` against the template's, the workflow's and the
+    /// claim templates' volumes.
+    fn mounts(&self, tmpl: &Template, c: &crate::spec::Container) -> Result<Vec<Mount>, String> {
+        let spec = &self.templates.spec;
+        let mut out = Vec::new();
+        for m in &c.volume_mounts {
+            let name = m.get("name").and_then(Json::as_str).unwrap_or_default();
+            let path = m
+                .get("mountPath")
+                .and_then(Json::as_str)
+                .unwrap_or_default();
+            if path.is_empty() {
+                return Err(format!("volumeMount `{name}` has no mountPath"));
+            }
+            let named = |v: &&Json| v.get("name").and_then(Json::as_str) == Some(name);
+            let source = if let Some(v) = tmpl.volumes.iter().chain(&spec.volumes).find(named) {
+                self.volume_source(name, v)?
+            } else if spec
+                .volume_claim_templates
+                .iter()
+                .any(|v| v.pointer("/metadata/name").and_then(Json::as_str) == Some(name))
+            {
+                VolumeSource::Run(name.to_string())
+            } else {
+                return Err(format!(
+                    "volumeMount `{name}`: no volume or volumeClaimTemplate of that name"
+                ));
+            };
+            out.push(Mount {
+                name: name.to_string(),
+                source,
+                path: path.to_string(),
+                sub_path: m.get("subPath").and_then(Json::as_str).map(str::to_string),
+                read_only: m.get("readOnly").and_then(Json::as_bool).unwrap_or(false),
+            });
+        }
+        Ok(out)
+    }
+
+    fn volume_source(&self, name: &str, v: &Json) -> Result<VolumeSource, String> {
+        if v.get("emptyDir").is_some() {
+            return Ok(VolumeSource::Empty);
+        }
+        if let Some(claim) = v
+            .pointer("/persistentVolumeClaim/claimName")
+            .and_then(Json::as_str)
+        {
+            return Ok(VolumeSource::Claim(claim.to_string()));
+        }
+        if let Some(p) = v.pointer("/hostPath/path").and_then(Json::as_str) {
+            return Ok(VolumeSource::Host(p.to_string()));
+        }
+        for (field, maps, key) in [
+            ("configMap", &self.templates.config_maps, "name"),
+            ("secret", &self.templates.secrets, "secretName"),
+        ] {
+            if let Some(src) = v.get(field) {
+                let obj = src.get(key).and_then(Json::as_str).unwrap_or_default();
+                let Some(data) = maps.get(obj) else {
+                    return Err(format!(
+                        "volume `{name}`: {field} `{obj}` not found (load it with --with)"
+                    ));
+                };
+                let files = match src.get("items").and_then(Json::as_array) {
+                    Some(items) => items
+                        .iter()
+                        .filter_map(|i| {
+                            let k = i.get("key")?.as_str()?;
+                            Some((
+                                i.get("path")
+                                    .and_then(Json::as_str)
+                                    .unwrap_or(k)
+                                    .to_string(),
+                                data.get(k)?.clone(),
+                            ))
+                        })
+                        .collect(),
+                    None => data.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                };
+                return Ok(VolumeSource::Files(files));
+            }
+        }
+        Err(format!(
+            "volume `{name}`: only emptyDir, persistentVolumeClaim, volumeClaimTemplates, hostPath, configMap and secret volumes have a meaning on one host"
+        ))
     }
 
     /// Dispatches a pod, or holds it while the run is suspended or at its parallelism.

@@ -138,6 +138,31 @@ pub struct OutputArtifact {
     pub archive: bool,
 }
 
+/// Where a volume's files live on the host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VolumeSource {
+    /// `emptyDir`: a fresh directory for this task only.
+    Empty,
+    /// A `volumeClaimTemplates` volume: one directory per run, shared by its tasks.
+    Run(String),
+    /// An existing `persistentVolumeClaim`: one directory per claim, shared across runs.
+    Claim(String),
+    /// `hostPath`: that host directory.
+    Host(String),
+    /// A `configMap` or `secret` volume: these files (name, content).
+    Files(Vec<(String, String)>),
+}
+
+/// A `volumeMount` of a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Mount {
+    pub name: String,
+    pub source: VolumeSource,
+    pub path: String,
+    pub sub_path: Option<String>,
+    pub read_only: bool,
+}
+
 /// Resource requests used as admission limits.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Requests {
@@ -165,6 +190,8 @@ pub struct TaskSpec {
     pub output_parameters: Vec<OutputParam>,
     pub output_artifacts: Vec<OutputArtifact>,
     pub requests: Requests,
+    #[serde(default)]
+    pub mounts: Vec<Mount>,
 }
 
 /// What came back from a task.

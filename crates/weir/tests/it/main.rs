@@ -548,3 +548,26 @@ fn tasks_without_declared_files_get_their_own_tmpfs() {
         "nothing reached the host's /tmp"
     );
 }
+
+#[test]
+fn volumes_map_to_run_and_claim_scoped_directories() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "vol.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: settings}\ndata: {mode: fast}\n---\n\
+         kind: Workflow\nmetadata: {generateName: vol-}\nspec:\n  entrypoint: main\n  volumeClaimTemplates:\n  - metadata: {name: work}\n    spec: {accessModes: [ReadWriteOnce], resources: {requests: {storage: 1Gi}}}\n  volumes:\n  - {name: keep, persistentVolumeClaim: {claimName: weir-it-claim}}\n  - {name: cfg, configMap: {name: settings}}\n  templates:\n  - name: main\n    steps:\n    - - {name: write, template: write}\n    - - {name: read, template: read}\n  - name: write\n    container:\n      image: x\n      command: [sh, -c, 'echo from-write > /mnt/work/msg; echo run >> /mnt/keep/runs']\n      volumeMounts: [{name: work, mountPath: /mnt/work}, {name: keep, mountPath: /mnt/keep}]\n  - name: read\n    container:\n      image: x\n      command: [sh, -c, 'echo got=$(cat /mnt/work/msg) mode=$(cat /tmp/cfg/mode) runs=$(wc -l < /mnt/keep/runs)']\n      volumeMounts: [{name: work, mountPath: /mnt/work}, {name: keep, mountPath: /mnt/keep}, {name: cfg, mountPath: /tmp/cfg}]\n",
+    );
+    let first = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    assert!(
+        first.stdout.contains("got=from-write mode=fast runs=1"),
+        "{}",
+        first.stdout
+    );
+    let second = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert!(
+        second.stdout.contains("runs=2"),
+        "an existing claim outlives the run: {}",
+        second.stdout
+    );
+}
