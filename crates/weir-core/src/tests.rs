@@ -224,6 +224,18 @@ fn go_yaml_leniency_for_under_indented_quoted_scalars() {
         .unwrap()
         .args;
     assert_eq!(args, &[" echo hi && echo there "]);
+    let single = src.replace("[\"", "['").replace("\"]", "']");
+    let mut d = Diags::new("f");
+    let l = load_str(&single, &mut d);
+    assert!(d.items.is_empty(), "{:?}", d.items);
+    assert_eq!(
+        l.definitions[0].spec.templates[0]
+            .container
+            .as_ref()
+            .unwrap()
+            .args,
+        [" echo hi && echo there "]
+    );
 }
 
 #[test]

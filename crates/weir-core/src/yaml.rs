@@ -82,6 +82,12 @@ pub fn parse_documents(src: &str) -> Result<Vec<Node>, SyntaxError> {
                     return Err(e);
                 };
                 let base = first.len() - first.trim_start().len();
+                // the error points at the opening quote: `"` or `'`
+                let quote = first
+                    .chars()
+                    .nth(e.pos.col.saturating_sub(1) as usize)
+                    .filter(|c| *c == '\'')
+                    .unwrap_or('"');
                 let mut changed = false;
                 for line in lines.iter_mut().skip(open + 1) {
                     let have = line.len() - line.trim_start().len();
@@ -91,7 +97,7 @@ pub fn parse_documents(src: &str) -> Result<Vec<Node>, SyntaxError> {
                     }
                     let closes = line
                         .char_indices()
-                        .any(|(k, c)| c == '"' && !line[..k].ends_with('\\'));
+                        .any(|(k, c)| c == quote && (quote == '\'' || !line[..k].ends_with('\\')));
                     if closes {
                         break;
                     }
