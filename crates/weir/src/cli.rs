@@ -255,6 +255,9 @@ fn prepare(env: &Env, submit: &Submit, store: &Store) -> Result<Submission> {
     let bundle = files::load_bundle(&submit.file, &submit.with)?;
     print_warnings(&bundle.warnings);
     let mut wf = files::pick_workflow(&bundle.main, &submit.file)?;
+    for w in files::ignored_field_warnings(&wf) {
+        eprintln!("{w}");
+    }
     if let Some(e) = &submit.entrypoint {
         wf.spec.entrypoint = Some(e.clone());
     }

@@ -177,6 +177,61 @@ pub fn locate(problems: &[Problem], workflow: &Definition, library: &[Definition
         .join("\n")
 }
 
+/// Kubernetes-only fields: accepted and kept with the run, but with no effect on one host.
+const KUBERNETES_ONLY: &[&str] = &[
+    "nodeSelector",
+    "tolerations",
+    "affinity",
+    "podSpecPatch",
+    "securityContext",
+    "serviceAccountName",
+    "automountServiceAccountToken",
+    "imagePullSecrets",
+    "priorityClassName",
+    "dnsConfig",
+    "dnsPolicy",
+    "podMetadata",
+    "schedulerName",
+    "hostNetwork",
+    "podDisruptionBudget",
+    "imagePullPolicy",
+    "executor",
+    "hostAliases",
+    "runtimeClassName",
+];
+
+/// Fields weir accepts but does not act on yet.
+const NOT_YET: &[&str] = &[
+    "podGC",
+    "ttlStrategy",
+    "artifactGC",
+    "archiveLogs",
+    "archiveLocation",
+    "metrics",
+    "priority",
+];
+
+/// One warning per Kubernetes-only or not-yet-supported field of a workflow document.
+pub fn ignored_field_warnings(def: &Definition) -> Vec<String> {
+    def.positions
+        .iter()
+        .filter_map(|(path, pos)| {
+            let last = path.rsplit('.').next().unwrap_or_default();
+            let why = if KUBERNETES_ONLY.contains(&last) {
+                "has no effect when running on one host (kept, ignored)"
+            } else if NOT_YET.contains(&last) {
+                "is not supported by weir yet (kept, ignored)"
+            } else {
+                return None;
+            };
+            Some(format!(
+                "{}:{}:{}: warning: {path}: {why}",
+                def.file, pos.line, pos.col
+            ))
+        })
+        .collect()
+}
+
 /// Picks the document `weir run` runs: the first Workflow (else the first template kind).
 pub fn pick_workflow(main: &Loaded, file: &Path) -> Result<Definition> {
     let wf = main

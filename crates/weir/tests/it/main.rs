@@ -571,3 +571,21 @@ fn volumes_map_to_run_and_claim_scoped_directories() {
         second.stdout
     );
 }
+
+#[test]
+fn kubernetes_only_fields_are_warned_about_with_their_location_and_ignored() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "k8s.yaml",
+        "kind: Workflow\nmetadata: {name: k8s}\nspec:\n  entrypoint: t\n  serviceAccountName: runner\n  templates:\n  - name: t\n    nodeSelector: {gpu: 'true'}\n    container: {image: x, command: [echo, ok]}\n",
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stderr.contains("k8s.yaml:5:23: warning: spec.serviceAccountName: has no effect when running on one host"), "{}", out.stderr);
+    assert!(
+        out.stderr
+            .contains("k8s.yaml:8:19: warning: spec.templates[0].nodeSelector:"),
+        "{}",
+        out.stderr
+    );
+}
