@@ -3,8 +3,6 @@
 //! concurrent tasks never collide and Argo files run unmodified. Without them, declared paths
 //! are rewritten into the task's work directory (said once as a warning).
 
-use std::ffi::CString;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -19,10 +17,16 @@ impl Sandbox {
         if std::env::var("WEIR_SANDBOX").as_deref() == Ok("rewrite") {
             return Sandbox::Rewrite;
         }
-        let mut cmd = std::process::Command::new("/bin/true");
-        unsafe_pre_exec(&mut cmd, Vec::new(), Some(PathBuf::from("/")));
-        match cmd.status() {
-            Ok(s) if s.success() => Sandbox::Namespaces,
+        let probe = crate::spawn::Spec {
+            argv: vec!["/bin/true".into()],
+            env: Vec::new(),
+            cwd: PathBuf::from("/"),
+            binds: Vec::new(),
+            namespaces: true,
+            tmpfs_tmp: true,
+        };
+        match crate::spawn::spawn(&probe).and_then(|p| crate::spawn::wait(p.pid)) {
+            Ok(0) => Sandbox::Namespaces,
             _ => Sandbox::Rewrite,
         }
     }
@@ -157,70 +161,4 @@ fn is_system_dir(p: &Path) -> bool {
     ]
     .iter()
     .any(|s| p == Path::new(s))
-}
-
-/// Installs the child-side setup: own process group; with namespaces, a private mount namespace
-/// where each (host, target) pair is bind-mounted.
-pub(crate) fn unsafe_pre_exec(
-    cmd: &mut std::process::Command,
-    binds: Vec<(PathBuf, PathBuf)>,
-    cwd: Option<PathBuf>,
-) {
-    use std::os::unix::process::CommandExt;
-    let namespaces = cwd.is_some();
-    let cwd = cwd.and_then(|c| CString::new(c.as_os_str().as_bytes()).ok());
-    // Prepared before fork: the closure below must not allocate.
-    let pairs: Vec<(CString, CString)> = binds
-        .iter()
-        .filter_map(|(host, target)| {
-            Some((
-                CString::new(host.as_os_str().as_bytes()).ok()?,
-                CString::new(target.as_os_str().as_bytes()).ok()?,
-            ))
-        })
-        .collect();
-    let root = CString::new("/").unwrap_or_default();
-    let none = CString::new("none").unwrap_or_default();
-    // SAFETY: the closure only makes async-signal-safe system calls on memory prepared above.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::setpgid(0, 0) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if !namespaces {
-                return Ok(());
-            }
-            if libc::unshare(libc::CLONE_NEWNS) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            if libc::mount(
-                none.as_ptr(),
-                root.as_ptr(),
-                std::ptr::null(),
-                libc::MS_REC | libc::MS_PRIVATE,
-                std::ptr::null(),
-            ) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            for (host, target) in &pairs {
-                if libc::mount(
-                    host.as_ptr(),
-                    target.as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_BIND | libc::MS_REC,
-                    std::ptr::null(),
-                ) != 0
-                {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            if let Some(c) = &cwd
-                && libc::chdir(c.as_ptr()) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
 }
