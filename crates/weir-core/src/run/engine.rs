@@ -229,7 +229,7 @@ pub(crate) struct GroupRt {
     pub active: usize,
     pub limit: Option<usize>,
     pub deferred: VecDeque<Call>,
-    /// TaskGroup only: the loop step's key, for aggregated outputs.
+    /// Why children failed (not tolerated by `continueOn`).
     pub failed: Vec<String>,
 }
 
@@ -1912,7 +1912,7 @@ impl Run {
                 &scope,
                 &frame_vars,
                 None,
-                name,
+                name.clone(),
                 display,
                 parent,
                 link.clone(),
@@ -1922,13 +1922,7 @@ impl Run {
                     self.launch(call);
                 }
                 Ok(None) => {
-                    let call = self.skeleton(
-                        &self.sanitize(&step, parent, kind).to_string(),
-                        &step.name,
-                        parent,
-                        owner,
-                        link,
-                    );
+                    let call = self.skeleton(&name, &step.name, parent, owner, link);
                     let i = self.new_node(&call, NodeType::Skipped);
                     self.nodes[i].template = step_template_name(&step);
                     let when = step.when.clone().unwrap_or_default();
@@ -1942,13 +1936,7 @@ impl Run {
                     );
                 }
                 Err(e) => {
-                    let call = self.skeleton(
-                        &self.sanitize(&step, parent, kind).to_string(),
-                        &step.name,
-                        parent,
-                        owner,
-                        link,
-                    );
+                    let call = self.skeleton(&name, &step.name, parent, owner, link);
                     let i = self.new_node(&call, NodeType::Pod);
                     self.finish_node(i, Phase::Error, e);
                 }
@@ -2022,13 +2010,6 @@ impl Run {
                     self.finish_node(i, Phase::Error, e);
                 }
             }
-        }
-    }
-
-    fn sanitize(&self, step: &Step, parent: usize, _kind: &str) -> String {
-        match self.nodes[parent].node_type {
-            NodeType::DAG => format!("{}.{}", self.nodes[parent].name, step.name),
-            _ => format!("{}.{}", self.nodes[parent].name, step.name),
         }
     }
 
