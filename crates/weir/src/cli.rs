@@ -545,6 +545,7 @@ fn logs(env: &Env, name: &str, node: Option<&str>, follow: bool) -> Result<ExitC
                     n.id == want
                         || n.name == want
                         || n.display_name == want
+                        || n.display_name.starts_with(&format!("{want}("))
                         || n.name.ends_with(&format!(".{want}"))
                 })
             })

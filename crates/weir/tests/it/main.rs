@@ -54,6 +54,15 @@ fn ml_example_runs_to_succeeded() {
             .as_str()
             .is_some_and(|h| h.len() == 64)
     }));
+    let train_logs = sb.weir(&["logs", "ml", "train"]).stdout;
+    assert_eq!(
+        train_logs
+            .lines()
+            .filter(|l| l.contains("accuracy="))
+            .count(),
+        3,
+        "{train_logs}"
+    );
     let deploy = by_name("deploy");
     assert_eq!(
         deploy["phase"],
