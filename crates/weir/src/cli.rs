@@ -251,7 +251,7 @@ fn print_warnings(w: &[weir_core::diag::Diagnostic]) {
 }
 
 /// Loads files and validates: a submission ready to store, or a usage error.
-fn prepare(env: &Env, submit: &Submit, store: &Store) -> Result<Submission> {
+fn prepare(submit: &Submit, store: &Store) -> Result<Submission> {
     let bundle = files::load_bundle(&submit.file, &submit.with)?;
     print_warnings(&bundle.warnings);
     let mut wf = files::pick_workflow(&bundle.main, &submit.file)?;
@@ -268,7 +268,7 @@ fn prepare(env: &Env, submit: &Submit, store: &Store) -> Result<Submission> {
             .main
             .definitions
             .iter()
-            .filter(|d| !std::ptr::eq(*d, &wf) && d.kind != weir_core::spec::Kind::Workflow)
+            .filter(|d| d.kind != weir_core::spec::Kind::Workflow)
             .cloned(),
     );
     let mut config_maps = bundle.library.config_maps.clone();
@@ -282,13 +282,8 @@ fn prepare(env: &Env, submit: &Submit, store: &Store) -> Result<Submission> {
         (None, None, Some(g)) => format!("{g}{}", files::random_suffix()),
         (None, None, None) => format!("workflow-{}", files::random_suffix()),
     };
-    let _ = env;
     let sub = Submission {
-        uid: format!(
-            "{:016x}{:016x}",
-            now_ms(),
-            files::random_suffix().len() as u64 ^ std::process::id() as u64
-        ),
+        uid: files::random_uid(),
         namespace: wf
             .metadata
             .namespace
@@ -320,7 +315,7 @@ fn watcher(output: Option<Output>, no_logs: bool) -> Box<dyn Watch> {
 
 fn run(env: &Env, submit: Submit, output: Option<Output>, no_logs: bool) -> Result<ExitCode> {
     let mut store = env.store()?;
-    let sub = prepare(env, &submit, &store)?;
+    let sub = prepare(&submit, &store)?;
     let (run, actions) = start(sub.clone())?;
     store.create_run(&sub)?;
     let lock = driver::try_lock(env, &sub.name)?.context("another process holds this new run")?;
@@ -366,17 +361,14 @@ fn report_rusage() {
 fn print_final(env: &Env, name: &str, output: Option<Output>) -> Result<()> {
     match output {
         Some(Output::Json) | Some(Output::Yaml) => {
-            let store = env.store()?;
-            let rec = store.load(name)?;
-            let run = Run::replay(rec.submission, &rec.events)
-                .map_err(|_| anyhow::anyhow!("cannot replay {name}"))?;
+            let run = load_run(&env.store()?, name)?;
             let v = show::run_json(&run);
             let text = if output == Some(Output::Json) {
                 serde_json::to_string_pretty(&v)? + "\n"
             } else {
                 show::to_yaml(&v)
             };
-            print!("{}", show::mask(&text, &run.secret_values()));
+            print!("{}", weir_exec::mask(&text, &run.secret_values()));
         }
         Some(Output::Name) => println!("{name}"),
         _ => {}
@@ -495,35 +487,34 @@ fn list(
     Ok(ExitCode::SUCCESS)
 }
 
-fn load_run(store: &Store, name: &str) -> Result<(Run, weir_store::RunSummary)> {
+/// A stored run's state, rebuilt by replaying its events.
+fn load_run(store: &Store, name: &str) -> Result<Run> {
     let name = store.resolve(name)?;
     let rec = store.load(&name)?;
-    let summary = rec.summary.clone();
-    let run = Run::replay(rec.submission, &rec.events)
-        .map_err(|p| anyhow::anyhow!("run {name} cannot be replayed: {p:?}"))?;
-    Ok((run, summary))
+    Run::replay(rec.submission, &rec.events)
+        .map_err(|p| anyhow::anyhow!("run {name} cannot be replayed: {p:?}"))
 }
 
 fn get(env: &Env, name: &str, output: Option<Output>) -> Result<ExitCode> {
     let store = env.store()?;
-    let (run, summary) = load_run(&store, name)?;
+    let run = load_run(&store, name)?;
     let secrets = run.secret_values();
     match output {
         Some(Output::Json) => println!(
             "{}",
-            show::mask(
+            weir_exec::mask(
                 &serde_json::to_string_pretty(&show::run_json(&run))?,
                 &secrets
             )
         ),
         Some(Output::Yaml) => print!(
             "{}",
-            show::mask(&show::to_yaml(&show::run_json(&run)), &secrets)
+            weir_exec::mask(&show::to_yaml(&show::run_json(&run)), &secrets)
         ),
         Some(Output::Name) => println!("{}", run.submission().name),
         _ => print!(
             "{}",
-            show::get_text(&run, &summary, output == Some(Output::Wide), now_ms())
+            show::get_text(&run, output == Some(Output::Wide), now_ms())
         ),
     }
     Ok(ExitCode::SUCCESS)
@@ -534,7 +525,7 @@ fn logs(env: &Env, name: &str, node: Option<&str>, follow: bool) -> Result<ExitC
     let name = store.resolve(name)?;
     let mut offsets: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     loop {
-        let (run, _) = load_run(&store, &name)?;
+        let run = load_run(&store, &name)?;
         let secrets = run.secret_values();
         let pods: Vec<_> = run
             .nodes()
@@ -573,7 +564,7 @@ fn logs(env: &Env, name: &str, node: Option<&str>, follow: bool) -> Result<ExitC
                 None => "",
             };
             for line in complete.lines() {
-                let line = show::mask(line, &secrets);
+                let line = weir_exec::mask(line, &secrets);
                 if node.is_some() {
                     let _ = writeln!(out, "{line}");
                 } else {
@@ -597,7 +588,8 @@ fn retry(env: &Env, name: &str, no_logs: bool) -> Result<ExitCode> {
     let Some(lock) = driver::try_lock(env, &name)? else {
         bail!("run {name} is being driven by another weir process");
     };
-    let (run, actions, lost) = driver::recover(env, &store, &name)?;
+    // a finished run has nothing in flight: replaying it is all recovery would do
+    let run = load_run(&store, &name)?;
     if !matches!(run.phase(), Phase::Failed | Phase::Error) {
         return Err(Usage(format!(
             "run {name} is {}; only Failed or Errored runs can be retried",
@@ -605,7 +597,6 @@ fn retry(env: &Env, name: &str, no_logs: bool) -> Result<ExitCode> {
         ))
         .into());
     }
-    let _ = (actions, lost);
     driver::install_interrupt_handler();
     let mut w = watcher(None, no_logs);
     let phase = driver::drive(env, store, run, Vec::new(), vec![Event::Retry], w.as_mut())?;

@@ -249,8 +249,8 @@ pub fn pick_workflow(main: &Loaded, file: &Path) -> Result<Definition> {
     }
 }
 
-/// A random suffix for `generateName`, Kubernetes-style (5 of [a-z0-9]).
-pub fn random_suffix() -> String {
+/// 64 random bits (the std hasher's per-process random keys, mixed with time and pid).
+fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(
@@ -260,7 +260,25 @@ pub fn random_suffix() -> String {
             .unwrap_or(0),
     );
     h.write_u32(std::process::id());
-    let mut n = h.finish();
+    h.finish()
+}
+
+/// A run's uid, Kubernetes-style (8-4-4-4-12 hex).
+pub fn random_uid() -> String {
+    let (a, b) = (random_u64(), random_u64());
+    format!(
+        "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+        a >> 32,
+        (a >> 16) & 0xffff,
+        a & 0xffff,
+        b >> 48,
+        b & 0xffff_ffff_ffff
+    )
+}
+
+/// A random suffix for `generateName`, Kubernetes-style (5 of [a-z0-9]).
+pub fn random_suffix() -> String {
+    let mut n = random_u64();
     const A: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
     (0..5)
         .map(|_| {

@@ -97,12 +97,8 @@ fn pod_name(n: &Node) -> &str {
     }
 }
 
-pub fn mask(s: &str, secrets: &[String]) -> String {
-    weir_exec::mask(s, secrets)
-}
-
 /// `weir get`.
-pub fn get_text(run: &Run, summary: &RunSummary, wide: bool, now: Millis) -> String {
+pub fn get_text(run: &Run, wide: bool, now: Millis) -> String {
     let mut o = String::new();
     let sub = run.submission();
     let _ = writeln!(o, "{:<20} {}", "Name:", sub.name);
@@ -120,7 +116,7 @@ pub fn get_text(run: &Run, summary: &RunSummary, wide: bool, now: Millis) -> Str
         o,
         "{:<20} {}",
         "Created:",
-        weir_core::run::rfc3339_pub(summary.created_at)
+        weir_core::run::rfc3339_pub(sub.created_at)
     );
     if let Some(f) = run.finished_at() {
         let _ = writeln!(o, "{:<20} {}", "Finished:", weir_core::run::rfc3339_pub(f));
@@ -217,7 +213,7 @@ pub fn get_text(run: &Run, summary: &RunSummary, wide: bool, now: Millis) -> Str
         }
         let _ = writeln!(o, "{}", n.message);
     }
-    mask(&o, &run.secret_values())
+    weir_exec::mask(&o, &run.secret_values())
 }
 
 fn node_json(n: &Node, run: &Run) -> Value {

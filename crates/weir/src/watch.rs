@@ -229,16 +229,8 @@ impl Watch for Terminal {
         } else {
             self.report_finished(run, &mut out);
         }
-        let summary = weir_store::RunSummary {
-            name: run.submission().name.clone(),
-            namespace: run.submission().namespace.clone(),
-            created_at: run.submission().created_at,
-            finished_at: run.finished_at(),
-            phase: run.phase().to_string(),
-            message: run.message().to_string(),
-        };
         let _ = writeln!(out);
-        let _ = write!(out, "{}", show::get_text(run, &summary, false, now_ms()));
+        let _ = write!(out, "{}", show::get_text(run, false, now_ms()));
     }
 }
 

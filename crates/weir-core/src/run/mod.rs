@@ -471,10 +471,9 @@ impl Run {
     pub fn is_suspended(&self) -> bool {
         self.suspended
             || self
-                .rt
+                .nodes
                 .iter()
-                .zip(&self.nodes)
-                .any(|(_, n)| n.node_type == NodeType::Suspend && n.phase == Phase::Running)
+                .any(|n| n.node_type == NodeType::Suspend && n.phase == Phase::Running)
     }
     /// Workflow outputs (`globalName` parameters) and parameters, for display.
     pub fn globals(&self) -> &BTreeMap<String, String> {
@@ -546,9 +545,4 @@ pub fn node_id(run: &str, name: &str) -> String {
         h = h.wrapping_mul(0x100000001b3);
     }
     format!("{run}-{}", h % 10_000_000_000_000)
-}
-
-/// Looks up the template a step names.
-pub fn find_template<'a>(templates: &'a [Template], name: &str) -> Option<&'a Template> {
-    templates.iter().find(|t| t.name == name)
 }

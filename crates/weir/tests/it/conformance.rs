@@ -87,26 +87,30 @@ fn run_one(sb: &Sandbox, examples: &Path, file: &str) -> (String, String, f64) {
         args.push(examples.join(w).display().to_string());
     }
     let start = Instant::now();
-    let mut child = sb
+    let child = sb
         .cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    let pid = child.id() as i32;
+    // A thread collects the output (draining both pipes) and reports the exit; we wait for that
+    // event with a deadline, and kill the run if it does not come.
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
     let limit = Duration::from_secs(120);
-    let status = loop {
-        if let Some(s) = child.try_wait().unwrap() {
-            break Some(s);
+    let (out, status) = match rx.recv_timeout(limit) {
+        Ok(out) => {
+            let status = Some(out.status);
+            (out, status)
         }
-        if start.elapsed() > limit {
-            let _ = child.kill();
-            let _ = child.wait();
-            break None;
+        Err(_) => {
+            // SAFETY: signals the weir process this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            (rx.recv().unwrap(), None)
         }
-        std::thread::sleep(Duration::from_millis(50));
     };
     let secs = start.elapsed().as_secs_f64();
-    let out = child.wait_with_output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     let message = stdout
