@@ -7,6 +7,7 @@
 mod admission;
 mod artifacts;
 mod process;
+mod reaper;
 mod sandbox;
 mod spawn;
 

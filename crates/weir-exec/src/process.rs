@@ -3,16 +3,18 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use weir_core::run::{TaskResult, TaskSpec};
+use weir_core::run::{Requests, TaskResult, TaskSpec};
 use weir_store::LocalRepo;
 
 use crate::admission::{Capacity, Ledger};
+use crate::reaper::{Reaper, Watch};
 use crate::sandbox::{Sandbox, View};
 use crate::spawn;
 use crate::{Executor, Update, artifacts, mask};
@@ -34,6 +36,10 @@ struct Inner {
     tx: Mutex<Sender<Update>>,
     state: Mutex<State>,
     python3_for_python: bool,
+    jobs: Mutex<VecDeque<Job>>,
+    jobs_ready: Condvar,
+    shutting_down: AtomicBool,
+    reaper: Reaper,
 }
 
 #[derive(Default)]
@@ -43,24 +49,65 @@ struct State {
     /// node → process group id
     running: HashMap<String, i32>,
     stopped: HashSet<String>,
-    threads: Vec<JoinHandle<()>>,
     told_python: HashSet<String>,
+    /// run → its append-only pids file
+    pids: HashMap<String, fs::File>,
+    /// runs whose log directory exists
+    log_dirs: HashSet<String>,
+}
+
+/// Work for the pool threads: preparing and starting a task, or collecting its outputs.
+enum Job {
+    Launch(Box<TaskSpec>, Vec<String>),
+    Collect(Box<Collect>, i32, String),
+}
+
+/// What a task that exchanges files needs after its process exits.
+struct Collect {
+    task: TaskSpec,
+    gpus: Vec<String>,
+    param_paths: Vec<(String, PathBuf)>,
+    art_paths: Vec<PathBuf>,
 }
 
 pub struct ProcessExecutor {
     inner: Arc<Inner>,
+    pool: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl ProcessExecutor {
     pub fn new(cfg: ProcessConfig, tx: Sender<Update>) -> ProcessExecutor {
         let python3_for_python = which("python").is_none() && which("python3").is_some();
+        let reaper = Reaper::new().unwrap_or_else(|e| {
+            // Without epoll and eventfd nothing can run; say so rather than hang.
+            panic!("weir: cannot create the task reaper (epoll/eventfd): {e}")
+        });
+        let inner = Arc::new(Inner {
+            cfg,
+            tx: Mutex::new(tx),
+            state: Mutex::new(State::default()),
+            python3_for_python,
+            jobs: Mutex::new(VecDeque::new()),
+            jobs_ready: Condvar::new(),
+            shutting_down: AtomicBool::new(false),
+            reaper,
+        });
+        let threads = std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+            .max(4);
+        let pool = (0..threads)
+            .filter_map(|_| {
+                let me = inner.clone();
+                std::thread::Builder::new()
+                    .name("weir-exec".into())
+                    .spawn(move || me.work())
+                    .ok()
+            })
+            .collect();
         ProcessExecutor {
-            inner: Arc::new(Inner {
-                cfg,
-                tx: Mutex::new(tx),
-                state: Mutex::new(State::default()),
-                python3_for_python,
-            }),
+            inner,
+            pool: Mutex::new(pool),
         }
     }
 
@@ -87,7 +134,7 @@ impl Executor for ProcessExecutor {
             return;
         }
         lock(&self.inner.state).queue.push_back(task);
-        Inner::admit(&self.inner);
+        self.inner.admit();
     }
 
     fn stop(&self, node: &str) {
@@ -97,32 +144,38 @@ impl Executor for ProcessExecutor {
             st.queue.remove(pos);
         }
         if let Some(&pgid) = st.running.get(node) {
-            // SAFETY: kill(2) with a negative pid signals the task's own process group.
-            unsafe {
-                libc::kill(-pgid, libc::SIGKILL);
-            }
+            kill_group(pgid);
         }
     }
 
     fn shutdown(&self) {
-        let threads = {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+        {
             let mut st = lock(&self.inner.state);
             st.queue.clear();
             for &pgid in st.running.values() {
-                // SAFETY: as in `stop`.
-                unsafe {
-                    libc::kill(-pgid, libc::SIGKILL);
-                }
+                kill_group(pgid);
             }
-            std::mem::take(&mut st.threads)
-        };
-        for t in threads {
+        }
+        {
+            let _jobs = lock(&self.inner.jobs);
+            self.inner.jobs_ready.notify_all();
+        }
+        for t in std::mem::take(&mut *lock(&self.pool)) {
             let _ = t.join();
         }
+        self.inner.reaper.shutdown();
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+fn kill_group(pgid: i32) {
+    // SAFETY: kill(2) with a negative pid signals the task's own process group.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+}
+
+pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -133,56 +186,149 @@ fn failed(msg: String) -> TaskResult {
     }
 }
 
+/// Passes a task's output to its log (masked) and the driver, and its exit to `done`.
+struct TaskWatch {
+    me: Arc<Inner>,
+    node: String,
+    requests: Requests,
+    gpus: Vec<String>,
+    log: LazyLog,
+    secrets: Vec<String>,
+    stream: Option<Sender<Update>>,
+    tail: Vec<u8>,
+    collect: Option<Box<Collect>>,
+}
+
+impl Watch for TaskWatch {
+    fn line(&mut self, line: &[u8], stdout: bool) {
+        if stdout {
+            self.tail.extend_from_slice(line);
+            self.tail.push(b'\n');
+            if self.tail.len() > RESULT_LIMIT * 2 {
+                let cut = self.tail.len() - RESULT_LIMIT;
+                self.tail.drain(..cut);
+            }
+        }
+        let text = String::from_utf8_lossy(line);
+        let masked = mask(text.trim_end_matches('\r'), &self.secrets);
+        self.log.line(&masked);
+        if let Some(tx) = &self.stream {
+            let _ = tx.send(Update::Log {
+                node: self.node.clone(),
+                line: masked,
+            });
+        }
+    }
+
+    fn exited(self: Box<Self>, code: i32) {
+        let TaskWatch {
+            me,
+            node,
+            requests,
+            gpus,
+            mut tail,
+            collect,
+            ..
+        } = *self;
+        if tail.len() > RESULT_LIMIT {
+            let cut = tail.len() - RESULT_LIMIT;
+            tail.drain(..cut);
+        }
+        let mut stdout = String::from_utf8_lossy(&tail).into_owned();
+        if stdout.ends_with('\n') {
+            stdout.pop();
+        }
+        match collect {
+            Some(c) => me.queue(Job::Collect(c, code, stdout)),
+            None => me.done(
+                node,
+                &requests,
+                &gpus,
+                TaskResult {
+                    exit_code: Some(code),
+                    stdout,
+                    ..TaskResult::default()
+                },
+            ),
+        }
+    }
+}
+
 impl Inner {
     fn send(&self, u: Update) {
         let _ = lock(&self.tx).send(u);
     }
 
+    fn queue(&self, job: Job) {
+        lock(&self.jobs).push_back(job);
+        self.jobs_ready.notify_one();
+    }
+
+    /// A pool thread: runs jobs until the executor shuts down.
+    fn work(self: Arc<Self>) {
+        loop {
+            let job = {
+                let mut jobs = lock(&self.jobs);
+                loop {
+                    if self.shutting_down.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    if let Some(j) = jobs.pop_front() {
+                        break j;
+                    }
+                    jobs = self
+                        .jobs_ready
+                        .wait(jobs)
+                        .unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            let (node, requests, gpus) = match &job {
+                Job::Launch(t, g) => (t.node_id.clone(), t.requests.clone(), g.clone()),
+                Job::Collect(c, ..) => (
+                    c.task.node_id.clone(),
+                    c.task.requests.clone(),
+                    c.gpus.clone(),
+                ),
+            };
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match job {
+                Job::Launch(task, gpus) => self.clone().launch(*task, gpus),
+                Job::Collect(c, code, stdout) => {
+                    let result = self.collect(&c, code, stdout).unwrap_or_else(failed);
+                    self.done(c.task.node_id.clone(), &c.task.requests, &c.gpus, result);
+                }
+            }));
+            if outcome.is_err() {
+                let msg = "the executor panicked while running this task".to_string();
+                self.done(node, &requests, &gpus, failed(msg));
+            }
+        }
+    }
+
     /// Starts queued tasks while they fit.
-    fn admit(this: &Arc<Inner>) {
-        let mut st = lock(&this.state);
-        st.threads.retain(|t| !t.is_finished());
+    fn admit(&self) {
+        let mut st = lock(&self.state);
         while let Some(task) = st.queue.front() {
-            if !st.ledger.fits(&this.cfg.capacity, &task.requests) {
+            if !st.ledger.fits(&self.cfg.capacity, &task.requests) {
                 break;
             }
             let Some(task) = st.queue.pop_front() else {
                 break;
             };
-            let gpus = st.ledger.take(&this.cfg.capacity, &task.requests);
-            let me = this.clone();
-            let handle = std::thread::Builder::new()
-                .name("weir-task".into())
-                .spawn(move || {
-                    let node = task.node_id.clone();
-                    let requests = task.requests.clone();
-                    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                        me.run_task(&task, &gpus)
-                    }));
-                    let result = outcome.unwrap_or_else(|_| {
-                        failed("the executor panicked while running this task".into())
-                    });
-                    {
-                        let mut st = lock(&me.state);
-                        st.running.remove(&node);
-                        st.stopped.remove(&node);
-                        st.ledger.give(&requests, &gpus);
-                    }
-                    me.send(Update::Finished { node, result });
-                    Inner::admit(&me);
-                });
-            match handle {
-                Ok(h) => st.threads.push(h),
-                Err(e) => {
-                    drop(st);
-                    this.send(Update::Finished {
-                        node: String::new(),
-                        result: failed(format!("cannot start a thread: {e}")),
-                    });
-                    return;
-                }
-            }
+            let gpus = st.ledger.take(&self.cfg.capacity, &task.requests);
+            self.queue(Job::Launch(Box::new(task), gpus));
         }
+    }
+
+    /// A task has ended: frees its resources, reports it, starts what now fits.
+    fn done(&self, node: String, requests: &Requests, gpus: &[String], result: TaskResult) {
+        {
+            let mut st = lock(&self.state);
+            st.running.remove(&node);
+            st.stopped.remove(&node);
+            st.ledger.give(requests, gpus);
+        }
+        self.send(Update::Finished { node, result });
+        self.admit();
     }
 
     /// Prepares each volume's host directory and how it appears at its mount path. Returns the
@@ -250,18 +396,19 @@ impl Inner {
         Ok(late)
     }
 
-    fn run_task(&self, task: &TaskSpec, gpus: &[String]) -> TaskResult {
-        match self.try_run(task, gpus) {
-            Ok(r) => r,
-            Err(e) => failed(e),
+    /// Prepares a task's files and starts its process; the reaper takes it from there.
+    fn launch(self: Arc<Self>, task: TaskSpec, gpus: Vec<String>) {
+        let node = task.node_id.clone();
+        let requests = task.requests.clone();
+        if let Err(e) = self.clone().try_launch(task, gpus.clone()) {
+            self.done(node, &requests, &gpus, failed(e));
         }
     }
 
-    fn try_run(&self, task: &TaskSpec, gpus: &[String]) -> Result<TaskResult, String> {
+    fn try_launch(self: Arc<Self>, task: TaskSpec, gpus: Vec<String>) -> Result<(), String> {
         let run_dir = self.cfg.work_root.join(&task.run);
         let work = run_dir.join("work").join(&task.node_id);
         let log_path = ProcessExecutor::log_path(&self.cfg.work_root, &task.run, &task.node_id);
-        let _ = fs::remove_dir_all(&work);
         // A task that exchanges no files with weir gets a tmpfs as its private /tmp, made inside
         // its own mount namespace: nothing to create on the host, nothing to read back.
         let light = self.cfg.sandbox == Sandbox::Namespaces
@@ -271,13 +418,16 @@ impl Inner {
             && task.output_artifacts.is_empty()
             && task.mounts.is_empty()
             && task.working_dir.is_none();
-        let dirs: &[&Path] = if light {
-            &[&run_dir.join("logs")]
-        } else {
-            &[&work, &run_dir.join("logs")]
-        };
-        for d in dirs {
-            fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        if !light {
+            let _ = fs::remove_dir_all(&work);
+        }
+        if !light {
+            fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
+        }
+        if !lock(&self.state).log_dirs.contains(&task.run) {
+            let logs = run_dir.join("logs");
+            fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+            lock(&self.state).log_dirs.insert(task.run.clone());
         }
         let mut log = LazyLog {
             path: log_path,
@@ -376,7 +526,7 @@ impl Inner {
             }
             None => cwd_task.clone(),
         };
-        let late_binds = self.volumes(task, &run_dir, &work, &mut view)?;
+        let late_binds = self.volumes(&task, &run_dir, &work, &mut view)?;
         // Other binds first: their sources may lie under /tmp, which the last bind covers.
         let mut binds: Vec<(PathBuf, PathBuf)> = view
             .binds
@@ -404,77 +554,85 @@ impl Inner {
             Ok(p) => p,
             Err(e) => {
                 log.line(&format!("weir: cannot start `{}`: {e}", argv[0]));
-                return Ok(TaskResult {
-                    exit_code: Some(if e.kind() == std::io::ErrorKind::NotFound {
-                        127
-                    } else {
-                        126
-                    }),
-                    ..TaskResult::default()
-                });
+                let code = if e.kind() == std::io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                };
+                self.done(
+                    task.node_id.clone(),
+                    &task.requests,
+                    &gpus,
+                    TaskResult {
+                        exit_code: Some(code),
+                        ..TaskResult::default()
+                    },
+                );
+                return Ok(());
             }
         };
-        let pid = proc.pid as u32;
-        lock(&self.state)
-            .running
-            .insert(task.node_id.clone(), proc.pid);
-        // one append-only file per run, so a restart can kill what a crash left running
-        if let Ok(mut f) = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(run_dir.join("pids"))
+        let pid = proc.pid;
         {
-            let _ = writeln!(f, "{} {pid}", task.node_id);
+            let mut st = lock(&self.state);
+            st.running.insert(task.node_id.clone(), pid);
+            // one append-only file per run, so a restart can kill what a crash left running
+            if !st.pids.contains_key(&task.run)
+                && let Ok(f) = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(run_dir.join("pids"))
+            {
+                st.pids.insert(task.run.clone(), f);
+            }
+            if let Some(f) = st.pids.get_mut(&task.run) {
+                let _ = f.write_all(format!("{} {pid}\n", task.node_id).as_bytes());
+            }
+            // stopped (or shut down) while it was being started
+            if st.stopped.contains(&task.node_id) || self.shutting_down.load(Ordering::SeqCst) {
+                kill_group(pid);
+            }
         }
         self.send(Update::Started {
             node: task.node_id.clone(),
-            pid,
+            pid: pid as u32,
         });
-
-        let log = Arc::new(Mutex::new(log));
-        let stderr = Some(proc.stderr);
-        let err_thread = {
-            let log = log.clone();
-            let secrets = task.secrets.clone();
-            let node = task.node_id.clone();
-            let tx = self.cfg.stream_logs.then(|| lock(&self.tx).clone());
-            std::thread::spawn(move || {
-                if let Some(e) = stderr {
-                    pump(e, &log, &secrets, &node, tx.as_ref(), None);
-                }
-            })
+        let watch = TaskWatch {
+            me: self.clone(),
+            node: task.node_id.clone(),
+            requests: task.requests.clone(),
+            gpus: gpus.clone(),
+            log,
+            secrets: task.secrets.clone(),
+            stream: self.cfg.stream_logs.then(|| lock(&self.tx).clone()),
+            tail: Vec::new(),
+            collect: (!light).then(|| {
+                Box::new(Collect {
+                    task,
+                    gpus,
+                    param_paths,
+                    art_paths,
+                })
+            }),
         };
-        let mut stdout_tail = Vec::new();
-        if let Some(out) = Some(proc.stdout) {
-            let tx = self.cfg.stream_logs.then(|| lock(&self.tx).clone());
-            pump(
-                out,
-                &log,
-                &task.secrets,
-                &task.node_id,
-                tx.as_ref(),
-                Some(&mut stdout_tail),
-            );
-        }
-        let _ = err_thread.join();
-        let code = spawn::wait(proc.pid).map_err(|e| format!("waiting for the process: {e}"))?;
-        // outputs
+        self.reaper.watch(proc, Box::new(watch));
+        Ok(())
+    }
+
+    /// Reads a finished task's output parameters and saves its output artifacts.
+    fn collect(&self, c: &Collect, code: i32, stdout: String) -> Result<TaskResult, String> {
+        let task = &c.task;
         let mut result = TaskResult {
             exit_code: Some(code),
+            stdout,
             ..TaskResult::default()
         };
-        let mut text = String::from_utf8_lossy(&stdout_tail).into_owned();
-        if text.ends_with('\n') {
-            text.pop();
-        }
-        result.stdout = text;
-        for (name, path) in &param_paths {
+        for (name, path) in &c.param_paths {
             let v = fs::read_to_string(path)
                 .ok()
                 .map(|s| s.strip_suffix('\n').map(str::to_string).unwrap_or(s));
             result.parameters.push((name.clone(), v));
         }
-        for (a, path) in task.output_artifacts.iter().zip(&art_paths) {
+        for (a, path) in task.output_artifacts.iter().zip(&c.art_paths) {
             if !path.exists() {
                 if !a.optional {
                     result.missing_artifacts.push(a.name.clone());
@@ -513,48 +671,5 @@ impl LazyLog {
         if let Some(f) = &mut self.file {
             let _ = writeln!(f, "{text}");
         }
-    }
-}
-
-/// Copies a stream into the log (masked), line by line; keeps the last bytes of stdout.
-fn pump(
-    r: impl Read,
-    log: &Mutex<LazyLog>,
-    secrets: &[String],
-    node: &str,
-    tx: Option<&Sender<Update>>,
-    mut tail: Option<&mut Vec<u8>>,
-) {
-    let mut reader = BufReader::new(r);
-    let mut buf = Vec::new();
-    loop {
-        buf.clear();
-        match reader.read_until(b'\n', &mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(_) => {}
-        }
-        if let Some(t) = tail.as_deref_mut() {
-            t.extend_from_slice(&buf);
-            if t.len() > RESULT_LIMIT * 2 {
-                let cut = t.len() - RESULT_LIMIT;
-                t.drain(..cut);
-            }
-        }
-        let line = String::from_utf8_lossy(&buf);
-        let line = line.trim_end_matches(['\n', '\r']);
-        let masked = mask(line, secrets);
-        lock(log).line(&masked);
-        if let Some(tx) = tx {
-            let _ = tx.send(Update::Log {
-                node: node.to_string(),
-                line: masked,
-            });
-        }
-    }
-    if let Some(t) = tail
-        && t.len() > RESULT_LIMIT
-    {
-        let cut = t.len() - RESULT_LIMIT;
-        t.drain(..cut);
     }
 }

@@ -12,6 +12,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI32, Ordering};
 
 pub(crate) struct Spec {
     pub argv: Vec<String>,
@@ -27,13 +28,17 @@ pub(crate) struct Spec {
 
 pub(crate) struct Proc {
     pub pid: i32,
+    /// Readable once the process has exited (`CLONE_PIDFD`).
+    pub pidfd: OwnedFd,
     pub stdout: File,
     pub stderr: File,
 }
 
 /// Everything the child reads, prepared before the clone: it must not allocate.
 struct Child {
-    prog: CString,
+    /// The program, or each `PATH` candidate for it, tried in order as `execvp` does: the search
+    /// runs in the child, inside the task's own filesystem view, at the child's cost.
+    progs: Vec<CString>,
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     cwd: CString,
@@ -48,7 +53,10 @@ struct Child {
     stdin: i32,
     stdout: i32,
     stderr: i32,
-    report: i32,
+    /// Set by the child when it fails before exec: the step and the errno. The parent reads
+    /// them after the clone returns (CLONE_VFORK: the memory is shared and the parent waited).
+    failed_step: AtomicI32,
+    failed_errno: AtomicI32,
 }
 
 fn cstr(s: &[u8]) -> io::Result<CString> {
@@ -63,36 +71,29 @@ fn cstr(s: &[u8]) -> io::Result<CString> {
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: pipe2 fills the array with two new descriptors we then own.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+    // Both ends non-blocking: the read end for the reaper's epoll; the child makes its own copy
+    // of the write end blocking again.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: both descriptors were just created and are owned by nobody else.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-/// `execvp`'s search, done in the parent.
-fn resolve(prog: &str, env: &[(String, String)]) -> io::Result<PathBuf> {
+/// The paths to try for `prog`: itself when it names a path, else each `PATH` entry.
+fn candidates(prog: &str, env: &[(String, String)]) -> Vec<PathBuf> {
     if prog.contains('/') {
-        return Ok(PathBuf::from(prog));
+        return vec![PathBuf::from(prog)];
     }
     let path = env
         .iter()
         .find(|(k, _)| k == "PATH")
         .map(|(_, v)| v.as_str())
         .unwrap_or("/usr/local/bin:/usr/bin:/bin");
-    for dir in path.split(':').filter(|d| !d.is_empty()) {
-        let p = Path::new(dir).join(prog);
-        if let Ok(m) = std::fs::metadata(&p) {
-            use std::os::unix::fs::PermissionsExt;
-            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
-                return Ok(p);
-            }
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::NotFound,
-        format!("`{prog}` not found in PATH"),
-    ))
+    path.split(':')
+        .filter(|d| !d.is_empty())
+        .map(|d| Path::new(d).join(prog))
+        .collect()
 }
 
 extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
@@ -100,15 +101,22 @@ extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
     // exits (CLONE_VFORK suspends the parent until then). Only async-signal-safe calls follow.
     unsafe {
         let c = &*(arg as *const Child);
-        let fail = |step: u8| -> ! {
-            let err = *libc::__errno_location();
-            let msg = [step, (err & 0xff) as u8, ((err >> 8) & 0xff) as u8, 0];
-            libc::write(c.report, msg.as_ptr() as *const c_void, 4);
+        let fail = |step: i32| -> ! {
+            c.failed_errno
+                .store(*libc::__errno_location(), Ordering::Relaxed);
+            c.failed_step.store(step, Ordering::Relaxed);
             libc::_exit(127)
         };
         if libc::dup2(c.stdin, 0) < 0 || libc::dup2(c.stdout, 1) < 0 || libc::dup2(c.stderr, 2) < 0
         {
             fail(1);
+        }
+        // the pipes were made non-blocking for the reader; the task writes blocking
+        for fd in [1, 2] {
+            let fl = libc::fcntl(fd, libc::F_GETFL);
+            if fl < 0 || libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK) < 0 {
+                fail(1);
+            }
         }
         if libc::setpgid(0, 0) != 0 {
             fail(2);
@@ -154,9 +162,36 @@ extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
         if libc::chdir(c.cwd.as_ptr()) != 0 {
             fail(6);
         }
-        libc::execve(c.prog.as_ptr(), c.argv.as_ptr(), c.envp.as_ptr());
+        // execvp's rules: go on past a candidate that is missing or not permitted, report
+        // EACCES if one was seen, else the last error
+        let mut denied = false;
+        for prog in &c.progs {
+            libc::execve(prog.as_ptr(), c.argv.as_ptr(), c.envp.as_ptr());
+            match *libc::__errno_location() {
+                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV | libc::ETIMEDOUT => {}
+                libc::EACCES => denied = true,
+                _ => fail(7),
+            }
+        }
+        if denied {
+            *libc::__errno_location() = libc::EACCES;
+        }
         fail(7)
     }
+}
+
+thread_local! {
+    static STACK: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 * 1024]);
+}
+
+/// `/dev/null`, opened once: every task's stdin.
+fn devnull() -> io::Result<i32> {
+    static NULL: std::sync::OnceLock<File> = std::sync::OnceLock::new();
+    if let Some(f) = NULL.get() {
+        return Ok(f.as_raw_fd());
+    }
+    let f = File::open("/dev/null")?;
+    Ok(NULL.get_or_init(|| f).as_raw_fd())
 }
 
 /// Starts the process; its stdout and stderr come back as pipes.
@@ -164,7 +199,10 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
     let Some(first) = spec.argv.first() else {
         return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
     };
-    let prog = resolve(first, &spec.env)?;
+    let progs = candidates(first, &spec.env)
+        .iter()
+        .map(|p| cstr(p.as_os_str().as_bytes()))
+        .collect::<io::Result<Vec<_>>>()?;
     let argv: Vec<CString> = spec
         .argv
         .iter()
@@ -185,16 +223,15 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
             ))
         })
         .collect::<io::Result<Vec<_>>>()?;
-    let devnull = File::open("/dev/null")?;
+    let devnull = devnull()?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let (rep_r, rep_w) = pipe()?;
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = envs.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
     let child = Child {
-        prog: cstr(prog.as_os_str().as_bytes())?,
+        progs,
         argv: argv_p,
         envp,
         cwd: cstr(spec.cwd.as_os_str().as_bytes())?,
@@ -206,35 +243,47 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
         tmpfs_opts: cstr(b"mode=1777")?,
         namespaces: spec.namespaces,
         tmpfs_tmp: spec.tmpfs_tmp,
-        stdin: devnull.as_raw_fd(),
+        stdin: devnull,
         stdout: out_w.as_raw_fd(),
         stderr: err_w.as_raw_fd(),
-        report: rep_w.as_raw_fd(),
+        failed_step: AtomicI32::new(0),
+        failed_errno: AtomicI32::new(0),
     };
-    let mut stack = vec![0u8; 256 * 1024];
-    // SAFETY: the stack grows down from its end (16-byte aligned); the child only reads `child`,
-    // which outlives it (CLONE_VFORK), and never returns into Rust code.
-    let pid = unsafe {
-        let top = stack.as_mut_ptr().add(stack.len()) as usize & !15;
-        libc::clone(
-            child_main,
-            top as *mut c_void,
-            libc::CLONE_VM | libc::CLONE_VFORK | libc::SIGCHLD,
-            &child as *const Child as *mut c_void,
-        )
-    };
+    let mut pidfd: libc::c_int = -1;
+    // The child's stack: one per thread, reused (the thread is suspended while the child runs
+    // on it, CLONE_VFORK), so no mapping is made and torn down per task.
+    let pid = STACK.with_borrow_mut(|stack| {
+        // SAFETY: the stack grows down from its end (16-byte aligned); the child only reads
+        // `child`, which outlives it (CLONE_VFORK), and never returns into Rust code. With
+        // CLONE_PIDFD the kernel writes the new pidfd through the parent_tid argument.
+        unsafe {
+            let top = stack.as_mut_ptr().add(stack.len()) as usize & !15;
+            libc::clone(
+                child_main,
+                top as *mut c_void,
+                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+                &child as *const Child as *mut c_void,
+                &mut pidfd as *mut libc::c_int,
+            )
+        }
+    });
     if pid < 0 {
         return Err(io::Error::last_os_error());
     }
-    drop((out_w, err_w, rep_w, devnull));
-    let mut msg = [0u8; 4];
-    let mut report = File::from(rep_r);
-    let n = io::Read::read(&mut report, &mut msg).unwrap_or(0);
-    drop(child);
-    drop(stack);
-    if n == 4 {
+    // SAFETY: the kernel returned a new descriptor that nobody else owns.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    drop((out_w, err_w));
+    let step = child.failed_step.load(Ordering::Relaxed);
+    if step != 0 {
+        let errno = child.failed_errno.load(Ordering::Relaxed);
         let _ = wait(pid);
-        let errno = msg[1] as i32 | (msg[2] as i32) << 8;
+        let e = io::Error::from_raw_os_error(errno);
+        if step == 7 && !first.contains('/') && e.kind() == io::ErrorKind::NotFound {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("`{first}` not found in PATH"),
+            ));
+        }
         let step = [
             "",
             "redirecting stdio",
@@ -245,12 +294,13 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
             "chdir",
             "exec",
             "mounting a tmpfs on /tmp",
-        ][msg[0].min(8) as usize];
-        let e = io::Error::from_raw_os_error(errno);
+        ][step.clamp(0, 8) as usize];
         return Err(io::Error::new(e.kind(), format!("{step}: {e}")));
     }
+    drop(child);
     Ok(Proc {
         pid,
+        pidfd,
         stdout: File::from(out_r),
         stderr: File::from(err_r),
     })
