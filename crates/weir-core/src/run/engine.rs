@@ -464,7 +464,7 @@ impl Run {
         }
         match event {
             Event::Started { node, pid } => {
-                if let Some(&i) = self.by_id.get(&node)
+                if let Some(&i) = self.by_id.get(&id_key(&node))
                     && self.nodes[i].phase == Phase::Pending
                 {
                     self.nodes[i].phase = Phase::Running;
@@ -473,12 +473,12 @@ impl Run {
                 }
             }
             Event::Finished { node, result } => {
-                if let Some(&i) = self.by_id.get(&node) {
+                if let Some(&i) = self.by_id.get(&id_key(&node)) {
                     self.pod_finished(i, result);
                 }
             }
             Event::Lost { node } => {
-                if let Some(&i) = self.by_id.get(&node) {
+                if let Some(&i) = self.by_id.get(&id_key(&node)) {
                     let result = TaskResult {
                         error: Some("the task's process was lost when weir stopped; it did not report a result".into()),
                         ..TaskResult::default()
@@ -497,7 +497,7 @@ impl Run {
             Event::Resume { parameters } => self.resume(parameters),
             Event::Retry => self.retry_from_failure(),
             Event::Cached { node, outputs } => {
-                let Some(&i) = self.by_id.get(&node) else {
+                let Some(&i) = self.by_id.get(&id_key(&node)) else {
                     return;
                 };
                 let Rt::Memo(m) = std::mem::replace(&mut self.rt[i], Rt::None) else {
@@ -674,7 +674,7 @@ impl Run {
                 self.stop(StopReason::Deadline);
             }
             Timer::PodTimeout(id) => {
-                if let Some(&i) = self.by_id.get(&id)
+                if let Some(&i) = self.by_id.get(&id_key(&id))
                     && !self.nodes[i].phase.is_done()
                 {
                     self.actions.push(Action::Stop {
@@ -690,12 +690,12 @@ impl Run {
                 }
             }
             Timer::Backoff(id) => {
-                if let Some(&i) = self.by_id.get(&id) {
+                if let Some(&i) = self.by_id.get(&id_key(&id)) {
                     self.next_attempt(i);
                 }
             }
             Timer::Resume(id) => {
-                if let Some(&i) = self.by_id.get(&id)
+                if let Some(&i) = self.by_id.get(&id_key(&id))
                     && self.nodes[i].phase == Phase::Running
                 {
                     self.suspend_done(i, &[]);
@@ -746,7 +746,7 @@ impl Run {
         let mut id = node_id(&self.sub.name, &call.name);
         // A hash collision must not merge two nodes: derive another id, deterministically.
         let mut n = 1;
-        while self.by_id.contains_key(&id) {
+        while self.by_id.contains_key(&id_key(&id)) {
             id = format!("{}-{n}", node_id(&self.sub.name, &call.name));
             n += 1;
         }
@@ -776,7 +776,13 @@ impl Run {
             memo: None,
         });
         self.node_tmpl.push(call.tmpl.clone());
-        self.by_id.insert(id, i);
+        self.by_id.insert(id_key(&id), i);
+        // Room for every node to finish, reserved as nodes are made: growing this list inside a
+        // completion would copy it all, in the middle of a step.
+        if self.finished_order.capacity() < self.nodes.len() {
+            let extra = self.nodes.len() - self.finished_order.len();
+            self.finished_order.reserve(extra);
+        }
         if let Some(p) = call.parent {
             self.nodes[p].children.push(i);
         }
@@ -1385,8 +1391,10 @@ impl Run {
             return;
         }
         self.release_pod(i);
-        self.timers
-            .remove(&Timer::PodTimeout(self.nodes[i].id.clone()));
+        if !self.timers.is_empty() {
+            self.timers
+                .remove(&Timer::PodTimeout(self.nodes[i].id.clone()));
+        }
         let n = &mut self.nodes[i];
         n.outputs.exit_code = result.exit_code;
         n.outputs.artifacts = result.artifacts.clone();
