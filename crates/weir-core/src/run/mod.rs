@@ -536,7 +536,6 @@ impl Run {
     }
 }
 
-/// A node id derived from the node name (Argo uses the same scheme: name + FNV-1a hash).
 /// A stable 64-bit key for a node id (FNV-1a, then murmur3's finalizer to spread the bits that
 /// the hash table uses). Stable across versions: replays derive the same ids.
 pub(crate) fn id_key(id: &str) -> u64 {
@@ -620,6 +619,7 @@ impl IdMap {
     }
 }
 
+/// A node id derived from the node name (Argo uses the same scheme: name + FNV-1a hash).
 pub fn node_id(run: &str, name: &str) -> String {
     if name == run {
         return run.to_string();
