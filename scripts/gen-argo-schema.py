@@ -45,6 +45,12 @@ def visit(name):
                 refs(v)
     refs(d)
 
+# Argo 3.5 and earlier spelled single locks `mutex` and `semaphore`; files still use them, and a
+# lock silently dropped as an unknown field would let two runs into the same critical section.
+sync = defs[P + "Synchronization"].setdefault("properties", {})
+sync.setdefault("mutex", {"$ref": "#/definitions/" + P + "Mutex"})
+sync.setdefault("semaphore", {"$ref": "#/definitions/" + P + "SemaphoreRef"})
+
 for r in roots:
     visit(r)
 json.dump({"definitions": dict(sorted(keep.items()))}, open("crates/weir-core/src/argo-schema.json", "w"), separators=(",", ":"), sort_keys=True)

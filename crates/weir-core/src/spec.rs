@@ -57,6 +57,9 @@ pub struct WorkflowSpec {
     pub volume_claim_templates: Vec<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub synchronization: Option<Value>,
+    /// Orders this run's requests in lock queues (higher first).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub priority: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -332,7 +332,14 @@ fn simulate(yaml: &str, outcome: impl Fn(&str, u32) -> (i32, String)) -> (Vec<St
                     node,
                     outputs: None,
                 }),
-                Action::Stop { .. } | Action::Finished { .. } | Action::Memoize { .. } => {}
+                Action::Acquire { holder, .. } => next.push(Event::Acquired {
+                    holder,
+                    error: None,
+                }),
+                Action::Stop { .. }
+                | Action::Finished { .. }
+                | Action::Memoize { .. }
+                | Action::Release { .. } => {}
             }
         }
         if next.is_empty() {
@@ -578,19 +585,22 @@ fn replay_rebuilds_the_same_state() {
     );
 }
 
+/// The validation problems of a workflow that must not start, as `path: message`.
+fn problems_of(yaml: &str) -> Vec<String> {
+    match Run::start(submission(yaml, &[])) {
+        Err(problems) => problems
+            .iter()
+            .map(|p| format!("{}: {}", p.path, p.message))
+            .collect(),
+        Ok(_) => panic!("must not validate"),
+    }
+}
+
 #[test]
 fn validation_reports_every_problem() {
     let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: d\n  arguments:\n    parameters:\n    - name: required\n  templates:\n  - name: d\n    dag:\n      tasks:\n      - {name: A, template: nosuch}\n      - {name: B, template: t, depends: C}\n      - {name: C, template: t, depends: B}\n      - {name: E, template: t, when: '{{x}} == == 1'}\n  - name: t\n    container: {image: x, command: [x]}\n";
-    let problems = match Run::start(submission(y, &[])) {
-        Err(p) => p,
-        Ok(_) => panic!("must not validate"),
-    };
-    let msgs: Vec<String> = problems
-        .iter()
-        .map(|p| format!("{}: {}", p.path, p.message))
-        .collect();
     assert_eq!(
-        msgs,
+        problems_of(y),
         [
             "spec.arguments.parameters[0]: workflow parameter `required` is required: give it with -p required=VALUE",
             "spec.templates[0].dag.tasks[0].template: step `A`: template `nosuch` not found",
@@ -681,4 +691,199 @@ proptest! {
             prop_assert_eq!(table.get(&probe).copied(), model.get(&probe).copied());
         }
     }
+}
+
+/// Locks as the store keeps them, for the state machine's tests: grants in request order.
+#[derive(Default)]
+struct LockModel {
+    /// key → (holders, queue of waiting holders)
+    locks: BTreeMap<String, (Vec<String>, Vec<String>)>,
+    wanted: BTreeMap<String, Vec<crate::run::Lock>>,
+}
+
+impl LockModel {
+    fn ask(&mut self, holder: String, locks: Vec<crate::run::Lock>) {
+        for l in &locks {
+            let e = self.locks.entry(l.key.clone()).or_default();
+            if !e.0.contains(&holder) && !e.1.contains(&holder) {
+                e.1.push(holder.clone());
+            }
+        }
+        self.wanted.insert(holder, locks);
+    }
+    fn release(&mut self, holder: &str) {
+        for (held, queue) in self.locks.values_mut() {
+            held.retain(|h| h != holder);
+            queue.retain(|h| h != holder);
+        }
+        self.wanted.remove(holder);
+    }
+    /// Holders whose every lock has room now, granted.
+    fn grant(&mut self) -> Vec<String> {
+        let mut out = Vec::new();
+        let holders: Vec<String> = self.wanted.keys().cloned().collect();
+        for h in holders {
+            let ls = self.wanted[&h].clone();
+            let ok = ls.iter().all(|l| {
+                let (held, queue) = &self.locks[&l.key];
+                let pos = queue.iter().position(|x| *x == h).unwrap_or(0);
+                held.contains(&h) || held.len() + pos < l.limit.unwrap_or(0) as usize
+            });
+            if ok {
+                for l in &ls {
+                    let e = self.locks.get_mut(&l.key).unwrap();
+                    e.1.retain(|x| *x != h);
+                    if !e.0.contains(&h) {
+                        e.0.push(h.clone());
+                    }
+                }
+                self.wanted.remove(&h);
+                out.push(h);
+            }
+        }
+        out
+    }
+}
+
+/// Runs a workflow whose pods finish one event after they start, with locks from `LockModel`;
+/// returns the most pods of each template that ran at once, and the final phase.
+fn simulate_locks(yaml: &str) -> (BTreeMap<String, usize>, Phase, Run) {
+    let (mut run, mut actions) = Run::start(submission(yaml, &[])).expect("valid");
+    let mut model = LockModel::default();
+    let mut running: Vec<(String, String)> = Vec::new();
+    let mut most: BTreeMap<String, usize> = BTreeMap::new();
+    let mut now = 1_000;
+    for _ in 0..10_000 {
+        let mut next = Vec::new();
+        for a in actions.drain(..) {
+            match a {
+                Action::Start(spec) => {
+                    let tmpl = run.node_by_id(&spec.node_id).unwrap().template.clone();
+                    running.push((spec.node_id.clone(), tmpl.clone()));
+                    let n = running.iter().filter(|(_, t)| *t == tmpl).count();
+                    let m = most.entry(tmpl).or_default();
+                    *m = (*m).max(n);
+                }
+                Action::Acquire { holder, locks, .. } => model.ask(holder, locks),
+                Action::Release { holder } => model.release(&holder),
+                _ => {}
+            }
+        }
+        for h in model.grant() {
+            next.push(Event::Acquired {
+                holder: h,
+                error: None,
+            });
+        }
+        // one running pod finishes per round, so pods overlap as far as their locks allow
+        if next.is_empty() && !running.is_empty() {
+            let (node, _) = running.remove(0);
+            next.push(Event::Finished {
+                node,
+                result: TaskResult {
+                    exit_code: Some(0),
+                    ..TaskResult::default()
+                },
+            });
+        }
+        if next.is_empty() {
+            break;
+        }
+        for ev in next {
+            now += 1;
+            actions.extend(run.step(ev, now));
+        }
+    }
+    let phase = run.phase();
+    (most, phase, run)
+}
+
+#[test]
+fn template_locks_bound_concurrency_and_waiting_nodes_say_why() {
+    let yaml = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {name: m, template: mutexed, withItems: [1, 2, 3, 4]}\n      - {name: s, template: sem, withItems: [1, 2, 3, 4, 5]}\n      - {name: f, template: free, withItems: [1, 2, 3]}\n  - name: mutexed\n    synchronization: {mutexes: [{name: 'm-{{workflow.name}}'}]}\n    container: {image: a, command: [echo]}\n  - name: sem\n    synchronization: {semaphores: [{configMapKeyRef: {name: limits, key: sem}}]}\n    container: {image: a, command: [echo]}\n  - name: free\n    container: {image: a, command: [echo]}\n---\nkind: ConfigMap\napiVersion: v1\nmetadata: {name: limits}\ndata: {sem: '2'}\n";
+    // before any lock is granted, the waiting nodes say what they wait for
+    let (run, actions) = Run::start(submission(yaml, &[])).expect("valid");
+    let asks: Vec<_> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Acquire { locks, .. } => Some(locks[0].clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(asks.len(), 9);
+    assert!(asks.contains(&crate::run::Lock {
+        key: "default/Mutex/m-wf".into(),
+        limit: Some(1)
+    }));
+    assert!(asks.contains(&crate::run::Lock {
+        key: "default/ConfigMap/limits/sem".into(),
+        limit: Some(2)
+    }));
+    let waiting = run
+        .nodes()
+        .iter()
+        .find(|n| n.display_name == "m(0:1)")
+        .unwrap();
+    assert_eq!(waiting.phase, Phase::Pending);
+    assert_eq!(waiting.message, "Waiting for lock: default/Mutex/m-wf");
+
+    let (most, phase, _) = simulate_locks(yaml);
+    assert_eq!(phase, Phase::Succeeded);
+    assert_eq!(most["mutexed"], 1, "{most:?}");
+    assert_eq!(most["sem"], 2, "{most:?}");
+    assert_eq!(most["free"], 3, "{most:?}");
+}
+
+#[test]
+fn workflow_lock_holds_the_entrypoint_and_stop_or_refusal_ends_the_run() {
+    let yaml = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: main\n  synchronization: {semaphores: [{database: {key: wf}}]}\n  templates:\n  - name: main\n    container: {image: a, command: [echo]}\n";
+    let (mut run, actions) = Run::start(submission(yaml, &[])).expect("valid");
+    assert!(
+        matches!(&actions[..], [Action::Acquire { holder, locks, .. }]
+        if holder == "wf" && locks[0].key == "default/Database/wf" && locks[0].limit.is_none())
+    );
+    assert!(run.nodes().is_empty(), "nothing starts before the lock");
+    assert!(run.message().starts_with("Waiting for lock"));
+    let acts = run.step(
+        Event::Acquired {
+            holder: "wf".into(),
+            error: None,
+        },
+        2_000,
+    );
+    assert!(acts.iter().any(|a| matches!(a, Action::Start(_))));
+
+    // stopped while waiting: the run fails and gives its place back
+    let (mut run, _) = Run::start(submission(yaml, &[])).expect("valid");
+    let acts = run.step(Event::Stop, 2_000);
+    assert_eq!(run.phase(), Phase::Failed);
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Release { holder } if holder == "wf"))
+    );
+
+    // refused (a database semaphore without a limit): the run errors with the reason
+    let (mut run, _) = Run::start(submission(yaml, &[])).expect("valid");
+    run.step(
+        Event::Acquired {
+            holder: "wf".into(),
+            error: Some("no limit".into()),
+        },
+        2_000,
+    );
+    assert_eq!(run.phase(), Phase::Error);
+    assert_eq!(run.message(), "no limit");
+}
+
+#[test]
+fn malformed_synchronization_is_refused_with_its_path() {
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: t\n  synchronization: {mutexes: [{namespace: x}]}\n  templates:\n  - name: t\n    synchronization: {semaphores: [{configMapKeyRef: {name: cm, key: ''}}, {}]}\n    container: {image: x, command: [x]}\n";
+    assert_eq!(
+        problems_of(y),
+        [
+            "spec.synchronization.mutexes[0].name: a mutex needs a name",
+            "spec.templates[0].synchronization.semaphores[0].configMapKeyRef.key: a ConfigMap semaphore needs `key`",
+            "spec.templates[0].synchronization.semaphores[1]: a semaphore needs `configMapKeyRef` (limit from a ConfigMap) or `database` (limit kept by the store)",
+        ]
+    );
 }

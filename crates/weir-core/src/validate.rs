@@ -61,13 +61,8 @@ pub(crate) fn validate(sub: &Submission, lib: &Library) -> Vec<Problem> {
             );
         }
     }
-    for (field, present) in [("synchronization", spec.synchronization.is_some())] {
-        if present {
-            v.push(
-                &format!("spec.{field}"),
-                &format!("`{field}` is not supported by weir yet"),
-            );
-        }
+    if let Some(sync) = &spec.synchronization {
+        v.synchronization(sync, "spec.synchronization");
     }
     for key in spec.hooks.keys().filter(|k| *k != "exit") {
         v.push(
@@ -130,6 +125,57 @@ fn neutralize(s: &str) -> String {
 }
 
 impl Validator<'_> {
+    /// The shape of a `synchronization` object: what each mutex and semaphore must name.
+    fn synchronization(&mut self, sync: &serde_json::Value, path: &str) {
+        use serde_json::Value as Json;
+        let named = |v: Option<&Json>| v.and_then(Json::as_str).is_some_and(|s| !s.is_empty());
+        let list = |one: &str, many: &str| -> Vec<(String, Json)> {
+            let mut out = Vec::new();
+            if let Some(m) = sync.get(one) {
+                out.push((format!("{path}.{one}"), m.clone()));
+            }
+            for (i, m) in sync
+                .get(many)
+                .and_then(Json::as_array)
+                .into_iter()
+                .flatten()
+                .enumerate()
+            {
+                out.push((format!("{path}.{many}[{i}]"), m.clone()));
+            }
+            out
+        };
+        for (p, m) in list("mutex", "mutexes") {
+            if !named(m.get("name")) {
+                self.push(&format!("{p}.name"), "a mutex needs a name");
+            }
+        }
+        for (p, s) in list("semaphore", "semaphores") {
+            if let Some(r) = s.get("configMapKeyRef") {
+                for f in ["name", "key"] {
+                    if !named(r.get(f)) {
+                        self.push(
+                            &format!("{p}.configMapKeyRef.{f}"),
+                            &format!("a ConfigMap semaphore needs `{f}`"),
+                        );
+                    }
+                }
+            } else if let Some(d) = s.get("database") {
+                if !named(d.get("key")) {
+                    self.push(
+                        &format!("{p}.database.key"),
+                        "a database semaphore needs a `key`",
+                    );
+                }
+            } else {
+                self.push(
+                    &p,
+                    "a semaphore needs `configMapKeyRef` (limit from a ConfigMap) or `database` (limit kept by the store)",
+                );
+            }
+        }
+    }
+
     fn push(&mut self, path: &str, msg: &str) {
         self.problems.push(Problem {
             path: path.to_string(),
@@ -138,6 +184,9 @@ impl Validator<'_> {
     }
 
     fn template(&mut self, t: &Template, path: &str, scope: &TemplateScope) {
+        if let Some(sync) = &t.synchronization {
+            self.synchronization(sync, &format!("{path}.synchronization"));
+        }
         let kinds = [
             t.container.is_some(),
             t.script.is_some(),
@@ -190,7 +239,6 @@ impl Validator<'_> {
             ("daemon", t.daemon == Some(true)),
             ("sidecars", !t.sidecars.is_empty()),
             ("initContainers", !t.init_containers.is_empty()),
-            ("synchronization", t.synchronization.is_some()),
         ] {
             if present {
                 self.push(

@@ -8,7 +8,7 @@ mod artifacts;
 mod sqlite;
 
 pub use artifacts::LocalRepo;
-pub use sqlite::{Durability, RunRecord, RunSummary, Store};
+pub use sqlite::{Acquire, Durability, LockState, RunRecord, RunSummary, Store};
 
 use std::path::PathBuf;
 

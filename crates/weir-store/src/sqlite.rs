@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use weir_core::run::{Event, Millis, Phase, Submission};
+use weir_core::run::{Event, Lock, Millis, Phase, Submission};
 
 use crate::{Error, Result};
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const MIGRATIONS: &[&str] = &[
     "
@@ -45,7 +45,44 @@ CREATE TABLE memo (
     PRIMARY KEY (cache, key)
 ) WITHOUT ROWID;
 ",
+    "
+CREATE TABLE sync_requests (
+    key      TEXT NOT NULL,
+    holder   TEXT NOT NULL,
+    run      TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    lim      INTEGER NOT NULL,
+    held     INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (key, holder)
+);
+CREATE INDEX sync_requests_holder ON sync_requests(holder);
+CREATE INDEX sync_requests_run ON sync_requests(run);
+CREATE TABLE sync_limits (
+    key TEXT PRIMARY KEY,
+    lim INTEGER NOT NULL
+) WITHOUT ROWID;
+",
 ];
+
+/// What [`Store::try_acquire`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Acquire {
+    /// The holder now holds every lock it asked for.
+    Acquired,
+    /// Still queued: why, for display (`Waiting for K lock. Lock status: 1/1`).
+    Waiting(String),
+    /// The request cannot be served (a database semaphore without a limit).
+    Refused(String),
+}
+
+/// One lock's state, for `weir sync list`.
+#[derive(Debug, Clone)]
+pub struct LockState {
+    pub key: String,
+    pub limit: i64,
+    pub holders: Vec<String>,
+    pub waiting: Vec<String>,
+}
 
 /// How hard each commit works to survive a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -315,13 +352,17 @@ impl Store {
         Ok(out)
     }
 
+    /// Deletes a run, its events, and its place in every lock queue.
     pub fn delete(&mut self, name: &str) -> Result<()> {
-        let n = self
+        let tx = self
             .conn
-            .execute("DELETE FROM runs WHERE name = ?1", [name])?;
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let n = tx.execute("DELETE FROM runs WHERE name = ?1", [name])?;
         if n == 0 {
             return Err(Error::RunNotFound(name.to_string()));
         }
+        tx.execute("DELETE FROM sync_requests WHERE run = ?1", [name])?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -415,6 +456,161 @@ impl Store {
                 .conn
                 .execute("DELETE FROM memo WHERE cache = ?1", params![cache])?,
         })
+    }
+
+    /// Asks for every lock in `locks` at once for `holder` (a node id, or a run name for a
+    /// workflow-level lock), queueing the request if it is new. Granted only when the holder is
+    /// within the free places of every lock's queue (priority first, then arrival), so a holder
+    /// never keeps part of what it needs, and a later request cannot pass an earlier one.
+    pub fn try_acquire(
+        &mut self,
+        run: &str,
+        holder: &str,
+        locks: &[Lock],
+        priority: i64,
+    ) -> Result<Acquire> {
+        let c = &self.conn;
+        c.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+        let r = (|| -> Result<Acquire> {
+            let mut waiting = Vec::new();
+            for lock in locks {
+                let limit: i64 = match lock.limit {
+                    Some(l) => i64::from(l),
+                    None => match c
+                        .prepare_cached("SELECT lim FROM sync_limits WHERE key = ?1")?
+                        .query_row([&lock.key], |r| r.get(0))
+                        .optional()?
+                    {
+                        Some(l) => l,
+                        None => {
+                            return Ok(Acquire::Refused(format!(
+                                "database semaphore `{}` has no limit; set one with `weir sync limit {} N`",
+                                lock.key, lock.key
+                            )));
+                        }
+                    },
+                };
+                c.prepare_cached(
+                    "INSERT INTO sync_requests (key, holder, run, priority, lim) VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT(key, holder) DO UPDATE SET lim = excluded.lim",
+                )?
+                .execute(params![lock.key, holder, run, priority, limit])?;
+                let (held, mine): (i64, i64) = c
+                    .prepare_cached(
+                        "SELECT coalesce(sum(held), 0), max(held) FILTER (WHERE holder = ?2) FROM sync_requests WHERE key = ?1",
+                    )?
+                    .query_row(params![lock.key, holder], |r| {
+                        Ok((r.get(0)?, r.get::<_, Option<i64>>(1)?.unwrap_or(0)))
+                    })?;
+                if mine == 1 {
+                    continue;
+                }
+                // waiting requests ahead of this one
+                let ahead: i64 = c
+                    .prepare_cached(
+                        "SELECT count(*) FROM sync_requests o, sync_requests me
+                         WHERE o.key = ?1 AND me.key = ?1 AND me.holder = ?2 AND o.held = 0
+                           AND (o.priority > me.priority OR (o.priority = me.priority AND o.rowid < me.rowid))",
+                    )?
+                    .query_row(params![lock.key, holder], |r| r.get(0))?;
+                if held + ahead >= limit {
+                    waiting.push(format!(
+                        "Waiting for {} lock. Lock status: {held}/{limit}",
+                        lock.key
+                    ));
+                }
+            }
+            if !waiting.is_empty() {
+                return Ok(Acquire::Waiting(waiting.join("; ")));
+            }
+            c.prepare_cached("UPDATE sync_requests SET held = 1 WHERE holder = ?1")?
+                .execute([holder])?;
+            Ok(Acquire::Acquired)
+        })();
+        match &r {
+            Ok(_) => {
+                c.prepare_cached("COMMIT")?.execute([])?;
+            }
+            Err(_) => {
+                if !c.is_autocommit() {
+                    let _ = c.execute_batch("ROLLBACK");
+                }
+            }
+        }
+        r
+    }
+
+    /// Gives back what `holder` holds and withdraws what it waits for.
+    pub fn release(&mut self, holder: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM sync_requests WHERE holder = ?1")?
+            .execute([holder])?;
+        Ok(())
+    }
+
+    /// Gives back every lock of a run (it finished, or is deleted).
+    pub fn release_run(&mut self, run: &str) -> Result<()> {
+        self.conn
+            .prepare_cached("DELETE FROM sync_requests WHERE run = ?1")?
+            .execute([run])?;
+        Ok(())
+    }
+
+    /// Sets (or with `None` removes) the limit of a database semaphore.
+    pub fn set_sync_limit(&mut self, key: &str, limit: Option<u32>) -> Result<()> {
+        match limit {
+            Some(l) => self.conn.execute(
+                "INSERT INTO sync_limits (key, lim) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET lim = excluded.lim",
+                params![key, l],
+            )?,
+            None => self
+                .conn
+                .execute("DELETE FROM sync_limits WHERE key = ?1", [key])?,
+        };
+        Ok(())
+    }
+
+    /// Every lock with a holder, a waiter or a database limit.
+    pub fn sync_list(&self) -> Result<Vec<LockState>> {
+        let mut out: std::collections::BTreeMap<String, LockState> = Default::default();
+        let mut stmt = self.conn.prepare("SELECT key, lim FROM sync_limits")?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (key, limit) = row?;
+            out.insert(
+                key.clone(),
+                LockState {
+                    key,
+                    limit,
+                    holders: Vec::new(),
+                    waiting: Vec::new(),
+                },
+            );
+        }
+        let mut stmt = self.conn.prepare(
+            "SELECT key, holder, lim, held FROM sync_requests ORDER BY key, priority DESC, rowid",
+        )?;
+        for row in stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })? {
+            let (key, holder, limit, held) = row?;
+            let e = out.entry(key.clone()).or_insert(LockState {
+                key,
+                limit,
+                holders: Vec::new(),
+                waiting: Vec::new(),
+            });
+            if held == 1 {
+                e.holders.push(holder);
+            } else {
+                e.waiting.push(holder);
+            }
+        }
+        Ok(out.into_values().collect())
     }
 
     pub fn has_controls(&self, run: &str) -> Result<bool> {

@@ -80,6 +80,19 @@ enum CacheCmd {
 }
 
 #[derive(Subcommand)]
+enum SyncCmd {
+    /// Locks (`synchronization`) with their limit, holders and waiters.
+    List,
+    /// Set the limit of a database semaphore (`semaphore.database.key`); without LIMIT, remove it.
+    Limit {
+        /// The semaphore's key as `weir sync list` shows it (NAMESPACE/Database/KEY), or KEY for
+        /// the `default` namespace.
+        key: String,
+        limit: Option<u32>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Submit a workflow and watch it to the end (exit 0 if it succeeded, 1 if not).
     Run {
@@ -159,6 +172,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CacheCmd,
     },
+    /// Mutexes and semaphores shared by the runs of this database (`synchronization`).
+    Sync {
+        #[command(subcommand)]
+        cmd: SyncCmd,
+    },
     /// Delete runs with their logs and artifacts.
     Delete {
         runs: Vec<String>,
@@ -233,6 +251,7 @@ pub fn main() -> Result<ExitCode> {
         }
         Cmd::Delete { runs, all } => delete(&env, runs, all),
         Cmd::Cache { cmd } => cache(&env, cmd),
+        Cmd::Sync { cmd } => sync(&env, cmd),
     }
 }
 
@@ -650,6 +669,8 @@ fn resume_run(
     };
     let (run, actions, mut pending) = driver::recover(env, &store, &name)?;
     if run.phase().is_done() {
+        // a driver that died after the last event may have left its locks
+        store.release_run(&name)?;
         println!("run {name} already finished: {}", run.phase());
         return Ok(exit_for(run.phase()));
     }
@@ -677,6 +698,7 @@ fn control(env: &Env, name: &str, ev: Event, drive_after: bool) -> Result<ExitCo
     };
     let (run, actions, mut pending) = driver::recover(env, &store, &name)?;
     if run.phase().is_done() {
+        store.release_run(&name)?;
         println!("run {name} already finished: {}", run.phase());
         return Ok(ExitCode::SUCCESS);
     }
@@ -716,6 +738,39 @@ fn cache(env: &Env, cmd: CacheCmd) -> Result<ExitCode> {
                 "deleted {n} entr{} from {cache}",
                 if n == 1 { "y" } else { "ies" }
             );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn sync(env: &Env, cmd: SyncCmd) -> Result<ExitCode> {
+    let mut store = env.store()?;
+    match cmd {
+        SyncCmd::List => {
+            let rows = store.sync_list()?;
+            let w = rows.iter().map(|r| r.key.len()).max().unwrap_or(4).max(4) + 2;
+            println!("{:<w$}{:<7}{:<40}WAITING", "LOCK", "LIMIT", "HOLDERS");
+            for r in rows {
+                println!(
+                    "{:<w$}{:<7}{:<40}{}",
+                    r.key,
+                    r.limit,
+                    r.holders.join(","),
+                    r.waiting.join(",")
+                );
+            }
+        }
+        SyncCmd::Limit { key, limit } => {
+            let key = if key.contains('/') {
+                key
+            } else {
+                format!("default/Database/{key}")
+            };
+            store.set_sync_limit(&key, limit)?;
+            match limit {
+                Some(n) => println!("{key}: limit {n}"),
+                None => println!("{key}: limit removed"),
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

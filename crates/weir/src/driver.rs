@@ -2,7 +2,7 @@
 //! persists each batch of events before performing the actions they produced (write-ahead), and
 //! recovers a run after a crash by replaying its events.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -10,9 +10,9 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use weir_core::run::{Action, Event, Millis, Phase, Run, Timer};
+use weir_core::run::{Action, Event, Lock, Millis, Phase, Run, Timer};
 use weir_exec::{Capacity, Executor, ProcessConfig, ProcessExecutor, Sandbox, Update};
-use weir_store::{Durability, LocalRepo, Store};
+use weir_store::{Acquire, Durability, LocalRepo, Store};
 
 use crate::watch::Watch;
 
@@ -159,14 +159,30 @@ pub fn drive(
         tx,
     );
     let mut timers: BTreeSet<(Millis, Timer)> = BTreeSet::new();
-    // Performs actions; cache lookups are answered at once, as events for the next batch.
+    // Lock requests still queued in the store: holder → (locks, priority).
+    let mut locks: Locks = BTreeMap::new();
+    // Performs actions; cache lookups and granted locks are answered at once, as events for the
+    // next batch.
     let perform = |actions: Vec<Action>,
                    timers: &mut BTreeSet<(Millis, Timer)>,
+                   locks: &mut Locks,
                    store: &mut Store|
      -> Result<Vec<Event>> {
         let mut answers = Vec::new();
         for a in actions {
             match a {
+                Action::Acquire {
+                    holder,
+                    locks: wanted,
+                    priority,
+                } => {
+                    locks.insert(holder, (wanted, priority));
+                    answers.extend(try_locks(store, &name, locks)?);
+                }
+                Action::Release { holder } => {
+                    locks.remove(&holder);
+                    store.release(&holder)?;
+                }
                 Action::Start(spec) => exec.start(*spec),
                 Action::Stop { node, .. } => exec.stop(&node),
                 Action::Arm { timer, at } => {
@@ -201,7 +217,7 @@ pub fn drive(
         Ok(answers)
     };
     let mut batch: Vec<(Millis, Event)> = Vec::new();
-    for ev in perform(initial, &mut timers, &mut store)? {
+    for ev in perform(initial, &mut timers, &mut locks, &mut store)? {
         batch.push((now_ms(), ev));
     }
     for ev in pending {
@@ -219,7 +235,7 @@ pub fn drive(
             store.append(&name, &batch, run.phase(), run.message(), run.finished_at())?;
             batch.clear();
             let now = now_ms();
-            for ev in perform(actions, &mut timers, &mut store)? {
+            for ev in perform(actions, &mut timers, &mut locks, &mut store)? {
                 batch.push((now, ev));
             }
             watch.update(&run);
@@ -235,7 +251,9 @@ pub fn drive(
             .first()
             .map(|(at, _)| (*at - now).max(0) as u64)
             .unwrap_or(u64::MAX);
-        let wait = Duration::from_millis(next_timer.min(100));
+        // while locks are awaited, other runs' releases are looked for more often
+        let poll = if locks.is_empty() { 100 } else { 25 };
+        let wait = Duration::from_millis(next_timer.min(poll));
         let mut updates = Vec::new();
         match rx.recv_timeout(wait) {
             Ok(u) => updates.push(u),
@@ -284,6 +302,11 @@ pub fn drive(
                 "terminating the run"
             });
         }
+        if !locks.is_empty() {
+            for ev in try_locks(&mut store, &name, &mut locks)? {
+                batch.push((now, ev));
+            }
+        }
         if last_poll.elapsed() >= Duration::from_millis(100) {
             last_poll = Instant::now();
             if store.has_controls(&name)? {
@@ -297,8 +320,35 @@ pub fn drive(
         }
     }
     exec.shutdown();
+    // whatever the run still holds or waits for goes back with it
+    store.release_run(&name)?;
     watch.finish(&run);
     Ok(run.phase())
+}
+
+/// Lock requests of this run still queued in the store: holder → (locks, priority).
+type Locks = BTreeMap<String, (Vec<Lock>, i64)>;
+
+/// Asks the store again for every awaited lock; the granted and refused ones become events.
+fn try_locks(store: &mut Store, run: &str, locks: &mut Locks) -> Result<Vec<Event>> {
+    let mut answers = Vec::new();
+    let mut settled = Vec::new();
+    for (holder, (wanted, priority)) in locks.iter() {
+        let error = match store.try_acquire(run, holder, wanted, *priority)? {
+            Acquire::Acquired => None,
+            Acquire::Refused(why) => Some(why),
+            Acquire::Waiting(_) => continue,
+        };
+        settled.push(holder.clone());
+        answers.push(Event::Acquired {
+            holder: holder.clone(),
+            error,
+        });
+    }
+    for h in settled {
+        locks.remove(&h);
+    }
+    Ok(answers)
 }
 
 fn sandbox() -> Sandbox {

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use serde_json::Value as Json;
 
+use super::sync;
 use super::vars::{Vars, parse_duration, rfc3339};
 use super::*;
 use crate::expr::{self, Depends, Mode, Val};
@@ -168,7 +169,9 @@ fn merge_spec(base: &WorkflowSpec, over: &WorkflowSpec) -> WorkflowSpec {
         template_defaults,
         retry_strategy,
         suspend,
-        shutdown
+        shutdown,
+        synchronization,
+        priority
     );
     s.hooks.extend(over.hooks.clone());
     s
@@ -281,11 +284,15 @@ pub(crate) enum Rt {
     Retry(Box<RetryRt>),
     Suspend,
     Memo(Box<MemoRt>),
+    /// Waiting for its `synchronization` locks.
+    Lock(Box<LockRt>),
 }
 
 /// Per-node bookkeeping the public `Node` does not show.
 pub(crate) struct Meta {
     pub link: Link,
+    /// The node asked for locks: they are released when it finishes.
+    pub sync: bool,
     pub exit_started: bool,
     /// (cache, key) of a memoized node whose outputs are to be remembered on success.
     pub memo: Option<(String, String)>,
@@ -297,6 +304,23 @@ pub(crate) struct MemoRt {
     pub cache: String,
     pub key: String,
     pub max_age_ms: Option<i64>,
+}
+
+/// A call waiting for its locks.
+pub(crate) struct LockRt {
+    pub call: Call,
+    pub locks: Vec<Lock>,
+    pub priority: i64,
+}
+
+impl LockRt {
+    pub fn acquire(&self, holder: &str) -> Action {
+        Action::Acquire {
+            holder: holder.to_string(),
+            locks: self.locks.clone(),
+            priority: self.priority,
+        }
+    }
 }
 
 impl MemoRt {
@@ -358,7 +382,10 @@ impl Run {
             "workflow.mainEntrypoint".into(),
             spec.entrypoint.clone().unwrap_or_default(),
         );
-        g.insert("workflow.priority".into(), "0".into());
+        g.insert(
+            "workflow.priority".into(),
+            spec.priority.unwrap_or(0).to_string(),
+        );
         for (k, v) in &sub.workflow.metadata.labels {
             g.insert(format!("workflow.labels.{k}"), v.clone());
         }
@@ -431,6 +458,30 @@ impl Run {
             link: Link::default(),
             attempt: None,
         };
+        if let Some(sync) = &spec.synchronization {
+            let env = Vars {
+                layers: vec![&self.globals],
+            };
+            match sync::locks(sync, &sub.namespace, &env, &self.templates.config_maps) {
+                Err(e) => {
+                    self.message = e;
+                    self.end_without_root(Phase::Error);
+                    return;
+                }
+                Ok(locks) if !locks.is_empty() => {
+                    self.message = sync::waiting_message(&locks);
+                    let l = LockRt {
+                        call,
+                        locks,
+                        priority: spec.priority.unwrap_or(0),
+                    };
+                    self.actions.push(l.acquire(&sub.name));
+                    self.wf_lock = Some(Box::new(l));
+                    return;
+                }
+                Ok(_) => {}
+            }
+        }
         let root = self.launch(call);
         self.root = Some(root);
         self.drain();
@@ -497,6 +548,7 @@ impl Run {
             Event::Suspend => self.suspended = true,
             Event::Resume { parameters } => self.resume(parameters),
             Event::Retry => self.retry_from_failure(),
+            Event::Acquired { holder, error } => self.acquired(&holder, error),
             Event::Cached { node, outputs } => {
                 let Some(&i) = self.by_id.get(&id_key(&node)) else {
                     return;
@@ -522,6 +574,59 @@ impl Run {
                 }
             }
         }
+    }
+
+    /// Locks granted (or refused) to a waiting node or to the workflow.
+    fn acquired(&mut self, holder: &str, error: Option<String>) {
+        if holder == self.sub.name {
+            let Some(l) = self.wf_lock.take() else { return };
+            match error {
+                Some(e) => {
+                    self.message = e;
+                    self.end_without_root(Phase::Error);
+                }
+                None => {
+                    self.message.clear();
+                    let root = self.launch(l.call);
+                    self.root = Some(root);
+                }
+            }
+            return;
+        }
+        let Some(&i) = self.by_id.get(&id_key(holder)) else {
+            return;
+        };
+        if !matches!(self.rt[i], Rt::Lock(_)) || self.nodes[i].phase.is_done() {
+            return;
+        }
+        let Rt::Lock(l) = std::mem::replace(&mut self.rt[i], Rt::None) else {
+            return;
+        };
+        match error {
+            Some(e) => self.finish_node(i, Phase::Error, e),
+            None => {
+                self.nodes[i].message.clear();
+                self.slot = Some(i);
+                self.lock_granted = true;
+                self.execute(l.call);
+                self.slot = None;
+                self.lock_granted = false;
+            }
+        }
+    }
+
+    /// Ends a run whose entrypoint never started (its workflow-level locks were refused, or it
+    /// was stopped while waiting for them).
+    fn end_without_root(&mut self, phase: Phase) {
+        self.phase = phase;
+        self.finished_at = Some(self.now);
+        self.timers.clear();
+        self.globals
+            .insert("workflow.status".into(), phase.as_str().into());
+        self.actions.push(Action::Release {
+            holder: self.sub.name.clone(),
+        });
+        self.actions.push(Action::Finished { phase });
     }
 
     /// Asks the CPU for the node's records at once: on a large run each is a cache miss, and
@@ -561,8 +666,20 @@ impl Run {
             self.message = msg.to_string();
         }
         self.suspended = false;
-        // Held pods never start.
+        if self.wf_lock.take().is_some() {
+            self.message = format!("{msg} while waiting for its locks");
+            self.end_without_root(Phase::Failed);
+            return;
+        }
+        // Held pods never start, nor do nodes waiting for locks.
         while let Some(i) = self.waiting.pop_front() {
+            self.finish_node(i, Phase::Failed, msg.to_string());
+        }
+        let locked: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| matches!(self.rt[i], Rt::Lock(_)) && !self.nodes[i].phase.is_done())
+            .collect();
+        for i in locked {
+            self.rt[i] = Rt::None;
             self.finish_node(i, Phase::Failed, msg.to_string());
         }
         // Stop spares exit handlers already running; terminate does not.
@@ -796,6 +913,7 @@ impl Run {
         self.rt.push(Rt::None);
         self.meta.push(Meta {
             link: call.link.clone(),
+            sync: false,
             exit_started: false,
             memo: None,
         });
@@ -947,6 +1065,47 @@ impl Run {
             self.actions.push(memo.lookup(&self.nodes[i].id));
             self.rt[i] = Rt::Memo(Box::new(memo));
             return i;
+        }
+        let granted = std::mem::take(&mut self.lock_granted);
+        if !granted
+            && call.attempt.is_none()
+            && let Some(sync) = &tmpl.synchronization
+        {
+            let vars = self.local_vars(&call);
+            let env = Vars {
+                layers: vec![&vars, &globals],
+            };
+            let locks = sync::locks(sync, &self.sub.namespace, &env, &self.templates.config_maps);
+            let node_type = if tmpl.steps.is_some() {
+                NodeType::Steps
+            } else if tmpl.dag.is_some() {
+                NodeType::DAG
+            } else if tmpl.suspend.is_some() {
+                NodeType::Suspend
+            } else {
+                NodeType::Pod
+            };
+            match locks {
+                Err(e) => {
+                    let i = self.new_node(&call, node_type);
+                    self.finish_node(i, Phase::Error, e);
+                    return i;
+                }
+                Ok(locks) if !locks.is_empty() => {
+                    let i = self.new_node(&call, node_type);
+                    self.nodes[i].message = sync::waiting_message(&locks);
+                    self.meta[i].sync = true;
+                    let l = LockRt {
+                        call,
+                        locks,
+                        priority: self.templates.spec.priority.unwrap_or(0),
+                    };
+                    self.actions.push(l.acquire(&self.nodes[i].id));
+                    self.rt[i] = Rt::Lock(Box::new(l));
+                    return i;
+                }
+                Ok(_) => {}
+            }
         }
         if call.attempt.is_none()
             && let Some(rs) = &tmpl
@@ -1492,6 +1651,12 @@ impl Run {
             n.message = message;
         }
         n.finished_at = Some(self.now);
+        if self.meta[i].sync {
+            self.meta[i].sync = false;
+            self.actions.push(Action::Release {
+                holder: self.nodes[i].id.clone(),
+            });
+        }
         self.finished_order.push(i);
         // A held pod that finishes (a timeout) stays in `waiting`: `pump` skips finished nodes.
         self.done.push_back(i);

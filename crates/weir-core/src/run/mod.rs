@@ -9,6 +9,7 @@
 //! never the whole run.
 
 mod engine;
+mod sync;
 mod vars;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -252,6 +253,12 @@ pub enum Event {
     },
     /// Retry from failure: failed nodes and their dependents run again, succeeded ones are kept.
     Retry,
+    /// The answer to `Action::Acquire`: `holder` holds its locks, or (`error`) never can.
+    Acquired {
+        holder: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
     /// The answer to `Action::Lookup`: the cached outputs of a memoized node, if any.
     Cached {
         node: String,
@@ -292,10 +299,31 @@ pub enum Action {
         key: String,
         outputs: NodeOutputs,
     },
+    /// Ask for locks (`synchronization`) for `holder`: a node id, or the run's name for the
+    /// whole workflow; answer with `Event::Acquired` once all are held (asking again is
+    /// harmless: the store keeps one place per holder and lock).
+    Acquire {
+        holder: String,
+        locks: Vec<Lock>,
+        priority: i64,
+    },
+    /// Give back (or stop waiting for) what `holder` asked for.
+    Release {
+        holder: String,
+    },
     /// The run reached a final phase.
     Finished {
         phase: Phase,
     },
+}
+
+/// A lock a template or workflow needs before it starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lock {
+    /// `NAMESPACE/Mutex/NAME`, `NAMESPACE/ConfigMap/CM/KEY` or `NAMESPACE/Database/…`.
+    pub key: String,
+    /// How many may hold it at once; `None` for a database semaphore, whose limit the store keeps.
+    pub limit: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -374,6 +402,10 @@ pub struct Run {
     finished_order: Vec<usize>,
     /// A memoized node that missed its cache: the next node created takes its place.
     slot: Option<usize>,
+    /// Set while a node whose locks were just granted runs its template: it must not ask again.
+    lock_granted: bool,
+    /// The entrypoint call, held until the workflow-level locks are granted.
+    wf_lock: Option<Box<engine::LockRt>>,
 }
 
 impl Run {
@@ -435,6 +467,8 @@ impl Run {
             global_arts: BTreeMap::new(),
             finished_order: Vec::new(),
             slot: None,
+            lock_granted: false,
+            wf_lock: None,
         }
     }
 
@@ -516,6 +550,16 @@ impl Run {
             {
                 out.push(m.lookup(&self.nodes[i].id));
             }
+        }
+        for (i, rt) in self.rt.iter().enumerate() {
+            if let engine::Rt::Lock(l) = rt
+                && self.nodes[i].phase == Phase::Pending
+            {
+                out.push(l.acquire(&self.nodes[i].id));
+            }
+        }
+        if let Some(l) = &self.wf_lock {
+            out.push(l.acquire(&self.sub.name));
         }
         for (t, at) in &self.timers {
             out.push(Action::Arm {

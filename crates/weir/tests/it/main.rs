@@ -598,3 +598,78 @@ fn kubernetes_only_fields_are_warned_about_with_their_location_and_ignored() {
         out.stderr
     );
 }
+
+#[test]
+fn synchronization_locks_are_shared_by_runs_of_one_database() {
+    let sb = Sandbox::new();
+    let shared = sb.dir.join("shared");
+    std::fs::create_dir_all(&shared).unwrap();
+    let go = sb.dir.join("go");
+    // Each task takes `in` for its whole life; a second holder at the same time fails.
+    let crit = format!(
+        "mkdir {s}/in || exit 1; while [ ! -e {go} ]; do sleep 0.05; done; rmdir {s}/in",
+        s = shared.display(),
+        go = go.display()
+    );
+    let wf = sb.write(
+        "wf-mutex.yaml",
+        &format!(
+            "kind: Workflow\nmetadata: {{generateName: wfm-}}\nspec:\n  entrypoint: crit\n  synchronization:\n    mutexes: [{{name: shared-dir}}]\n  templates:\n  - name: crit\n    container: {{image: x, command: [sh, -c, '{crit}']}}\n"
+        ),
+    );
+    let mut first = sb.spawn(&["run", wf.to_str().unwrap(), "--no-logs"]);
+    wait_for(Duration::from_secs(30), || shared.join("in").exists());
+    let mut second = sb.spawn(&["run", wf.to_str().unwrap(), "--no-logs"]);
+    // the second run waits for the lock, and says so
+    wait_for(Duration::from_secs(30), || {
+        let l = sb.weir(&["sync", "list"]).stdout;
+        // one holder and one waiter on the lock's line
+        l.lines()
+            .any(|r| r.starts_with("default/Mutex/shared-dir") && r.matches("wfm-").count() == 2)
+    });
+    let list = sb.json(&["list", "-o", "json"]);
+    let waiting: Vec<&serde_json::Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["message"]
+                .as_str()
+                .is_some_and(|m| m == "Waiting for lock: default/Mutex/shared-dir")
+        })
+        .collect();
+    assert_eq!(waiting.len(), 1, "{list}");
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(first.wait().unwrap().code(), Some(0));
+    assert_eq!(second.wait().unwrap().code(), Some(0));
+    let after = sb.weir(&["sync", "list"]).stdout;
+    assert!(!after.contains("wfm-"), "locks are given back: {after}");
+
+    // template level: a semaphore of 2 from a ConfigMap, a database semaphore set by `weir sync`
+    let stamps = sb.dir.join("stamps");
+    std::fs::create_dir_all(&stamps).unwrap();
+    let tmpl = sb.write(
+        "tmpl.yaml",
+        &format!(
+            "kind: Workflow\nmetadata: {{name: sem}}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {{name: w, template: w, withItems: [1, 2, 3, 4, 5]}}\n      - {{name: d, template: d, withItems: [1, 2, 3]}}\n  - name: w\n    synchronization:\n      semaphores: [{{configMapKeyRef: {{name: limits, key: w}}}}]\n    container: {{image: x, command: [sh, -c, 'echo \"$(date +%s%3N)\" > {s}/$$; sleep 0.3; echo \"$(date +%s%3N)\" >> {s}/$$']}}\n  - name: d\n    synchronization:\n      semaphores: [{{database: {{key: d}}}}]\n    container: {{image: x, command: [true]}}\n---\nkind: ConfigMap\napiVersion: v1\nmetadata: {{name: limits}}\ndata: {{w: '2'}}\n",
+            s = stamps.display()
+        ),
+    );
+    let out = sb.weir(&["run", tmpl.to_str().unwrap(), "--no-logs"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.all().contains("database semaphore `default/Database/d` has no limit; set one with `weir sync limit default/Database/d N`"),
+        "{}",
+        out.all()
+    );
+    let max = overlaps(&stamps);
+    assert!((1..=2).contains(&max), "{max} tasks held a semaphore of 2");
+    std::fs::remove_dir_all(&stamps).unwrap();
+    std::fs::create_dir_all(&stamps).unwrap();
+    let out = sb.weir(&["sync", "limit", "d", "1"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let out = sb.weir(&["run", tmpl.to_str().unwrap(), "--name", "sem2", "--no-logs"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let max = overlaps(&stamps);
+    assert!((1..=2).contains(&max), "{max} tasks held a semaphore of 2");
+}
