@@ -242,9 +242,9 @@ pub struct Template {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub daemon: Option<bool>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub sidecars: Vec<Value>,
+    pub sidecars: Vec<Container>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub init_containers: Vec<Value>,
+    pub init_containers: Vec<Container>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub synchronization: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -303,6 +303,9 @@ pub struct Container {
     /// Script templates only: the program text.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
+    /// Daemon templates: when the task counts as ready (exec, httpGet or tcpSocket).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub readiness_probe: Option<Value>,
 }
 
 impl Container {

@@ -887,3 +887,81 @@ fn malformed_synchronization_is_refused_with_its_path() {
         ]
     );
 }
+
+#[test]
+fn a_daemon_lets_its_scope_go_on_once_ready_and_is_stopped_when_the_scope_ends() {
+    let yaml = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {name: server, template: server}\n    - - {name: client, template: client, arguments: {parameters: [{name: ip, value: '{{steps.server.ip}}'}]}}\n  - name: server\n    daemon: true\n    container:\n      image: a\n      command: [serve]\n      readinessProbe: {httpGet: {path: /ok, port: 8080}, initialDelaySeconds: 2}\n  - name: client\n    inputs: {parameters: [{name: ip}]}\n    container: {image: a, command: [get, '{{inputs.parameters.ip}}']}\n";
+    let (mut run, actions) = Run::start(submission(yaml, &[])).expect("valid");
+    let Some(Action::Start(server)) = actions.into_iter().next() else {
+        panic!("the daemon starts first")
+    };
+    let probe = server.daemon.as_ref().unwrap().probe.as_ref().unwrap();
+    assert_eq!(
+        probe.check,
+        crate::run::ProbeCheck::Http {
+            port: 8080,
+            path: "/ok".into()
+        }
+    );
+    assert_eq!(probe.initial_delay_ms, 2000);
+    let id = server.node_id.clone();
+    assert!(
+        run.step(
+            Event::Started {
+                node: id.clone(),
+                pid: 7
+            },
+            2
+        )
+        .is_empty()
+    );
+    // ready: the next step starts, with the daemon's address
+    let acts = run.step(Event::Ready { node: id.clone() }, 3);
+    let client = acts
+        .iter()
+        .find_map(|a| match a {
+            Action::Start(s) => Some(s.clone()),
+            _ => None,
+        })
+        .expect("the client starts once the daemon is ready");
+    assert_eq!(client.command, ["get", "127.0.0.1"]);
+    let daemon = run.node_by_id(&id).unwrap();
+    assert!(daemon.message.starts_with("daemoned"), "{}", daemon.message);
+    // the client finishes, the steps scope ends: the daemon is stopped, the run succeeds
+    run.step(
+        Event::Started {
+            node: client.node_id.clone(),
+            pid: 8,
+        },
+        4,
+    );
+    let acts = run.step(
+        Event::Finished {
+            node: client.node_id.clone(),
+            result: TaskResult {
+                exit_code: Some(0),
+                ..TaskResult::default()
+            },
+        },
+        5,
+    );
+    assert!(
+        acts.iter()
+            .any(|a| matches!(a, Action::Stop { node, .. } if *node == id)),
+        "{acts:?}"
+    );
+    assert_eq!(run.phase(), Phase::Succeeded);
+    // the daemon's end (killed) changes nothing
+    run.step(
+        Event::Finished {
+            node: id.clone(),
+            result: TaskResult {
+                exit_code: Some(137),
+                ..TaskResult::default()
+            },
+        },
+        6,
+    );
+    assert_eq!(run.phase(), Phase::Succeeded);
+    assert_eq!(run.node_by_id(&id).unwrap().phase, Phase::Succeeded);
+}

@@ -235,20 +235,27 @@ impl Validator<'_> {
                 return;
             }
         }
-        for (field, present) in [
-            ("daemon", t.daemon == Some(true)),
-            ("sidecars", !t.sidecars.is_empty()),
-            ("initContainers", !t.init_containers.is_empty()),
+        for (field, list) in [
+            ("sidecars", &t.sidecars),
+            ("initContainers", &t.init_containers),
         ] {
-            if present {
-                self.push(
-                    &format!("{path}.{field}"),
-                    &format!(
-                        "template `{}`: `{field}` is not supported by weir yet",
-                        t.name
-                    ),
-                );
+            for (j, sc) in list.iter().enumerate() {
+                if sc.command.is_empty() && sc.args.is_empty() {
+                    self.push(
+                        &format!("{path}.{field}[{j}]"),
+                        &format!("template `{}`: container `{}` has no `command` or `args`: the image's own entrypoint cannot run on this host", t.name, sc.name.as_deref().unwrap_or_default()),
+                    );
+                }
             }
+        }
+        if t.daemon == Some(true) && t.container.is_none() && t.script.is_none() {
+            self.push(
+                &format!("{path}.daemon"),
+                &format!(
+                    "template `{}`: only container and script templates can be daemons",
+                    t.name
+                ),
+            );
         }
         for (key, _) in t
             .steps

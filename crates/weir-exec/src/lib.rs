@@ -6,6 +6,7 @@
 
 mod admission;
 mod artifacts;
+mod probe;
 mod process;
 mod reaper;
 mod sandbox;
@@ -23,6 +24,10 @@ pub enum Update {
     Started {
         node: String,
         pid: u32,
+    },
+    /// A daemon task is ready (its readiness probe passed, or it has none and started).
+    Ready {
+        node: String,
     },
     /// A line of the task's output (already masked), for live display.
     Log {

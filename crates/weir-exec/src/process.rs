@@ -192,11 +192,80 @@ struct TaskWatch {
     node: String,
     requests: Requests,
     gpus: Vec<String>,
-    log: LazyLog,
+    log: Arc<Mutex<LazyLog>>,
     secrets: Vec<String>,
     stream: Option<Sender<Update>>,
     tail: Vec<u8>,
     collect: Option<Box<Collect>>,
+    /// Process groups of the task's sidecars: killed when the task exits.
+    sidecars: Vec<i32>,
+    /// Set when the task exits (a daemon's readiness probe stops then).
+    exited: Arc<AtomicBool>,
+}
+
+/// Passes a sidecar's (or init container's) output to its task's log, each line marked with
+/// the container's name; an init container's exit code goes to `exited`.
+struct SidecarWatch {
+    name: String,
+    node: String,
+    log: Arc<Mutex<LazyLog>>,
+    secrets: Vec<String>,
+    stream: Option<Sender<Update>>,
+    exited: Option<Sender<i32>>,
+}
+
+/// The task's environment with a container's own variables over it.
+fn with_env(
+    base: &[(String, String)],
+    own: &[(String, String)],
+    view: &View,
+) -> Vec<(String, String)> {
+    let mut env = base.to_vec();
+    for (k, v) in own {
+        env.retain(|(x, _)| x != k);
+        env.push((k.clone(), view.rewrite(v)));
+    }
+    env
+}
+
+/// One output line, masked, to the task's log and (when streaming) to the driver.
+fn emit(
+    line: &[u8],
+    prefix: &str,
+    secrets: &[String],
+    log: &Mutex<LazyLog>,
+    stream: &Option<Sender<Update>>,
+    node: &str,
+) {
+    let text = String::from_utf8_lossy(line);
+    let masked = format!("{prefix}{}", mask(text.trim_end_matches('\r'), secrets));
+    lock(log).line(&masked);
+    if let Some(tx) = stream {
+        let _ = tx.send(Update::Log {
+            node: node.to_string(),
+            line: masked,
+        });
+    }
+}
+
+impl Watch for SidecarWatch {
+    fn line(&mut self, line: &[u8], _stdout: bool) {
+        let prefix = format!("[{}] ", self.name);
+        emit(
+            line,
+            &prefix,
+            &self.secrets,
+            &self.log,
+            &self.stream,
+            &self.node,
+        );
+    }
+
+    fn exited(self: Box<Self>, code: i32) {
+        if let Some(tx) = self.exited {
+            let _ = tx.send(code);
+        }
+    }
 }
 
 impl Watch for TaskWatch {
@@ -209,15 +278,7 @@ impl Watch for TaskWatch {
                 self.tail.drain(..cut);
             }
         }
-        let text = String::from_utf8_lossy(line);
-        let masked = mask(text.trim_end_matches('\r'), &self.secrets);
-        self.log.line(&masked);
-        if let Some(tx) = &self.stream {
-            let _ = tx.send(Update::Log {
-                node: self.node.clone(),
-                line: masked,
-            });
-        }
+        emit(line, "", &self.secrets, &self.log, &self.stream, &self.node);
     }
 
     fn exited(self: Box<Self>, code: i32) {
@@ -228,8 +289,14 @@ impl Watch for TaskWatch {
             gpus,
             mut tail,
             collect,
+            sidecars,
+            exited,
             ..
         } = *self;
+        exited.store(true, Ordering::SeqCst);
+        for pgid in sidecars {
+            kill_group(pgid);
+        }
         if tail.len() > RESULT_LIMIT {
             let cut = tail.len() - RESULT_LIMIT;
             tail.drain(..cut);
@@ -542,6 +609,70 @@ impl Inner {
         if lock(&self.state).stopped.contains(&task.node_id) {
             return Err("stopped before it started".into());
         }
+        let log = Arc::new(Mutex::new(log));
+        let stream = self.cfg.stream_logs.then(|| lock(&self.tx).clone());
+        // init containers and sidecars share the task's view of the files and its environment
+        let beside = |c: &weir_core::run::Sidecar| spawn::Spec {
+            argv: c
+                .command
+                .iter()
+                .chain(&c.args)
+                .map(|a| view.rewrite(a))
+                .collect(),
+            env: with_env(&env, &c.env, &view),
+            cwd: cwd.clone(),
+            binds: binds.clone(),
+            namespaces: ns,
+            tmpfs_tmp: light,
+        };
+        let watch = |name: &str, exited: Option<Sender<i32>>| {
+            Box::new(SidecarWatch {
+                name: name.to_string(),
+                node: task.node_id.clone(),
+                log: log.clone(),
+                secrets: task.secrets.clone(),
+                stream: stream.clone(),
+                exited,
+            })
+        };
+        // init containers, one after another, each to its end
+        for ic in &task.init_containers {
+            let p = spawn::spawn(&beside(ic))
+                .map_err(|e| format!("init container `{}` cannot start: {e}", ic.name))?;
+            {
+                // while it runs, stopping the task stops it
+                let mut st = lock(&self.state);
+                st.running.insert(task.node_id.clone(), p.pid);
+                if st.stopped.contains(&task.node_id) || self.shutting_down.load(Ordering::SeqCst) {
+                    kill_group(p.pid);
+                }
+            }
+            let (tx, rx) = std::sync::mpsc::channel();
+            self.reaper.watch(p, watch(&ic.name, Some(tx)));
+            let code = rx.recv().unwrap_or(128 + libc::SIGKILL);
+            if code != 0 {
+                let msg = format!("init container `{}` failed with exit code {code}", ic.name);
+                lock(&log).line(&format!("weir: {msg}"));
+                self.ended_before_start(&task, &gpus, code);
+                return Ok(());
+            }
+        }
+        // sidecars next, each its own process group, sharing the task's view of the files
+        let mut sidecars = Vec::new();
+        for sc in &task.sidecars {
+            match spawn::spawn(&beside(sc)) {
+                Ok(p) => {
+                    sidecars.push(p.pid);
+                    self.reaper.watch(p, watch(&sc.name, None));
+                }
+                Err(e) => {
+                    for &pgid in &sidecars {
+                        kill_group(pgid);
+                    }
+                    return Err(format!("sidecar `{}` cannot start: {e}", sc.name));
+                }
+            }
+        }
         let spec = spawn::Spec {
             argv: argv.clone(),
             env,
@@ -553,21 +684,16 @@ impl Inner {
         let proc = match spawn::spawn(&spec) {
             Ok(p) => p,
             Err(e) => {
-                log.line(&format!("weir: cannot start `{}`: {e}", argv[0]));
+                for &pgid in &sidecars {
+                    kill_group(pgid);
+                }
+                lock(&log).line(&format!("weir: cannot start `{}`: {e}", argv[0]));
                 let code = if e.kind() == std::io::ErrorKind::NotFound {
                     127
                 } else {
                     126
                 };
-                self.done(
-                    task.node_id.clone(),
-                    &task.requests,
-                    &gpus,
-                    TaskResult {
-                        exit_code: Some(code),
-                        ..TaskResult::default()
-                    },
-                );
+                self.ended_before_start(&task, &gpus, code);
                 return Ok(());
             }
         };
@@ -596,6 +722,31 @@ impl Inner {
             node: task.node_id.clone(),
             pid: pid as u32,
         });
+        let exited = Arc::new(AtomicBool::new(false));
+        if let Some(d) = &task.daemon {
+            match d.probe.clone() {
+                None => self.send(Update::Ready {
+                    node: task.node_id.clone(),
+                }),
+                Some(p) => {
+                    let me = self.clone();
+                    let node = task.node_id.clone();
+                    let exited = exited.clone();
+                    let plog = log.clone();
+                    let spawned =
+                        std::thread::Builder::new()
+                            .name("weir-probe".into())
+                            .spawn(move || {
+                                if crate::probe::wait_ready(&p, &exited, &plog) {
+                                    me.send(Update::Ready { node });
+                                }
+                            });
+                    if let Err(e) = spawned {
+                        lock(&log).line(&format!("weir: cannot start the readiness probe: {e}"));
+                    }
+                }
+            }
+        }
         let watch = TaskWatch {
             me: self.clone(),
             node: task.node_id.clone(),
@@ -603,7 +754,9 @@ impl Inner {
             gpus: gpus.clone(),
             log,
             secrets: task.secrets.clone(),
-            stream: self.cfg.stream_logs.then(|| lock(&self.tx).clone()),
+            stream,
+            sidecars,
+            exited,
             tail: Vec::new(),
             collect: (!light).then(|| {
                 Box::new(Collect {
@@ -616,6 +769,16 @@ impl Inner {
         };
         self.reaper.watch(proc, Box::new(watch));
         Ok(())
+    }
+
+    /// Reports a task that ended before its own program ran (an init container failed, or
+    /// the program could not start) with that exit code.
+    fn ended_before_start(&self, task: &TaskSpec, gpus: &[String], code: i32) {
+        let result = TaskResult {
+            exit_code: Some(code),
+            ..TaskResult::default()
+        };
+        self.done(task.node_id.clone(), &task.requests, gpus, result);
     }
 
     /// Reads a finished task's output parameters and saves its output artifacts.
@@ -654,13 +817,13 @@ impl Inner {
 
 /// A task's log file, created when the first line arrives: most tasks of a large fan-out print
 /// nothing, and creating files is what costs most per task on some filesystems.
-struct LazyLog {
+pub(crate) struct LazyLog {
     path: PathBuf,
     file: Option<fs::File>,
 }
 
 impl LazyLog {
-    fn line(&mut self, text: &str) {
+    pub(crate) fn line(&mut self, text: &str) {
         if self.file.is_none() {
             self.file = fs::OpenOptions::new()
                 .create(true)

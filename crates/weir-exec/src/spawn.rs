@@ -57,6 +57,30 @@ struct Child {
     /// them after the clone returns (CLONE_VFORK: the memory is shared and the parent waited).
     failed_step: AtomicI32,
     failed_errno: AtomicI32,
+    /// `binds.len()` slots the child fills with the descriptors of the bind sources.
+    src_fds: *mut i32,
+}
+
+/// `/proc/self/fd/N` as a NUL-terminated string, without allocating (the child runs it).
+fn fd_path(fd: i32) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    let prefix = b"/proc/self/fd/";
+    out[..prefix.len()].copy_from_slice(prefix);
+    let mut digits = [0u8; 12];
+    let mut n = fd.max(0) as u32;
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for k in 0..len {
+        out[prefix.len() + k] = digits[len - 1 - k];
+    }
+    out
 }
 
 fn cstr(s: &[u8]) -> io::Result<CString> {
@@ -135,9 +159,19 @@ extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
             {
                 fail(4);
             }
-            for (host, target) in &c.binds {
+            // Every source is opened before the first mount and named through /proc/self/fd:
+            // a mount made earlier (a volume at /work) may hide the path of a later source.
+            for (k, (host, _)) in c.binds.iter().enumerate() {
+                let fd = libc::open(host.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
+                if fd < 0 {
+                    fail(5);
+                }
+                *c.src_fds.add(k) = fd;
+            }
+            for (k, (_, target)) in c.binds.iter().enumerate() {
+                let name = fd_path(*c.src_fds.add(k));
                 if libc::mount(
-                    host.as_ptr(),
+                    name.as_ptr() as *const libc::c_char,
                     target.as_ptr(),
                     std::ptr::null(),
                     libc::MS_BIND | libc::MS_REC,
@@ -223,6 +257,8 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
             ))
         })
         .collect::<io::Result<Vec<_>>>()?;
+    // where the child keeps the descriptors of the bind sources (it must not allocate)
+    let mut src_fds = vec![-1i32; binds.len()];
     let devnull = devnull()?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
@@ -248,6 +284,7 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
         stderr: err_w.as_raw_fd(),
         failed_step: AtomicI32::new(0),
         failed_errno: AtomicI32::new(0),
+        src_fds: src_fds.as_mut_ptr(),
     };
     let mut pidfd: libc::c_int = -1;
     // The child's stack: one per thread, reused (the thread is suspended while the child runs

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
-use weir_core::run::{Requests, TaskResult, TaskSpec};
+use weir_core::run::{
+    Daemon, Mount, Probe, ProbeCheck, Requests, Sidecar, TaskResult, TaskSpec, VolumeSource,
+};
 use weir_exec::{Capacity, Executor, ProcessConfig, ProcessExecutor, Sandbox, Update};
 use weir_store::LocalRepo;
 
@@ -41,6 +43,9 @@ fn task(node: &str, argv: &[&str]) -> TaskSpec {
         output_artifacts: Vec::new(),
         requests: Requests::default(),
         mounts: Vec::new(),
+        daemon: None,
+        sidecars: Vec::new(),
+        init_containers: Vec::new(),
     }
 }
 
@@ -54,7 +59,7 @@ fn finish(rx: &Receiver<Update>, n: usize) -> (HashMap<String, TaskResult>, Vec<
                 done.insert(node, result);
             }
             Ok(Update::Log { node, line }) => logs.push((node, line)),
-            Ok(Update::Started { .. }) => {}
+            Ok(Update::Started { .. } | Update::Ready { .. }) => {}
             Err(e) => panic!("waiting for {n} tasks, {} finished: {e}", done.len()),
         }
     }
@@ -114,6 +119,12 @@ fn a_task_ends_with_its_main_process_and_what_it_left_running_is_killed() {
     let r = &done["bg"];
     assert_eq!(r.exit_code, Some(0));
     let pid: i32 = r.stdout.trim().parse().unwrap();
+    assert_exits(pid);
+    exec.shutdown();
+}
+
+/// Waits (an event: the pidfd becomes readable) for process `pid` to exit; fails after 30 s.
+fn assert_exits(pid: i32) {
     // SAFETY: pidfd_open on a pid; the descriptor is closed below.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
     if fd >= 0 {
@@ -125,9 +136,8 @@ fn a_task_ends_with_its_main_process_and_what_it_left_running_is_killed() {
         // SAFETY: one pollfd; readable once the process has exited.
         let n = unsafe { libc::poll(&mut p, 1, 30_000) };
         unsafe { libc::close(fd) };
-        assert_eq!(n, 1, "the background process {pid} outlived its task");
+        assert_eq!(n, 1, "process {pid} outlived its task");
     }
-    exec.shutdown();
 }
 
 #[test]
@@ -156,5 +166,139 @@ fn stop_kills_a_running_task_and_a_missing_program_exits_127() {
         log.contains("`no-such-program-weir` not found in PATH"),
         "{log}"
     );
+    exec.shutdown();
+}
+
+/// A free port on 127.0.0.1 (bound, then released for the task to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn a_daemon_is_ready_when_its_probe_passes_and_sidecars_end_with_their_task() {
+    let dir = tempfile::tempdir().unwrap();
+    let (exec, rx) = executor(dir.path());
+    // the daemon listens only after a moment; readiness must wait for it
+    let port = free_port();
+    let mut d = task(
+        "daemon",
+        &[
+            "sh",
+            "-c",
+            &format!("sleep 0.3; exec python3 -m http.server {port} --bind 127.0.0.1"),
+        ],
+    );
+    d.daemon = Some(Daemon {
+        probe: Some(Probe {
+            check: ProbeCheck::Http {
+                port,
+                path: "/".into(),
+            },
+            initial_delay_ms: 0,
+            period_ms: 100,
+        }),
+    });
+    exec.start(d);
+    loop {
+        match rx.recv_timeout(Duration::from_secs(60)).unwrap() {
+            Update::Ready { node } if node == "daemon" => break,
+            Update::Finished { node, result } => panic!("{node} ended before ready: {result:?}"),
+            _ => {}
+        }
+    }
+    // ready means answering: a client gets a page now
+    let page = std::process::Command::new("python3")
+        .args(["-c", &format!("import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:{port}/').status)")])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&page.stdout).trim(), "200");
+
+    // a sidecar serves the task, which queries it; the sidecar goes when the task ends
+    let port2 = free_port();
+    let mut t = task(
+        "with-sidecar",
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "for i in $(seq 100); do python3 -c \"import urllib.request; urllib.request.urlopen('http://127.0.0.1:{port2}/')\" 2>/dev/null && echo served && exit 0; sleep 0.1; done; exit 1"
+            ),
+        ],
+    );
+    // outside /tmp: the sidecar has a private /tmp
+    let shared = tempfile::Builder::new()
+        .prefix("weir-sidecar-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let pidfile = shared.path().join("sidecar.pid");
+    t.sidecars = vec![Sidecar {
+        name: "web".into(),
+        command: vec!["sh".into(), "-c".into()],
+        args: vec![format!(
+            "echo $$ > {}; exec python3 -m http.server {port2} --bind 127.0.0.1",
+            pidfile.display()
+        )],
+        env: Vec::new(),
+    }];
+    exec.start(t);
+    let (done, logs) = finish(&rx, 1);
+    assert_eq!(done["with-sidecar"].exit_code, Some(0), "{logs:?}");
+    assert_eq!(done["with-sidecar"].stdout, "served");
+    // the sidecar's own output reaches the task's log, marked with its name
+    assert!(
+        logs.iter()
+            .any(|(n, l)| n == "with-sidecar" && l.starts_with("[web] ")),
+        "{logs:?}"
+    );
+    // the sidecar was killed with its task
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert_exits(pid);
+    exec.stop("daemon");
+    let (done, _) = finish(&rx, 1);
+    assert_eq!(done["daemon"].exit_code, Some(128 + libc::SIGKILL));
+    exec.shutdown();
+}
+
+#[test]
+fn a_volume_mounted_over_weirs_own_directories_hides_nothing_the_task_needs() {
+    // The task's work directory lies under D; a volume is mounted at D itself. The mounts that
+    // come after it (the task's private /tmp, from under D) must still find their sources.
+    let base = tempfile::Builder::new()
+        .prefix("weir-shadow-")
+        .tempdir_in("/var/tmp")
+        .unwrap();
+    let vol = tempfile::tempdir().unwrap();
+    std::fs::write(vol.path().join("in-volume"), "v\n").unwrap();
+    let (exec, rx) = executor(base.path());
+    let mut t = task(
+        "shadow",
+        &[
+            "sh",
+            "-c",
+            &format!(
+                "cat {}/in-volume; echo x > /tmp/own; cat /tmp/own",
+                base.path().display()
+            ),
+        ],
+    );
+    t.mounts = vec![Mount {
+        name: "v".into(),
+        source: VolumeSource::Host(vol.path().display().to_string()),
+        path: base.path().display().to_string(),
+        sub_path: None,
+        read_only: false,
+    }];
+    exec.start(t);
+    let (done, logs) = finish(&rx, 1);
+    assert_eq!(done["shadow"].exit_code, Some(0), "{logs:?}");
+    assert_eq!(done["shadow"].stdout, "v\nx");
     exec.shutdown();
 }

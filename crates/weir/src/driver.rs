@@ -270,6 +270,7 @@ pub fn drive(
         for u in updates {
             match u {
                 Update::Started { node, pid } => batch.push((now, Event::Started { node, pid })),
+                Update::Ready { node } => batch.push((now, Event::Ready { node })),
                 Update::Finished { node, result } => {
                     if !node.is_empty() {
                         batch.push((now, Event::Finished { node, result }))

@@ -549,6 +549,11 @@ impl Run {
             Event::Resume { parameters } => self.resume(parameters),
             Event::Retry => self.retry_from_failure(),
             Event::Acquired { holder, error } => self.acquired(&holder, error),
+            Event::Ready { node } => {
+                if let Some(&i) = self.by_id.get(&id_key(&node)) {
+                    self.daemon_ready(i);
+                }
+            }
             Event::Cached { node, outputs } => {
                 let Some(&i) = self.by_id.get(&id_key(&node)) else {
                     return;
@@ -612,6 +617,45 @@ impl Run {
                 self.slot = None;
                 self.lock_granted = false;
             }
+        }
+    }
+
+    /// A daemon is ready: the scope goes on while it runs, and stops it when the scope ends.
+    fn daemon_ready(&mut self, i: usize) {
+        if self.nodes[i].phase.is_done() || !matches!(self.rt[i], Rt::Pod { .. }) {
+            return;
+        }
+        // the nearest steps or DAG template above it is the scope that owns it
+        let mut scope = self.nodes[i].parent;
+        while let Some(p) = scope
+            && !matches!(self.nodes[p].node_type, NodeType::Steps | NodeType::DAG)
+        {
+            scope = self.nodes[p].parent;
+        }
+        self.release_pod(i);
+        self.daemons.push((scope, i));
+        let owner = scope
+            .map(|p| format!("`{}`", self.nodes[p].display_name))
+            .unwrap_or_else(|| "the workflow".into());
+        self.finish_node(
+            i,
+            Phase::Succeeded,
+            format!("daemoned: runs until {owner} ends"),
+        );
+        self.pump();
+    }
+
+    /// Stops the daemons of a scope that ended (`None`: the run).
+    fn stop_daemons(&mut self, scope: Option<usize>) {
+        let (ending, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.daemons)
+            .into_iter()
+            .partition(|&(s, _)| s == scope || scope.is_none());
+        self.daemons = rest;
+        for (_, d) in ending {
+            self.actions.push(Action::Stop {
+                node: self.nodes[d].id.clone(),
+                reason: StopReason::Stopped,
+            });
         }
     }
 
@@ -1281,17 +1325,14 @@ impl Run {
     }
 
     /// Resolves a container or script template into what the executor runs.
-    fn task_spec(
+    /// A container's environment (`env`, `envFrom`) and the secret values it holds.
+    fn container_env(
         &self,
         i: usize,
-        call: &Call,
         c: &crate::spec::Container,
-    ) -> Result<TaskSpec, String> {
-        let vars = self.local_vars(call);
-        let env = Vars {
-            layers: vec![&vars, &self.globals],
-        };
-        let s = |x: &str| substitute(x, &env).map_err(|e| e.to_string());
+        env: &Vars,
+    ) -> Result<(EnvVars, Vec<String>), String> {
+        let s = |x: &str| substitute(x, env).map_err(|e| e.to_string());
         let mut envs = Vec::new();
         let mut secrets = Vec::new();
         for e in &c.env {
@@ -1380,6 +1421,45 @@ impl Run {
                 }
             }
         }
+        Ok((envs, secrets))
+    }
+
+    fn task_spec(
+        &self,
+        i: usize,
+        call: &Call,
+        c: &crate::spec::Container,
+    ) -> Result<TaskSpec, String> {
+        let vars = self.local_vars(call);
+        let env = Vars {
+            layers: vec![&vars, &self.globals],
+        };
+        let s = |x: &str| substitute(x, &env).map_err(|e| e.to_string());
+        let (envs, mut secrets) = self.container_env(i, c, &env)?;
+        let mut sidecars = Vec::new();
+        let mut init_containers = Vec::new();
+        for (list, out) in [
+            (&call.tmpl.sidecars, &mut sidecars),
+            (&call.tmpl.init_containers, &mut init_containers),
+        ] {
+            for sc in list {
+                let (sc_env, sc_secrets) = self.container_env(i, sc, &env)?;
+                secrets.extend(sc_secrets);
+                out.push(Sidecar {
+                    name: sc.name.clone().unwrap_or_else(|| "container".into()),
+                    command: sc.command.iter().map(|x| s(x)).collect::<Result<_, _>>()?,
+                    args: sc.args.iter().map(|x| s(x)).collect::<Result<_, _>>()?,
+                    env: sc_env,
+                });
+            }
+        }
+        let daemon = if call.tmpl.daemon == Some(true) {
+            Some(Daemon {
+                probe: c.readiness_probe.as_ref().map(probe).transpose()?,
+            })
+        } else {
+            None
+        };
         let mut inputs = Vec::new();
         for a in &call.tmpl.inputs.artifacts {
             let Some(src) = call.artifacts.iter().find(|x| x.name == a.name) else {
@@ -1436,6 +1516,9 @@ impl Run {
             output_artifacts,
             requests,
             mounts: self.mounts(&call.tmpl, c)?,
+            daemon,
+            sidecars,
+            init_containers,
         })
     }
 
@@ -1651,6 +1734,9 @@ impl Run {
             n.message = message;
         }
         n.finished_at = Some(self.now);
+        if !self.daemons.is_empty() && self.daemons.iter().any(|&(s, _)| s == Some(i)) {
+            self.stop_daemons(Some(i));
+        }
         if self.meta[i].sync {
             self.meta[i].sync = false;
             self.actions.push(Action::Release {
@@ -1915,6 +2001,7 @@ impl Run {
         self.phase = phase;
         self.finished_at = Some(self.now);
         self.timers.clear();
+        self.stop_daemons(None);
         self.globals
             .insert("workflow.status".into(), phase.as_str().into());
         self.actions.push(Action::Finished { phase });
@@ -3085,6 +3172,63 @@ fn publish(vars: &mut BTreeMap<String, String>, key: &str, n: &Node) {
         format!("{key}.outputs.parameters"),
         Json::Object(m).to_string(),
     );
+}
+
+/// Environment variables, in order.
+type EnvVars = Vec<(String, String)>;
+
+/// A `readinessProbe` as this host runs it: network probes go to 127.0.0.1.
+fn probe(p: &Json) -> Result<Probe, String> {
+    let ms = |k: &str, default: u64| {
+        p.get(k)
+            .and_then(Json::as_u64)
+            .map(|s| s * 1000)
+            .unwrap_or(default)
+    };
+    let port = |v: Option<&Json>| -> Result<u16, String> {
+        v.and_then(|x| {
+            x.as_u64()
+                .or_else(|| x.as_str().and_then(|s| s.parse().ok()))
+        })
+        .and_then(|n| u16::try_from(n).ok())
+        .ok_or_else(|| {
+            "readinessProbe: the port must be a number (named ports need Kubernetes)".to_string()
+        })
+    };
+    let check = if let Some(e) = p.get("exec") {
+        let cmd: Vec<String> = e
+            .get("command")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str().map(str::to_string))
+            .collect();
+        if cmd.is_empty() {
+            return Err("readinessProbe.exec needs a command".into());
+        }
+        ProbeCheck::Exec(cmd)
+    } else if let Some(h) = p.get("httpGet") {
+        ProbeCheck::Http {
+            port: port(h.get("port"))?,
+            path: h
+                .get("path")
+                .and_then(Json::as_str)
+                .unwrap_or("/")
+                .to_string(),
+        }
+    } else if let Some(t) = p.get("tcpSocket") {
+        ProbeCheck::Tcp {
+            port: port(t.get("port"))?,
+        }
+    } else {
+        return Err("readinessProbe needs exec, httpGet or tcpSocket".into());
+    };
+    // Kubernetes probes every 10 s by default; one host answers sooner, so 1 s unless set
+    Ok(Probe {
+        check,
+        initial_delay_ms: ms("initialDelaySeconds", 0),
+        period_ms: ms("periodSeconds", 1000),
+    })
 }
 
 fn is_transient(msg: &str) -> bool {

@@ -193,6 +193,49 @@ pub struct TaskSpec {
     pub requests: Requests,
     #[serde(default)]
     pub mounts: Vec<Mount>,
+    /// A daemon keeps running once ready, until the scope that started it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon: Option<Daemon>,
+    /// Processes started before the task and killed when it exits (`sidecars`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sidecars: Vec<Sidecar>,
+    /// Run one after another to completion before the task (`initContainers`); one that fails
+    /// fails the task.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub init_containers: Vec<Sidecar>,
+}
+
+/// How the executor decides a daemon is ready (`readinessProbe`); none: as soon as it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Daemon {
+    pub probe: Option<Probe>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Probe {
+    pub check: ProbeCheck,
+    pub initial_delay_ms: u64,
+    pub period_ms: u64,
+}
+
+/// A readiness check, run on this host (network probes go to 127.0.0.1).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ProbeCheck {
+    /// Ready when the command exits 0.
+    Exec(Vec<String>),
+    /// Ready when `GET path` answers 200–399.
+    Http { port: u16, path: String },
+    /// Ready when the port accepts a connection.
+    Tcp { port: u16 },
+}
+
+/// A sidecar or init container, as a process beside (or before) the task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sidecar {
+    pub name: String,
+    pub command: Vec<String>,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
 }
 
 /// What came back from a task.
@@ -253,6 +296,10 @@ pub enum Event {
     },
     /// Retry from failure: failed nodes and their dependents run again, succeeded ones are kept.
     Retry,
+    /// A daemon task passed its readiness probe (or started, without one).
+    Ready {
+        node: String,
+    },
     /// The answer to `Action::Acquire`: `holder` holds its locks, or (`error`) never can.
     Acquired {
         holder: String,
@@ -406,6 +453,8 @@ pub struct Run {
     lock_granted: bool,
     /// The entrypoint call, held until the workflow-level locks are granted.
     wf_lock: Option<Box<engine::LockRt>>,
+    /// Daemons still running: (the scope whose end stops them, or `None` for the run; node).
+    daemons: Vec<(Option<usize>, usize)>,
 }
 
 impl Run {
@@ -469,6 +518,7 @@ impl Run {
             slot: None,
             lock_granted: false,
             wf_lock: None,
+            daemons: Vec::new(),
         }
     }
 
@@ -572,9 +622,11 @@ impl Run {
 
     /// Pods that were running (had a process) when the state was last persisted.
     pub fn running_pods(&self) -> Vec<(String, Option<u32>)> {
+        let daemons = self.daemons.iter().map(|&(_, d)| &self.nodes[d]);
         self.nodes
             .iter()
             .filter(|n| n.node_type == NodeType::Pod && n.phase == Phase::Running)
+            .chain(daemons)
             .map(|n| (n.id.clone(), n.pid))
             .collect()
     }

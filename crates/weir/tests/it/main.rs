@@ -673,3 +673,119 @@ fn synchronization_locks_are_shared_by_runs_of_one_database() {
     let max = overlaps(&stamps);
     assert!((1..=2).contains(&max), "{max} tasks held a semaphore of 2");
 }
+
+/// A free port on 127.0.0.1 (bound, then released for a task to take).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn daemon_steps_and_sidecars_serve_later_steps_on_loopback() {
+    let sb = Sandbox::new();
+    let (p1, p2) = (free_port(), free_port());
+    let get = |port: u16, host: &str| {
+        format!(
+            "python3 -c \"import urllib.request; print(urllib.request.urlopen('http://{host}:{port}/').status)\""
+        )
+    };
+    let wf = sb.write(
+        "daemon.yaml",
+        &format!(
+            "kind: Workflow
+metadata: {{name: daemon}}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {{name: server, template: server}}
+    - - {{name: client, template: client, arguments: {{parameters: [{{name: ip, value: '{{{{steps.server.ip}}}}'}}]}}}}
+      - {{name: with-sidecar, template: with-sidecar}}
+      - {{name: with-init, template: with-init}}
+  - name: with-init
+    volumes: [{{name: work, emptyDir: {{}}}}]
+    initContainers:
+    - {{name: prepare, image: alpine, command: [sh, -c, 'echo prepared > /work/f; echo init ran'], mirrorVolumeMounts: true}}
+    container:
+      image: alpine
+      command: [cat, /work/f]
+      volumeMounts: [{{name: work, mountPath: /work}}]
+  - name: server
+    daemon: true
+    container:
+      image: python:3
+      command: [sh, -c, 'sleep 0.2; exec python3 -m http.server {p1} --bind 127.0.0.1']
+      readinessProbe: {{httpGet: {{path: /, port: {p1}}}}}
+  - name: client
+    inputs: {{parameters: [{{name: ip}}]}}
+    container: {{image: python:3, command: [sh, -c, '{c1}']}}
+  - name: with-sidecar
+    container:
+      image: python:3
+      command: [sh, -c, 'for i in $(seq 100); do {c2} 2>/dev/null && exit 0; sleep 0.1; done; exit 1']
+    sidecars:
+    - name: web
+      image: python:3
+      command: [python3, -m, http.server, '{p2}', --bind, 127.0.0.1]
+",
+            c1 = get(p1, "{{inputs.parameters.ip}}").replace('\'', "''"),
+            c2 = get(p2, "127.0.0.1").replace('\'', "''"),
+        ),
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let wf = sb.json(&["get", "daemon", "-o", "json"]);
+    let nodes: Vec<&serde_json::Value> = wf["status"]["nodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .collect();
+    let by_name = |n: &str| {
+        nodes
+            .iter()
+            .find(|x| x["displayName"] == n)
+            .unwrap_or_else(|| panic!("no node {n}"))
+    };
+    assert_eq!(by_name("client")["outputs"]["result"], "200");
+    assert_eq!(by_name("with-sidecar")["outputs"]["result"], "200");
+    assert_eq!(by_name("with-init")["outputs"]["result"], "prepared");
+    let logs = sb.weir(&["logs", "daemon", "with-init"]).stdout;
+    assert!(logs.contains("[prepare] init ran"), "{logs}");
+    // an init container that fails fails its task, whose own program never runs
+    let marker = sb.dir.join("main-ran");
+    let bad = sb.write(
+        "bad-init.yaml",
+        &format!("kind: Workflow\nmetadata: {{name: bad-init}}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    initContainers: [{{name: check, image: a, command: [sh, -c, 'exit 3']}}]\n    container: {{image: a, command: [touch, {}]}}\n", marker.display()),
+    );
+    let out = sb.weir(&["run", bad.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("exit code 3"), "{}", out.all());
+    assert!(!marker.exists());
+    let logs = sb.weir(&["logs", "bad-init"]).stdout;
+    assert!(
+        logs.contains("init container `check` failed with exit code 3"),
+        "{logs}"
+    );
+    assert!(
+        by_name("server")["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("daemoned"),
+        "{}",
+        by_name("server")
+    );
+    // weir has exited, and with it every process it started: nothing listens on either port
+    for port in [p1, p2] {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "{port}"
+        );
+    }
+    // the sidecar's output is in its task's log, marked with its name
+    let logs = sb.weir(&["logs", "daemon", "with-sidecar"]).stdout;
+    assert!(logs.contains("[web] "), "{logs}");
+}
