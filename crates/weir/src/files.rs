@@ -198,6 +198,8 @@ const KUBERNETES_ONLY: &[&str] = &[
     "executor",
     "hostAliases",
     "runtimeClassName",
+    // a template's pod priority; `spec.priority` orders lock queues and is not warned about
+    "priority",
 ];
 
 /// Fields weir accepts but does not act on yet.
@@ -208,7 +210,6 @@ const NOT_YET: &[&str] = &[
     "archiveLogs",
     "archiveLocation",
     "metrics",
-    "priority",
 ];
 
 /// One warning per Kubernetes-only or not-yet-supported field of a workflow document.
@@ -217,7 +218,9 @@ pub fn ignored_field_warnings(def: &Definition) -> Vec<String> {
         .iter()
         .filter_map(|(path, pos)| {
             let last = path.rsplit('.').next().unwrap_or_default();
-            let why = if KUBERNETES_ONLY.contains(&last) {
+            let why = if path == "spec.priority" {
+                return None;
+            } else if KUBERNETES_ONLY.contains(&last) {
                 "has no effect when running on one host (kept, ignored)"
             } else if NOT_YET.contains(&last) {
                 "is not supported by weir yet (kept, ignored)"
