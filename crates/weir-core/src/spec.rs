@@ -251,6 +251,13 @@ pub struct Template {
     pub memoize: Option<Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Value>,
+    /// Set on a containerSet run as a DAG: the task whose result is the template's result.
+    #[serde(skip)]
+    pub result_from: Option<String>,
+    /// Set on the templates of a containerSet's containers: `emptyDir` volumes are shared by
+    /// the set (one directory per set instance), not private to each container.
+    #[serde(skip)]
+    pub set_member: bool,
 }
 
 impl Template {

@@ -965,3 +965,62 @@ fn a_daemon_lets_its_scope_go_on_once_ready_and_is_stopped_when_the_scope_ends()
     assert_eq!(run.phase(), Phase::Succeeded);
     assert_eq!(run.node_by_id(&id).unwrap().phase, Phase::Succeeded);
 }
+
+#[test]
+fn a_container_set_runs_its_containers_in_dependency_order_and_main_gives_the_outputs() {
+    let yaml = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    dag:\n      tasks:\n      - {name: set, template: group}\n      - {name: after, template: echo, arguments: {parameters: [{name: x, value: '{{tasks.set.outputs.result}}-{{tasks.set.outputs.parameters.p}}'}]}, dependencies: [set]}\n  - name: group\n    volumes: [{name: ws, emptyDir: {}}]\n    containerSet:\n      volumeMounts: [{name: ws, mountPath: /ws}]\n      containers:\n      - {name: a, image: x, command: [a]}\n      - {name: b, image: x, command: [b], dependencies: [a]}\n      - {name: c, image: x, command: [c], dependencies: [a]}\n      - {name: main, image: x, command: [m], dependencies: [b, c]}\n    outputs:\n      parameters: [{name: p, valueFrom: {path: /ws/p}}]\n  - name: echo\n    inputs: {parameters: [{name: x}]}\n    container: {image: x, command: [echo, '{{inputs.parameters.x}}']}\n";
+    let (trace, phase, run) = simulate(yaml, |name, _| (0, format!("out-of-{name}")));
+    assert_eq!(phase, Phase::Succeeded);
+    let pos = |n: &str| {
+        trace
+            .iter()
+            .position(|t| t.ends_with(n))
+            .unwrap_or_else(|| panic!("{n} in {trace:?}"))
+    };
+    assert!(
+        pos(".set.a") < pos(".set.b") && pos(".set.a") < pos(".set.c"),
+        "{trace:?}"
+    );
+    assert!(
+        pos(".set.b") < pos(".set.main") && pos(".set.c") < pos(".set.main"),
+        "{trace:?}"
+    );
+    // main's stdout is the set's result; its declared parameter is read from main's path
+    let after = run
+        .nodes()
+        .iter()
+        .find(|n| n.display_name == "after")
+        .unwrap();
+    assert_eq!(
+        after.inputs,
+        [(
+            "x".to_string(),
+            "out-of-wf.set.main-out-of-wf.set.main".to_string()
+        )]
+    );
+
+    // the set's emptyDir is one directory for all its containers
+    let (_, actions) = Run::start(submission(yaml, &[])).expect("valid");
+    let Some(Action::Start(a)) = actions.into_iter().next() else {
+        panic!("container a starts first")
+    };
+    assert!(
+        matches!(&a.mounts[0].source, crate::run::VolumeSource::Run(d) if d.ends_with("-ws")),
+        "{:?}",
+        a.mounts
+    );
+    assert_eq!(a.mounts[0].path, "/ws");
+}
+
+#[test]
+fn malformed_container_sets_are_refused_with_their_path() {
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    containerSet:\n      containers:\n      - {name: a, image: x, command: [a], dependencies: [b]}\n      - {name: b, image: x, command: [b], dependencies: [a]}\n      - {name: c, image: argoproj/argosay:v2}\n    outputs:\n      parameters: [{name: p, valueFrom: {path: /p}}]\n";
+    assert_eq!(
+        problems_of(y),
+        [
+            "spec.templates[0].containerSet.containers[2].command: template `t`: needs the image's own program: `argoproj/argosay:v2` runs its entrypoint `argosay`, which is not a program on this host",
+            "spec.templates[0].containerSet.containers: dependency cycle among containers a, b",
+            "spec.templates[0].containerSet.containers: the template declares outputs, which come from a container named `main`; the set has none",
+        ]
+    );
+}

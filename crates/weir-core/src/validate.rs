@@ -176,6 +176,111 @@ impl Validator<'_> {
         }
     }
 
+    /// A containerSet: named containers that each run a host program, dependencies among
+    /// them without cycles, and a `main` container when the template declares outputs.
+    fn container_set(&mut self, t: &Template, set: &serde_json::Value, path: &str) {
+        use crate::run::container_set::{MAIN, members};
+        let members = members(set);
+        if members.is_empty() {
+            self.push(
+                &format!("{path}.containers"),
+                "a containerSet needs containers",
+            );
+            return;
+        }
+        let names: Vec<&str> = members.iter().map(|m| m.name.as_str()).collect();
+        for (j, m) in members.iter().enumerate() {
+            let p = format!("{path}.containers[{j}]");
+            if m.name.is_empty() {
+                self.push(
+                    &format!("{p}.name"),
+                    "a container of a containerSet needs a name",
+                );
+            } else if names.iter().filter(|n| **n == m.name).count() > 1 {
+                self.push(
+                    &format!("{p}.name"),
+                    &format!("container name `{}` is used twice", m.name),
+                );
+            }
+            for d in &m.dependencies {
+                if !names.contains(&d.as_str()) {
+                    self.push(
+                        &format!("{p}.dependencies"),
+                        &format!(
+                            "container `{}` depends on `{d}`, which is not in the set",
+                            m.name
+                        ),
+                    );
+                }
+            }
+            self.host_program(t, &m.container, &p, Some(&m.name));
+        }
+        // dependency cycles: repeatedly take containers whose dependencies are all taken
+        let mut taken: Vec<&str> = Vec::new();
+        loop {
+            let before = taken.len();
+            for m in &members {
+                if !taken.contains(&m.name.as_str())
+                    && m.dependencies
+                        .iter()
+                        .all(|d| taken.contains(&d.as_str()) || !names.contains(&d.as_str()))
+                {
+                    taken.push(&m.name);
+                }
+            }
+            if taken.len() == before {
+                break;
+            }
+        }
+        if taken.len() < members.len() {
+            let left: Vec<&str> = names
+                .iter()
+                .filter(|n| !taken.contains(n))
+                .copied()
+                .collect();
+            self.push(
+                &format!("{path}.containers"),
+                &format!("dependency cycle among containers {}", left.join(", ")),
+            );
+        }
+        let declares = !t.outputs.parameters.is_empty() || !t.outputs.artifacts.is_empty();
+        if declares && !names.contains(&MAIN) {
+            self.push(
+                &format!("{path}.containers"),
+                "the template declares outputs, which come from a container named `main`; the set has none",
+            );
+        }
+    }
+
+    /// A container must name a program this host has: an image's own entrypoint cannot run.
+    fn host_program(
+        &mut self,
+        t: &Template,
+        c: &crate::spec::Container,
+        path: &str,
+        name: Option<&str>,
+    ) {
+        if !c.command.is_empty() {
+            return;
+        }
+        let image = c.image.as_deref().unwrap_or_default();
+        if image.starts_with("argoproj/argosay") {
+            self.push(
+                &format!("{path}.command"),
+                &format!("template `{}`: needs the image's own program: `{image}` runs its entrypoint `argosay`, which is not a program on this host", t.name),
+            );
+        } else if c.args.is_empty() {
+            let who = match name {
+                Some(n) => format!("container `{n}` has no"),
+                None => "no".into(),
+            };
+            self.push(
+                path,
+                &format!("template `{}`: {who} `command` or `args`: the image's own entrypoint cannot run on this host", t.name),
+            );
+        }
+    }
+
     fn push(&mut self, path: &str, msg: &str) {
         self.problems.push(Problem {
             path: path.to_string(),
@@ -186,6 +291,9 @@ impl Validator<'_> {
     fn template(&mut self, t: &Template, path: &str, scope: &TemplateScope) {
         if let Some(sync) = &t.synchronization {
             self.synchronization(sync, &format!("{path}.synchronization"));
+        }
+        if let Some(set) = &t.container_set {
+            self.container_set(t, set, &format!("{path}.containerSet"));
         }
         let kinds = [
             t.container.is_some(),
@@ -212,11 +320,6 @@ impl Validator<'_> {
                 "data",
                 t.data.is_some(),
                 "data templates are not supported yet",
-            ),
-            (
-                "containerSet",
-                t.container_set.is_some(),
-                "containerSet templates are not supported yet",
             ),
             (
                 "plugin",
@@ -289,24 +392,8 @@ impl Validator<'_> {
                 ),
             );
         }
-        if let Some(c) = &t.container
-            && c.command.is_empty()
-            && c.image
-                .as_deref()
-                .is_some_and(|i| i.starts_with("argoproj/argosay"))
-        {
-            self.push(
-                &format!("{path}.container.command"),
-                &format!("template `{}`: needs the image's own program: `{}` runs its entrypoint `argosay`, which is not a program on this host", t.name, c.image.as_deref().unwrap_or_default()),
-            );
-        } else if let Some(c) = &t.container
-            && c.command.is_empty()
-            && c.args.is_empty()
-        {
-            self.push(
-                &format!("{path}.container"),
-                &format!("template `{}`: no `command` or `args`: the image's own entrypoint cannot run on this host", t.name),
-            );
+        if let Some(c) = &t.container {
+            self.host_program(t, c, &format!("{path}.container"), None);
         }
         for (i, a) in t
             .outputs

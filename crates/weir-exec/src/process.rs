@@ -501,6 +501,8 @@ impl Inner {
             file: None,
         };
         let mut view = View::new(&work, self.cfg.sandbox);
+        // volumes first: declared paths inside a volume's mount path are files of the volume
+        let late_binds = self.volumes(&task, &run_dir, &work, &mut view)?;
         // inputs
         for a in &task.inputs {
             let dest = view.host(&a.path, &work)?;
@@ -593,7 +595,6 @@ impl Inner {
             }
             None => cwd_task.clone(),
         };
-        let late_binds = self.volumes(&task, &run_dir, &work, &mut view)?;
         // Other binds first: their sources may lie under /tmp, which the last bind covers.
         let mut binds: Vec<(PathBuf, PathBuf)> = view
             .binds

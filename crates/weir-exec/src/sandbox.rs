@@ -60,11 +60,19 @@ impl View {
         }
         let parent = p.parent().unwrap_or(Path::new("/"));
         let name = p.file_name().map(PathBuf::from).unwrap_or_default();
-        if let Some((_, host)) = self.binds.iter().find(|(t, _)| t == parent) {
-            return Ok(host.join(name));
-        }
-        if let Some((_, host)) = self.binds.iter().find(|(t, _)| t == p) {
-            return Ok(host.clone());
+        // inside a directory already bound (a volume, a declared directory): the deepest one
+        if let Some((t, host)) = self
+            .binds
+            .iter()
+            .filter(|(t, _)| p.starts_with(t))
+            .max_by_key(|(t, _)| t.components().count())
+        {
+            let rest = p.strip_prefix(t).unwrap_or(Path::new(""));
+            return Ok(if rest.as_os_str().is_empty() {
+                host.clone()
+            } else {
+                host.join(rest)
+            });
         }
         if self.mode == Sandbox::Namespaces && (parent == Path::new("/") || is_system_dir(parent)) {
             // A path directly in a system directory: bind a per-task file (or directory, for a

@@ -65,7 +65,10 @@ impl Library {
                     Some(d) => t.with_defaults(d),
                     None => t.clone(),
                 };
-                templates.insert((scope.clone(), t.name.clone()), Arc::new(t));
+                // a containerSet runs as a DAG of its containers
+                for t in super::container_set::expand(&t) {
+                    templates.insert((scope.clone(), t.name.clone()), Arc::new(t));
+                }
             }
         };
         add(
@@ -1515,7 +1518,7 @@ impl Run {
             output_parameters,
             output_artifacts,
             requests,
-            mounts: self.mounts(&call.tmpl, c)?,
+            mounts: self.mounts(i, &call.tmpl, c)?,
             daemon,
             sidecars,
             init_containers,
@@ -1524,7 +1527,12 @@ impl Run {
 
     /// Resolves a container's `volumeMounts` against the template's, the workflow's and the
     /// claim templates' volumes.
-    fn mounts(&self, tmpl: &Template, c: &crate::spec::Container) -> Result<Vec<Mount>, String> {
+    fn mounts(
+        &self,
+        i: usize,
+        tmpl: &Template,
+        c: &crate::spec::Container,
+    ) -> Result<Vec<Mount>, String> {
         let spec = &self.templates.spec;
         let mut out = Vec::new();
         for m in &c.volume_mounts {
@@ -1538,7 +1546,14 @@ impl Run {
             }
             let named = |v: &&Json| v.get("name").and_then(Json::as_str) == Some(name);
             let source = if let Some(v) = tmpl.volumes.iter().chain(&spec.volumes).find(named) {
-                self.volume_source(name, v)?
+                match self.volume_source(name, v)? {
+                    // the containers of a set share its emptyDir: one per set instance
+                    VolumeSource::Empty if tmpl.set_member => {
+                        let set = self.nodes[i].parent.unwrap_or(i);
+                        VolumeSource::Run(format!("{}-{name}", self.nodes[set].id))
+                    }
+                    other => other,
+                }
             } else if spec
                 .volume_claim_templates
                 .iter()
@@ -2822,6 +2837,10 @@ impl Run {
                     }
                 }
             }
+        }
+        if let Some(task) = &tmpl.result_from {
+            self.nodes[s].outputs.result =
+                vars.get(&format!("tasks.{task}.outputs.result")).cloned();
         }
         self.nodes[s].outputs.parameters = params;
         self.nodes[s].outputs.artifacts = out_arts;

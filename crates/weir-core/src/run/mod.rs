@@ -8,6 +8,7 @@
 //! Cost: an event touches only the nodes it affects (per-scope counters and dependents lists),
 //! never the whole run.
 
+pub(crate) mod container_set;
 mod engine;
 mod sync;
 mod vars;

@@ -789,3 +789,44 @@ spec:
     let logs = sb.weir(&["logs", "daemon", "with-sidecar"]).stdout;
     assert!(logs.contains("[web] "), "{logs}");
 }
+
+#[test]
+fn a_container_set_shares_its_workspace_and_main_gives_its_outputs() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "set.yaml",
+        "kind: Workflow
+metadata: {name: set}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - {name: group, template: group}
+      - {name: check, template: check, dependencies: [group], arguments: {parameters: [{name: r, value: '{{tasks.group.outputs.result}}'}, {name: p, value: '{{tasks.group.outputs.parameters.out}}'}]}}
+  - name: group
+    volumes: [{name: workspace, emptyDir: {}}]
+    containerSet:
+      volumeMounts: [{name: workspace, mountPath: /workspace}]
+      containers:
+      - {name: a, image: alpine, command: [sh, -c, 'echo from-a > /workspace/out']}
+      - {name: main, image: alpine, command: [sh, -c, 'cat /workspace/out; echo main-was-here'], dependencies: [a]}
+    outputs:
+      parameters: [{name: out, valueFrom: {path: /workspace/out}}]
+  - name: check
+    inputs: {parameters: [{name: r}, {name: p}]}
+    container: {image: alpine, command: [sh, -c, 'test \"{{inputs.parameters.p}}\" = from-a && echo \"{{inputs.parameters.r}}\"']}
+",
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let wf = sb.json(&["get", "set", "-o", "json"]);
+    let check = wf["status"]["nodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .find(|n| n["displayName"] == "check")
+        .unwrap();
+    assert_eq!(check["outputs"]["result"], "from-a\nmain-was-here");
+}
