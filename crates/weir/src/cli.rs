@@ -662,6 +662,11 @@ fn resume_run(
 ) -> Result<ExitCode> {
     let mut store = env.store()?;
     let name = store.resolve(name)?;
+    // values for `supplied` outputs must be among their `enum`: refused before anything is kept
+    let problems = load_run(&store, &name)?.supplied_problems(&params);
+    if !problems.is_empty() {
+        return Err(Usage(problems.join("\n")).into());
+    }
     let Some(lock) = driver::try_lock(env, &name)? else {
         store.push_control(&name, &Event::Resume { parameters: params })?;
         println!("run {name} resumed");

@@ -821,6 +821,33 @@ impl Run {
         self.pump();
     }
 
+    /// Supplied values for the outputs of waiting suspend nodes that their `enum` refuses.
+    pub fn supplied_problems(&self, supplied: &[(String, String)]) -> Vec<String> {
+        let mut out = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            if n.node_type != NodeType::Suspend || n.phase != Phase::Running {
+                continue;
+            }
+            let Some(t) = self.template_of(i) else {
+                continue;
+            };
+            for p in &t.outputs.parameters {
+                if let Some((_, v)) = supplied.iter().rev().find(|(k, _)| *k == p.name)
+                    && !p.enum_.is_empty()
+                    && !p.enum_.contains(v)
+                {
+                    out.push(format!(
+                        "-p {}: `{v}` is not one of {} (node `{}`)",
+                        p.name,
+                        p.enum_.join(", "),
+                        n.display_name
+                    ));
+                }
+            }
+        }
+        out
+    }
+
     fn suspend_done(&mut self, i: usize, supplied: &[(String, String)]) {
         let tmpl = self.template_of(i);
         let mut params = Vec::new();
@@ -835,8 +862,16 @@ impl Run {
                     .or_else(|| p.value_from.as_ref().and_then(|vf| vf.default.clone()))
                     .or_else(|| p.value.clone());
                 match v {
+                    // a value outside the enum (a control request not checked by the CLI)
+                    Some(v) if !p.enum_.is_empty() && !p.enum_.contains(&v) => {
+                        missing = Some(format!(
+                            "{}` (`{v}` is not one of {})",
+                            p.name,
+                            p.enum_.join(", ")
+                        ));
+                    }
                     Some(v) => params.push((p.name.clone(), v)),
-                    None => missing = Some(p.name.clone()),
+                    None => missing = Some(format!("{}`", p.name)),
                 }
             }
         }
@@ -845,7 +880,7 @@ impl Run {
             Some(m) => self.finish_node(
                 i,
                 Phase::Failed,
-                format!("output parameter `{m}` was not supplied on resume"),
+                format!("output parameter `{m} was not supplied on resume"),
             ),
             None => self.finish_node(i, Phase::Succeeded, String::new()),
         }

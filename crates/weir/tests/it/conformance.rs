@@ -59,6 +59,13 @@ const REQUIRED: &[&str] = &[
     "synchronization-mutex-wf-level.yaml",
     "synchronization-tmpl-level.yaml",
     "synchronization-wf-level.yaml",
+    "container-set-template/outputs-result-workflow.yaml",
+    "memoize-simple.yaml",
+    "suspend-template.yaml",
+    "suspend-template-outputs.yaml",
+    "volumes-emptydir.yaml",
+    "volumes-pvc.yaml",
+    "volumes-existing.yaml",
 ];
 
 /// Examples Argo expects to fail; they must fail here too.
@@ -78,6 +85,43 @@ struct Row {
     outcome: String,
     detail: String,
     secs: f64,
+}
+
+/// Examples that wait for a resume, with the values supplied when resuming.
+const RESUMED: &[(&str, &[&str])] = &[
+    ("suspend-template.yaml", &[]),
+    (
+        "suspend-template-outputs.yaml",
+        &["-p", "message=approved by the conformance suite"],
+    ),
+];
+
+/// Waits until the run's `approve` node is suspended, then resumes the run.
+fn resume_when_waiting(sb: &Sandbox, name: &str, params: &[&str], limit: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        let out = sb.weir(&["get", name, "-o", "json"]);
+        let waiting = serde_json::from_str::<serde_json::Value>(&out.stdout)
+            .ok()
+            .and_then(|wf| {
+                wf["status"]["nodes"].as_object().map(|nodes| {
+                    nodes.values().any(|n| {
+                        n["displayName"] == "approve"
+                            && n["type"] == "Suspend"
+                            && n["phase"] == "Running"
+                    })
+                })
+            })
+            .unwrap_or(false);
+        if waiting {
+            let mut args = vec!["resume", name];
+            args.extend(params);
+            let out = sb.weir(&args);
+            assert_eq!(out.code, 0, "{}", out.all());
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// What Argo's test cluster provides to the synchronization examples: the ConfigMap
@@ -118,6 +162,13 @@ fn run_one(sb: &Sandbox, examples: &Path, file: &str) -> (String, String, f64) {
     } else {
         (sb, Duration::from_secs(120))
     };
+    // Suspend examples wait for someone to resume them: the suite does, as a user would.
+    let resume = RESUMED.iter().find(|(f, _)| *f == file).map(|(_, p)| *p);
+    let name = format!("conf-{}", file.trim_end_matches(".yaml"));
+    if resume.is_some() {
+        args.push("--name".into());
+        args.push(name.clone());
+    }
     let start = Instant::now();
     let child = sb
         .cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
@@ -130,6 +181,9 @@ fn run_one(sb: &Sandbox, examples: &Path, file: &str) -> (String, String, f64) {
     // event with a deadline, and kill the run if it does not come.
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || tx.send(child.wait_with_output().unwrap()));
+    if let Some(params) = resume {
+        resume_when_waiting(sb, &name, params, limit);
+    }
     let (out, status) = match rx.recv_timeout(limit) {
         Ok(out) => {
             let status = Some(out.status);

@@ -303,12 +303,22 @@ fn suspend_template_waits_for_resume_with_supplied_value() {
     let sb = Sandbox::new();
     let wf = sb.write(
         "approve.yaml",
-        "kind: Workflow\nmetadata: {name: approve}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {name: wait, template: approval}\n    - - name: go\n        template: say\n        arguments: {parameters: [{name: msg, value: '{{steps.wait.outputs.parameters.answer}}'}]}\n  - name: approval\n    suspend: {}\n    outputs:\n      parameters:\n      - name: answer\n        valueFrom: {supplied: {}}\n  - name: say\n    inputs: {parameters: [{name: msg}]}\n    container: {image: x, command: [echo, 'answer={{inputs.parameters.msg}}']}\n",
+        "kind: Workflow\nmetadata: {name: approve}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {name: wait, template: approval}\n    - - name: go\n        template: say\n        arguments: {parameters: [{name: msg, value: '{{steps.wait.outputs.parameters.answer}}'}]}\n  - name: approval\n    suspend: {}\n    outputs:\n      parameters:\n      - name: answer\n        enum: [yes, no]\n        valueFrom: {supplied: {}}\n  - name: say\n    inputs: {parameters: [{name: msg}]}\n    container: {image: x, command: [echo, 'answer={{inputs.parameters.msg}}']}\n",
     );
     let mut child = sb.spawn(&["run", wf.to_str().unwrap()]);
     wait_for(Duration::from_secs(30), || {
         sb.weir(&["get", "approve"]).stdout.contains("Suspended")
     });
+    // a value outside the enum is refused, and the run keeps waiting
+    let out = sb.weir(&["resume", "approve", "-p", "answer=maybe"]);
+    assert_eq!(out.code, 2, "{}", out.all());
+    assert!(
+        out.stderr
+            .contains("-p answer: `maybe` is not one of yes, no (node `wait`)"),
+        "{}",
+        out.all()
+    );
+    assert!(sb.weir(&["get", "approve"]).stdout.contains("Suspended"));
     let out = sb.weir(&["resume", "approve", "-p", "answer=yes"]);
     assert_eq!(out.code, 0, "{}", out.all());
     assert_eq!(child.wait().unwrap().code(), Some(0));
