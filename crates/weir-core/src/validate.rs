@@ -312,11 +312,6 @@ impl Validator<'_> {
                 "creates Kubernetes objects, which need a Kubernetes API",
             ),
             (
-                "http",
-                t.http.is_some(),
-                "http templates are not supported yet",
-            ),
-            (
                 "data",
                 t.data.is_some(),
                 "data templates are not supported yet",

@@ -6,6 +6,7 @@
 
 mod admission;
 mod artifacts;
+mod http;
 mod probe;
 mod process;
 mod reaper;

@@ -473,6 +473,24 @@ impl Inner {
     }
 
     fn try_launch(self: Arc<Self>, task: TaskSpec, gpus: Vec<String>) -> Result<(), String> {
+        if let Some(req) = &task.http {
+            // an http template: the request is the task, made from this pool thread
+            self.send(Update::Started {
+                node: task.node_id.clone(),
+                pid: 0,
+            });
+            let result = match crate::http::send(req) {
+                Ok((resp, body)) => TaskResult {
+                    exit_code: Some(0),
+                    stdout: mask(&body, &task.secrets),
+                    http: Some(resp),
+                    ..TaskResult::default()
+                },
+                Err(e) => failed(mask(&e, &task.secrets)),
+            };
+            self.done(task.node_id.clone(), &task.requests, &gpus, result);
+            return Ok(());
+        }
         let run_dir = self.cfg.work_root.join(&task.run);
         let work = run_dir.join("work").join(&task.node_id);
         let log_path = ProcessExecutor::log_path(&self.cfg.work_root, &task.run, &task.node_id);

@@ -6,7 +6,7 @@ use std::sync::mpsc::{self, Receiver};
 use std::time::Duration;
 
 use weir_core::run::{
-    Daemon, Mount, Probe, ProbeCheck, Requests, Sidecar, TaskResult, TaskSpec, VolumeSource,
+    Daemon, Mount, Probe, ProbeCheck, Sidecar, TaskResult, TaskSpec, VolumeSource,
 };
 use weir_exec::{Capacity, Executor, ProcessConfig, ProcessExecutor, Sandbox, Update};
 use weir_store::LocalRepo;
@@ -31,21 +31,8 @@ fn task(node: &str, argv: &[&str]) -> TaskSpec {
         run: "r1".into(),
         node_id: node.into(),
         node_name: node.into(),
-        image: None,
         command: argv.iter().map(|s| s.to_string()).collect(),
-        args: Vec::new(),
-        source: None,
-        env: Vec::new(),
-        secrets: Vec::new(),
-        working_dir: None,
-        inputs: Vec::new(),
-        output_parameters: Vec::new(),
-        output_artifacts: Vec::new(),
-        requests: Requests::default(),
-        mounts: Vec::new(),
-        daemon: None,
-        sidecars: Vec::new(),
-        init_containers: Vec::new(),
+        ..TaskSpec::default()
     }
 }
 

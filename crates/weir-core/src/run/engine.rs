@@ -1237,9 +1237,22 @@ impl Run {
             self.next_attempt(i);
             return i;
         }
-        if let Some(c) = tmpl.container.as_ref().or(tmpl.script.as_ref()) {
+        let http = tmpl
+            .http
+            .as_ref()
+            .map(|_| crate::spec::Container::default());
+        if let Some(c) = tmpl
+            .container
+            .as_ref()
+            .or(tmpl.script.as_ref())
+            .or(http.as_ref())
+        {
             let i = self.new_node(&call, NodeType::Pod);
-            match self.task_spec(i, &call, c) {
+            let spec = match &tmpl.http {
+                Some(h) => self.http_spec(i, &call, h),
+                None => self.task_spec(i, &call, c),
+            };
+            match spec {
                 Ok(spec) => {
                     let timeout = tmpl
                         .timeout
@@ -1462,6 +1475,75 @@ impl Run {
         Ok((envs, secrets))
     }
 
+    /// An `http` template as a task: the request, with `{{…}}` resolved and secret headers
+    /// kept from logs.
+    fn http_spec(&self, i: usize, call: &Call, h: &Json) -> Result<TaskSpec, String> {
+        let vars = self.local_vars(call);
+        let env = Vars {
+            layers: vec![&vars, &self.globals],
+        };
+        let s = |x: &str| substitute(x, &env).map_err(|e| e.to_string());
+        let text = |k: &str| h.get(k).and_then(Json::as_str).map(&s).transpose();
+        let mut headers = Vec::new();
+        let mut secrets = Vec::new();
+        for hd in h
+            .get("headers")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let name = hd.get("name").and_then(Json::as_str).unwrap_or_default();
+            let value = if let Some(r) = hd.pointer("/valueFrom/secretKeyRef") {
+                let (sn, key) = (
+                    r.get("name").and_then(Json::as_str).unwrap_or_default(),
+                    r.get("key").and_then(Json::as_str).unwrap_or_default(),
+                );
+                let v = self
+                    .templates
+                    .secrets
+                    .get(sn)
+                    .and_then(|m| m.get(key))
+                    .ok_or_else(|| {
+                        format!("http header {name}: Secret `{sn}` key `{key}` not found (load it with --with)")
+                    })?
+                    .clone();
+                secrets.push(v.clone());
+                v
+            } else {
+                s(hd.get("value").and_then(Json::as_str).unwrap_or_default())?
+            };
+            headers.push((name.to_string(), value));
+        }
+        let body = match text("body")? {
+            Some(b) => b,
+            None => h
+                .pointer("/bodyFrom/bytes")
+                .and_then(Json::as_str)
+                .map(|b| {
+                    crate::load::base64_decode(b.trim())
+                        .ok_or_else(|| "http bodyFrom.bytes: not base64 text".to_string())
+                })
+                .transpose()?
+                .unwrap_or_default(),
+        };
+        Ok(TaskSpec {
+            run: self.sub.name.clone(),
+            node_id: self.nodes[i].id.clone(),
+            node_name: self.nodes[i].name.clone(),
+            secrets,
+            http: Some(HttpRequest {
+                method: text("method")?
+                    .unwrap_or_else(|| "GET".into())
+                    .to_uppercase(),
+                url: text("url")?.unwrap_or_default(),
+                headers,
+                body,
+                timeout_ms: h.get("timeoutSeconds").and_then(Json::as_u64).unwrap_or(30) * 1000,
+            }),
+            ..TaskSpec::default()
+        })
+    }
+
     fn task_spec(
         &self,
         i: usize,
@@ -1557,6 +1639,7 @@ impl Run {
             daemon,
             sidecars,
             init_containers,
+            http: None,
         })
     }
 
@@ -1743,8 +1826,14 @@ impl Run {
             }
         }
         self.nodes[i].outputs.parameters = params;
+        let http_failure = match (&result.http, tmpl.as_ref().and_then(|t| t.http.as_ref())) {
+            (Some(r), Some(h)) => http_outcome(h, r, &result.stdout).err(),
+            _ => None,
+        };
         let (phase, msg) = if let Some(e) = result.error {
             (Phase::Error, e)
+        } else if let Some(f) = http_failure {
+            (Phase::Failed, f)
         } else if result.exit_code != Some(0) {
             (
                 Phase::Failed,
@@ -3226,6 +3315,45 @@ fn publish(vars: &mut BTreeMap<String, String>, key: &str, n: &Node) {
         format!("{key}.outputs.parameters"),
         Json::Object(m).to_string(),
     );
+}
+
+/// Whether an `http` task succeeded: its `successCondition` (an expr expression over
+/// `response.statusCode`, `response.body` and `response.headers`), or a 2xx status without one.
+fn http_outcome(h: &Json, r: &HttpResponse, body: &str) -> Result<(), String> {
+    struct Response<'a>(&'a HttpResponse, &'a str);
+    impl expr::Env for Response<'_> {
+        fn var(&self, name: &str) -> Option<expr::Val> {
+            use expr::Val;
+            match name {
+                "response.statusCode" => Some(Val::Int(i64::from(self.0.status))),
+                "response.body" => Some(Val::Str(self.1.to_string())),
+                "response.headers" => {
+                    let mut m: BTreeMap<String, Vec<Val>> = BTreeMap::new();
+                    for (k, v) in &self.0.headers {
+                        m.entry(k.clone()).or_default().push(Val::Str(v.clone()));
+                    }
+                    Some(Val::Map(
+                        m.into_iter().map(|(k, l)| (k, Val::List(l))).collect(),
+                    ))
+                }
+                _ => None,
+            }
+        }
+    }
+    match h.get("successCondition").and_then(Json::as_str) {
+        Some(cond) => {
+            match expr::eval(cond, Mode::Expr, &Response(r, body)).and_then(|v| v.truthy()) {
+                Ok(true) => Ok(()),
+                Ok(false) => Err(format!(
+                    "successCondition `{cond}` is false (status {})",
+                    r.status
+                )),
+                Err(e) => Err(format!("successCondition `{cond}`: {}", e.0)),
+            }
+        }
+        None if (200..300).contains(&r.status) => Ok(()),
+        None => Err(format!("HTTP status {}", r.status)),
+    }
 }
 
 /// Environment variables, in order.

@@ -174,7 +174,7 @@ pub struct Requests {
 }
 
 /// What an executor needs to run one task.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
     pub run: String,
     pub node_id: String,
@@ -204,6 +204,25 @@ pub struct TaskSpec {
     /// fails the task.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub init_containers: Vec<Sidecar>,
+    /// An `http` template: this request instead of a process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpRequest>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpRequest {
+    pub method: String,
+    pub url: String,
+    pub headers: Vec<(String, String)>,
+    pub body: String,
+    pub timeout_ms: u64,
+}
+
+/// What an `http` task got back (its body is the result's `stdout`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
 }
 
 /// How the executor decides a daemon is ready (`readinessProbe`); none: as soon as it runs.
@@ -252,6 +271,9 @@ pub struct TaskResult {
     pub missing_artifacts: Vec<String>,
     /// The executor could not run the task (it never started, or it was lost).
     pub error: Option<String>,
+    /// An `http` task's status and headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpResponse>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -840,3 +840,94 @@ spec:
         .unwrap();
     assert_eq!(check["outputs"]["result"], "from-a\nmain-was-here");
 }
+
+/// A static web server on 127.0.0.1 serving `dir`, killed when dropped.
+struct WebServer(std::process::Child, u16);
+
+impl WebServer {
+    fn start(dir: &std::path::Path) -> WebServer {
+        let port = free_port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        WebServer(child, port)
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn http_templates_call_a_server_and_judge_the_answer() {
+    let sb = Sandbox::new();
+    let site = sb.dir.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    std::fs::write(site.join("ok.txt"), "hello from the server").unwrap();
+    let web = WebServer::start(&site);
+    let wf = sb.write(
+        "http.yaml",
+        &format!(
+            "kind: Workflow
+metadata: {{name: http}}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {{name: good, template: get, arguments: {{parameters: [{{name: url, value: 'http://127.0.0.1:{p}/ok.txt'}}]}}}}
+      - {{name: bad, template: get, continueOn: {{failed: true}}, arguments: {{parameters: [{{name: url, value: 'http://127.0.0.1:{p}/missing'}}]}}}}
+      - {{name: is-404, template: expect-404}}
+      - {{name: body, template: body-says-hello}}
+    - - {{name: use, template: echo, arguments: {{parameters: [{{name: m, value: '{{{{steps.good.outputs.result}}}}'}}]}}}}
+  - name: get
+    inputs: {{parameters: [{{name: url}}]}}
+    http: {{url: '{{{{inputs.parameters.url}}}}'}}
+  - name: expect-404
+    http:
+      url: 'http://127.0.0.1:{p}/missing'
+      successCondition: response.statusCode == 404
+  - name: body-says-hello
+    http:
+      url: 'http://127.0.0.1:{p}/ok.txt'
+      successCondition: 'response.body contains \"hello\" && response.headers[\"Content-Type\"][0] == \"text/plain\"'
+  - name: echo
+    inputs: {{parameters: [{{name: m}}]}}
+    container: {{image: alpine, command: [echo, '{{{{inputs.parameters.m}}}}']}}
+",
+            p = web.1
+        ),
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let wf = sb.json(&["get", "http", "-o", "json"]);
+    let nodes: Vec<&serde_json::Value> = wf["status"]["nodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .collect();
+    let node = |n: &str| *nodes.iter().find(|x| x["displayName"] == n).unwrap();
+    assert_eq!(node("good")["phase"], "Succeeded");
+    assert_eq!(node("bad")["phase"], "Failed");
+    assert_eq!(node("bad")["message"], "HTTP status 404");
+    assert_eq!(node("is-404")["phase"], "Succeeded");
+    assert_eq!(node("body")["phase"], "Succeeded");
+    assert_eq!(node("use")["outputs"]["result"], "hello from the server");
+}
