@@ -1024,3 +1024,38 @@ fn malformed_container_sets_are_refused_with_their_path() {
         ]
     );
 }
+
+#[test]
+fn lifecycle_hooks_run_once_when_their_expression_first_holds() {
+    let yaml = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: main\n  hooks:\n    exit: {template: note}\n    running: {expression: workflow.status == \"Running\", template: note}\n    done: {expression: workflow.status == \"Succeeded\", template: note}\n    never: {expression: workflow.status == \"Failed\", template: note}\n  templates:\n  - name: main\n    steps:\n    - - name: s1\n        template: work\n        hooks:\n          started: {expression: 'steps[\"s1\"].status == \"Running\"', template: note}\n          ok: {expression: steps.s1.status == \"Succeeded\", template: note, arguments: {parameters: [{name: m, value: '{{steps.s1.status}}'}]}}\n  - name: work\n    container: {image: x, command: [work]}\n  - name: note\n    inputs: {parameters: [{name: m, value: '-'}]}\n    container: {image: x, command: [note, '{{inputs.parameters.m}}']}\n";
+    let (trace, phase, run) = simulate(yaml, |_, _| (0, String::new()));
+    assert_eq!(phase, Phase::Succeeded);
+    let mut hooks: Vec<&str> = trace
+        .iter()
+        .filter(|t| t.contains("hooks"))
+        .map(String::as_str)
+        .collect();
+    hooks.sort();
+    assert_eq!(
+        hooks,
+        [
+            ".hooks.done",
+            ".hooks.running",
+            "[0].s1.hooks.ok",
+            "[0].s1.hooks.started"
+        ],
+        "{trace:?}"
+    );
+    // each ran once; the exit handler ran too, and last
+    assert_eq!(
+        trace.last().map(String::as_str),
+        Some(".onExit"),
+        "{trace:?}"
+    );
+    let ok = run
+        .nodes()
+        .iter()
+        .find(|n| n.name.ends_with("s1.hooks.ok"))
+        .unwrap();
+    assert_eq!(ok.inputs, [("m".to_string(), "Succeeded".to_string())]);
+}

@@ -64,11 +64,8 @@ pub(crate) fn validate(sub: &Submission, lib: &Library) -> Vec<Problem> {
     if let Some(sync) = &spec.synchronization {
         v.synchronization(sync, "spec.synchronization");
     }
-    for key in spec.hooks.keys().filter(|k| *k != "exit") {
-        v.push(
-            &format!("spec.hooks.{key}"),
-            "lifecycle hooks other than `exit` are not supported by weir yet",
-        );
+    for (key, h) in spec.hooks.iter().filter(|(k, _)| *k != "exit") {
+        v.lifecycle_hook(h, &format!("spec.hooks.{key}"));
     }
     if let Some(t) = &spec.on_exit
         && lib.get(&TemplateScope::Workflow, t).is_none()
@@ -281,6 +278,27 @@ impl Validator<'_> {
         }
     }
 
+    /// A lifecycle hook other than `exit`: it runs when its `expression` first holds.
+    fn lifecycle_hook(&mut self, h: &crate::spec::LifecycleHook, path: &str) {
+        match &h.expression {
+            None => self.push(
+                &format!("{path}.expression"),
+                "a lifecycle hook other than `exit` needs an `expression` saying when it runs",
+            ),
+            Some(e) => {
+                if let Err(err) = crate::expr::check(e, crate::expr::Mode::Expr) {
+                    self.push(
+                        &format!("{path}.expression"),
+                        &format!("invalid expression `{e}`: {}", err.0),
+                    );
+                }
+            }
+        }
+        if h.template.is_none() && h.template_ref.is_none() {
+            self.push(&format!("{path}.template"), "a hook needs a `template`");
+        }
+    }
+
     fn push(&mut self, path: &str, msg: &str) {
         self.problems.push(Problem {
             path: path.to_string(),
@@ -355,7 +373,7 @@ impl Validator<'_> {
                 ),
             );
         }
-        for (key, _) in t
+        for (key, h) in t
             .steps
             .iter()
             .flatten()
@@ -364,7 +382,7 @@ impl Validator<'_> {
             .flat_map(|s| s.hooks.iter())
         {
             if key != "exit" {
-                self.push(&format!("{path}.hooks.{key}"), &format!("template `{}`: lifecycle hooks other than `exit` are not supported by weir yet", t.name));
+                self.lifecycle_hook(h, &format!("{path}.hooks.{key}"));
             }
         }
         if kinds > 1 {

@@ -206,6 +206,17 @@ pub(crate) struct Link {
     pub slot_of: Option<usize>,
     /// DAG task index, for DAG children.
     pub task: Option<usize>,
+    /// Lifecycle hooks (other than `exit`) of the step that made this node.
+    pub hooks: Vec<LifecycleRt>,
+}
+
+/// A lifecycle hook waiting for its expression to hold.
+#[derive(Clone)]
+pub(crate) struct LifecycleRt {
+    /// The hook's key (`running`, `success`…).
+    pub name: String,
+    pub expression: String,
+    pub hook: ExitHook,
 }
 
 #[derive(Clone)]
@@ -294,6 +305,8 @@ pub(crate) enum Rt {
 /// Per-node bookkeeping the public `Node` does not show.
 pub(crate) struct Meta {
     pub link: Link,
+    /// A lifecycle hook's node: its end tells nobody but the run.
+    pub lifecycle: bool,
     /// The node asked for locks: they are released when it finishes.
     pub sync: bool,
     pub exit_started: bool,
@@ -461,6 +474,16 @@ impl Run {
             link: Link::default(),
             attempt: None,
         };
+        for (key, h) in spec.hooks.iter().filter(|(k, _)| *k != "exit") {
+            match self.lifecycle(key, h, &TemplateScope::Workflow) {
+                Ok(l) => self.pending_hooks.push((None, l)),
+                Err(e) => {
+                    self.message = format!("spec.hooks.{key}: {e}");
+                    self.end_without_root(Phase::Error);
+                    return;
+                }
+            }
+        }
         if let Some(sync) = &spec.synchronization {
             let env = Vars {
                 layers: vec![&self.globals],
@@ -487,6 +510,8 @@ impl Run {
         }
         let root = self.launch(call);
         self.root = Some(root);
+        self.drain();
+        self.fire_hooks();
         self.drain();
     }
 
@@ -995,12 +1020,16 @@ impl Run {
         self.rt.push(Rt::None);
         self.meta.push(Meta {
             link: call.link.clone(),
+            lifecycle: false,
             sync: false,
             exit_started: false,
             memo: None,
         });
         self.node_tmpl.push(call.tmpl.clone());
         self.by_id.insert(id_key(&id), i);
+        for h in &call.link.hooks {
+            self.pending_hooks.push((Some(i), h.clone()));
+        }
         // Room for every node to finish, reserved as nodes are made: growing this list inside a
         // completion would copy it all, in the middle of a step.
         if self.finished_order.capacity() < self.nodes.len() {
@@ -1900,7 +1929,112 @@ impl Run {
         }
     }
 
+    /// A lifecycle hook as it waits to run.
+    fn lifecycle(
+        &self,
+        key: &str,
+        h: &crate::spec::LifecycleHook,
+        scope: &TemplateScope,
+    ) -> Result<LifecycleRt, String> {
+        let hstep = Step {
+            template: h.template.clone(),
+            template_ref: h.template_ref.clone(),
+            ..Step::default()
+        };
+        let (tmpl, hscope) = self.templates.resolve(&hstep, scope)?;
+        Ok(LifecycleRt {
+            name: key.to_string(),
+            expression: h.expression.clone().unwrap_or_default(),
+            hook: ExitHook {
+                tmpl,
+                scope: hscope,
+                args: h.arguments.clone(),
+            },
+        })
+    }
+
+    /// Starts the lifecycle hooks whose expression now holds (each runs once). A step's hooks
+    /// see `steps.NAME.status` / `tasks.NAME.status`; all see the workflow's variables.
+    pub(super) fn fire_hooks(&mut self) {
+        if self.pending_hooks.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending_hooks);
+        let mut keep = Vec::new();
+        for (owner, h) in pending {
+            let mut vars = BTreeMap::new();
+            if let Some(o) = owner
+                && let Some(k) = &self.meta[o].link.key
+            {
+                vars.insert(
+                    format!("{k}.status"),
+                    self.nodes[o].phase.as_str().to_string(),
+                );
+            }
+            let env = Vars {
+                layers: vec![&vars, &self.globals],
+            };
+            let holds = expr::eval(&h.expression, Mode::Expr, &env)
+                .and_then(|v| v.truthy())
+                .unwrap_or(false);
+            if holds {
+                self.start_lifecycle(owner, &h);
+            } else if !self.phase.is_done() && owner.is_none_or(|o| !self.nodes[o].phase.is_done())
+            {
+                keep.push((owner, h));
+            }
+        }
+        keep.append(&mut self.pending_hooks);
+        self.pending_hooks = keep;
+    }
+
+    fn start_lifecycle(&mut self, owner: Option<usize>, h: &LifecycleRt) {
+        let (base, display) = match owner {
+            Some(o) => (
+                self.nodes[o].name.clone(),
+                self.nodes[o].display_name.clone(),
+            ),
+            None => (self.sub.name.clone(), self.sub.name.clone()),
+        };
+        let vars = owner.map(|o| self.scope_vars(o)).unwrap_or_default();
+        let env = Vars {
+            layers: vec![&vars, &self.globals],
+        };
+        let params = h
+            .hook
+            .args
+            .parameters
+            .iter()
+            .map(|p| {
+                let v = p.value.as_deref().unwrap_or_default();
+                (p.name.clone(), substitute(v, &env).unwrap_or_default())
+            })
+            .collect();
+        let call = Call {
+            name: format!("{base}.hooks.{}", h.name),
+            display: format!("{display}.hooks.{}", h.name),
+            parent: None,
+            tmpl: h.hook.tmpl.clone(),
+            scope: h.hook.scope.clone(),
+            params,
+            artifacts: Vec::new(),
+            link: Link::default(),
+            attempt: None,
+        };
+        self.hooks_active += 1;
+        let n = self.execute(call);
+        self.meta[n].lifecycle = true;
+    }
+
     fn completed(&mut self, i: usize) {
+        if self.meta[i].lifecycle {
+            // a hook's end changes no step; the run may have been waiting for it to finish
+            self.hooks_active = self.hooks_active.saturating_sub(1);
+            if self.hooks_active == 0 && std::mem::take(&mut self.finish_waiting) {
+                self.workflow_done();
+            }
+            return;
+        }
         if self.nodes[i].phase == Phase::Succeeded {
             self.publish_globals(i);
             if let Some((cache, key)) = self.meta[i].memo.take() {
@@ -2051,6 +2185,8 @@ impl Run {
         let phase = self.nodes[root].phase;
         self.globals
             .insert("workflow.status".into(), phase.as_str().into());
+        // hooks waiting for the workflow's outcome (`workflow.status == "Succeeded"`)
+        self.fire_hooks();
         let failures: Vec<Json> = self
             .nodes
             .iter()
@@ -2122,6 +2258,10 @@ impl Run {
 
     fn workflow_done(&mut self) {
         let Some(root) = self.root else { return };
+        if self.hooks_active > 0 {
+            self.finish_waiting = true;
+            return;
+        }
         let mut phase = match self.nodes[root].phase {
             Phase::Succeeded | Phase::Skipped | Phase::Omitted => Phase::Succeeded,
             Phase::Error => Phase::Error,
@@ -2319,6 +2459,7 @@ impl Run {
             on_exit: None,
             slot_of: slot,
             task: task_idx,
+            hooks: Vec::new(),
         };
         let items = match self.loop_items(&step, &frame_vars) {
             Ok(items) => items,
@@ -2398,6 +2539,7 @@ impl Run {
                 on_exit: None,
                 slot_of: Some(tg),
                 task: None,
+                hooks: Vec::new(),
             };
             match self.step_call(
                 &step,
@@ -2694,6 +2836,9 @@ impl Run {
                 scope: hs,
                 args,
             }));
+        }
+        for (key, h) in step.hooks.iter().filter(|(k, _)| *k != "exit") {
+            link.hooks.push(self.lifecycle(key, h, scope)?);
         }
         Ok(Some(Call {
             name,

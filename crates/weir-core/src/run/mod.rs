@@ -478,6 +478,12 @@ pub struct Run {
     wf_lock: Option<Box<engine::LockRt>>,
     /// Daemons still running: (the scope whose end stops them, or `None` for the run; node).
     daemons: Vec<(Option<usize>, usize)>,
+    /// Lifecycle hooks not yet run: (the step they belong to, or `None` for the workflow).
+    pending_hooks: Vec<(Option<usize>, engine::LifecycleRt)>,
+    /// Lifecycle hook nodes not yet finished; the run ends after them.
+    hooks_active: usize,
+    /// The run is done but for its running hooks.
+    finish_waiting: bool,
 }
 
 impl Run {
@@ -542,6 +548,9 @@ impl Run {
             lock_granted: false,
             wf_lock: None,
             daemons: Vec::new(),
+            pending_hooks: Vec::new(),
+            hooks_active: 0,
+            finish_waiting: false,
         }
     }
 
@@ -550,6 +559,10 @@ impl Run {
         self.now = now.max(self.now);
         self.apply(event);
         self.drain();
+        if !self.pending_hooks.is_empty() {
+            self.fire_hooks();
+            self.drain();
+        }
         std::mem::take(&mut self.actions)
     }
 

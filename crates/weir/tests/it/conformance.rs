@@ -10,7 +10,7 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::support::Sandbox;
+use crate::support::{Sandbox, WebServer};
 
 /// Examples the issues require to succeed.
 const REQUIRED: &[&str] = &[
@@ -66,6 +66,8 @@ const REQUIRED: &[&str] = &[
     "volumes-emptydir.yaml",
     "volumes-pvc.yaml",
     "volumes-existing.yaml",
+    "life-cycle-hooks-wf-level.yaml",
+    "life-cycle-hooks-tmpl-level.yaml",
 ];
 
 /// Examples Argo expects to fail; they must fail here too.
@@ -128,17 +130,42 @@ fn resume_when_waiting(sb: &Sandbox, name: &str, params: &[&str], limit: Duratio
 /// `my-config` with the semaphore limits, and the limits of the database semaphores.
 const SYNC_CONFIG: &str = "kind: ConfigMap\napiVersion: v1\nmetadata: {name: my-config}\ndata: {workflow: '1', template: '2'}\n";
 
-fn run_one(sb: &Sandbox, examples: &Path, file: &str) -> (String, String, f64) {
+/// Examples that call a public URL: run with it pointed at a server on loopback, which serves
+/// a file at the same path.
+const LOOPBACK: &[&str] = &[
+    "life-cycle-hooks-wf-level.yaml",
+    "life-cycle-hooks-tmpl-level.yaml",
+];
+const PUBLIC: &str = "https://raw.githubusercontent.com/";
+
+/// A copy of a LOOPBACK example with its URLs on `web`, and the files they name in `site`.
+fn on_loopback(sb: &Sandbox, examples: &Path, file: &str, site: &Path, port: u16) -> PathBuf {
+    let text = std::fs::read_to_string(examples.join(file)).unwrap();
+    for url in text.split(PUBLIC).skip(1) {
+        let path: String = url
+            .chars()
+            .take_while(|c| !c.is_whitespace() && *c != '"' && *c != '\'')
+            .collect();
+        let dest = site.join(&path);
+        std::fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        std::fs::write(dest, "{\"swagger\": \"2.0\"}").unwrap();
+    }
+    let copy = text.replace(PUBLIC, &format!("http://127.0.0.1:{port}/"));
+    sb.write(&format!("loopback-{}", file.replace('/', "-")), &copy)
+}
+
+fn run_one(sb: &Sandbox, examples: &Path, file: &str, web: (&Path, u16)) -> (String, String, f64) {
+    let path = if LOOPBACK.contains(&file) {
+        on_loopback(sb, examples, file, web.0, web.1)
+    } else {
+        examples.join(file)
+    };
     let with = [
         "configmaps",
         "workflow-template/templates.yaml",
         "cluster-workflow-template/clustertemplates.yaml",
     ];
-    let mut args: Vec<String> = vec![
-        "run".into(),
-        examples.join(file).display().to_string(),
-        "--no-logs".into(),
-    ];
+    let mut args: Vec<String> = vec!["run".into(), path.display().to_string(), "--no-logs".into()];
     for w in with {
         args.push("--with".into());
         args.push(examples.join(w).display().to_string());
@@ -269,6 +296,9 @@ fn conformance() {
         }
     }
     let sb = Sandbox::new();
+    let site = sb.dir.join("site");
+    std::fs::create_dir_all(&site).unwrap();
+    let web = WebServer::start(&site);
     let queue = Mutex::new(todo.into_iter());
     let results = Mutex::new(Vec::new());
     std::thread::scope(|s| {
@@ -278,7 +308,7 @@ fn conformance() {
                     let Some((file, expect)) = queue.lock().unwrap().next() else {
                         break;
                     };
-                    let (outcome, detail, secs) = run_one(&sb, &examples, &file);
+                    let (outcome, detail, secs) = run_one(&sb, &examples, &file, (&site, web.1));
                     eprintln!("{file}: {outcome} {detail}");
                     results.lock().unwrap().push(Row {
                         file,
@@ -351,7 +381,7 @@ fn write_report(rows: &[Row], runnable: usize, succeeded: usize) {
     );
     let _ = writeln!(
         o,
-        "Each Workflow document of Argo's `examples/` that `argo-examples-index.tsv` marks as host-runnable (`yes` or `maybe`) is run with `weir run FILE --with configmaps --with workflow-template/templates.yaml --with cluster-workflow-template/clustertemplates.yaml`. **{succeeded} of {runnable}** reached Succeeded.\n\nThe `synchronization-*` examples each run on a database of their own, with what Argo's test cluster provides them: the ConfigMap `my-config` (`workflow: 1`, `template: 2`) and the same limits for the database semaphores (`weir sync limit workflow 1`, `weir sync limit template 2`); they may take 300 s (steps serialized by a mutex).\n"
+        "Each Workflow document of Argo's `examples/` that `argo-examples-index.tsv` marks as host-runnable (`yes` or `maybe`) is run with `weir run FILE --with configmaps --with workflow-template/templates.yaml --with cluster-workflow-template/clustertemplates.yaml`. **{succeeded} of {runnable}** reached Succeeded.\n\nThe `synchronization-*` examples each run on a database of their own, with what Argo's test cluster provides them: the ConfigMap `my-config` (`workflow: 1`, `template: 2`) and the same limits for the database semaphores (`weir sync limit workflow 1`, `weir sync limit template 2`); they may take 300 s (steps serialized by a mutex). The `life-cycle-hooks-*` examples run with their public URL pointed at a server on 127.0.0.1 that serves a file at the same path.\n"
     );
     let _ = writeln!(
         o,

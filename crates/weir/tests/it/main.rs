@@ -6,7 +6,7 @@ mod tidy;
 
 use std::time::Duration;
 
-use support::{Sandbox, count, wait_for};
+use support::{Sandbox, WebServer, count, free_port, wait_for};
 
 #[test]
 fn ml_example_runs_to_succeeded() {
@@ -684,15 +684,6 @@ fn synchronization_locks_are_shared_by_runs_of_one_database() {
     assert!((1..=2).contains(&max), "{max} tasks held a semaphore of 2");
 }
 
-/// A free port on 127.0.0.1 (bound, then released for a task to take).
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn daemon_steps_and_sidecars_serve_later_steps_on_loopback() {
     let sb = Sandbox::new();
@@ -839,40 +830,6 @@ spec:
         .find(|n| n["displayName"] == "check")
         .unwrap();
     assert_eq!(check["outputs"]["result"], "from-a\nmain-was-here");
-}
-
-/// A static web server on 127.0.0.1 serving `dir`, killed when dropped.
-struct WebServer(std::process::Child, u16);
-
-impl WebServer {
-    fn start(dir: &std::path::Path) -> WebServer {
-        let port = free_port();
-        let child = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        wait_for(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        WebServer(child, port)
-    }
-}
-
-impl Drop for WebServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 #[test]

@@ -135,3 +135,46 @@ pub fn read_tree(p: &Path) -> String {
     }
     out
 }
+
+/// A free port on 127.0.0.1 (bound, then released for a task to take).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A static web server on 127.0.0.1 serving `dir`, killed when dropped.
+pub struct WebServer(std::process::Child, pub u16);
+
+impl WebServer {
+    pub fn start(dir: &std::path::Path) -> WebServer {
+        let port = free_port();
+        let child = std::process::Command::new("python3")
+            .args([
+                "-m",
+                "http.server",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for(Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        WebServer(child, port)
+    }
+}
+
+impl Drop for WebServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
