@@ -412,3 +412,54 @@ fn write_report(rows: &[Row], runnable: usize, succeeded: usize) {
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
     std::fs::write(path, o).unwrap();
 }
+
+/// Every file of Argo's examples (217, all kinds) loads and lints: exit 0, or 2 with each
+/// problem located (`file:line:col: error: …`); never a crash.
+#[test]
+fn every_example_file_lints_without_a_crash() {
+    let Ok(examples) = std::env::var("WEIR_ARGO_EXAMPLES") else {
+        eprintln!("lint-all: WEIR_ARGO_EXAMPLES is not set; the suite runs in .ci/run");
+        return;
+    };
+    let examples = PathBuf::from(examples);
+    let mut files = Vec::new();
+    let mut dirs = vec![examples.clone()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).unwrap().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if matches!(
+                p.extension().and_then(|x| x.to_str()),
+                Some("yaml" | "yml" | "json")
+            ) {
+                files.push(p);
+            }
+        }
+    }
+    assert!(files.len() >= 200, "only {} example files", files.len());
+    let sb = Sandbox::new();
+    let mut bad = Vec::new();
+    for f in &files {
+        let mut args = vec!["lint".to_string(), f.display().to_string()];
+        for w in [
+            "configmaps",
+            "workflow-template/templates.yaml",
+            "cluster-workflow-template/clustertemplates.yaml",
+        ] {
+            args.push("--with".into());
+            args.push(examples.join(w).display().to_string());
+        }
+        let out = sb.weir(&args.iter().map(String::as_str).collect::<Vec<_>>());
+        let located = out
+            .stderr
+            .lines()
+            .any(|l| l.starts_with(&f.display().to_string()) && l.contains(": error: "));
+        match out.code {
+            0 => {}
+            2 if located => {}
+            c => bad.push(format!("{} (exit {c}): {}", f.display(), out.all())),
+        }
+    }
+    assert!(bad.is_empty(), "{}", bad.join("\n"));
+}
