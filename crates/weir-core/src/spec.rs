@@ -60,6 +60,12 @@ pub struct WorkflowSpec {
     /// Orders this run's requests in lock queues (higher first).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub priority: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttl_strategy: Option<Value>,
+    #[serde(rename = "podGC", skip_serializing_if = "Option::is_none")]
+    pub pod_gc: Option<Value>,
+    #[serde(rename = "artifactGC", skip_serializing_if = "Option::is_none")]
+    pub artifact_gc: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

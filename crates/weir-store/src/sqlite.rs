@@ -7,7 +7,7 @@ use weir_core::run::{Event, Lock, Millis, Phase, Submission};
 
 use crate::{Error, Result};
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const MIGRATIONS: &[&str] = &[
     "
@@ -61,6 +61,10 @@ CREATE TABLE sync_limits (
     key TEXT PRIMARY KEY,
     lim INTEGER NOT NULL
 ) WITHOUT ROWID;
+",
+    "
+ALTER TABLE runs ADD COLUMN expires_at INTEGER;
+CREATE INDEX runs_expires ON runs(expires_at) WHERE expires_at IS NOT NULL;
 ",
 ];
 
@@ -538,6 +542,26 @@ impl Store {
             }
         }
         r
+    }
+
+    /// Marks a finished run for deletion at `at` (`ttlStrategy`).
+    pub fn set_expiry(&mut self, run: &str, at: Millis) -> Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET expires_at = ?2 WHERE name = ?1",
+            params![run, at],
+        )?;
+        Ok(())
+    }
+
+    /// Runs whose time to live has passed.
+    pub fn expired(&self, now: Millis) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT name FROM runs WHERE expires_at IS NOT NULL AND expires_at <= ?1",
+        )?;
+        let names = stmt
+            .query_map([now], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
+        Ok(names)
     }
 
     /// Gives back what `holder` holds and withdraws what it waits for.

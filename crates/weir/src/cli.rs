@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -798,22 +798,10 @@ fn delete(env: &Env, runs: Vec<String>, all: bool) -> Result<ExitCode> {
         return Err(Usage("delete: name runs, or --all".into()).into());
     }
     for n in names {
-        let Some(_lock) = driver::try_lock(env, &n)? else {
+        if !driver::delete_run(env, &mut store, &n)? {
             bail!("run {n} is running; stop it first");
-        };
-        store.delete(&n)?;
-        remove_dir(&env.work_root().join(&n))?;
-        env.repo().delete_prefix(&n)?;
+        }
         println!("deleted {n}");
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn remove_dir(p: &Path) -> Result<()> {
-    match std::fs::remove_dir_all(p) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-            Err(e).with_context(|| format!("removing {}", p.display()))
-        }
-        _ => Ok(()),
-    }
 }

@@ -10,7 +10,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use weir_core::run::{Action, Event, Lock, Millis, Phase, Run, Timer};
+use weir_core::run::{Action, Event, Lock, Millis, Phase, PodGc, Run, Timer};
 use weir_exec::{Capacity, Executor, ProcessConfig, ProcessExecutor, Sandbox, Update};
 use weir_store::{Acquire, Durability, LocalRepo, Store};
 
@@ -30,8 +30,13 @@ impl Env {
             .map(|p| p.to_path_buf())
             .unwrap_or_else(|| PathBuf::from("."))
     }
+    /// Opens the database, first deleting the runs whose time to live (`ttlStrategy`) is up.
     pub fn store(&self) -> Result<Store> {
-        Ok(Store::open(&self.db, self.durability)?)
+        let mut store = Store::open(&self.db, self.durability)?;
+        for name in store.expired(now_ms())? {
+            delete_run(self, &mut store, &name)?;
+        }
+        Ok(store)
     }
     pub fn work_root(&self) -> PathBuf {
         self.data_dir().join("runs")
@@ -49,6 +54,28 @@ pub fn now_ms() -> Millis {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as Millis)
         .unwrap_or(0)
+}
+
+/// Deletes a run with its files (work directories, logs, artifacts); false if a process is
+/// driving it.
+pub fn delete_run(env: &Env, store: &mut Store, name: &str) -> Result<bool> {
+    let Some(_lock) = try_lock(env, name)? else {
+        return Ok(false);
+    };
+    store.delete(name)?;
+    remove_dir(&env.work_root().join(name))?;
+    env.repo().delete_prefix(name)?;
+    let _ = std::fs::remove_file(env.lock_path(name));
+    Ok(true)
+}
+
+fn remove_dir(p: &std::path::Path) -> Result<()> {
+    match std::fs::remove_dir_all(p) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {}", p.display()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Held by the one process that drives a run; the kernel releases it if that process dies.
@@ -216,6 +243,7 @@ pub fn drive(
         }
         Ok(answers)
     };
+    let pod_gc = run.cleanup().pod_gc;
     let mut batch: Vec<(Millis, Event)> = Vec::new();
     for ev in perform(initial, &mut timers, &mut locks, &mut store)? {
         batch.push((now_ms(), ev));
@@ -233,6 +261,18 @@ pub fn drive(
                 actions.extend(run.step(ev.clone(), *at));
             }
             store.append(&name, &batch, run.phase(), run.message(), run.finished_at())?;
+            if matches!(pod_gc, PodGc::OnPodCompletion | PodGc::OnPodSuccess) {
+                for (_, ev) in &batch {
+                    if let Event::Finished { node, .. } = ev
+                        && (pod_gc == PodGc::OnPodCompletion
+                            || run
+                                .node_by_id(node)
+                                .is_some_and(|n| n.phase == Phase::Succeeded))
+                    {
+                        remove_dir(&env.work_root().join(&name).join("work").join(node))?;
+                    }
+                }
+            }
             batch.clear();
             let now = now_ms();
             for ev in perform(actions, &mut timers, &mut locks, &mut store)? {
@@ -323,6 +363,19 @@ pub fn drive(
     exec.shutdown();
     // whatever the run still holds or waits for goes back with it
     store.release_run(&name)?;
+    if run.phase().is_done() {
+        let c = run.cleanup();
+        let ok = run.phase() == Phase::Succeeded;
+        if c.pod_gc == PodGc::OnWorkflowCompletion || (c.pod_gc == PodGc::OnWorkflowSuccess && ok) {
+            remove_dir(&env.work_root().join(&name).join("work"))?;
+        }
+        if c.artifacts_at_completion {
+            env.repo().delete_prefix(&name)?;
+        }
+        if let Some(ttl) = c.ttl_ms {
+            store.set_expiry(&name, run.finished_at().unwrap_or_else(now_ms) + ttl)?;
+        }
+    }
     watch.finish(&run);
     Ok(run.phase())
 }

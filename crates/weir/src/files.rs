@@ -203,14 +203,7 @@ const KUBERNETES_ONLY: &[&str] = &[
 ];
 
 /// Fields weir accepts but does not act on yet.
-const NOT_YET: &[&str] = &[
-    "podGC",
-    "ttlStrategy",
-    "artifactGC",
-    "archiveLogs",
-    "archiveLocation",
-    "metrics",
-];
+const NOT_YET: &[&str] = &["archiveLocation", "metrics"];
 
 /// One warning per Kubernetes-only or not-yet-supported field of a workflow document.
 pub fn ignored_field_warnings(def: &Definition) -> Vec<String> {
@@ -218,8 +211,15 @@ pub fn ignored_field_warnings(def: &Definition) -> Vec<String> {
         .iter()
         .filter_map(|(path, pos)| {
             let last = path.rsplit('.').next().unwrap_or_default();
-            let why = if path == "spec.priority" {
+            let why = if matches!(
+                path.as_str(),
+                "spec.priority" | "spec.ttlStrategy" | "spec.podGC" | "spec.artifactGC" | "spec.archiveLogs"
+            ) || path.ends_with(".archiveLogs")
+            {
+                // acted on (logs are always kept, so archiveLogs asks for what weir does)
                 return None;
+            } else if last == "artifactGC" {
+                "is not supported by weir yet (kept, ignored): only the workflow's `spec.artifactGC` is"
             } else if KUBERNETES_ONLY.contains(&last) {
                 "has no effect when running on one host (kept, ignored)"
             } else if NOT_YET.contains(&last) {

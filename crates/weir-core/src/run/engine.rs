@@ -174,7 +174,10 @@ fn merge_spec(base: &WorkflowSpec, over: &WorkflowSpec) -> WorkflowSpec {
         suspend,
         shutdown,
         synchronization,
-        priority
+        priority,
+        ttl_strategy,
+        pod_gc,
+        artifact_gc
     );
     s.hooks.extend(over.hooks.clone());
     s

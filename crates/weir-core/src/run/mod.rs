@@ -387,6 +387,26 @@ pub enum Action {
     },
 }
 
+/// What a run's spec asks to have removed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cleanup {
+    /// Delete the run this long after it finished (`ttlStrategy`, for its final phase).
+    pub ttl_ms: Option<i64>,
+    pub pod_gc: PodGc,
+    /// Delete the run's artifacts when it finishes (`artifactGC: OnWorkflowCompletion`).
+    pub artifacts_at_completion: bool,
+}
+
+/// `podGC`: when a task's work directory (its "pod") is removed; its log is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PodGc {
+    Keep,
+    OnPodCompletion,
+    OnPodSuccess,
+    OnWorkflowCompletion,
+    OnWorkflowSuccess,
+}
+
 /// A lock a template or workflow needs before it starts.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Lock {
@@ -654,6 +674,44 @@ impl Run {
             });
         }
         out
+    }
+
+    /// What to clean up, and when (`ttlStrategy`, `podGC`, `artifactGC`), for the driver.
+    pub fn cleanup(&self) -> Cleanup {
+        let spec = &self.templates.spec;
+        let secs = |k: &str| {
+            spec.ttl_strategy
+                .as_ref()
+                .and_then(|t| t.get(k))
+                .and_then(|v| v.as_i64())
+        };
+        let ttl_ms = match self.phase {
+            Phase::Succeeded => secs("secondsAfterSuccess"),
+            Phase::Failed | Phase::Error => secs("secondsAfterFailure"),
+            _ => None,
+        }
+        .or_else(|| secs("secondsAfterCompletion"))
+        .filter(|_| self.phase.is_done())
+        .map(|s| s.max(0) * 1000);
+        let strategy = |v: &Option<serde_json::Value>| {
+            v.as_ref()
+                .and_then(|x| x.get("strategy"))
+                .and_then(|x| x.as_str())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let pod_gc = match strategy(&spec.pod_gc).as_str() {
+            "OnPodCompletion" => PodGc::OnPodCompletion,
+            "OnPodSuccess" => PodGc::OnPodSuccess,
+            "OnWorkflowCompletion" => PodGc::OnWorkflowCompletion,
+            "OnWorkflowSuccess" => PodGc::OnWorkflowSuccess,
+            _ => PodGc::Keep,
+        };
+        Cleanup {
+            ttl_ms,
+            pod_gc,
+            artifacts_at_completion: strategy(&spec.artifact_gc) == "OnWorkflowCompletion",
+        }
     }
 
     /// Pods that were running (had a process) when the state was last persisted.

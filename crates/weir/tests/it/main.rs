@@ -888,3 +888,57 @@ spec:
     assert_eq!(node("body")["phase"], "Succeeded");
     assert_eq!(node("use")["outputs"]["result"], "hello from the server");
 }
+
+#[test]
+fn ttl_pod_gc_and_artifact_gc_remove_what_they_name() {
+    let sb = Sandbox::new();
+    let gc = sb.write(
+        "gc.yaml",
+        "kind: Workflow
+metadata: {name: gc}
+spec:
+  entrypoint: main
+  podGC: {strategy: OnPodCompletion}
+  artifactGC: {strategy: OnWorkflowCompletion}
+  templates:
+  - name: main
+    steps:
+    - - {name: make, template: make}
+  - name: make
+    outputs:
+      artifacts: [{name: out, path: /tmp/out.txt}]
+    container: {image: alpine, command: [sh, -c, 'echo made; echo data > /tmp/out.txt']}
+",
+    );
+    let out = sb.weir(&["run", gc.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    // the task's work directory is gone, its log stays; the run's artifacts are gone
+    let work = sb.dir.join("runs/gc/work");
+    let left: Vec<_> = std::fs::read_dir(&work)
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(left.is_empty(), "{left:?}");
+    assert!(sb.weir(&["logs", "gc"]).stdout.contains("made"));
+    assert!(!sb.dir.join("artifacts/gc").exists());
+    assert_eq!(
+        sb.json(&["get", "gc", "-o", "json"])["status"]["phase"],
+        "Succeeded"
+    );
+
+    // a time to live of 0: the run is gone the next time the database is opened
+    let ttl = sb.write(
+        "ttl.yaml",
+        "kind: Workflow\nmetadata: {name: ttl}\nspec:\n  entrypoint: t\n  ttlStrategy: {secondsAfterSuccess: 0, secondsAfterFailure: 3600}\n  templates:\n  - name: t\n    container: {image: alpine, command: [echo, hi]}\n",
+    );
+    let out = sb.weir(&["run", ttl.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let get = sb.weir(&["get", "ttl"]);
+    assert_ne!(get.code, 0, "{}", get.all());
+    assert!(get.all().contains("run `ttl` not found"), "{}", get.all());
+    assert!(!sb.dir.join("runs/ttl").exists());
+    // the other run is untouched
+    assert_eq!(
+        sb.json(&["get", "gc", "-o", "json"])["status"]["phase"],
+        "Succeeded"
+    );
+}
