@@ -1059,3 +1059,16 @@ fn lifecycle_hooks_run_once_when_their_expression_first_holds() {
         .unwrap();
     assert_eq!(ok.inputs, [("m".to_string(), "Succeeded".to_string())]);
 }
+
+#[test]
+fn metadata_and_step_name_variables() {
+    let yaml = "kind: Workflow\nmetadata:\n  name: wf\n  labels: {app: demo}\n  annotations: {workflows.argoproj.io/scheduled-time: '2026-01-02T03:04:05Z'}\nspec:\n  entrypoint: main\n  arguments: {parameters: [{name: p, value: v}]}\n  templates:\n  - name: main\n    steps:\n    - - name: first\n        template: echo\n        arguments: {parameters: [{name: m, value: '{{steps.name}} {{workflow.labels.json}} {{workflow.parameters.json}} {{workflow.scheduledTime}}'}]}\n  - name: echo\n    inputs: {parameters: [{name: m}]}\n    container: {image: x, command: [echo, '{{inputs.parameters.m}}']}\n";
+    let (_, actions) = Run::start(submission(yaml, &[])).expect("valid");
+    let Some(Action::Start(t)) = actions.into_iter().next() else {
+        panic!("the step starts")
+    };
+    assert_eq!(
+        t.command[1],
+        r#"first {"app":"demo"} {"p":"v"} 2026-01-02T03:04:05Z"#
+    );
+}

@@ -405,11 +405,26 @@ impl Run {
             "workflow.priority".into(),
             spec.priority.unwrap_or(0).to_string(),
         );
-        for (k, v) in &sub.workflow.metadata.labels {
-            g.insert(format!("workflow.labels.{k}"), v.clone());
+        for (kind, map) in [
+            ("labels", &sub.workflow.metadata.labels),
+            ("annotations", &sub.workflow.metadata.annotations),
+        ] {
+            for (k, v) in map {
+                g.insert(format!("workflow.{kind}.{k}"), v.clone());
+            }
+            // all of them as a JSON object (`.json`, and the older bare name)
+            let all = serde_json::to_string(map).unwrap_or_default();
+            g.insert(format!("workflow.{kind}.json"), all.clone());
+            g.insert(format!("workflow.{kind}"), all);
         }
-        for (k, v) in &sub.workflow.metadata.annotations {
-            g.insert(format!("workflow.annotations.{k}"), v.clone());
+        // a CronWorkflow's run carries the time it was scheduled for
+        if let Some(t) = sub
+            .workflow
+            .metadata
+            .annotations
+            .get("workflows.argoproj.io/scheduled-time")
+        {
+            g.insert("workflow.scheduledTime".into(), t.clone());
         }
         let mut all = serde_json::Map::new();
         for p in &spec.arguments.parameters {
@@ -431,8 +446,10 @@ impl Run {
                 .insert(format!("workflow.parameters.{}", p.name), value.clone());
             all.insert(p.name.clone(), Json::String(value));
         }
+        let all = Json::Object(all).to_string();
         self.globals
-            .insert("workflow.parameters".into(), Json::Object(all).to_string());
+            .insert("workflow.parameters.json".into(), all.clone());
+        self.globals.insert("workflow.parameters".into(), all);
         if let Some(secs) = spec.active_deadline_seconds {
             self.arm(Timer::Deadline, self.now + secs * 1000);
         }
@@ -2712,6 +2729,10 @@ impl Run {
                     );
                 }
             }
+        }
+        // `{{steps.name}}` / `{{tasks.name}}`: the name of the step being called
+        if let Some(kind) = link.key.as_deref().and_then(|k| k.split('.').next()) {
+            item_vars.insert(format!("{kind}.name"), step.name.clone());
         }
         let env = Vars {
             layers: vec![&item_vars, frame_vars, &self.globals],
