@@ -66,6 +66,8 @@ pub struct WorkflowSpec {
     pub pod_gc: Option<Value>,
     #[serde(rename = "artifactGC", skip_serializing_if = "Option::is_none")]
     pub artifact_gc: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -255,6 +257,8 @@ pub struct Template {
     pub synchronization: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub memoize: Option<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Value>,
     /// Set on a containerSet run as a DAG: the task whose result is the template's result.

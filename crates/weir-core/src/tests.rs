@@ -339,6 +339,7 @@ fn simulate(yaml: &str, outcome: impl Fn(&str, u32) -> (i32, String)) -> (Vec<St
                 Action::Stop { .. }
                 | Action::Finished { .. }
                 | Action::Memoize { .. }
+                | Action::Metric(_)
                 | Action::Release { .. } => {}
             }
         }

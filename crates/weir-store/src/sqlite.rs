@@ -3,11 +3,11 @@
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, OptionalExtension, params};
-use weir_core::run::{Event, Lock, Millis, Phase, Submission};
+use weir_core::run::{Event, Lock, Metric, Millis, Phase, Submission};
 
 use crate::{Error, Result};
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const MIGRATIONS: &[&str] = &[
     "
@@ -65,6 +65,14 @@ CREATE TABLE sync_limits (
     "
 ALTER TABLE runs ADD COLUMN expires_at INTEGER;
 CREATE INDEX runs_expires ON runs(expires_at) WHERE expires_at IS NOT NULL;
+",
+    "
+CREATE TABLE metrics (
+    run    TEXT NOT NULL REFERENCES runs(name) ON DELETE CASCADE,
+    at     INTEGER NOT NULL,
+    sample TEXT NOT NULL
+);
+CREATE INDEX metrics_run ON metrics(run);
 ",
 ];
 
@@ -542,6 +550,37 @@ impl Store {
             }
         }
         r
+    }
+
+    /// Records a metric sample of a run.
+    pub fn record_metric(&mut self, run: &str, m: &Metric, at: Millis) -> Result<()> {
+        let sample = serde_json::to_string(m).map_err(|e| Error::Corrupt(e.to_string()))?;
+        self.conn
+            .prepare_cached("INSERT INTO metrics (run, at, sample) VALUES (?1, ?2, ?3)")?
+            .execute(params![run, at, sample])?;
+        Ok(())
+    }
+
+    /// Every recorded sample, oldest first: (run, time, sample).
+    pub fn metrics(&self) -> Result<Vec<(String, Millis, Metric)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT run, at, sample FROM metrics ORDER BY at, rowid")?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, Millis>(1)?,
+                    r.get::<_, String>(2)?,
+                ))
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter()
+            .map(|(run, at, s)| {
+                let m = serde_json::from_str(&s).map_err(|e| Error::Corrupt(e.to_string()))?;
+                Ok((run, at, m))
+            })
+            .collect()
     }
 
     /// Marks a finished run for deletion at `at` (`ttlStrategy`).

@@ -172,6 +172,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: CacheCmd,
     },
+    /// Metrics recorded by runs (`metrics.prometheus`), in Prometheus text format: gauges at
+    /// their latest value, counters summed, histograms bucketed.
+    Metrics {
+        /// Only this run's samples.
+        #[arg(long)]
+        run: Option<String>,
+    },
     /// Mutexes and semaphores shared by the runs of this database (`synchronization`).
     Sync {
         #[command(subcommand)]
@@ -252,6 +259,18 @@ pub fn main() -> Result<ExitCode> {
         Cmd::Delete { runs, all } => delete(&env, runs, all),
         Cmd::Cache { cmd } => cache(&env, cmd),
         Cmd::Sync { cmd } => sync(&env, cmd),
+        Cmd::Metrics { run } => {
+            let store = env.store()?;
+            let run = run.map(|r| store.resolve(&r)).transpose()?;
+            let samples: Vec<_> = store
+                .metrics()?
+                .into_iter()
+                .filter(|(r, _, _)| run.as_ref().is_none_or(|x| x == r))
+                .map(|(_, _, m)| m)
+                .collect();
+            print!("{}", show::prometheus_text(&samples));
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

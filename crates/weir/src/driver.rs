@@ -206,6 +206,7 @@ pub fn drive(
                     locks.insert(holder, (wanted, priority));
                     answers.extend(try_locks(store, &name, locks)?);
                 }
+                Action::Metric(m) => store.record_metric(&name, &m, now_ms())?,
                 Action::Release { holder } => {
                     locks.remove(&holder);
                     store.release(&holder)?;

@@ -203,7 +203,7 @@ const KUBERNETES_ONLY: &[&str] = &[
 ];
 
 /// Fields weir accepts but does not act on yet.
-const NOT_YET: &[&str] = &["archiveLocation", "metrics"];
+const NOT_YET: &[&str] = &["archiveLocation"];
 
 /// One warning per Kubernetes-only or not-yet-supported field of a workflow document.
 pub fn ignored_field_warnings(def: &Definition) -> Vec<String> {

@@ -447,3 +447,77 @@ pub fn list_text(runs: &[RunSummary], wide: bool, now: Millis) -> String {
     }
     o
 }
+
+/// Metric samples in Prometheus' text format: a gauge's latest value, a counter's sum, a
+/// histogram's cumulative buckets with `_sum` and `_count`, per name and label set.
+pub fn prometheus_text(samples: &[weir_core::run::Metric]) -> String {
+    use std::collections::BTreeMap;
+    use std::fmt::Write as _;
+    // name → (help, kind, label set → folded value)
+    struct Series {
+        value: f64,
+        count: u64,
+        buckets: Vec<(f64, u64)>,
+    }
+    let mut by_name: BTreeMap<&str, (&str, &str, BTreeMap<String, Series>)> = BTreeMap::new();
+    for m in samples {
+        let labels = m
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .collect::<Vec<_>>()
+            .join(",");
+        let entry = by_name.entry(m.name.as_str()).or_insert((
+            m.help.as_str(),
+            m.kind.as_str(),
+            BTreeMap::new(),
+        ));
+        let s = entry.2.entry(labels).or_insert(Series {
+            value: 0.0,
+            count: 0,
+            buckets: m.buckets.iter().map(|b| (*b, 0)).collect(),
+        });
+        match m.kind.as_str() {
+            "gauge" => s.value = m.value,
+            "counter" => s.value += m.value,
+            _ => {
+                s.value += m.value;
+                for (bound, n) in &mut s.buckets {
+                    if m.value <= *bound {
+                        *n += 1;
+                    }
+                }
+            }
+        }
+        s.count += 1;
+    }
+    let mut out = String::new();
+    for (name, (help, kind, series)) in by_name {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, s) in series {
+            let with = |extra: &str| {
+                let all: Vec<&str> = [labels.as_str(), extra]
+                    .into_iter()
+                    .filter(|x| !x.is_empty())
+                    .collect();
+                if all.is_empty() {
+                    String::new()
+                } else {
+                    format!("{{{}}}", all.join(","))
+                }
+            };
+            if kind == "histogram" {
+                for (bound, n) in &s.buckets {
+                    let _ = writeln!(out, "{name}_bucket{} {n}", with(&format!("le=\"{bound}\"")));
+                }
+                let _ = writeln!(out, "{name}_bucket{} {}", with("le=\"+Inf\""), s.count);
+                let _ = writeln!(out, "{name}_sum{} {}", with(""), s.value);
+                let _ = writeln!(out, "{name}_count{} {}", with(""), s.count);
+            } else {
+                let _ = writeln!(out, "{name}{} {}", with(""), s.value);
+            }
+        }
+    }
+    out
+}

@@ -177,7 +177,8 @@ fn merge_spec(base: &WorkflowSpec, over: &WorkflowSpec) -> WorkflowSpec {
         priority,
         ttl_strategy,
         pod_gc,
-        artifact_gc
+        artifact_gc,
+        metrics
     );
     s.hooks.extend(over.hooks.clone());
     s
@@ -2046,7 +2047,40 @@ impl Run {
         self.meta[n].lifecycle = true;
     }
 
+    /// A finished node's `metrics`, with `status`, `duration`, `exitCode`, its inputs and
+    /// outputs as variables.
+    fn node_metrics(&mut self, i: usize) {
+        let Some(t) = self.template_of(i) else { return };
+        let Some(m) = &t.metrics else { return };
+        let n = &self.nodes[i];
+        let mut vars = BTreeMap::new();
+        vars.insert("status".to_string(), n.phase.as_str().to_string());
+        let secs = match (n.started_at, n.finished_at) {
+            (Some(s), Some(f)) => (f - s) as f64 / 1000.0,
+            _ => 0.0,
+        };
+        vars.insert("duration".into(), format!("{secs}"));
+        if let Some(c) = n.outputs.exit_code {
+            vars.insert("exitCode".into(), c.to_string());
+        }
+        for (k, v) in &n.inputs {
+            vars.insert(format!("inputs.parameters.{k}"), v.clone());
+        }
+        for (k, v) in &n.outputs.parameters {
+            vars.insert(format!("outputs.parameters.{k}"), v.clone());
+        }
+        if let Some(r) = &n.outputs.result {
+            vars.insert("outputs.result".into(), r.clone());
+        }
+        let samples = super::metrics::evaluate(m, &vars, &self.globals, Some(&n.id));
+        self.actions
+            .extend(samples.into_iter().map(|s| Action::Metric(Box::new(s))));
+    }
+
     fn completed(&mut self, i: usize) {
+        if self.node_tmpl[i].metrics.is_some() {
+            self.node_metrics(i);
+        }
         if self.meta[i].lifecycle {
             // a hook's end changes no step; the run may have been waiting for it to finish
             self.hooks_active = self.hooks_active.saturating_sub(1);
@@ -2303,6 +2337,15 @@ impl Run {
         self.stop_daemons(None);
         self.globals
             .insert("workflow.status".into(), phase.as_str().into());
+        if let Some(m) = &self.templates.spec.metrics {
+            self.globals.insert(
+                "workflow.duration".into(),
+                format!("{:.6}", (self.now - self.started_at) as f64 / 1000.0),
+            );
+            let samples = super::metrics::evaluate(m, &BTreeMap::new(), &self.globals, None);
+            self.actions
+                .extend(samples.into_iter().map(|s| Action::Metric(Box::new(s))));
+        }
         self.actions.push(Action::Finished { phase });
     }
 

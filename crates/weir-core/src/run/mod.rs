@@ -10,6 +10,7 @@
 
 pub(crate) mod container_set;
 mod engine;
+mod metrics;
 mod sync;
 mod vars;
 
@@ -24,6 +25,7 @@ use crate::spec::{DataMap, Definition, Template};
 pub(crate) use engine::Library;
 pub use engine::TemplateScope;
 pub use engine::go_sprintf as go_sprintf_pub;
+pub use metrics::Metric;
 pub use vars::{parse_duration, rfc3339 as rfc3339_pub};
 
 /// Milliseconds since the Unix epoch; the only clock the core knows is the one passed in.
@@ -381,6 +383,8 @@ pub enum Action {
     Release {
         holder: String,
     },
+    /// Record a metric sample (`metrics.prometheus`).
+    Metric(Box<Metric>),
     /// The run reached a final phase.
     Finished {
         phase: Phase,

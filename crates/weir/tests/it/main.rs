@@ -942,3 +942,46 @@ spec:
         "Succeeded"
     );
 }
+
+#[test]
+fn prometheus_metrics_of_templates_and_workflows_are_recorded() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "m.yaml",
+        "kind: Workflow
+metadata: {generateName: m-}
+spec:
+  entrypoint: main
+  metrics:
+    prometheus:
+    - {name: runs_total, help: Runs by status, labels: [{key: status, value: '{{workflow.status}}'}], counter: {value: '1'}}
+  templates:
+  - name: main
+    metrics:
+      prometheus:
+      - {name: picked, help: The number picked, when: '{{status}} == Succeeded', histogram: {buckets: [5, 10], value: '{{outputs.parameters.n}}'}}
+      - {name: last_exit, help: Exit code, gauge: {realtime: false, value: '{{exitCode}}'}}
+    outputs:
+      parameters: [{name: n, valueFrom: {path: /tmp/n}}]
+    container: {image: alpine, command: [sh, -c, 'echo 7 > /tmp/n']}
+",
+    );
+    for _ in 0..2 {
+        let out = sb.weir(&["run", wf.to_str().unwrap(), "--no-logs"]);
+        assert_eq!(out.code, 0, "{}", out.all());
+    }
+    let text = sb.weir(&["metrics"]).stdout;
+    for line in [
+        "# TYPE runs_total counter",
+        "runs_total{status=\"Succeeded\"} 2",
+        "# TYPE picked histogram",
+        "picked_bucket{le=\"5\"} 0",
+        "picked_bucket{le=\"10\"} 2",
+        "picked_bucket{le=\"+Inf\"} 2",
+        "picked_sum 14",
+        "picked_count 2",
+        "last_exit 0",
+    ] {
+        assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
+    }
+}
