@@ -1073,3 +1073,23 @@ fn metadata_and_step_name_variables() {
         r#"first {"app":"demo"} {"p":"v"} 2026-01-02T03:04:05Z"#
     );
 }
+
+#[test]
+fn workflow_metadata_sets_labels_from_values_and_expressions() {
+    let yaml = "kind: Workflow\nmetadata: {name: wf, labels: {team: ml}}\nspec:\n  entrypoint: t\n  arguments: {parameters: [{name: foo, value: bar}]}\n  workflowMetadata:\n    labels: {stage: '{{workflow.parameters.foo}}-1'}\n    annotations: {note: hi}\n    labelsFrom:\n      foo: {expression: workflow.parameters.foo + '-x'}\n  templates:\n  - name: t\n    container: {image: x, command: [echo, '{{workflow.labels.foo}}']}\n";
+    let (run, actions) = Run::start(submission(yaml, &[])).expect("valid");
+    let labels: Vec<(&str, &str)> = run
+        .labels()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    assert_eq!(
+        labels,
+        [("foo", "bar-x"), ("stage", "bar-1"), ("team", "ml")]
+    );
+    assert_eq!(run.annotations()["note"], "hi");
+    let Some(Action::Start(t)) = actions.into_iter().next() else {
+        panic!("starts")
+    };
+    assert_eq!(t.command[1], "bar-x");
+}

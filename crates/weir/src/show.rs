@@ -309,7 +309,7 @@ pub fn run_json(run: &Run) -> Value {
         "kind": "Workflow",
         "metadata": {"name": sub.name, "namespace": sub.namespace, "uid": sub.uid,
             "creationTimestamp": weir_core::run::rfc3339_pub(sub.created_at),
-            "labels": sub.workflow.metadata.labels},
+            "labels": run.labels(), "annotations": run.annotations()},
         "spec": serde_json::to_value(&sub.workflow.spec).unwrap_or(Value::Null),
         "status": status,
     })

@@ -495,6 +495,11 @@ impl Run {
             link: Link::default(),
             attempt: None,
         };
+        if let Err(e) = self.workflow_metadata() {
+            self.message = format!("spec.workflowMetadata: {e}");
+            self.end_without_root(Phase::Error);
+            return;
+        }
         for (key, h) in spec.hooks.iter().filter(|(k, _)| *k != "exit") {
             match self.lifecycle(key, h, &TemplateScope::Workflow) {
                 Ok(l) => self.pending_hooks.push((None, l)),
@@ -534,6 +539,70 @@ impl Run {
         self.drain();
         self.fire_hooks();
         self.drain();
+    }
+
+    /// The run's labels and annotations: the submission's, then `workflowMetadata.labels` and
+    /// `annotations` (with `{{…}}` resolved), then `labelsFrom` (each an expression). They
+    /// become `workflow.labels.*` / `workflow.annotations.*` too.
+    fn workflow_metadata(&mut self) -> Result<(), String> {
+        let meta = &self.sub.workflow.metadata;
+        self.labels = meta.labels.clone();
+        self.annotations = meta.annotations.clone();
+        let Some(wm) = self.templates.spec.workflow_metadata.clone() else {
+            return Ok(());
+        };
+        let env = Vars {
+            layers: vec![&self.globals],
+        };
+        let mut labels = Vec::new();
+        let mut annotations = Vec::new();
+        for (field, out) in [("labels", &mut labels), ("annotations", &mut annotations)] {
+            for (k, v) in wm
+                .get(field)
+                .and_then(Json::as_object)
+                .into_iter()
+                .flatten()
+            {
+                let v = v.as_str().unwrap_or_default();
+                let v = substitute(v, &env).map_err(|e| format!("{field}.{k}: {e}"))?;
+                out.push((k.clone(), v));
+            }
+        }
+        for (k, v) in wm
+            .get("labelsFrom")
+            .and_then(Json::as_object)
+            .into_iter()
+            .flatten()
+        {
+            let e = v
+                .get("expression")
+                .and_then(Json::as_str)
+                .unwrap_or_default();
+            let val = expr::eval(e, Mode::Expr, &env)
+                .map_err(|err| format!("labelsFrom.{k}: `{e}`: {}", err.0))?;
+            labels.push((k.clone(), val.to_text()));
+        }
+        for (kind, list) in [("labels", labels), ("annotations", annotations)] {
+            for (k, v) in list {
+                self.globals
+                    .insert(format!("workflow.{kind}.{k}"), v.clone());
+                if kind == "labels" {
+                    self.labels.insert(k, v);
+                } else {
+                    self.annotations.insert(k, v);
+                }
+            }
+            let all = if kind == "labels" {
+                &self.labels
+            } else {
+                &self.annotations
+            };
+            let json = serde_json::to_string(all).unwrap_or_default();
+            self.globals
+                .insert(format!("workflow.{kind}.json"), json.clone());
+            self.globals.insert(format!("workflow.{kind}"), json);
+        }
+        Ok(())
     }
 
     /// A parameter's value from `value`, `default` or `valueFrom.configMapKeyRef`.

@@ -508,6 +508,9 @@ pub struct Run {
     hooks_active: usize,
     /// The run is done but for its running hooks.
     finish_waiting: bool,
+    /// The run's labels and annotations: the submission's, with `workflowMetadata` applied.
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
 }
 
 impl Run {
@@ -575,6 +578,8 @@ impl Run {
             pending_hooks: Vec::new(),
             hooks_active: 0,
             finish_waiting: false,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
         }
     }
 
@@ -605,6 +610,13 @@ impl Run {
     }
     pub fn phase(&self) -> Phase {
         self.phase
+    }
+    /// Labels, with `workflowMetadata.labels` and `labelsFrom` applied.
+    pub fn labels(&self) -> &BTreeMap<String, String> {
+        &self.labels
+    }
+    pub fn annotations(&self) -> &BTreeMap<String, String> {
+        &self.annotations
     }
     pub fn message(&self) -> &str {
         &self.message
