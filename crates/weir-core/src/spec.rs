@@ -270,6 +270,18 @@ pub struct Template {
     pub set_member: bool,
 }
 
+impl Artifact {
+    /// The key of a key-only artifact (`s3: {key: …}` naming no bucket or endpoint), which
+    /// resolves against the default artifact repository.
+    pub fn key_only(&self) -> Option<&str> {
+        let s3 = self.s3.as_ref()?.as_object()?;
+        if s3.keys().any(|k| k != "key") {
+            return None;
+        }
+        s3.get("key")?.as_str()
+    }
+}
+
 impl Template {
     /// Applies `templateDefaults`: fields the template leaves unset come from the defaults.
     pub fn with_defaults(&self, defaults: &Template) -> Template {

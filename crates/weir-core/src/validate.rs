@@ -416,7 +416,7 @@ impl Validator<'_> {
             .enumerate()
         {
             for (field, present) in [
-                ("s3", a.s3.is_some()),
+                ("s3", a.s3.is_some() && a.key_only().is_none()),
                 ("http", a.http.is_some()),
                 ("git", a.git.is_some()),
                 ("gcs", a.gcs.is_some()),
@@ -426,7 +426,7 @@ impl Validator<'_> {
                 ("azure", a.azure.is_some()),
             ] {
                 if present {
-                    self.push(&format!("{path}.artifacts[{i}].{field}"), &format!("artifact `{}`: `{field}` artifacts are not supported yet (local artifacts only)", a.name));
+                    self.push(&format!("{path}.artifacts[{i}].{field}"), &format!("artifact `{}`: `{field}` artifacts are not supported yet (local artifacts, and key-only `s3: {{key}}` artifacts in the local repository)", a.name));
                 }
             }
         }

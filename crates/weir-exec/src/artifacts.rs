@@ -56,6 +56,72 @@ pub(crate) fn save(
     })
 }
 
+/// Stores the files of directory `src` one by one under `key/` (a key-only artifact with
+/// `archive: none`: later steps may ask for one file of it by its own key). The digest covers
+/// every file's path and digest, in order.
+pub(crate) fn save_tree(
+    repo: &LocalRepo,
+    key: &str,
+    name: &str,
+    src: &Path,
+) -> Result<ArtifactRef, String> {
+    let key = key.trim_end_matches('/');
+    let mut files = Vec::new();
+    let mut dirs = vec![src.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
+            let p = e.map_err(|e| e.to_string())?.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut digest = blake3::Hasher::new();
+    let mut size = 0;
+    for f in &files {
+        let rel = f
+            .strip_prefix(src)
+            .unwrap_or(f)
+            .to_string_lossy()
+            .into_owned();
+        let (hash, n) = repo
+            .put_with(&format!("{key}/{rel}"), |w| {
+                io::copy(&mut fs::File::open(f)?, w).map(|_| ())
+            })
+            .map_err(|e| e.to_string())?;
+        digest.update(rel.as_bytes());
+        digest.update(hash.as_bytes());
+        size += n;
+    }
+    Ok(ArtifactRef {
+        name: name.to_string(),
+        key: key.to_string(),
+        hash: digest.finalize().to_hex().to_string(),
+        size,
+        archived: false,
+        raw: None,
+        sub_path: None,
+    })
+}
+
+/// Copies a directory tree (a key-only artifact stored as files).
+fn copy_tree(from: &Path, to: &Path) -> io::Result<()> {
+    fs::create_dir_all(to)?;
+    for e in fs::read_dir(from)? {
+        let e = e?;
+        let dest = to.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            copy_tree(&e.path(), &dest)?;
+        } else {
+            fs::copy(e.path(), dest)?;
+        }
+    }
+    Ok(())
+}
+
 /// Places artifact `a` at `dest` (a file, or a directory for archived directories).
 pub(crate) fn load(
     repo: &LocalRepo,
@@ -99,8 +165,17 @@ pub(crate) fn load(
         } else {
             fs::rename(&staging, dest).map_err(err)?;
         }
+    } else if repo.path(&a.key).is_dir() {
+        copy_tree(&repo.path(&a.key), dest).map_err(err)?;
     } else {
-        fs::copy(repo.path(&a.key), dest).map_err(err)?;
+        let src = repo.path(&a.key);
+        if !src.exists() {
+            return Err(format!(
+                "artifact `{}`: nothing stored under key `{}`",
+                a.name, a.key
+            ));
+        }
+        fs::copy(src, dest).map_err(err)?;
     }
     if let Some(m) = mode {
         use std::os::unix::fs::PermissionsExt;

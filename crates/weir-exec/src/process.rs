@@ -537,7 +537,11 @@ impl Inner {
             .map(|a| view.host(&a.path, &work))
             .collect::<Result<_, String>>()?;
         for p in param_paths.iter().map(|(_, p)| p).chain(&art_paths) {
-            if let Some(parent) = p.parent() {
+            // in a private top-level directory the task makes its own directories, as in a
+            // fresh container (`os.mkdir("/mnt/out")` must not find it there already)
+            if let Some(parent) = p.parent()
+                && !view.in_private_top(p)
+            {
                 let _ = fs::create_dir_all(parent);
             }
         }
@@ -821,14 +825,18 @@ impl Inner {
                 }
                 continue;
             }
-            let key = format!("{}/{}/{}", task.run, task.node_id, a.name);
-            result.artifacts.push(artifacts::save(
-                &self.cfg.repo,
-                &key,
-                &a.name,
-                path,
-                a.archive,
-            )?);
+            let saved = match &a.key {
+                // key-only: exactly that key; a directory without archiving as its files
+                Some(key) if !a.archive && path.is_dir() => {
+                    artifacts::save_tree(&self.cfg.repo, key, &a.name, path)?
+                }
+                Some(key) => artifacts::save(&self.cfg.repo, key, &a.name, path, a.archive)?,
+                None => {
+                    let key = format!("{}/{}/{}", task.run, task.node_id, a.name);
+                    artifacts::save(&self.cfg.repo, &key, &a.name, path, a.archive)?
+                }
+            };
+            result.artifacts.push(saved);
         }
         Ok(result)
     }

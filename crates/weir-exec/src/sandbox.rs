@@ -37,6 +37,8 @@ pub(crate) struct View {
     pub tmp: PathBuf,
     pub binds: Vec<(PathBuf, PathBuf)>,
     pub mode: Sandbox,
+    /// Top-level directories replaced by private ones (see `host`).
+    private_tops: Vec<PathBuf>,
 }
 
 impl View {
@@ -45,6 +47,7 @@ impl View {
             tmp: work.to_path_buf(),
             binds: Vec::new(),
             mode,
+            private_tops: Vec::new(),
         }
     }
 
@@ -111,6 +114,24 @@ impl View {
             self.binds.push((p.to_path_buf(), host.clone()));
             return Ok(host);
         }
+        // A top-level directory holding nothing but empty directories (often only mount points
+        // weir made earlier) is replaced by a private one: the task starts with nothing under
+        // it, as in a fresh container, so it can create `/mnt/out` itself.
+        if self.mode == Sandbox::Namespaces
+            && let Some(top) = p.ancestors().filter(|a| a.parent().is_some()).last()
+            && top != p
+            && !is_system_dir(top)
+            && top != Path::new("/tmp")
+            && only_empty_dirs(top)
+        {
+            let host = work.join(format!(".weir-mnt-{}", self.binds.len()));
+            std::fs::create_dir_all(&host)
+                .and_then(|_| std::fs::create_dir_all(top))
+                .map_err(|e| format!("preparing {}: {e}", top.display()))?;
+            self.binds.push((top.to_path_buf(), host.clone()));
+            self.private_tops.push(top.to_path_buf());
+            return Ok(host.join(p.strip_prefix(top).unwrap_or(p)));
+        }
         let host = work.join(format!(".weir-mnt-{}", self.binds.len()));
         std::fs::create_dir_all(&host).map_err(|e| format!("{}: {e}", host.display()))?;
         if self.mode == Sandbox::Namespaces {
@@ -119,6 +140,14 @@ impl View {
         }
         self.binds.push((parent.to_path_buf(), host.clone()));
         Ok(host.join(name))
+    }
+
+    /// Whether `host` (a path `host()` returned) lies in a private top-level directory, where
+    /// nothing exists before the task makes it.
+    pub fn in_private_top(&self, host: &Path) -> bool {
+        self.binds
+            .iter()
+            .any(|(t, h)| self.private_tops.contains(t) && host.starts_with(h))
     }
 
     /// Makes each mount point the same kind (file or directory) as what will be bound onto it,
@@ -160,6 +189,15 @@ impl View {
         }
         out
     }
+}
+
+/// Whether `dir` is missing, or holds only directories that are themselves empty of files.
+fn only_empty_dirs(dir: &Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return !dir.exists();
+    };
+    rd.flatten()
+        .all(|e| e.file_type().is_ok_and(|t| t.is_dir()) && only_empty_dirs(&e.path()))
 }
 
 fn is_system_dir(p: &Path) -> bool {

@@ -131,6 +131,18 @@ pub fn get_text(run: &Run, wide: bool, now: Millis) -> String {
         .globals()
         .iter()
         .filter(|(k, _)| k.starts_with("workflow.parameters."))
+        // `workflow.parameters.json` is all of them, unless a parameter is called `json`
+        .filter(|(k, _)| {
+            *k != "workflow.parameters.json"
+                || run
+                    .submission()
+                    .workflow
+                    .spec
+                    .arguments
+                    .parameters
+                    .iter()
+                    .any(|p| p.name == "json")
+        })
         .collect();
     if !params.is_empty() {
         let _ = writeln!(o, "Parameters:");

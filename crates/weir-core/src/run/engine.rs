@@ -1216,6 +1216,15 @@ impl Run {
                 )
                 .unwrap_or(raw.data.clone());
                 artifacts.push(raw_artifact(&a.name, &data));
+            } else if let Some(key) = a.key_only() {
+                let vars = self.local_vars(&call);
+                let env = Vars {
+                    layers: vec![&vars, &globals],
+                };
+                artifacts.push(keyed_artifact(
+                    &a.name,
+                    &substitute(key, &env).unwrap_or(key.to_string()),
+                ));
             } else if a.optional != Some(true) {
                 problems.push(format!("inputs.artifacts.{} was not supplied", a.name));
             }
@@ -1731,6 +1740,7 @@ impl Run {
                     path: s(path)?,
                     optional: a.optional == Some(true),
                     archive: !a.archive_none(),
+                    key: a.key_only().map(&s).transpose()?,
                 });
             }
         }
@@ -2921,6 +2931,11 @@ impl Run {
                     &a.name,
                     &substitute(&raw.data, &env).map_err(|e| e.to_string())?,
                 ));
+            } else if let Some(key) = a.key_only() {
+                artifacts.push(keyed_artifact(
+                    &a.name,
+                    &substitute(key, &env).map_err(|e| e.to_string())?,
+                ));
             } else if let Some(fe) = &a.from_expression {
                 let v = expr::eval(
                     fe,
@@ -3715,6 +3730,20 @@ fn raw_artifact(name: &str, data: &str) -> ArtifactRef {
         size: data.len() as u64,
         archived: false,
         raw: Some(data.into()),
+        sub_path: None,
+    }
+}
+
+/// A key-only artifact: whatever the default repository holds under `key` (a file, or the
+/// files under it), found when the task starts.
+fn keyed_artifact(name: &str, key: &str) -> ArtifactRef {
+    ArtifactRef {
+        name: name.into(),
+        key: key.trim_end_matches('/').into(),
+        hash: String::new(),
+        size: 0,
+        archived: false,
+        raw: None,
         sub_path: None,
     }
 }

@@ -140,6 +140,10 @@ pub struct OutputArtifact {
     pub path: String,
     pub optional: bool,
     pub archive: bool,
+    /// A key-only artifact (`s3: {key}` with no bucket): stored under this key of the default
+    /// repository instead of the run's own place.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
 }
 
 /// Where a volume's files live on the host.

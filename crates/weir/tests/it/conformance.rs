@@ -68,6 +68,7 @@ const REQUIRED: &[&str] = &[
     "volumes-existing.yaml",
     "life-cycle-hooks-wf-level.yaml",
     "life-cycle-hooks-tmpl-level.yaml",
+    "map-reduce.yaml",
 ];
 
 /// Examples Argo expects to fail; they must fail here too.

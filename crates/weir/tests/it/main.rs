@@ -6,7 +6,7 @@ mod tidy;
 
 use std::time::Duration;
 
-use support::{Sandbox, WebServer, count, free_port, wait_for};
+use support::{Sandbox, WebServer, count, free_port, node, wait_for};
 
 #[test]
 fn ml_example_runs_to_succeeded() {
@@ -823,12 +823,7 @@ spec:
     let out = sb.weir(&["run", wf.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{}", out.all());
     let wf = sb.json(&["get", "set", "-o", "json"]);
-    let check = wf["status"]["nodes"]
-        .as_object()
-        .unwrap()
-        .values()
-        .find(|n| n["displayName"] == "check")
-        .unwrap();
+    let check = node(&wf, "check");
     assert_eq!(check["outputs"]["result"], "from-a\nmain-was-here");
 }
 
@@ -984,4 +979,58 @@ spec:
     ] {
         assert!(text.lines().any(|l| l == line), "no `{line}` in:\n{text}");
     }
+}
+
+#[test]
+fn key_only_artifacts_pass_through_the_local_repository() {
+    let sb = Sandbox::new();
+    // a top-level directory no one has: the tasks see it empty and make their own directories
+    let top = format!("/weir-it-{}", std::process::id());
+    let wf = sb.write(
+        "keys.yaml",
+        &format!(
+            "kind: Workflow
+metadata: {{name: keys}}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - {{name: split, template: split}}
+      - name: map
+        template: map
+        depends: split
+        arguments:
+          parameters: [{{name: id, value: '{{{{item}}}}'}}]
+          artifacts: [{{name: part, s3: {{key: '{{{{workflow.name}}}}/parts/{{{{item}}}}.txt'}}}}]
+        withItems: ['1', '2']
+      - {{name: reduce, template: reduce, depends: map}}
+  - name: split
+    container: {{image: alpine, command: [sh, -c, 'mkdir {top}/out && echo 10 > {top}/out/1.txt && echo 20 > {top}/out/2.txt']}}
+    outputs:
+      artifacts: [{{name: parts, path: {top}/out, archive: {{none: {{}}}}, s3: {{key: '{{{{workflow.name}}}}/parts/'}}}}]
+  - name: map
+    inputs:
+      parameters: [{{name: id}}]
+      artifacts: [{{name: part, path: {top}/in/part.txt}}]
+    container: {{image: alpine, command: [sh, -c, 'mkdir {top}/out && expr $(cat {top}/in/part.txt) + 1 > {top}/out/r.txt']}}
+    outputs:
+      artifacts: [{{name: r, path: {top}/out/r.txt, archive: {{none: {{}}}}, s3: {{key: '{{{{workflow.name}}}}/results/{{{{inputs.parameters.id}}}}.txt'}}}}]
+  - name: reduce
+    inputs:
+      artifacts: [{{name: results, path: {top}/results, s3: {{key: '{{{{workflow.name}}}}/results'}}}}]
+    container: {{image: alpine, command: [sh, -c, 'cat {top}/results/1.txt {top}/results/2.txt']}}
+"
+        ),
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    let _ = std::fs::remove_dir(&top);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let wf = sb.json(&["get", "keys", "-o", "json"]);
+    let reduce = node(&wf, "reduce");
+    assert_eq!(reduce["outputs"]["result"], "11\n21");
+    // stored under the keys the workflow named
+    assert!(sb.dir.join("artifacts/keys/parts/1.txt").is_file());
+    assert!(sb.dir.join("artifacts/keys/results/2.txt").is_file());
 }

@@ -178,3 +178,11 @@ impl Drop for WebServer {
         let _ = self.0.wait();
     }
 }
+
+/// The node of a run (from `weir get -o json`) with this display name.
+pub fn node<'a>(wf: &'a serde_json::Value, display: &str) -> &'a serde_json::Value {
+    wf["status"]["nodes"]
+        .as_object()
+        .and_then(|m| m.values().find(|n| n["displayName"] == display))
+        .unwrap_or_else(|| panic!("no node {display} in {wf}"))
+}
