@@ -257,11 +257,16 @@ impl Validator<'_> {
         path: &str,
         name: Option<&str>,
     ) {
-        if !c.command.is_empty() {
+        let image = c.image.as_deref().unwrap_or_default();
+        // `argosay` is the image's own program, run by default or named (`/argosay`)
+        let argosay = image.starts_with("argoproj/argosay")
+            && c.command
+                .first()
+                .is_none_or(|p| p.trim_start_matches('/') == "argosay");
+        if !c.command.is_empty() && !argosay {
             return;
         }
-        let image = c.image.as_deref().unwrap_or_default();
-        if image.starts_with("argoproj/argosay") {
+        if argosay {
             self.push(
                 &format!("{path}.command"),
                 &format!("template `{}`: needs the image's own program: `{image}` runs its entrypoint `argosay`, which is not a program on this host", t.name),
