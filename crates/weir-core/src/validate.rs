@@ -335,11 +335,6 @@ impl Validator<'_> {
                 "creates Kubernetes objects, which need a Kubernetes API",
             ),
             (
-                "data",
-                t.data.is_some(),
-                "data templates are not supported yet",
-            ),
-            (
                 "plugin",
                 t.plugin.is_some(),
                 "executor plugins run inside Kubernetes",

@@ -6,6 +6,7 @@
 
 mod admission;
 mod artifacts;
+mod data;
 mod http;
 mod probe;
 mod process;

@@ -473,17 +473,22 @@ impl Inner {
     }
 
     fn try_launch(self: Arc<Self>, task: TaskSpec, gpus: Vec<String>) -> Result<(), String> {
-        if let Some(req) = &task.http {
-            // an http template: the request is the task, made from this pool thread
+        if task.data.is_some() || task.http.is_some() {
+            // data and http templates run here, in this pool thread, with no process
             self.send(Update::Started {
                 node: task.node_id.clone(),
                 pid: 0,
             });
-            let result = match crate::http::send(req) {
-                Ok((resp, body)) => TaskResult {
+            let outcome = match (&task.data, &task.http) {
+                (Some(d), _) => crate::data::run(&self.cfg.repo, d).map(|out| (out, None)),
+                (_, Some(req)) => crate::http::send(req).map(|(resp, body)| (body, Some(resp))),
+                _ => Err("nothing to run".into()),
+            };
+            let result = match outcome {
+                Ok((out, http)) => TaskResult {
                     exit_code: Some(0),
-                    stdout: mask(&body, &task.secrets),
-                    http: Some(resp),
+                    stdout: mask(&out, &task.secrets),
+                    http,
                     ..TaskResult::default()
                 },
                 Err(e) => failed(mask(&e, &task.secrets)),

@@ -1365,20 +1365,20 @@ impl Run {
             self.next_attempt(i);
             return i;
         }
-        let http = tmpl
-            .http
-            .as_ref()
-            .map(|_| crate::spec::Container::default());
+        // http and data templates run in the executor without a process
+        let no_process =
+            (tmpl.http.is_some() || tmpl.data.is_some()).then(crate::spec::Container::default);
         if let Some(c) = tmpl
             .container
             .as_ref()
             .or(tmpl.script.as_ref())
-            .or(http.as_ref())
+            .or(no_process.as_ref())
         {
             let i = self.new_node(&call, NodeType::Pod);
-            let spec = match &tmpl.http {
-                Some(h) => self.http_spec(i, &call, h),
-                None => self.task_spec(i, &call, c),
+            let spec = match (&tmpl.http, &tmpl.data) {
+                (Some(h), _) => self.http_spec(i, &call, h),
+                (_, Some(d)) => self.data_spec(i, &call, d),
+                _ => self.task_spec(i, &call, c),
             };
             match spec {
                 Ok(spec) => {
@@ -1603,6 +1603,41 @@ impl Run {
         Ok((envs, secrets))
     }
 
+    /// A `data` template as a task: the key prefix its `artifactPaths` names, and its
+    /// transformations.
+    fn data_spec(&self, i: usize, call: &Call, d: &Json) -> Result<TaskSpec, String> {
+        let vars = self.local_vars(call);
+        let env = Vars {
+            layers: vec![&vars, &self.globals],
+        };
+        let source: crate::spec::Artifact = d
+            .pointer("/source/artifactPaths")
+            .and_then(|a| serde_json::from_value(a.clone()).ok())
+            .ok_or("data: `source.artifactPaths` is required")?;
+        let key = source.key_only().ok_or(
+            "data: artifactPaths must be a key-only `s3: {key}` of the local artifact repository",
+        )?;
+        let prefix = substitute(key, &env).map_err(|e| format!("data: {e}"))?;
+        let transformations = d
+            .get("transformation")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|t| t.get("expression").and_then(Json::as_str))
+            .map(str::to_string)
+            .collect();
+        Ok(TaskSpec {
+            run: self.sub.name.clone(),
+            node_id: self.nodes[i].id.clone(),
+            node_name: self.nodes[i].name.clone(),
+            data: Some(DataTask {
+                prefix: prefix.trim_end_matches('/').to_string(),
+                transformations,
+            }),
+            ..TaskSpec::default()
+        })
+    }
+
     /// An `http` template as a task: the request, with `{{…}}` resolved and secret headers
     /// kept from logs.
     fn http_spec(&self, i: usize, call: &Call, h: &Json) -> Result<TaskSpec, String> {
@@ -1769,6 +1804,7 @@ impl Run {
             sidecars,
             init_containers,
             http: None,
+            data: None,
         })
     }
 

@@ -213,6 +213,17 @@ pub struct TaskSpec {
     /// An `http` template: this request instead of a process.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpRequest>,
+    /// A `data` template: list the artifact keys under a prefix and transform the list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<DataTask>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DataTask {
+    /// Key prefix in the artifact repository (`artifactPaths` with `s3: {key}`).
+    pub prefix: String,
+    /// expr expressions, each over `data` (the list so far).
+    pub transformations: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1034,3 +1034,56 @@ spec:
     assert!(sb.dir.join("artifacts/keys/parts/1.txt").is_file());
     assert!(sb.dir.join("artifacts/keys/results/2.txt").is_file());
 }
+
+#[test]
+fn data_templates_list_and_transform_stored_keys() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "data.yaml",
+        "kind: Workflow
+metadata: {name: data}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: logs, template: make-logs}
+    - - {name: list, template: list-logs}
+    - - name: process
+        template: process
+        withParam: '{{steps.list.outputs.result}}'
+        arguments:
+          artifacts: [{name: file, s3: {key: '{{item}}'}}]
+  - name: make-logs
+    container: {image: alpine, command: [sh, -c, 'mkdir -p /tmp/logs/a && echo one > /tmp/logs/a/main.log && echo two > /tmp/logs/b.main.log && echo x > /tmp/logs/other.txt']}
+    outputs:
+      artifacts: [{name: logs, path: /tmp/logs, archive: {none: {}}, s3: {key: '{{workflow.name}}/logs'}}]
+  - name: list-logs
+    data:
+      source:
+        artifactPaths: {name: logs, s3: {key: '{{workflow.name}}/logs'}}
+      transformation:
+      - expression: 'filter(data, {# endsWith \"main.log\"})'
+  - name: process
+    inputs:
+      artifacts: [{name: file, path: /tmp/f}]
+    container: {image: alpine, command: [cat, /tmp/f]}
+",
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let wf = sb.json(&["get", "data", "-o", "json"]);
+    assert_eq!(
+        node(&wf, "list")["outputs"]["result"],
+        r#"["data/logs/a/main.log","data/logs/b.main.log"]"#
+    );
+    let mut results: Vec<String> = wf["status"]["nodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|n| n["displayName"].as_str().unwrap().starts_with("process("))
+        .map(|n| n["outputs"]["result"].as_str().unwrap().to_string())
+        .collect();
+    results.sort();
+    assert_eq!(results, ["one", "two"]);
+}
