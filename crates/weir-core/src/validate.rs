@@ -331,8 +331,8 @@ impl Validator<'_> {
         for (field, present, why) in [
             (
                 "resource",
-                t.resource.is_some(),
-                "creates Kubernetes objects, which need a Kubernetes API",
+                t.resource.as_ref().is_some_and(|r| !creates_workflow(r)),
+                "creates Kubernetes objects, which need a Kubernetes API (only `action: create` of a `Workflow` runs here, as a child run)",
             ),
             (
                 "plugin",
@@ -570,4 +570,12 @@ fn find_cycle(edges: &HashMap<&str, Vec<String>>) -> Option<Vec<String>> {
         }
     }
     None
+}
+
+/// A `resource` template whose manifest is a Workflow to create: weir runs it as a child run.
+fn creates_workflow(r: &serde_json::Value) -> bool {
+    r.get("action").and_then(|a| a.as_str()) == Some("create")
+        && r.get("manifest")
+            .and_then(|m| m.as_str())
+            .is_some_and(|m| m.lines().any(|l| l.trim() == "kind: Workflow"))
 }

@@ -29,6 +29,8 @@ pub struct ProcessConfig {
     pub capacity: Capacity,
     /// Send each output line as [`Update::Log`].
     pub stream_logs: bool,
+    /// The database child runs (`resource` templates creating a Workflow) are recorded in.
+    pub db: Option<PathBuf>,
 }
 
 struct Inner {
@@ -54,6 +56,8 @@ struct State {
     pids: HashMap<String, fs::File>,
     /// runs whose log directory exists
     log_dirs: HashSet<String>,
+    /// nodes that are child runs: stopped with SIGTERM, so the child weir stops its own tasks
+    children: HashSet<String>,
 }
 
 /// Work for the pool threads: preparing and starting a task, or collecting its outputs.
@@ -144,7 +148,14 @@ impl Executor for ProcessExecutor {
             st.queue.remove(pos);
         }
         if let Some(&pgid) = st.running.get(node) {
-            kill_group(pgid);
+            if st.children.contains(node) {
+                // SAFETY: signals the child weir's own process group.
+                unsafe {
+                    libc::kill(-pgid, libc::SIGTERM);
+                }
+            } else {
+                kill_group(pgid);
+            }
         }
     }
 
@@ -392,6 +403,7 @@ impl Inner {
             let mut st = lock(&self.state);
             st.running.remove(&node);
             st.stopped.remove(&node);
+            st.children.remove(&node);
             st.ledger.give(requests, gpus);
         }
         self.send(Update::Finished { node, result });
@@ -473,6 +485,9 @@ impl Inner {
     }
 
     fn try_launch(self: Arc<Self>, task: TaskSpec, gpus: Vec<String>) -> Result<(), String> {
+        if let Some(child) = &task.child {
+            return self.launch_child(&task, child, gpus);
+        }
         if task.data.is_some() || task.http.is_some() {
             // data and http templates run here, in this pool thread, with no process
             self.send(Update::Started {
@@ -794,6 +809,87 @@ impl Inner {
                     art_paths,
                 })
             }),
+        };
+        self.reaper.watch(proc, Box::new(watch));
+        Ok(())
+    }
+
+    /// A child run: this weir binary runs the Workflow document as a run of its own on the
+    /// same database; its exit code and final document (`-o json`) are the task's result.
+    fn launch_child(
+        self: Arc<Self>,
+        task: &TaskSpec,
+        child: &weir_core::run::ChildRun,
+        gpus: Vec<String>,
+    ) -> Result<(), String> {
+        let run_dir = self.cfg.work_root.join(&task.run);
+        let work = run_dir.join("work").join(&task.node_id);
+        let logs = run_dir.join("logs");
+        for d in [&work, &logs] {
+            fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let manifest = work.join("child-workflow.yaml");
+        let library = work.join("child-library.yaml");
+        fs::write(&manifest, &child.manifest)
+            .and_then(|_| fs::write(&library, &child.library))
+            .map_err(|e| format!("{}: {e}", work.display()))?;
+        let exe = std::env::current_exe().map_err(|e| format!("finding weir itself: {e}"))?;
+        let mut argv: Vec<String> = vec![
+            exe.display().to_string(),
+            "run".into(),
+            manifest.display().to_string(),
+            "--no-logs".into(),
+            "-o".into(),
+            "json".into(),
+        ];
+        if !child.library.is_empty() {
+            argv.push("--with".into());
+            argv.push(library.display().to_string());
+        }
+        let mut env: Vec<(String, String)> = ["PATH", "LANG", "LC_ALL", "TZ", "HOME", "USER"]
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+            .collect();
+        if let Some(db) = &self.cfg.db {
+            env.push(("WEIR_DB".into(), db.display().to_string()));
+        }
+        let spec = spawn::Spec {
+            argv,
+            env,
+            cwd: work.clone(),
+            binds: Vec::new(),
+            namespaces: false,
+            tmpfs_tmp: false,
+        };
+        let proc = spawn::spawn(&spec).map_err(|e| format!("starting the child run: {e}"))?;
+        let pid = proc.pid;
+        {
+            let mut st = lock(&self.state);
+            st.running.insert(task.node_id.clone(), pid);
+            st.children.insert(task.node_id.clone());
+            if st.stopped.contains(&task.node_id) || self.shutting_down.load(Ordering::SeqCst) {
+                kill_group(pid);
+            }
+        }
+        self.send(Update::Started {
+            node: task.node_id.clone(),
+            pid: pid as u32,
+        });
+        let watch = TaskWatch {
+            me: self.clone(),
+            node: task.node_id.clone(),
+            requests: task.requests.clone(),
+            gpus,
+            log: Arc::new(Mutex::new(LazyLog {
+                path: ProcessExecutor::log_path(&self.cfg.work_root, &task.run, &task.node_id),
+                file: None,
+            })),
+            secrets: task.secrets.clone(),
+            stream: self.cfg.stream_logs.then(|| lock(&self.tx).clone()),
+            sidecars: Vec::new(),
+            exited: Arc::new(AtomicBool::new(false)),
+            tail: Vec::new(),
+            collect: None,
         };
         self.reaper.watch(proc, Box::new(watch));
         Ok(())

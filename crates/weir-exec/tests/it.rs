@@ -20,6 +20,7 @@ fn executor(dir: &std::path::Path) -> (ProcessExecutor, Receiver<Update>) {
             sandbox: Sandbox::detect(),
             capacity: Capacity::detect(),
             stream_logs: true,
+            db: None,
         },
         tx,
     );

@@ -182,6 +182,7 @@ pub fn drive(
             sandbox: sandbox(),
             capacity: Capacity::detect(),
             stream_logs: watch.wants_logs(),
+            db: Some(std::path::absolute(&env.db).unwrap_or_else(|_| env.db.clone())),
         },
         tx,
     );

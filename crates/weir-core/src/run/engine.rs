@@ -1366,8 +1366,8 @@ impl Run {
             return i;
         }
         // http and data templates run in the executor without a process
-        let no_process =
-            (tmpl.http.is_some() || tmpl.data.is_some()).then(crate::spec::Container::default);
+        let no_process = (tmpl.http.is_some() || tmpl.data.is_some() || tmpl.resource.is_some())
+            .then(crate::spec::Container::default);
         if let Some(c) = tmpl
             .container
             .as_ref()
@@ -1375,9 +1375,10 @@ impl Run {
             .or(no_process.as_ref())
         {
             let i = self.new_node(&call, NodeType::Pod);
-            let spec = match (&tmpl.http, &tmpl.data) {
-                (Some(h), _) => self.http_spec(i, &call, h),
-                (_, Some(d)) => self.data_spec(i, &call, d),
+            let spec = match (&tmpl.http, &tmpl.data, &tmpl.resource) {
+                (Some(h), _, _) => self.http_spec(i, &call, h),
+                (_, Some(d), _) => self.data_spec(i, &call, d),
+                (_, _, Some(r)) => self.child_spec(i, &call, r),
                 _ => self.task_spec(i, &call, c),
             };
             match spec {
@@ -1603,6 +1604,56 @@ impl Run {
         Ok((envs, secrets))
     }
 
+    /// A `resource` template that creates a `Workflow`: the child run's document and the
+    /// parent's library for it.
+    fn child_spec(&self, i: usize, call: &Call, r: &Json) -> Result<TaskSpec, String> {
+        let vars = self.local_vars(call);
+        let env = Vars {
+            layers: vec![&vars, &self.globals],
+        };
+        let manifest = r.get("manifest").and_then(Json::as_str).unwrap_or_default();
+        let manifest = substitute(manifest, &env).map_err(|e| format!("resource: {e}"))?;
+        let mut docs: Vec<Json> = self
+            .sub
+            .library
+            .iter()
+            .filter_map(|d| serde_json::to_value(d).ok())
+            .map(|mut d| {
+                if let Some(o) = d.as_object_mut() {
+                    o.remove("file");
+                    o.insert("apiVersion".into(), "argoproj.io/v1alpha1".into());
+                }
+                d
+            })
+            .collect();
+        for m in &self.sub.config_maps {
+            docs.push(serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": m.name}, "data": m.data}));
+        }
+        for m in &self.sub.secrets {
+            docs.push(serde_json::json!({"apiVersion": "v1", "kind": "Secret",
+                "metadata": {"name": m.name}, "stringData": m.data}));
+        }
+        let library = docs
+            .iter()
+            .map(|d| d.to_string())
+            .collect::<Vec<_>>()
+            .join("\n---\n");
+        Ok(TaskSpec {
+            run: self.sub.name.clone(),
+            node_id: self.nodes[i].id.clone(),
+            node_name: self.nodes[i].name.clone(),
+            secrets: self
+                .sub
+                .secrets
+                .iter()
+                .flat_map(|m| m.data.values().cloned())
+                .collect(),
+            child: Some(ChildRun { manifest, library }),
+            ..TaskSpec::default()
+        })
+    }
+
     /// A `data` template as a task: the key prefix its `artifactPaths` names, and its
     /// transformations.
     fn data_spec(&self, i: usize, call: &Call, d: &Json) -> Result<TaskSpec, String> {
@@ -1805,6 +1856,7 @@ impl Run {
             init_containers,
             http: None,
             data: None,
+            child: None,
         })
     }
 
@@ -1968,13 +2020,29 @@ impl Run {
         let tmpl = self.template_of(i);
         let mut missing = Vec::new();
         let mut params = Vec::new();
+        // a child workflow's outputs come from its final document, by jsonPath
+        let child_doc = tmpl
+            .as_ref()
+            .filter(|t| t.resource.is_some())
+            .and_then(|_| serde_json::from_str::<Json>(&result.stdout).ok())
+            .map(|j| expr::Val::from_json(&j));
         if let Some(t) = &tmpl {
             for p in &t.outputs.parameters {
+                let from_path = p
+                    .value_from
+                    .as_ref()
+                    .and_then(|v| v.json_path.as_deref())
+                    .zip(child_doc.as_ref())
+                    .and_then(|(path, doc)| {
+                        let path = path.trim().trim_start_matches('{').trim_end_matches('}');
+                        expr::jsonpath(doc, path).ok().map(|v| v.to_text())
+                    });
                 let from_file = result
                     .parameters
                     .iter()
                     .find(|(k, _)| *k == p.name)
-                    .and_then(|(_, v)| v.clone());
+                    .and_then(|(_, v)| v.clone())
+                    .or(from_path);
                 let vf = p.value_from.as_ref();
                 let value = match from_file {
                     Some(v) => Some(v),

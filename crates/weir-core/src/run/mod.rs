@@ -216,6 +216,19 @@ pub struct TaskSpec {
     /// A `data` template: list the artifact keys under a prefix and transform the list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub data: Option<DataTask>,
+    /// A `resource` template creating a `Workflow`: that workflow, run as a child run by
+    /// another weir process on the same database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub child: Option<ChildRun>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildRun {
+    /// The Workflow document, `{{…}}` resolved.
+    pub manifest: String,
+    /// The parent's templates, ConfigMaps and Secrets (JSON documents, one per line), for
+    /// the child's `--with`.
+    pub library: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1087,3 +1087,72 @@ spec:
     results.sort();
     assert_eq!(results, ["one", "two"]);
 }
+
+#[test]
+fn a_resource_template_creating_a_workflow_runs_it_as_a_child_run() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "parent.yaml",
+        "kind: Workflow
+metadata: {name: parent}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: ok, template: child, arguments: {parameters: [{name: code, value: '0'}]}}
+      - {name: bad, template: child, continueOn: {failed: true}, arguments: {parameters: [{name: code, value: '3'}]}}
+    - - {name: report, template: echo, arguments: {parameters: [{name: m, value: '{{steps.ok.outputs.parameters.phase}}'}]}}
+  - name: child
+    inputs: {parameters: [{name: code}]}
+    resource:
+      action: create
+      successCondition: status.phase == Succeeded
+      manifest: |
+        apiVersion: argoproj.io/v1alpha1
+        kind: Workflow
+        metadata:
+          generateName: child-{{inputs.parameters.code}}-
+        spec:
+          entrypoint: t
+          templates:
+          - name: t
+            container: {image: alpine, command: [sh, -c, 'exit {{inputs.parameters.code}}']}
+    outputs:
+      parameters:
+      - {name: name, valueFrom: {jsonPath: '{.metadata.name}'}}
+      - {name: phase, valueFrom: {jsonPath: '{.status.phase}'}}
+  - name: echo
+    inputs: {parameters: [{name: m}]}
+    container: {image: alpine, command: [echo, '{{inputs.parameters.m}}']}
+",
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let wf = sb.json(&["get", "parent", "-o", "json"]);
+    assert_eq!(node(&wf, "ok")["phase"], "Succeeded");
+    assert_eq!(node(&wf, "bad")["phase"], "Failed");
+    assert_eq!(node(&wf, "report")["outputs"]["result"], "Succeeded");
+    // the children are runs of their own, in the same database
+    let child = node(&wf, "ok")["outputs"]["parameters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "name")
+        .unwrap()["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(child.starts_with("child-0-"), "{child}");
+    let list = sb.weir(&["list"]).stdout;
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with(&child) && l.contains("Succeeded")),
+        "{list}"
+    );
+    assert!(
+        list.lines()
+            .any(|l| l.starts_with("child-3-") && l.contains("Failed")),
+        "{list}"
+    );
+}
