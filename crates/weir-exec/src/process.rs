@@ -549,12 +549,12 @@ impl Inner {
         let param_paths: Vec<(String, PathBuf)> = task
             .output_parameters
             .iter()
-            .map(|p| Ok((p.name.clone(), view.host(&p.path, &work)?)))
+            .map(|p| Ok((p.name.clone(), view.host_output(&p.path, &work)?)))
             .collect::<Result<_, String>>()?;
         let art_paths: Vec<PathBuf> = task
             .output_artifacts
             .iter()
-            .map(|a| view.host(&a.path, &work))
+            .map(|a| view.host_output(&a.path, &work))
             .collect::<Result<_, String>>()?;
         for p in param_paths.iter().map(|(_, p)| p).chain(&art_paths) {
             // in a private top-level directory the task makes its own directories, as in a

@@ -142,6 +142,16 @@ impl View {
         Ok(host.join(name))
     }
 
+    /// Like `host`, for a path the task's outputs are read from: an existing system path that
+    /// weir will not cover (an artifact of `/etc`) is read where it is, since the task sees the
+    /// host's own there.
+    pub fn host_output(&mut self, task_path: &str, work: &Path) -> Result<PathBuf, String> {
+        match self.host(task_path, work) {
+            Err(_) if Path::new(task_path).exists() => Ok(PathBuf::from(task_path)),
+            other => other,
+        }
+    }
+
     /// Whether `host` (a path `host()` returned) lies in a private top-level directory, where
     /// nothing exists before the task makes it.
     pub fn in_private_top(&self, host: &Path) -> bool {

@@ -1156,3 +1156,20 @@ spec:
         "{list}"
     );
 }
+
+#[test]
+fn outputs_at_existing_system_paths_are_read_where_they_are() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "sys.yaml",
+        "kind: Workflow\nmetadata: {name: sys}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    container: {image: alpine, command: ['true']}\n    outputs:\n      parameters: [{name: passwd, valueFrom: {path: /etc/passwd}}]\n",
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let wf = sb.json(&["get", "sys", "-o", "json"]);
+    let v = node(&wf, "sys")["outputs"]["parameters"][0]["value"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(v.starts_with("root:"), "{v}");
+}
