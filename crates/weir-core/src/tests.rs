@@ -1093,3 +1093,40 @@ fn workflow_metadata_sets_labels_from_values_and_expressions() {
     };
     assert_eq!(t.command[1], "bar-x");
 }
+
+#[test]
+fn resume_with_a_node_field_selector_resumes_only_the_nodes_it_picks() {
+    let yaml = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {name: a, template: ask, arguments: {parameters: [{name: tag, value: first}]}}\n      - {name: b, template: ask, arguments: {parameters: [{name: tag, value: second}]}}\n  - name: ask\n    inputs: {parameters: [{name: tag}]}\n    suspend: {}\n    outputs:\n      parameters: [{name: answer, valueFrom: {supplied: {}}}]\n";
+    let (mut run, _) = Run::start(submission(yaml, &[])).expect("valid");
+    let phase_of = |run: &Run, n: &str| {
+        run.nodes()
+            .iter()
+            .find(|x| x.display_name == n)
+            .map(|x| (x.phase, x.outputs.parameters.clone()))
+            .unwrap()
+    };
+    run.step(
+        Event::Resume {
+            parameters: vec![("answer".into(), "yes".into())],
+            selector: Some("inputs.parameters.tag.value=second".into()),
+        },
+        2,
+    );
+    assert_eq!(phase_of(&run, "a").0, Phase::Running);
+    assert_eq!(
+        phase_of(&run, "b"),
+        (Phase::Succeeded, vec![("answer".into(), "yes".into())])
+    );
+    run.step(
+        Event::Resume {
+            parameters: vec![("answer".into(), "no".into())],
+            selector: Some("displayName=a".into()),
+        },
+        3,
+    );
+    assert_eq!(
+        phase_of(&run, "a"),
+        (Phase::Succeeded, vec![("answer".into(), "no".into())])
+    );
+    assert_eq!(run.phase(), Phase::Succeeded);
+}

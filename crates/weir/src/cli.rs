@@ -164,6 +164,10 @@ enum Cmd {
         /// Values for suspend nodes' `supplied` outputs, NAME=VALUE.
         #[arg(short = 'p', long = "parameter")]
         parameters: Vec<String>,
+        /// Resume only the suspend nodes this selects, as Argo's: `displayName=approve`,
+        /// `inputs.parameters.NAME.value=X`, `templateName=T` (comma-separated, `!=` too).
+        #[arg(long)]
+        node_field_selector: Option<String>,
         #[arg(long)]
         no_logs: bool,
     },
@@ -228,7 +232,7 @@ pub fn main() -> Result<ExitCode> {
             no_logs,
             resume,
         } => match resume {
-            Some(r) => resume_run(&env, &r, Vec::new(), no_logs),
+            Some(r) => resume_run(&env, &r, Vec::new(), None, no_logs),
             None => run(&env, submit, output, no_logs),
         },
         Cmd::Lint { files, with } => lint(&files, &with),
@@ -251,10 +255,11 @@ pub fn main() -> Result<ExitCode> {
         Cmd::Resume {
             run,
             parameters,
+            node_field_selector,
             no_logs,
         } => {
             let params = files::parameters(&parameters, None)?;
-            resume_run(&env, &run, params, no_logs)
+            resume_run(&env, &run, params, node_field_selector, no_logs)
         }
         Cmd::Delete { runs, all } => delete(&env, runs, all),
         Cmd::Cache { cmd } => cache(&env, cmd),
@@ -677,17 +682,24 @@ fn resume_run(
     env: &Env,
     name: &str,
     params: Vec<(String, String)>,
+    selector: Option<String>,
     no_logs: bool,
 ) -> Result<ExitCode> {
     let mut store = env.store()?;
     let name = store.resolve(name)?;
     // values for `supplied` outputs must be among their `enum`: refused before anything is kept
-    let problems = load_run(&store, &name)?.supplied_problems(&params);
+    let problems = load_run(&store, &name)?.supplied_problems(&params, selector.as_deref());
     if !problems.is_empty() {
         return Err(Usage(problems.join("\n")).into());
     }
     let Some(lock) = driver::try_lock(env, &name)? else {
-        store.push_control(&name, &Event::Resume { parameters: params })?;
+        store.push_control(
+            &name,
+            &Event::Resume {
+                parameters: params,
+                selector,
+            },
+        )?;
         println!("run {name} resumed");
         return Ok(ExitCode::SUCCESS);
     };
@@ -698,7 +710,10 @@ fn resume_run(
         println!("run {name} already finished: {}", run.phase());
         return Ok(exit_for(run.phase()));
     }
-    pending.push(Event::Resume { parameters: params });
+    pending.push(Event::Resume {
+        parameters: params,
+        selector,
+    });
     driver::install_interrupt_handler();
     let mut w = watcher(None, no_logs);
     let phase = driver::drive(env, store, run, actions, pending, w.as_mut())?;

@@ -664,7 +664,10 @@ impl Run {
             Event::Stop => self.stop(StopReason::Stopped),
             Event::Terminate => self.stop(StopReason::Terminated),
             Event::Suspend => self.suspended = true,
-            Event::Resume { parameters } => self.resume(parameters),
+            Event::Resume {
+                parameters,
+                selector,
+            } => self.resume(parameters, selector.as_deref()),
             Event::Retry => self.retry_from_failure(),
             Event::Acquired { holder, error } => self.acquired(&holder, error),
             Event::Ready { node } => {
@@ -921,12 +924,15 @@ impl Run {
         false
     }
 
-    fn resume(&mut self, parameters: Vec<(String, String)>) {
-        self.suspended = false;
+    fn resume(&mut self, parameters: Vec<(String, String)>, selector: Option<&str>) {
+        if selector.is_none() {
+            self.suspended = false;
+        }
         let suspended: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| {
                 self.nodes[i].node_type == NodeType::Suspend
                     && self.nodes[i].phase == Phase::Running
+                    && selector.is_none_or(|s| self.node_matches(i, s))
             })
             .collect();
         for i in suspended {
@@ -936,11 +942,52 @@ impl Run {
         self.pump();
     }
 
-    /// Supplied values for the outputs of waiting suspend nodes that their `enum` refuses.
-    pub fn supplied_problems(&self, supplied: &[(String, String)]) -> Vec<String> {
+    /// Whether node `i` matches an Argo node field selector: comma-separated `FIELD=VALUE` or
+    /// `FIELD!=VALUE`, FIELD one of `displayName`, `name`, `templateName`, `phase`, `id`,
+    /// `inputs.parameters.NAME.value`.
+    pub fn node_matches(&self, i: usize, selector: &str) -> bool {
+        let n = &self.nodes[i];
+        selector
+            .split(',')
+            .filter(|t| !t.trim().is_empty())
+            .all(|term| {
+                let (field, want, equal) = match term.split_once("!=") {
+                    Some((f, v)) => (f, v, false),
+                    None => match term.split_once('=') {
+                        Some((f, v)) => (f, v.trim_start_matches('='), true),
+                        None => return false,
+                    },
+                };
+                let field = field.trim();
+                let got = match field {
+                    "displayName" => Some(n.display_name.clone()),
+                    "name" => Some(n.name.clone()),
+                    "templateName" => Some(n.template.clone()),
+                    "phase" => Some(n.phase.as_str().to_string()),
+                    "id" => Some(n.id.clone()),
+                    f => f
+                        .strip_prefix("inputs.parameters.")
+                        .and_then(|r| r.strip_suffix(".value"))
+                        .and_then(|p| n.inputs.iter().find(|(k, _)| k == p))
+                        .map(|(_, v)| v.clone()),
+                };
+                (got.as_deref() == Some(want.trim())) == equal
+            })
+    }
+
+    /// Supplied values for the outputs of waiting suspend nodes (those `selector` picks) that
+    /// their `enum` refuses.
+    pub fn supplied_problems(
+        &self,
+        supplied: &[(String, String)],
+        selector: Option<&str>,
+    ) -> Vec<String> {
         let mut out = Vec::new();
         for (i, n) in self.nodes.iter().enumerate() {
-            if n.node_type != NodeType::Suspend || n.phase != Phase::Running {
+            if n.node_type != NodeType::Suspend
+                || n.phase != Phase::Running
+                || selector.is_some_and(|s| !self.node_matches(i, s))
+            {
                 continue;
             }
             let Some(t) = self.template_of(i) else {

@@ -342,6 +342,11 @@ pub enum Event {
     /// Resume a suspended run and its suspend nodes; optional values for `supplied` outputs.
     Resume {
         parameters: Vec<(String, String)>,
+        /// Only the suspend nodes this Argo node field selector picks
+        /// (`displayName=approve,inputs.parameters.tag.value=x`); without it, the run and all
+        /// its suspend nodes.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        selector: Option<String>,
     },
     /// The process of a running task was lost (the engine stopped while it ran).
     Lost {
