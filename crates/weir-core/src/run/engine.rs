@@ -1800,6 +1800,7 @@ impl Run {
                 headers,
                 body,
                 timeout_ms: h.get("timeoutSeconds").and_then(Json::as_u64).unwrap_or(30) * 1000,
+                insecure: h.get("insecureSkipVerify").and_then(Json::as_bool) == Some(true),
             }),
             ..TaskSpec::default()
         })

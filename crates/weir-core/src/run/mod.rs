@@ -246,6 +246,9 @@ pub struct HttpRequest {
     pub headers: Vec<(String, String)>,
     pub body: String,
     pub timeout_ms: u64,
+    /// `insecureSkipVerify`: accept any TLS certificate.
+    #[serde(default)]
+    pub insecure: bool,
 }
 
 /// What an `http` task got back (its body is the result's `stdout`).

@@ -830,9 +830,7 @@ spec:
 #[test]
 fn http_templates_call_a_server_and_judge_the_answer() {
     let sb = Sandbox::new();
-    let site = sb.dir.join("site");
-    std::fs::create_dir_all(&site).unwrap();
-    std::fs::write(site.join("ok.txt"), "hello from the server").unwrap();
+    let site = sb.site("site", &[("ok.txt", "hello from the server")]);
     let web = WebServer::start(&site);
     let wf = sb.write(
         "http.yaml",
@@ -1172,4 +1170,69 @@ fn outputs_at_existing_system_paths_are_read_where_they_are() {
         .unwrap()
         .to_string();
     assert!(v.starts_with("root:"), "{v}");
+}
+
+#[test]
+fn https_templates_verify_certificates_unless_told_not_to() {
+    let sb = Sandbox::new();
+    let site = sb.site("tls-site", &[("ok.txt", "over tls")]);
+    let (cert, key) = (sb.dir.join("cert.pem"), sb.dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let web = WebServer::serve(&site, Some((&cert, &key)));
+    let port = web.1;
+    let wf = sb.write(
+        "https.yaml",
+        &format!(
+            "kind: Workflow
+metadata: {{name: https}}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {{name: trusting, template: insecure}}
+      - {{name: checking, template: verified, continueOn: {{error: true, failed: true}}}}
+  - name: insecure
+    http: {{url: 'https://127.0.0.1:{port}/ok.txt', insecureSkipVerify: true}}
+  - name: verified
+    http: {{url: 'https://127.0.0.1:{port}/ok.txt'}}
+"
+        ),
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    drop(web);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let wf = sb.json(&["get", "https", "-o", "json"]);
+    assert_eq!(node(&wf, "trusting")["outputs"]["result"], "over tls");
+    // a self-signed certificate is refused when it is verified
+    let checking = node(&wf, "checking");
+    assert_eq!(checking["phase"], "Error", "{checking}");
+    assert!(
+        checking["message"]
+            .as_str()
+            .unwrap()
+            .to_lowercase()
+            .contains("certificate"),
+        "{checking}"
+    );
 }

@@ -62,6 +62,16 @@ impl Sandbox {
         }
     }
 
+    /// A directory `name` in the sandbox holding these files, for a web server to serve.
+    pub fn site(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+        let dir = self.dir.join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for (f, text) in files {
+            std::fs::write(dir.join(f), text).unwrap();
+        }
+        dir
+    }
+
     pub fn write(&self, name: &str, text: &str) -> PathBuf {
         let p = self.dir.join(name);
         std::fs::write(&p, text).unwrap();
@@ -149,25 +159,33 @@ pub fn free_port() -> u16 {
 pub struct WebServer(std::process::Child, pub u16);
 
 impl WebServer {
+    /// Serves `dir` over http, or over https with `tls: Some((cert, key))`. The server binds a
+    /// port of its own choosing and reports it, so concurrent tests never race for one.
     pub fn start(dir: &std::path::Path) -> WebServer {
-        let port = free_port();
-        let child = std::process::Command::new("python3")
-            .args([
-                "-m",
-                "http.server",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--directory",
-            ])
-            .arg(dir)
-            .stdout(std::process::Stdio::null())
+        WebServer::serve(dir, None)
+    }
+
+    pub fn serve(dir: &std::path::Path, tls: Option<(&Path, &Path)>) -> WebServer {
+        use std::io::BufRead;
+        const SERVER: &str = "import functools, http.server, ssl, sys\nh = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])\ns = http.server.HTTPServer(('127.0.0.1', 0), h)\nif len(sys.argv) > 2:\n    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n    ctx.load_cert_chain(sys.argv[2], sys.argv[3])\n    s.socket = ctx.wrap_socket(s.socket, server_side=True)\nprint(s.server_address[1], flush=True)\ns.serve_forever()\n";
+        let mut cmd = std::process::Command::new("python3");
+        cmd.args(["-c", SERVER]).arg(dir);
+        if let Some((cert, key)) = tls {
+            cmd.arg(cert).arg(key);
+        }
+        let mut child = cmd
+            .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        wait_for(Duration::from_secs(30), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port: u16 = line
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("server said {line:?}"));
         WebServer(child, port)
     }
 }
