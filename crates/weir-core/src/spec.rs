@@ -158,6 +158,9 @@ pub struct Artifact {
     pub global_name: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sub_path: Option<String>,
+    /// This artifact's own `artifactGC` (over the workflow's).
+    #[serde(rename = "artifactGC", skip_serializing_if = "Option::is_none")]
+    pub artifact_gc: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub s3: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -52,10 +52,16 @@ impl LocalRepo {
         Ok((w.hasher.finalize().to_hex().to_string(), w.size))
     }
 
-    /// Removes everything stored under `prefix` (a run's artifacts).
+    /// Removes what is stored under `prefix`: one object, or everything below it (a run's
+    /// artifacts).
     pub fn delete_prefix(&self, prefix: &str) -> Result<()> {
         let p = self.path(prefix);
-        match fs::remove_dir_all(&p) {
+        let r = if p.is_file() {
+            fs::remove_file(&p)
+        } else {
+            fs::remove_dir_all(&p)
+        };
+        match r {
             Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Io { path: p, source: e }),
             _ => Ok(()),
         }

@@ -371,8 +371,8 @@ pub fn drive(
         if c.pod_gc == PodGc::OnWorkflowCompletion || (c.pod_gc == PodGc::OnWorkflowSuccess && ok) {
             remove_dir(&env.work_root().join(&name).join("work"))?;
         }
-        if c.artifacts_at_completion {
-            env.repo().delete_prefix(&name)?;
+        for key in &c.artifacts_at_completion {
+            env.repo().delete_prefix(key)?;
         }
         if let Some(ttl) = c.ttl_ms {
             store.set_expiry(&name, run.finished_at().unwrap_or_else(now_ms) + ttl)?;

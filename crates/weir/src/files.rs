@@ -213,13 +213,18 @@ pub fn ignored_field_warnings(def: &Definition) -> Vec<String> {
             let last = path.rsplit('.').next().unwrap_or_default();
             let why = if matches!(
                 path.as_str(),
-                "spec.priority" | "spec.ttlStrategy" | "spec.podGC" | "spec.artifactGC" | "spec.archiveLogs"
+                "spec.priority"
+                    | "spec.ttlStrategy"
+                    | "spec.podGC"
+                    | "spec.artifactGC"
+                    | "spec.archiveLogs"
             ) || path.ends_with(".archiveLogs")
             {
                 // acted on (logs are always kept, so archiveLogs asks for what weir does)
                 return None;
             } else if last == "artifactGC" {
-                "is not supported by weir yet (kept, ignored): only the workflow's `spec.artifactGC` is"
+                // an artifact's own artifactGC is acted on too
+                return None;
             } else if KUBERNETES_ONLY.contains(&last) {
                 "has no effect when running on one host (kept, ignored)"
             } else if NOT_YET.contains(&last) {

@@ -433,8 +433,9 @@ pub struct Cleanup {
     /// Delete the run this long after it finished (`ttlStrategy`, for its final phase).
     pub ttl_ms: Option<i64>,
     pub pod_gc: PodGc,
-    /// Delete the run's artifacts when it finishes (`artifactGC: OnWorkflowCompletion`).
-    pub artifacts_at_completion: bool,
+    /// Keys of the run's artifacts to delete now that it finished (`artifactGC:
+    /// OnWorkflowCompletion`, the workflow's or the artifact's own).
+    pub artifacts_at_completion: Vec<String>,
 }
 
 /// `podGC`: when a task's work directory (its "pod") is removed; its log is kept.
@@ -759,10 +760,32 @@ impl Run {
             "OnWorkflowSuccess" => PodGc::OnWorkflowSuccess,
             _ => PodGc::Keep,
         };
+        let default_gc = strategy(&spec.artifact_gc);
+        let mut keys: Vec<String> = Vec::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            for r in n.outputs.artifacts.iter().filter(|r| !r.key.is_empty()) {
+                let own = self.node_tmpl[i]
+                    .outputs
+                    .artifacts
+                    .iter()
+                    .find(|a| a.name == r.name)
+                    .map(|a| strategy(&a.artifact_gc))
+                    .filter(|s| !s.is_empty());
+                if own.as_deref().unwrap_or(&default_gc) == "OnWorkflowCompletion"
+                    && !keys.contains(&r.key)
+                {
+                    keys.push(r.key.clone());
+                }
+            }
+        }
         Cleanup {
             ttl_ms,
             pod_gc,
-            artifacts_at_completion: strategy(&spec.artifact_gc) == "OnWorkflowCompletion",
+            artifacts_at_completion: if self.phase.is_done() {
+                keys
+            } else {
+                Vec::new()
+            },
         }
     }
 

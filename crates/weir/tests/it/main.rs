@@ -899,8 +899,10 @@ spec:
     - - {name: make, template: make}
   - name: make
     outputs:
-      artifacts: [{name: out, path: /tmp/out.txt}]
-    container: {image: alpine, command: [sh, -c, 'echo made; echo data > /tmp/out.txt']}
+      artifacts:
+      - {name: out, path: /tmp/out.txt}
+      - {name: kept, path: /tmp/kept.txt, artifactGC: {strategy: Never}}
+    container: {image: alpine, command: [sh, -c, 'echo made; echo data > /tmp/out.txt; echo k > /tmp/kept.txt']}
 ",
     );
     let out = sb.weir(&["run", gc.to_str().unwrap()]);
@@ -912,7 +914,15 @@ spec:
         .unwrap_or_default();
     assert!(left.is_empty(), "{left:?}");
     assert!(sb.weir(&["logs", "gc"]).stdout.contains("made"));
-    assert!(!sb.dir.join("artifacts/gc").exists());
+    // the workflow's artifactGC removed `out`; `kept` says Never
+    let stored: Vec<String> = std::fs::read_dir(sb.dir.join("artifacts/gc"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
+        .map(|f| f.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(stored, ["kept.tgz"]);
     assert_eq!(
         sb.json(&["get", "gc", "-o", "json"])["status"]["phase"],
         "Succeeded"
