@@ -263,10 +263,7 @@ fn retry_reruns_only_failed_nodes() {
         "a succeeded the first time and was reused"
     );
     assert_eq!(count(&marks.join("b")), 2);
-    assert_eq!(
-        sb.json(&["get", "flaky", "-o", "json"])["status"]["phase"],
-        "Succeeded"
-    );
+    assert_eq!(sb.phase("flaky"), "Succeeded");
 }
 
 #[test]
@@ -923,10 +920,7 @@ spec:
         .map(|f| f.file_name().to_string_lossy().into_owned())
         .collect();
     assert_eq!(stored, ["kept.tgz"]);
-    assert_eq!(
-        sb.json(&["get", "gc", "-o", "json"])["status"]["phase"],
-        "Succeeded"
-    );
+    assert_eq!(sb.phase("gc"), "Succeeded");
 
     // a time to live of 0: the run is gone the next time the database is opened
     let ttl = sb.write(
@@ -940,10 +934,7 @@ spec:
     assert!(get.all().contains("run `ttl` not found"), "{}", get.all());
     assert!(!sb.dir.join("runs/ttl").exists());
     // the other run is untouched
-    assert_eq!(
-        sb.json(&["get", "gc", "-o", "json"])["status"]["phase"],
-        "Succeeded"
-    );
+    assert_eq!(sb.phase("gc"), "Succeeded");
 }
 
 #[test]

@@ -104,6 +104,11 @@ impl Sandbox {
             .unwrap()
     }
 
+    /// A run's phase, as `weir get RUN -o json` reports it.
+    pub fn phase(&self, run: &str) -> serde_json::Value {
+        self.json(&["get", run, "-o", "json"])["status"]["phase"].clone()
+    }
+
     pub fn json(&self, args: &[&str]) -> serde_json::Value {
         let o = self.weir(args);
         assert_eq!(o.code, 0, "{args:?}: {}", o.all());
