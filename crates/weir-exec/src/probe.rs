@@ -53,13 +53,16 @@ fn check(c: &ProbeCheck) -> Result<(), String> {
     let local = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     match c {
         ProbeCheck::Exec(argv) => {
-            let status = Command::new(&argv[0])
-                .args(&argv[1..])
+            let Some((prog, args)) = argv.split_first() else {
+                return Err("an exec probe with no command".into());
+            };
+            let status = Command::new(prog)
+                .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
-                .map_err(|e| format!("`{}`: {e}", argv[0]))?;
+                .map_err(|e| format!("`{prog}`: {e}"))?;
             if status.success() {
                 Ok(())
             } else {

@@ -80,12 +80,10 @@ pub struct ProcessExecutor {
 }
 
 impl ProcessExecutor {
-    pub fn new(cfg: ProcessConfig, tx: Sender<Update>) -> ProcessExecutor {
+    /// Fails only if the kernel refuses what watching tasks needs (epoll, eventfd, a thread).
+    pub fn new(cfg: ProcessConfig, tx: Sender<Update>) -> std::io::Result<ProcessExecutor> {
         let python3_for_python = which("python").is_none() && which("python3").is_some();
-        let reaper = Reaper::new().unwrap_or_else(|e| {
-            // Without epoll and eventfd nothing can run; say so rather than hang.
-            panic!("weir: cannot create the task reaper (epoll/eventfd): {e}")
-        });
+        let reaper = Reaper::new()?;
         let inner = Arc::new(Inner {
             cfg,
             tx: Mutex::new(tx),
@@ -109,10 +107,10 @@ impl ProcessExecutor {
                     .ok()
             })
             .collect();
-        ProcessExecutor {
+        Ok(ProcessExecutor {
             inner,
             pool: Mutex::new(pool),
-        }
+        })
     }
 
     /// The log file of a node.

@@ -23,7 +23,8 @@ fn executor(dir: &std::path::Path) -> (ProcessExecutor, Receiver<Update>) {
             db: None,
         },
         tx,
-    );
+    )
+    .unwrap();
     (exec, rx)
 }
 

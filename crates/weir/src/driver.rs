@@ -185,7 +185,8 @@ pub fn drive(
             db: Some(std::path::absolute(&env.db).unwrap_or_else(|_| env.db.clone())),
         },
         tx,
-    );
+    )
+    .context("starting the task executor (epoll, eventfd)")?;
     let mut timers: BTreeSet<(Millis, Timer)> = BTreeSet::new();
     // Lock requests still queued in the store: holder → (locks, priority).
     let mut locks: Locks = BTreeMap::new();
