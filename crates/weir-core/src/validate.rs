@@ -126,21 +126,11 @@ impl Validator<'_> {
     fn synchronization(&mut self, sync: &serde_json::Value, path: &str) {
         use serde_json::Value as Json;
         let named = |v: Option<&Json>| v.and_then(Json::as_str).is_some_and(|s| !s.is_empty());
-        let list = |one: &str, many: &str| -> Vec<(String, Json)> {
-            let mut out = Vec::new();
-            if let Some(m) = sync.get(one) {
-                out.push((format!("{path}.{one}"), m.clone()));
-            }
-            for (i, m) in sync
-                .get(many)
-                .and_then(Json::as_array)
+        use crate::run::sync::entries;
+        let list = |one: &str, many: &str| {
+            entries(sync, one, many)
                 .into_iter()
-                .flatten()
-                .enumerate()
-            {
-                out.push((format!("{path}.{many}[{i}]"), m.clone()));
-            }
-            out
+                .map(|(p, m)| (format!("{path}.{p}"), m))
         };
         for (p, m) in list("mutex", "mutexes") {
             if !named(m.get("name")) {

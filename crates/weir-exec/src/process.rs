@@ -277,6 +277,32 @@ impl Watch for SidecarWatch {
     }
 }
 
+impl TaskWatch {
+    /// Watches `task` with its log; sidecars, a readiness flag and output collection are
+    /// added by the caller when the task has them.
+    fn new(
+        me: Arc<Inner>,
+        task: &TaskSpec,
+        gpus: Vec<String>,
+        log: Arc<Mutex<LazyLog>>,
+    ) -> TaskWatch {
+        let stream = me.cfg.stream_logs.then(|| lock(&me.tx).clone());
+        TaskWatch {
+            node: task.node_id.clone(),
+            requests: task.requests.clone(),
+            gpus,
+            log,
+            secrets: task.secrets.clone(),
+            stream,
+            sidecars: Vec::new(),
+            exited: Arc::new(AtomicBool::new(false)),
+            tail: Vec::new(),
+            collect: None,
+            me,
+        }
+    }
+}
+
 impl Watch for TaskWatch {
     fn line(&mut self, line: &[u8], stdout: bool) {
         if stdout {
@@ -738,31 +764,7 @@ impl Inner {
                 return Ok(());
             }
         };
-        let pid = proc.pid;
-        {
-            let mut st = lock(&self.state);
-            st.running.insert(task.node_id.clone(), pid);
-            // one append-only file per run, so a restart can kill what a crash left running
-            if !st.pids.contains_key(&task.run)
-                && let Ok(f) = fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(run_dir.join("pids"))
-            {
-                st.pids.insert(task.run.clone(), f);
-            }
-            if let Some(f) = st.pids.get_mut(&task.run) {
-                let _ = f.write_all(format!("{} {pid}\n", task.node_id).as_bytes());
-            }
-            // stopped (or shut down) while it was being started
-            if st.stopped.contains(&task.node_id) || self.shutting_down.load(Ordering::SeqCst) {
-                kill_group(pid);
-            }
-        }
-        self.send(Update::Started {
-            node: task.node_id.clone(),
-            pid: pid as u32,
-        });
+        self.started(&task, &run_dir, proc.pid, false);
         let exited = Arc::new(AtomicBool::new(false));
         if let Some(d) = &task.daemon {
             match d.probe.clone() {
@@ -788,26 +790,17 @@ impl Inner {
                 }
             }
         }
-        let watch = TaskWatch {
-            me: self.clone(),
-            node: task.node_id.clone(),
-            requests: task.requests.clone(),
-            gpus: gpus.clone(),
-            log,
-            secrets: task.secrets.clone(),
-            stream,
-            sidecars,
-            exited,
-            tail: Vec::new(),
-            collect: (!light).then(|| {
-                Box::new(Collect {
-                    task,
-                    gpus,
-                    param_paths,
-                    art_paths,
-                })
-            }),
-        };
+        let mut watch = TaskWatch::new(self.clone(), &task, gpus.clone(), log);
+        watch.sidecars = sidecars;
+        watch.exited = exited;
+        watch.collect = (!light).then(|| {
+            Box::new(Collect {
+                task,
+                gpus,
+                param_paths,
+                art_paths,
+            })
+        });
         self.reaper.watch(proc, Box::new(watch));
         Ok(())
     }
@@ -860,11 +853,38 @@ impl Inner {
             tmpfs_tmp: false,
         };
         let proc = spawn::spawn(&spec).map_err(|e| format!("starting the child run: {e}"))?;
-        let pid = proc.pid;
+        self.started(task, &run_dir, proc.pid, true);
+        let log = Arc::new(Mutex::new(LazyLog {
+            path: ProcessExecutor::log_path(&self.cfg.work_root, &task.run, &task.node_id),
+            file: None,
+        }));
+        let watch = TaskWatch::new(self.clone(), task, gpus, log);
+        self.reaper.watch(proc, Box::new(watch));
+        Ok(())
+    }
+
+    /// Records a task's process as started: its group (for `stop`; a child run is stopped
+    /// with SIGTERM), its pid in the run's append-only pids file (so a restart can kill what a
+    /// crash left running), the `Started` update; kills it at once if it was stopped (or the
+    /// executor shut down) while it was being started.
+    fn started(&self, task: &TaskSpec, run_dir: &Path, pid: i32, child: bool) {
         {
             let mut st = lock(&self.state);
             st.running.insert(task.node_id.clone(), pid);
-            st.children.insert(task.node_id.clone());
+            if child {
+                st.children.insert(task.node_id.clone());
+            }
+            if !st.pids.contains_key(&task.run)
+                && let Ok(f) = fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(run_dir.join("pids"))
+            {
+                st.pids.insert(task.run.clone(), f);
+            }
+            if let Some(f) = st.pids.get_mut(&task.run) {
+                let _ = f.write_all(format!("{} {pid}\n", task.node_id).as_bytes());
+            }
             if st.stopped.contains(&task.node_id) || self.shutting_down.load(Ordering::SeqCst) {
                 kill_group(pid);
             }
@@ -873,24 +893,6 @@ impl Inner {
             node: task.node_id.clone(),
             pid: pid as u32,
         });
-        let watch = TaskWatch {
-            me: self.clone(),
-            node: task.node_id.clone(),
-            requests: task.requests.clone(),
-            gpus,
-            log: Arc::new(Mutex::new(LazyLog {
-                path: ProcessExecutor::log_path(&self.cfg.work_root, &task.run, &task.node_id),
-                file: None,
-            })),
-            secrets: task.secrets.clone(),
-            stream: self.cfg.stream_logs.then(|| lock(&self.tx).clone()),
-            sidecars: Vec::new(),
-            exited: Arc::new(AtomicBool::new(false)),
-            tail: Vec::new(),
-            collect: None,
-        };
-        self.reaper.watch(proc, Box::new(watch));
-        Ok(())
     }
 
     /// Reports a task that ended before its own program ran (an init container failed, or

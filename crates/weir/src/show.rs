@@ -127,31 +127,20 @@ pub fn get_text(run: &Run, wide: bool, now: Millis) -> String {
         "Duration:",
         duration(run.finished_at().unwrap_or(now) - run.started_at())
     );
-    let params: Vec<(&String, &String)> = run
+    // `workflow.parameters` is all of them, as a JSON object in declaration order
+    let params: serde_json::Map<String, Value> = run
         .globals()
-        .iter()
-        .filter(|(k, _)| k.starts_with("workflow.parameters."))
-        // `workflow.parameters.json` is all of them, unless a parameter is called `json`
-        .filter(|(k, _)| {
-            *k != "workflow.parameters.json"
-                || run
-                    .submission()
-                    .workflow
-                    .spec
-                    .arguments
-                    .parameters
-                    .iter()
-                    .any(|p| p.name == "json")
-        })
-        .collect();
+        .get("workflow.parameters")
+        .and_then(|j| serde_json::from_str(j).ok())
+        .unwrap_or_default();
     if !params.is_empty() {
         let _ = writeln!(o, "Parameters:");
-        for (k, v) in params {
+        for (k, v) in &params {
             let _ = writeln!(
                 o,
                 "  {:<18} {}",
-                format!("{}:", k.trim_start_matches("workflow.parameters.")),
-                v
+                format!("{k}:"),
+                v.as_str().unwrap_or_default()
             );
         }
     }

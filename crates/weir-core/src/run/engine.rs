@@ -406,18 +406,7 @@ impl Run {
             "workflow.priority".into(),
             spec.priority.unwrap_or(0).to_string(),
         );
-        for (kind, map) in [
-            ("labels", &sub.workflow.metadata.labels),
-            ("annotations", &sub.workflow.metadata.annotations),
-        ] {
-            for (k, v) in map {
-                g.insert(format!("workflow.{kind}.{k}"), v.clone());
-            }
-            // all of them as a JSON object (`.json`, and the older bare name)
-            let all = serde_json::to_string(map).unwrap_or_default();
-            g.insert(format!("workflow.{kind}.json"), all.clone());
-            g.insert(format!("workflow.{kind}"), all);
-        }
+
         // a CronWorkflow's run carries the time it was scheduled for
         if let Some(t) = sub
             .workflow
@@ -427,6 +416,9 @@ impl Run {
         {
             g.insert("workflow.scheduledTime".into(), t.clone());
         }
+        self.labels = sub.workflow.metadata.labels.clone();
+        self.annotations = sub.workflow.metadata.annotations.clone();
+        self.publish_metadata();
         let mut all = serde_json::Map::new();
         for p in &spec.arguments.parameters {
             let over = sub
@@ -544,10 +536,22 @@ impl Run {
     /// The run's labels and annotations: the submission's, then `workflowMetadata.labels` and
     /// `annotations` (with `{{…}}` resolved), then `labelsFrom` (each an expression). They
     /// become `workflow.labels.*` / `workflow.annotations.*` too.
+    /// `workflow.labels.*` and `workflow.annotations.*`, each also as one JSON object (`.json`,
+    /// and the older bare name), from the run's labels and annotations.
+    fn publish_metadata(&mut self) {
+        for (kind, map) in [("labels", &self.labels), ("annotations", &self.annotations)] {
+            for (k, v) in map {
+                self.globals
+                    .insert(format!("workflow.{kind}.{k}"), v.clone());
+            }
+            let all = serde_json::to_string(map).unwrap_or_default();
+            self.globals
+                .insert(format!("workflow.{kind}.json"), all.clone());
+            self.globals.insert(format!("workflow.{kind}"), all);
+        }
+    }
+
     fn workflow_metadata(&mut self) -> Result<(), String> {
-        let meta = &self.sub.workflow.metadata;
-        self.labels = meta.labels.clone();
-        self.annotations = meta.annotations.clone();
         let Some(wm) = self.templates.spec.workflow_metadata.clone() else {
             return Ok(());
         };
@@ -582,26 +586,9 @@ impl Run {
                 .map_err(|err| format!("labelsFrom.{k}: `{e}`: {}", err.0))?;
             labels.push((k.clone(), val.to_text()));
         }
-        for (kind, list) in [("labels", labels), ("annotations", annotations)] {
-            for (k, v) in list {
-                self.globals
-                    .insert(format!("workflow.{kind}.{k}"), v.clone());
-                if kind == "labels" {
-                    self.labels.insert(k, v);
-                } else {
-                    self.annotations.insert(k, v);
-                }
-            }
-            let all = if kind == "labels" {
-                &self.labels
-            } else {
-                &self.annotations
-            };
-            let json = serde_json::to_string(all).unwrap_or_default();
-            self.globals
-                .insert(format!("workflow.{kind}.json"), json.clone());
-            self.globals.insert(format!("workflow.{kind}"), json);
-        }
+        self.labels.extend(labels);
+        self.annotations.extend(annotations);
+        self.publish_metadata();
         Ok(())
     }
 

@@ -11,7 +11,7 @@
 pub(crate) mod container_set;
 mod engine;
 mod metrics;
-mod sync;
+pub(crate) mod sync;
 mod vars;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};

@@ -29,13 +29,7 @@ pub(crate) fn locks(
         substitute(s, vars).map_err(|e| format!("synchronization: {what}: {}", e.0))
     };
     let mut out = Vec::new();
-    let mutexes = sync.get("mutex").into_iter().chain(
-        sync.get("mutexes")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten(),
-    );
-    for m in mutexes {
+    for (_, m) in entries(sync, "mutex", "mutexes") {
         let name = text(m.get("name"), "mutex name")?;
         let ns = match m.get("namespace").and_then(Json::as_str) {
             Some(n) if !n.is_empty() => n.to_string(),
@@ -51,13 +45,7 @@ pub(crate) fn locks(
             limit: Some(1),
         });
     }
-    let semaphores = sync.get("semaphore").into_iter().chain(
-        sync.get("semaphores")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten(),
-    );
-    for s in semaphores {
+    for (_, s) in entries(sync, "semaphore", "semaphores") {
         if let Some(r) = s.get("configMapKeyRef") {
             let cm = text(r.get("name"), "semaphore configMapKeyRef.name")?;
             let key = text(r.get("key"), "semaphore configMapKeyRef.key")?;
@@ -90,6 +78,26 @@ pub(crate) fn locks(
     out.sort_by(|a, b| a.key.cmp(&b.key));
     out.dedup_by(|a, b| a.key == b.key);
     Ok(out)
+}
+
+/// The single (`mutex`) and listed (`mutexes`) entries of a `synchronization` object, each with
+/// its field path below it (`mutex`, `mutexes[1]`).
+pub(crate) fn entries<'a>(sync: &'a Json, one: &str, many: &str) -> Vec<(String, &'a Json)> {
+    let mut out: Vec<(String, &Json)> = sync
+        .get(one)
+        .map(|m| (one.to_string(), m))
+        .into_iter()
+        .collect();
+    for (i, m) in sync
+        .get(many)
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        out.push((format!("{many}[{i}]"), m));
+    }
+    out
 }
 
 /// What a node or run shows while it waits.

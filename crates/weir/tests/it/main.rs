@@ -191,8 +191,7 @@ fn counted_dag(sb: &Sandbox) -> std::path::PathBuf {
         };
         tasks.push_str(&format!("      - {{name: t{i}, template: work, arguments: {{parameters: [{{name: id, value: t{i}}}]}}{deps}}}\n"));
     }
-    let counters = sb.dir.join("counters");
-    std::fs::create_dir_all(&counters).unwrap();
+    let counters = sb.dir_with("counters", &[]);
     sb.write(
         "dag20.yaml",
         &format!(
@@ -244,8 +243,7 @@ fn kill_9_then_resume_finishes_without_rerunning_succeeded_nodes() {
 #[test]
 fn retry_reruns_only_failed_nodes() {
     let sb = Sandbox::new();
-    let marks = sb.dir.join("marks");
-    std::fs::create_dir_all(&marks).unwrap();
+    let marks = sb.dir_with("marks", &[]);
     let m = marks.display();
     let wf = sb.write(
         "flaky.yaml",
@@ -391,8 +389,7 @@ fn overlaps(dir: &std::path::Path) -> usize {
 #[test]
 fn gpu_requests_get_distinct_devices_and_impossible_requests_fail() {
     let sb = Sandbox::new();
-    let stamps = sb.dir.join("gpu-stamps");
-    std::fs::create_dir_all(&stamps).unwrap();
+    let stamps = sb.dir_with("gpu-stamps", &[]);
     let wf = sb.write(
         "gpu.yaml",
         &format!(
@@ -433,8 +430,7 @@ fn gpu_requests_get_distinct_devices_and_impossible_requests_fail() {
 #[test]
 fn cpu_requests_limit_concurrency() {
     let sb = Sandbox::new();
-    let stamps = sb.dir.join("cpu-stamps");
-    std::fs::create_dir_all(&stamps).unwrap();
+    let stamps = sb.dir_with("cpu-stamps", &[]);
     let cores = std::thread::available_parallelism().unwrap().get();
     let items: Vec<String> = (0..cores * 2 + 1).map(|i| i.to_string()).collect();
     let wf = sb.write(
@@ -457,8 +453,7 @@ fn cpu_requests_limit_concurrency() {
 #[test]
 fn memoized_steps_are_reused_across_runs_until_deleted() {
     let sb = Sandbox::new();
-    let marks = sb.dir.join("memo-marks");
-    std::fs::create_dir_all(&marks).unwrap();
+    let marks = sb.dir_with("memo-marks", &[]);
     let wf = sb.write(
         "memo.yaml",
         &format!(
@@ -609,8 +604,7 @@ fn kubernetes_only_fields_are_warned_about_with_their_location_and_ignored() {
 #[test]
 fn synchronization_locks_are_shared_by_runs_of_one_database() {
     let sb = Sandbox::new();
-    let shared = sb.dir.join("shared");
-    std::fs::create_dir_all(&shared).unwrap();
+    let shared = sb.dir_with("shared", &[]);
     let go = sb.dir.join("go");
     // Each task takes `in` for its whole life; a second holder at the same time fails.
     let crit = format!(
@@ -653,8 +647,7 @@ fn synchronization_locks_are_shared_by_runs_of_one_database() {
     assert!(!after.contains("wfm-"), "locks are given back: {after}");
 
     // template level: a semaphore of 2 from a ConfigMap, a database semaphore set by `weir sync`
-    let stamps = sb.dir.join("stamps");
-    std::fs::create_dir_all(&stamps).unwrap();
+    let stamps = sb.dir_with("stamps", &[]);
     let tmpl = sb.write(
         "tmpl.yaml",
         &format!(
@@ -827,7 +820,7 @@ spec:
 #[test]
 fn http_templates_call_a_server_and_judge_the_answer() {
     let sb = Sandbox::new();
-    let site = sb.site("site", &[("ok.txt", "hello from the server")]);
+    let site = sb.dir_with("site", &[("ok.txt", "hello from the server")]);
     let web = WebServer::start(&site);
     let wf = sb.write(
         "http.yaml",
@@ -1176,7 +1169,7 @@ fn outputs_at_existing_system_paths_are_read_where_they_are() {
 #[test]
 fn https_templates_verify_certificates_unless_told_not_to() {
     let sb = Sandbox::new();
-    let site = sb.site("tls-site", &[("ok.txt", "over tls")]);
+    let site = sb.dir_with("tls-site", &[("ok.txt", "over tls")]);
     let (cert, key) = (sb.dir.join("cert.pem"), sb.dir.join("key.pem"));
     let made = std::process::Command::new("openssl")
         .args([

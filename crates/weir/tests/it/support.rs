@@ -62,8 +62,8 @@ impl Sandbox {
         }
     }
 
-    /// A directory `name` in the sandbox holding these files, for a web server to serve.
-    pub fn site(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
+    /// A directory `name` in the sandbox holding these files (none: an empty one).
+    pub fn dir_with(&self, name: &str, files: &[(&str, &str)]) -> PathBuf {
         let dir = self.dir.join(name);
         std::fs::create_dir_all(&dir).unwrap();
         for (f, text) in files {
