@@ -1213,7 +1213,7 @@ fn call(name: &str, args: &[Val]) -> R<Val> {
 }
 
 /// Seconds since the epoch of `2006-01-02T15:04:05Z` (UTC or with an offset).
-fn parse_rfc3339(s: &str) -> Option<i64> {
+pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     if b.len() < 20 {
         return None;

@@ -4,9 +4,11 @@
 //! as rows to update: a run is its submission plus an append-only event log, and the state
 //! machine rebuilds the state by replaying it. A summary row per run serves listings.
 
+mod access;
 mod artifacts;
 mod sqlite;
 
+pub use access::{AuditEntry, LabelReq, RunQuery, TokenRecord};
 pub use artifacts::LocalRepo;
 pub use sqlite::{Acquire, Durability, LockState, RunRecord, RunSummary, Store};
 

@@ -7,7 +7,7 @@ use weir_core::run::{Event, Lock, Metric, Millis, Phase, Submission};
 
 use crate::{Error, Result};
 
-const SCHEMA_VERSION: i64 = 5;
+const SCHEMA_VERSION: i64 = 6;
 
 const MIGRATIONS: &[&str] = &[
     "
@@ -74,6 +74,30 @@ CREATE TABLE metrics (
 );
 CREATE INDEX metrics_run ON metrics(run);
 ",
+    "
+ALTER TABLE runs ADD COLUMN labels TEXT NOT NULL DEFAULT '{}';
+CREATE INDEX runs_namespace ON runs(namespace, created_at);
+CREATE TABLE tokens (
+    id          TEXT PRIMARY KEY,
+    namespace   TEXT NOT NULL,
+    role        TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    description TEXT NOT NULL DEFAULT '',
+    created_at  INTEGER NOT NULL,
+    expires_at  INTEGER,
+    revoked_at  INTEGER
+) WITHOUT ROWID;
+CREATE TABLE audit (
+    id        INTEGER PRIMARY KEY AUTOINCREMENT,
+    at        INTEGER NOT NULL,
+    actor     TEXT NOT NULL,
+    namespace TEXT NOT NULL,
+    action    TEXT NOT NULL,
+    target    TEXT NOT NULL,
+    status    INTEGER NOT NULL
+);
+CREATE INDEX audit_namespace ON audit(namespace, id);
+",
 ];
 
 /// What [`Store::try_acquire`] found.
@@ -109,7 +133,7 @@ pub enum Durability {
 }
 
 pub struct Store {
-    conn: Connection,
+    pub(crate) conn: Connection,
     path: PathBuf,
 }
 
@@ -225,10 +249,12 @@ impl Store {
     /// Records a new run. Fails if the name is taken.
     pub fn create_run(&mut self, sub: &Submission) -> Result<()> {
         let body = serde_json::to_string(sub).map_err(|e| Error::Corrupt(e.to_string()))?;
+        let labels = serde_json::to_string(&sub.workflow.metadata.labels)
+            .map_err(|e| Error::Corrupt(e.to_string()))?;
         let n = self.conn.execute(
-            "INSERT INTO runs (name, namespace, created_at, phase, submission) VALUES (?1, ?2, ?3, 'Running', ?4)
+            "INSERT INTO runs (name, namespace, created_at, phase, submission, labels) VALUES (?1, ?2, ?3, 'Running', ?4, ?5)
              ON CONFLICT(name) DO NOTHING",
-            params![sub.name, sub.namespace, sub.created_at, body],
+            params![sub.name, sub.namespace, sub.created_at, body, labels],
         )?;
         if n == 0 {
             return Err(Error::RunExists(sub.name.clone()));
@@ -689,7 +715,7 @@ impl Store {
     }
 }
 
-fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
+pub(crate) fn summary_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunSummary> {
     Ok(RunSummary {
         name: r.get(0)?,
         namespace: r.get(1)?,

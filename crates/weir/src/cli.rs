@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use weir_core::run::{Event, NodeType, Phase, Run, Submission};
+use weir_core::run::{Event, Phase, Run, Submission};
 use weir_store::{Durability, Store};
 
 use crate::driver::{self, Env, now_ms};
@@ -93,6 +93,28 @@ enum SyncCmd {
 }
 
 #[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token; it is printed once and stored only as an argon2 hash.
+    Create {
+        /// The namespace it grants access to (`*` for every namespace).
+        #[arg(long, short = 'n')]
+        namespace: String,
+        /// viewer (read), editor (also submit and control runs), admin (also tokens and audit).
+        #[arg(long, value_parser = ["viewer", "editor", "admin"])]
+        role: String,
+        /// How long it is valid (`30d`, `12h`, `15m`); no expiry without it.
+        #[arg(long)]
+        expires: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List tokens (never their secrets).
+    List,
+    /// Revoke a token by id.
+    Revoke { id: String },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Submit a workflow and watch it to the end (exit 0 if it succeeded, 1 if not).
     Run {
@@ -107,6 +129,23 @@ enum Cmd {
         /// Continue an interrupted run instead of submitting (same as `weir resume RUN`).
         #[arg(long, value_name = "RUN")]
         resume: Option<String>,
+    },
+    /// Serve the REST API, live updates and the web UI.
+    Server {
+        /// Address to listen on.
+        #[arg(long, env = "WEIR_LISTEN", default_value = "127.0.0.1:2746")]
+        listen: std::net::SocketAddr,
+        /// Serve without tokens, every caller an admin; only on a loopback address.
+        #[arg(long)]
+        insecure_local: bool,
+        /// The largest request body accepted, in bytes.
+        #[arg(long, env = "WEIR_MAX_BODY", default_value_t = 8 << 20)]
+        max_body: usize,
+    },
+    /// API tokens for `weir server`.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
     },
     /// Check workflow files without running them.
     Lint {
@@ -236,6 +275,19 @@ pub fn main() -> Result<ExitCode> {
             None => run(&env, submit, output, no_logs),
         },
         Cmd::Lint { files, with } => lint(&files, &with),
+        Cmd::Server {
+            listen,
+            insecure_local,
+            max_body,
+        } => crate::server::serve(
+            env,
+            crate::server::Options {
+                listen,
+                insecure_local,
+                body_limit: max_body,
+            },
+        ),
+        Cmd::Token { cmd } => token(&env, cmd),
         Cmd::List {
             status,
             output,
@@ -305,45 +357,17 @@ fn prepare(submit: &Submit, store: &Store) -> Result<Submission> {
         wf.spec.entrypoint = Some(e.clone());
     }
     let params = files::parameters(&submit.parameters, submit.parameter_file.as_deref())?;
-    let mut library: Vec<_> = bundle.library.definitions.clone();
-    library.extend(
-        bundle
-            .main
-            .definitions
-            .iter()
-            .filter(|d| d.kind != weir_core::spec::Kind::Workflow)
-            .cloned(),
-    );
-    let mut config_maps = bundle.library.config_maps.clone();
-    config_maps.extend(bundle.main.config_maps.iter().cloned());
-    let mut secrets = bundle.library.secrets.clone();
-    secrets.extend(bundle.main.secrets.iter().cloned());
-    let name = match (&submit.name, &wf.metadata.name, &wf.metadata.generate_name) {
-        (Some(n), _, _) => n.clone(),
-        (None, Some(n), _) if !store.name_taken(n)? => n.clone(),
-        (None, Some(n), _) => format!("{n}-{}", files::random_suffix()),
-        (None, None, Some(g)) => format!("{g}{}", files::random_suffix()),
-        (None, None, None) => format!("workflow-{}", files::random_suffix()),
-    };
-    let sub = Submission {
-        uid: files::random_uid(),
-        namespace: wf
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
-        name,
-        created_at: now_ms(),
-        workflow: wf,
-        library,
-        config_maps,
-        secrets,
-        parameters: params,
-    };
-    Ok(sub)
+    files::submission(
+        store,
+        wf,
+        &bundle.main,
+        &bundle.library,
+        params,
+        submit.name.clone(),
+    )
 }
 
-fn start(sub: Submission) -> Result<(Run, Vec<weir_core::run::Action>)> {
+pub fn start(sub: Submission) -> Result<(Run, Vec<weir_core::run::Action>)> {
     let wf = sub.workflow.clone();
     let lib = sub.library.clone();
     Run::start(sub).map_err(|problems| Usage(files::locate(&problems, &wf, &lib)).into())
@@ -531,7 +555,7 @@ fn list(
 }
 
 /// A stored run's state, rebuilt by replaying its events.
-fn load_run(store: &Store, name: &str) -> Result<Run> {
+pub fn load_run(store: &Store, name: &str) -> Result<Run> {
     let name = store.resolve(name)?;
     let rec = store.load(&name)?;
     Run::replay(rec.submission, &rec.events)
@@ -569,21 +593,7 @@ fn logs(env: &Env, name: &str, node: Option<&str>, follow: bool) -> Result<ExitC
     let mut offsets: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     loop {
         let run = load_run(&store, &name)?;
-        let secrets = run.secret_values();
-        let pods: Vec<_> = run
-            .nodes()
-            .iter()
-            .filter(|n| n.node_type == NodeType::Pod)
-            .filter(|n| {
-                node.is_none_or(|want| {
-                    n.id == want
-                        || n.name == want
-                        || n.display_name == want
-                        || n.display_name.starts_with(&format!("{want}("))
-                        || n.name.ends_with(&format!(".{want}"))
-                })
-            })
-            .collect();
+        let pods = show::log_nodes(&run, node);
         if node.is_some()
             && pods.is_empty()
             && run.nodes().iter().all(|n| Some(n.id.as_str()) != node)
@@ -591,30 +601,8 @@ fn logs(env: &Env, name: &str, node: Option<&str>, follow: bool) -> Result<ExitC
             bail!("run {name} has no task node `{}`", node.unwrap_or_default());
         }
         let mut out = std::io::stdout().lock();
-        for n in &pods {
-            let path = weir_exec::ProcessExecutor::log_path(&env.work_root(), &name, &n.id);
-            let Ok(bytes) = std::fs::read(&path) else {
-                continue;
-            };
-            let off = offsets.entry(n.id.clone()).or_insert(0);
-            if (*off as usize) >= bytes.len() {
-                continue;
-            }
-            let text = String::from_utf8_lossy(&bytes[*off as usize..]);
-            let complete = match text.rfind('\n') {
-                Some(i) => &text[..=i],
-                None if run.phase().is_done() || n.phase.is_done() => &text[..],
-                None => "",
-            };
-            for line in complete.lines() {
-                let line = weir_exec::mask(line, &secrets);
-                if node.is_some() {
-                    let _ = writeln!(out, "{line}");
-                } else {
-                    let _ = writeln!(out, "{}: {line}", n.display_name);
-                }
-            }
-            *off += complete.len() as u64;
+        for line in show::new_log_lines(&env.work_root(), &run, node, &mut offsets) {
+            let _ = writeln!(out, "{line}");
         }
         drop(out);
         if !follow || run.phase().is_done() {
@@ -651,21 +639,7 @@ fn resubmit(env: &Env, name: &str, params: &[String], no_logs: bool) -> Result<E
     let mut store = env.store()?;
     let name = store.resolve(name)?;
     let rec = store.load(&name)?;
-    let mut sub = rec.submission;
-    let base = sub
-        .workflow
-        .metadata
-        .generate_name
-        .clone()
-        .unwrap_or_else(|| {
-            format!(
-                "{}-",
-                sub.workflow.metadata.name.clone().unwrap_or(name.clone())
-            )
-        });
-    sub.name = format!("{base}{}", files::random_suffix());
-    sub.created_at = now_ms();
-    sub.parameters.extend(files::parameters(params, None)?);
+    let sub = files::resubmission(rec.submission, files::parameters(params, None)?);
     let (run, actions) = start(sub.clone())?;
     store.create_run(&sub)?;
     let lock = driver::try_lock(env, &sub.name)?.context("lock")?;
@@ -757,6 +731,65 @@ fn control(env: &Env, name: &str, ev: Event, drive_after: bool) -> Result<ExitCo
     }
     drop(lock);
     println!("run {name} {verb}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn token(env: &Env, cmd: TokenCmd) -> Result<ExitCode> {
+    let mut store = env.store()?;
+    match cmd {
+        TokenCmd::Create {
+            namespace,
+            role,
+            expires,
+            description,
+        } => {
+            let role = crate::server::Role::parse(&role)
+                .ok_or_else(|| Usage(format!("role `{role}` is not viewer, editor or admin")))?;
+            let now = now_ms();
+            let expires_at = match expires {
+                Some(e) => Some(
+                    now + crate::server::parse_duration(&e).ok_or_else(|| {
+                        Usage(format!(
+                            "--expires `{e}` is not a duration like 30d, 12h or 15m"
+                        ))
+                    })?,
+                ),
+                None => None,
+            };
+            let (rec, token) =
+                crate::server::new_token(&namespace, role, &description, now, expires_at)?;
+            store.create_token(&rec)?;
+            eprintln!(
+                "token {} ({} of {}); it is not shown again:",
+                rec.id, rec.role, rec.namespace
+            );
+            println!("{token}");
+        }
+        TokenCmd::List => {
+            println!(
+                "{:<14}{:<20}{:<8}{:<22}{:<22}DESCRIPTION",
+                "ID", "NAMESPACE", "ROLE", "EXPIRES", "REVOKED"
+            );
+            let t = |x: Option<i64>| x.map(weir_core::run::rfc3339_pub).unwrap_or("-".into());
+            for r in store.tokens(None)? {
+                println!(
+                    "{:<14}{:<20}{:<8}{:<22}{:<22}{}",
+                    r.id,
+                    r.namespace,
+                    r.role,
+                    t(r.expires_at),
+                    t(r.revoked_at),
+                    r.description
+                );
+            }
+        }
+        TokenCmd::Revoke { id } => {
+            if !store.revoke_token(&id, now_ms())? {
+                bail!("no unrevoked token `{id}`");
+            }
+            println!("revoked {id}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -257,6 +257,68 @@ pub fn pick_workflow(main: &Loaded, file: &Path) -> Result<Definition> {
     }
 }
 
+/// A submission of `wf` with the templates, ConfigMaps and Secrets of `main` and `library`.
+pub fn submission(
+    store: &weir_store::Store,
+    wf: Definition,
+    main: &Loaded,
+    library: &Loaded,
+    parameters: Vec<(String, String)>,
+    name: Option<String>,
+) -> Result<weir_core::run::Submission> {
+    let mut defs: Vec<_> = library.definitions.clone();
+    defs.extend(
+        main.definitions
+            .iter()
+            .filter(|d| d.kind != Kind::Workflow)
+            .cloned(),
+    );
+    let mut config_maps = library.config_maps.clone();
+    config_maps.extend(main.config_maps.iter().cloned());
+    let mut secrets = library.secrets.clone();
+    secrets.extend(main.secrets.iter().cloned());
+    let name = match (name, &wf.metadata.name, &wf.metadata.generate_name) {
+        (Some(n), _, _) => n,
+        (None, Some(n), _) if !store.name_taken(n)? => n.clone(),
+        (None, Some(n), _) => format!("{n}-{}", random_suffix()),
+        (None, None, Some(g)) => format!("{g}{}", random_suffix()),
+        (None, None, None) => format!("workflow-{}", random_suffix()),
+    };
+    Ok(weir_core::run::Submission {
+        uid: random_uid(),
+        namespace: wf
+            .metadata
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".into()),
+        name,
+        created_at: crate::driver::now_ms(),
+        workflow: wf,
+        library: defs,
+        config_maps,
+        secrets,
+        parameters,
+    })
+}
+
+/// A new submission of a stored run's workflow (`resubmit`): a fresh name from its
+/// `generateName` (or name), a new uid, and `parameters` added to the original ones.
+pub fn resubmission(
+    mut sub: weir_core::run::Submission,
+    parameters: Vec<(String, String)>,
+) -> weir_core::run::Submission {
+    let meta = &sub.workflow.metadata;
+    let base = meta
+        .generate_name
+        .clone()
+        .unwrap_or_else(|| format!("{}-", meta.name.clone().unwrap_or(sub.name.clone())));
+    sub.name = format!("{base}{}", random_suffix());
+    sub.uid = random_uid();
+    sub.created_at = crate::driver::now_ms();
+    sub.parameters.extend(parameters);
+    sub
+}
+
 /// 64 random bits (the std hasher's per-process random keys, mixed with time and pid).
 fn random_u64() -> u64 {
     use std::hash::{BuildHasher, Hasher};

@@ -217,7 +217,7 @@ pub fn get_text(run: &Run, wide: bool, now: Millis) -> String {
     weir_exec::mask(&o, &run.secret_values())
 }
 
-fn node_json(n: &Node, run: &Run) -> Value {
+pub fn node_json(n: &Node, run: &Run) -> Value {
     let nodes = run.nodes();
     let mut outputs = serde_json::Map::new();
     if !n.outputs.parameters.is_empty() {
@@ -519,6 +519,63 @@ pub fn prometheus_text(samples: &[weir_core::run::Metric]) -> String {
                 let _ = writeln!(out, "{name}{} {}", with(""), s.value);
             }
         }
+    }
+    out
+}
+
+/// Task nodes whose logs `weir logs` / the log API show: all, or those matching `want` (id,
+/// name, display name, or a loop's base name).
+pub fn log_nodes<'a>(run: &'a Run, want: Option<&str>) -> Vec<&'a weir_core::run::Node> {
+    run.nodes()
+        .iter()
+        .filter(|n| n.node_type == NodeType::Pod)
+        .filter(|n| {
+            want.is_none_or(|w| {
+                n.id == w
+                    || n.name == w
+                    || n.display_name == w
+                    || n.display_name.starts_with(&format!("{w}("))
+                    || n.name.ends_with(&format!(".{w}"))
+            })
+        })
+        .collect()
+}
+
+/// New complete lines of the selected nodes' logs since `offsets`, masked, prefixed by node
+/// when all nodes are shown.
+pub fn new_log_lines(
+    work_root: &std::path::Path,
+    run: &Run,
+    want: Option<&str>,
+    offsets: &mut std::collections::HashMap<String, u64>,
+) -> Vec<String> {
+    let secrets = run.secret_values();
+    let name = &run.submission().name;
+    let mut out = Vec::new();
+    for n in log_nodes(run, want) {
+        let path = weir_exec::ProcessExecutor::log_path(work_root, name, &n.id);
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let off = offsets.entry(n.id.clone()).or_insert(0);
+        if (*off as usize) >= bytes.len() {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&bytes[*off as usize..]);
+        let complete = match text.rfind('\n') {
+            Some(i) => &text[..=i],
+            None if run.phase().is_done() || n.phase.is_done() => &text[..],
+            None => "",
+        };
+        for line in complete.lines() {
+            let line = weir_exec::mask(line, &secrets);
+            out.push(if want.is_some() {
+                line
+            } else {
+                format!("{}: {line}", n.display_name)
+            });
+        }
+        *off += complete.len() as u64;
     }
     out
 }

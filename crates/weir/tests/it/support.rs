@@ -209,3 +209,128 @@ pub fn node<'a>(wf: &'a serde_json::Value, display: &str) -> &'a serde_json::Val
         .and_then(|m| m.values().find(|n| n["displayName"] == display))
         .unwrap_or_else(|| panic!("no node {display} in {wf}"))
 }
+
+/// `weir server` on 127.0.0.1 with a port of its own choosing, killed when dropped.
+pub struct ApiServer {
+    child: std::process::Child,
+    pub base: String,
+}
+
+impl ApiServer {
+    pub fn start(sb: &Sandbox, extra: &[&str]) -> ApiServer {
+        use std::io::BufRead;
+        let mut args = vec!["server", "--listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let mut child = sb
+            .cmd(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|r| r.split([' ', ';', '\n']).next())
+            .unwrap_or_else(|| panic!("server said {line:?}"))
+            .to_string();
+        ApiServer {
+            child,
+            base: format!("http://{addr}"),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ApiServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// An HTTP client that returns 4xx/5xx responses instead of failing on them.
+pub fn http() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into()
+}
+
+/// A response's status and body as JSON (Null when the body is not JSON).
+pub fn answer(
+    r: Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> (u16, serde_json::Value) {
+    let mut r = r.unwrap();
+    let status = r.status().as_u16();
+    let text = r.body_mut().read_to_string().unwrap_or_default();
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
+}
+
+/// A token created with `weir token create`.
+pub fn token(sb: &Sandbox, namespace: &str, role: &str) -> String {
+    let o = sb.weir(&["token", "create", "-n", namespace, "--role", role]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    o.stdout.trim().to_string()
+}
+
+/// Server-Sent Events read one at a time from a response body.
+pub struct SseReader {
+    lines: std::io::Lines<std::io::BufReader<ureq::BodyReader<'static>>>,
+}
+
+/// One server-sent event.
+#[derive(Debug, Default, Clone)]
+pub struct Sse {
+    pub event: String,
+    pub id: String,
+    pub data: String,
+}
+
+impl SseReader {
+    pub fn new(r: ureq::http::Response<ureq::Body>) -> SseReader {
+        use std::io::BufRead;
+        assert_eq!(r.status().as_u16(), 200);
+        SseReader {
+            lines: std::io::BufReader::new(r.into_body().into_reader()).lines(),
+        }
+    }
+
+    /// The next event (comments and keep-alives skipped); None at the end of the stream.
+    pub fn next_event(&mut self) -> Option<Sse> {
+        let mut ev = Sse::default();
+        for line in self.lines.by_ref() {
+            let line = line.ok()?;
+            if line.is_empty() {
+                if !ev.event.is_empty() || !ev.data.is_empty() {
+                    return Some(ev);
+                }
+                continue;
+            }
+            if let Some(v) = line.strip_prefix("event:") {
+                ev.event = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("id:") {
+                ev.id = v.trim().to_string();
+            } else if let Some(v) = line.strip_prefix("data:") {
+                if !ev.data.is_empty() {
+                    ev.data.push('\n');
+                }
+                ev.data.push_str(v.strip_prefix(' ').unwrap_or(v));
+            }
+        }
+        None
+    }
+}

@@ -1,0 +1,1445 @@
+//! The REST API under `/api/v1`, following the Argo server's paths where it has them. Every
+//! handler is annotated for the OpenAPI document (`/api/v1/openapi.json`), which is generated
+//! from these annotations.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::sse::{Event as Sse_, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, put};
+use axum::{Extension, Json, Router};
+use futures_util::Stream;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use utoipa::{IntoParams, OpenApi, ToSchema};
+use weir_core::run::{Event, Phase, Run};
+use weir_store::{AuditEntry, LabelReq, RunQuery, Store};
+
+use super::App;
+use super::auth::{Caller, Role};
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::hub::{self, mask_value};
+use crate::cli::{load_run, start};
+use crate::driver::{self, now_ms};
+use crate::{files, show};
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Weir API", description = "Workflows (Argo YAML) submitted, watched and controlled over HTTP."),
+    paths(
+        list_workflows, create_workflow, get_workflow, delete_workflow, stop_workflow,
+        terminate_workflow, suspend_workflow, resume_workflow, set_workflow, retry_workflow,
+        resubmit_workflow, workflow_logs, list_artifacts, artifact_file, workflow_events,
+        create_token, list_tokens, revoke_token, audit_log, healthz, readyz
+    ),
+    components(schemas(ErrorBody, CreateRequest, WorkflowList, WorkflowSummary, ResumeRequest,
+        SetRequest, ResubmitRequest, TokenRequest, TokenCreated, TokenInfo, AuditLog, AuditItem,
+        ArtifactList, ArtifactItem)),
+    modifiers(&BearerAuth),
+    security(("bearer" = []))
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let c = api.components.get_or_insert_with(Default::default);
+        c.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
+}
+
+pub fn router(app: Arc<App>) -> Router {
+    let limit = app.opts.body_limit;
+    let api = Router::new()
+        .route(
+            "/api/v1/workflows/{namespace}",
+            get(list_workflows).post(create_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}",
+            get(get_workflow).delete(delete_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/stop",
+            put(stop_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/terminate",
+            put(terminate_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/suspend",
+            put(suspend_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/resume",
+            put(resume_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/set",
+            put(set_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/retry",
+            put(retry_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/resubmit",
+            put(resubmit_workflow),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/log",
+            get(workflow_logs),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/artifacts",
+            get(list_artifacts),
+        )
+        .route(
+            "/api/v1/artifact-files/{namespace}/workflows/{name}/{node}/outputs/{artifact}",
+            get(artifact_file),
+        )
+        .route("/api/v1/workflow-events/{namespace}", get(workflow_events))
+        .route(
+            "/api/v1/tokens/{namespace}",
+            get(list_tokens).post(create_token),
+        )
+        .route(
+            "/api/v1/tokens/{namespace}/{id}",
+            axum::routing::delete(revoke_token),
+        )
+        .route("/api/v1/audit", get(audit_log))
+        .route_layer(middleware::from_fn_with_state(app.clone(), gate));
+    Router::new()
+        .merge(api)
+        .route("/api/v1/openapi.json", get(|| async { Json(openapi()) }))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(app)
+}
+
+// ---------------------------------------------------------------------------------------------
+// authentication, authorization and the audit log
+
+/// Authenticates every API request (401 without a valid token) and records every mutating one
+/// in the audit log with its outcome.
+async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+    let token = bearer(req.headers()).or_else(|| query_token(req.uri().query()));
+    let caller = if app.opts.insecure_local {
+        Caller::Local
+    } else {
+        match token {
+            None => return ApiError::unauthenticated("a bearer token is required").into_response(),
+            Some(t) => {
+                let r = app
+                    .db(move |app, store| {
+                        app.verified
+                            .check(store, &t, now_ms())
+                            .map_err(|e| ApiError::unauthenticated(e.to_string()))
+                    })
+                    .await;
+                match r {
+                    Ok(c) => c,
+                    Err(e) => return e.into_response(),
+                }
+            }
+        }
+    };
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let action = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|m| m.as_str().to_string())
+        .unwrap_or_else(|| path.clone());
+    req.extensions_mut().insert(caller.clone());
+    let resp = next.run(req).await;
+    if method != Method::GET && method != Method::HEAD {
+        let entry = AuditEntry {
+            id: 0,
+            at: now_ms(),
+            actor: caller.actor(),
+            namespace: path_namespace(&path),
+            action: format!("{method} {action}"),
+            target: path,
+            status: resp.status().as_u16(),
+        };
+        if let Err(e) = app
+            .db(move |_, store| Ok(store.record_audit(&entry)?))
+            .await
+        {
+            eprintln!("weir: audit log: {}", e.message);
+        }
+    }
+    resp
+}
+
+fn bearer(h: &HeaderMap) -> Option<String> {
+    let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
+    v.strip_prefix("Bearer ")
+        .or_else(|| v.strip_prefix("bearer "))
+        .map(|t| t.trim().to_string())
+}
+
+/// `access_token=` in the query: browsers' EventSource cannot send headers.
+fn query_token(q: Option<&str>) -> Option<String> {
+    q?.split('&')
+        .find_map(|kv| kv.strip_prefix("access_token="))
+        .map(|t| t.to_string())
+}
+
+/// `/api/v1/RESOURCE/NAMESPACE/…` → NAMESPACE.
+fn path_namespace(path: &str) -> String {
+    path.split('/').nth(4).unwrap_or_default().to_string()
+}
+
+fn require(caller: &Caller, namespace: &str, role: Role) -> ApiResult<()> {
+    if caller.allows(namespace, role) {
+        return Ok(());
+    }
+    Err(ApiError::forbidden(format!(
+        "{} may not do this in namespace `{namespace}` (needs the {} role)",
+        caller.actor(),
+        role.as_str()
+    )))
+}
+
+// ---------------------------------------------------------------------------------------------
+// workflows
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CreateRequest {
+    /// The Workflow (Argo's JSON form). A YAML body (`Content-Type: application/yaml`) may be
+    /// sent instead of this request, with the documents as a file would hold them.
+    #[schema(value_type = Object)]
+    workflow: Value,
+    /// `NAME=VALUE` overrides of the workflow's arguments.
+    #[serde(default)]
+    parameters: Vec<String>,
+    /// Overrides `metadata.name` / `generateName`.
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkflowSummary {
+    name: String,
+    namespace: String,
+    phase: String,
+    message: String,
+    created_at: String,
+    finished_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WorkflowList {
+    items: Vec<WorkflowSummary>,
+    /// Pass as `continue` for the next page; absent on the last page.
+    #[serde(rename = "continue", skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct ListQuery {
+    /// Comma-separated phases (Pending, Running, Succeeded, Failed, Error).
+    phase: Option<String>,
+    /// Kubernetes label selector: `k=v`, `k!=v`, `k`, `!k`, comma-separated.
+    label_selector: Option<String>,
+    /// Only runs created at or after this time (RFC 3339 or milliseconds since the epoch).
+    created_after: Option<String>,
+    /// Only runs created before this time.
+    created_before: Option<String>,
+    /// Only runs whose name starts with this.
+    name_prefix: Option<String>,
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+    /// From the previous page's `continue`.
+    #[serde(rename = "continue")]
+    cont: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ResumeRequest {
+    /// Only the suspended nodes matching this (`displayName=approve`, `name=…`, `id=…`).
+    #[serde(default)]
+    node_field_selector: Option<String>,
+    /// `NAME=VALUE` values for the suspended nodes' `supplied` outputs.
+    #[serde(default)]
+    parameters: Vec<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SetRequest {
+    /// Which suspended node(s): `displayName=approve`, `name=…`, `id=…`.
+    node_field_selector: String,
+    /// Output parameter values (NAME → VALUE); the node then succeeds.
+    #[serde(default)]
+    output_parameters: BTreeMap<String, String>,
+}
+
+#[derive(Deserialize, ToSchema, Default)]
+pub struct ResubmitRequest {
+    /// `NAME=VALUE` overrides for the new run.
+    #[serde(default)]
+    parameters: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct Named {
+    namespace: String,
+    name: String,
+}
+
+fn ns_ok(namespace: &str) -> ApiResult<()> {
+    let ok = !namespace.is_empty()
+        && namespace.len() <= 63
+        && namespace
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !namespace.starts_with('-')
+        && !namespace.ends_with('-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::bad_request(format!(
+            "namespace `{namespace}` is not a valid name (lowercase letters, digits and '-', at most 63)"
+        )))
+    }
+}
+
+/// The run `name` of `namespace`, replayed; 404 if it is in another namespace.
+fn find_run(store: &Store, namespace: &str, name: &str) -> ApiResult<Run> {
+    let missing = || {
+        ApiError::not_found(format!(
+            "workflow `{name}` not found in namespace `{namespace}`"
+        ))
+    };
+    if !store.name_taken(name)? {
+        return Err(missing());
+    }
+    let run = load_run(store, name)?;
+    if run.submission().namespace != namespace {
+        return Err(missing());
+    }
+    Ok(run)
+}
+
+fn workflow_json(run: &Run) -> Value {
+    mask_value(show::run_json(run), &run.secret_values())
+}
+
+fn millis(s: &str) -> ApiResult<i64> {
+    if let Ok(n) = s.parse::<i64>() {
+        return Ok(n);
+    }
+    weir_core::expr::parse_rfc3339(s)
+        .map(|secs| secs * 1000)
+        .ok_or_else(|| {
+            ApiError::bad_request(format!("`{s}` is not a time (RFC 3339 or milliseconds)"))
+        })
+}
+
+fn label_selector(s: &str) -> ApiResult<Vec<LabelReq>> {
+    let mut out = Vec::new();
+    for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = || {
+            ApiError::bad_request(format!(
+                "label selector `{part}` is not `k=v`, `k!=v`, `k` or `!k`"
+            ))
+        };
+        let req = if let Some((k, v)) = part.split_once("!=") {
+            LabelReq::NotEq(k.trim().into(), v.trim().into())
+        } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
+            LabelReq::Eq(k.trim().into(), v.trim().into())
+        } else if let Some(k) = part.strip_prefix('!') {
+            LabelReq::Absent(k.trim().into())
+        } else {
+            LabelReq::Exists(part.into())
+        };
+        let key = match &req {
+            LabelReq::Eq(k, _)
+            | LabelReq::NotEq(k, _)
+            | LabelReq::Exists(k)
+            | LabelReq::Absent(k) => k,
+        };
+        if key.is_empty() || key.contains(['"', '\\', ' ']) {
+            return Err(bad());
+        }
+        out.push(req);
+    }
+    Ok(out)
+}
+
+#[utoipa::path(get, path = "/api/v1/workflows/{namespace}", tag = "workflows",
+    params(("namespace" = String, Path), ListQuery),
+    responses((status = 200, body = WorkflowList), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_workflows(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(namespace): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<WorkflowList>> {
+    ns_ok(&namespace)?;
+    require(&caller, &namespace, Role::Viewer)?;
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000) as usize;
+    let offset = match &q.cont {
+        Some(c) => c
+            .parse::<usize>()
+            .map_err(|_| ApiError::bad_request("`continue` is not from a previous page"))?,
+        None => 0,
+    };
+    let query = RunQuery {
+        namespace: Some(namespace),
+        phases: q
+            .phase
+            .as_deref()
+            .map(|p| {
+                p.split(',')
+                    .map(|x| x.trim().to_string())
+                    .filter(|x| !x.is_empty())
+                    .collect()
+            })
+            .unwrap_or_default(),
+        labels: q
+            .label_selector
+            .as_deref()
+            .map(label_selector)
+            .transpose()?
+            .unwrap_or_default(),
+        created_after: q.created_after.as_deref().map(millis).transpose()?,
+        created_before: q.created_before.as_deref().map(millis).transpose()?,
+        name_prefix: q.name_prefix,
+        limit,
+        offset,
+    };
+    let (rows, more) = app
+        .db(move |_, store| Ok(store.query_runs(&query)?))
+        .await?;
+    Ok(Json(WorkflowList {
+        next: more.then(|| (offset + rows.len()).to_string()),
+        items: rows
+            .into_iter()
+            .map(|r| WorkflowSummary {
+                name: r.name,
+                namespace: r.namespace,
+                phase: r.phase,
+                message: r.message,
+                created_at: weir_core::run::rfc3339_pub(r.created_at),
+                finished_at: r.finished_at.map(weir_core::run::rfc3339_pub),
+            })
+            .collect(),
+    }))
+}
+
+/// The documents of a request body: YAML as a file holds them, or Argo's `{"workflow": …}`.
+fn parse_submission(
+    headers: &HeaderMap,
+    body: &[u8],
+) -> ApiResult<(weir_core::load::Loaded, Vec<String>, Option<String>)> {
+    let ctype = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let text = std::str::from_utf8(body)
+        .map_err(|_| ApiError::bad_request("the request body is not UTF-8"))?;
+    let (src, params, name) = if ctype.contains("json")
+        || (!ctype.contains("yaml") && text.trim_start().starts_with('{'))
+    {
+        let req: CreateRequest = serde_json::from_str(text).map_err(|e| {
+            ApiError::bad_request(format!("request body:{}:{}: {e}", e.line(), e.column()))
+        })?;
+        if !req.workflow.is_object() {
+            return Err(ApiError::bad_request(
+                "request body: `workflow` must be an object",
+            ));
+        }
+        let mut wf = req.workflow;
+        if wf.get("apiVersion").is_none() {
+            wf["apiVersion"] = json!("argoproj.io/v1alpha1");
+        }
+        if wf.get("kind").is_none() {
+            wf["kind"] = json!("Workflow");
+        }
+        let src = serde_json::to_string_pretty(&wf).unwrap_or_default();
+        (src, req.parameters, req.name)
+    } else {
+        (text.to_string(), Vec::new(), None)
+    };
+    let mut diags = weir_core::diag::Diags::new("request body");
+    let loaded = weir_core::load::load_str(&src, &mut diags);
+    let errors: Vec<String> = diags
+        .items
+        .iter()
+        .filter(|d| d.severity == weir_core::diag::Severity::Error)
+        .map(|d| d.to_string())
+        .collect();
+    if !errors.is_empty() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_workflow",
+            errors.join("\n"),
+        ));
+    }
+    Ok((loaded, params, name))
+}
+
+fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "the request body is larger than the server accepts (--max-body)",
+            )
+        } else {
+            ApiError::bad_request(e.body_text())
+        }
+    })
+}
+
+/// A JSON body; an empty body is the default request.
+fn json_body<T: serde::de::DeserializeOwned + Default>(b: &[u8]) -> ApiResult<T> {
+    if b.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse_json(b)
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> ApiResult<T> {
+    serde_json::from_slice(b).map_err(|e| {
+        ApiError::bad_request(format!("request body:{}:{}: {e}", e.line(), e.column()))
+    })
+}
+
+fn params(ps: &[String]) -> ApiResult<Vec<(String, String)>> {
+    files::parameters(ps, None).map_err(ApiError::from)
+}
+
+#[utoipa::path(post, path = "/api/v1/workflows/{namespace}", tag = "workflows",
+    params(("namespace" = String, Path)),
+    request_body(content = CreateRequest, description = "Argo's JSON form, or the YAML documents with Content-Type application/yaml"),
+    responses((status = 200, description = "The accepted run (Argo's Workflow shape)", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
+async fn create_workflow(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(namespace): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    ns_ok(&namespace)?;
+    require(&caller, &namespace, Role::Editor)?;
+    let body = body_bytes(body)?;
+    let (loaded, ps, name) = parse_submission(&headers, &body)?;
+    let ps = params(&ps)?;
+    let v = app
+        .db(move |app, store| {
+            let mut wf = files::pick_workflow(&loaded, std::path::Path::new("request body"))?;
+            match &wf.metadata.namespace {
+                Some(ns) if *ns != namespace => {
+                    return Err(ApiError::bad_request(format!(
+                        "metadata.namespace `{ns}` is not the request's namespace `{namespace}`"
+                    )));
+                }
+                _ => wf.metadata.namespace = Some(namespace.clone()),
+            }
+            let sub = files::submission(store, wf, &loaded, &Default::default(), ps, name)?;
+            accept(app, store, sub)
+        })
+        .await?;
+    Ok(Json(v))
+}
+
+/// Stores a new run and starts driving it.
+fn accept(app: &Arc<App>, store: &mut Store, sub: weir_core::run::Submission) -> ApiResult<Value> {
+    let (run, actions) = start(sub.clone())?;
+    store.create_run(&sub)?;
+    let lock = driver::try_lock(&app.env, &sub.name)?
+        .ok_or_else(|| ApiError::conflict(format!("run {} is already driven", sub.name)))?;
+    store.append(
+        &sub.name,
+        &[],
+        run.phase(),
+        run.message(),
+        run.finished_at(),
+    )?;
+    let v = workflow_json(&run);
+    app.spawn_driver(run, actions, Vec::new(), lock);
+    Ok(v)
+}
+
+#[utoipa::path(get, path = "/api/v1/workflows/{namespace}/{name}", tag = "workflows",
+    params(("namespace" = String, Path), ("name" = String, Path)),
+    responses((status = 200, description = "The run (Argo's Workflow shape)", body = Object),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn get_workflow(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(Named { namespace, name }): Path<Named>,
+) -> ApiResult<Json<Value>> {
+    require(&caller, &namespace, Role::Viewer)?;
+    let v = app
+        .db(move |_, store| Ok(workflow_json(&find_run(store, &namespace, &name)?)))
+        .await?;
+    Ok(Json(v))
+}
+
+#[utoipa::path(delete, path = "/api/v1/workflows/{namespace}/{name}", tag = "workflows",
+    params(("namespace" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "The run is still running", body = ErrorBody)))]
+async fn delete_workflow(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(Named { namespace, name }): Path<Named>,
+) -> ApiResult<Json<Value>> {
+    require(&caller, &namespace, Role::Editor)?;
+    app.db(move |app, store| {
+        find_run(store, &namespace, &name)?;
+        if !driver::delete_run(&app.env, store, &name)? {
+            return Err(ApiError::conflict(format!(
+                "run {name} is running; stop it first"
+            )));
+        }
+        app.hub.publish(
+            &namespace,
+            &name,
+            json!({"type": "DELETED", "namespace": namespace, "run": name}),
+        );
+        Ok(Json(json!({})))
+    })
+    .await
+}
+
+/// Sends `ev` to the run's driver: the process that drives it, or this one after taking it over.
+fn control(
+    app: &Arc<App>,
+    store: &mut Store,
+    namespace: &str,
+    name: &str,
+    ev: Event,
+) -> ApiResult<Value> {
+    let run = find_run(store, namespace, name)?;
+    if run.phase().is_done() {
+        return Err(ApiError::conflict(format!(
+            "run {name} already finished: {}",
+            run.phase()
+        )));
+    }
+    if !app.adopt(store, name, vec![ev.clone()])? {
+        store.push_control(name, &ev)?;
+    }
+    Ok(workflow_json(&run))
+}
+
+macro_rules! control_route {
+    ($fn:ident, $verb:literal, $event:expr, $doc:literal) => {
+        #[doc = $doc]
+        #[utoipa::path(put, path = concat!("/api/v1/workflows/{namespace}/{name}/", $verb), tag = "workflows",
+            params(("namespace" = String, Path), ("name" = String, Path)),
+            responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+                (status = 404, body = ErrorBody), (status = 409, description = "The run already finished", body = ErrorBody)))]
+        async fn $fn(
+            State(app): State<Arc<App>>,
+            Extension(caller): Extension<Caller>,
+            Path(Named { namespace, name }): Path<Named>,
+        ) -> ApiResult<Json<Value>> {
+            require(&caller, &namespace, Role::Editor)?;
+            app.db(move |app, store| control(app, store, &namespace, &name, $event).map(Json)).await
+        }
+    };
+}
+
+control_route!(
+    stop_workflow,
+    "stop",
+    Event::Stop,
+    "Stops the run: running tasks are stopped, exit handlers run."
+);
+control_route!(
+    terminate_workflow,
+    "terminate",
+    Event::Terminate,
+    "Terminates the run at once (no exit handlers)."
+);
+control_route!(
+    suspend_workflow,
+    "suspend",
+    Event::Suspend,
+    "Suspends the run: no new task starts until it is resumed."
+);
+
+#[utoipa::path(put, path = "/api/v1/workflows/{namespace}/{name}/resume", tag = "workflows",
+    params(("namespace" = String, Path), ("name" = String, Path)), request_body = ResumeRequest,
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn resume_workflow(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(Named { namespace, name }): Path<Named>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    require(&caller, &namespace, Role::Editor)?;
+    let req: ResumeRequest = json_body(&body_bytes(body)?)?;
+    let ps = params(&req.parameters)?;
+    resume(app, namespace, name, ps, req.node_field_selector).await
+}
+
+async fn resume(
+    app: Arc<App>,
+    namespace: String,
+    name: String,
+    ps: Vec<(String, String)>,
+    selector: Option<String>,
+) -> ApiResult<Json<Value>> {
+    app.db(move |app, store| {
+        let run = find_run(store, &namespace, &name)?;
+        let problems = run.supplied_problems(&ps, selector.as_deref());
+        if !problems.is_empty() {
+            return Err(ApiError::bad_request(problems.join("\n")));
+        }
+        control(
+            app,
+            store,
+            &namespace,
+            &name,
+            Event::Resume {
+                parameters: ps,
+                selector,
+            },
+        )
+        .map(Json)
+    })
+    .await
+}
+
+#[utoipa::path(put, path = "/api/v1/workflows/{namespace}/{name}/set", tag = "workflows",
+    params(("namespace" = String, Path), ("name" = String, Path)), request_body = SetRequest,
+    responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
+async fn set_workflow(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(Named { namespace, name }): Path<Named>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    require(&caller, &namespace, Role::Editor)?;
+    let b = body_bytes(body)?;
+    let req: SetRequest = parse_json(&b)?;
+    let ps = req.output_parameters.into_iter().collect();
+    resume(app, namespace, name, ps, Some(req.node_field_selector)).await
+}
+
+#[utoipa::path(put, path = "/api/v1/workflows/{namespace}/{name}/retry", tag = "workflows",
+    params(("namespace" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 409, description = "Not Failed or Error, or being driven", body = ErrorBody)))]
+async fn retry_workflow(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(Named { namespace, name }): Path<Named>,
+) -> ApiResult<Json<Value>> {
+    require(&caller, &namespace, Role::Editor)?;
+    app.db(move |app, store| {
+        let run = find_run(store, &namespace, &name)?;
+        if !matches!(run.phase(), Phase::Failed | Phase::Error) {
+            return Err(ApiError::conflict(format!(
+                "run {name} is {}; only Failed or Errored runs can be retried",
+                run.phase()
+            )));
+        }
+        let lock = driver::try_lock(&app.env, &name)?.ok_or_else(|| {
+            ApiError::conflict(format!(
+                "run {name} is being driven by another weir process"
+            ))
+        })?;
+        let v = workflow_json(&run);
+        app.spawn_driver(run, Vec::new(), vec![Event::Retry], lock);
+        Ok(Json(v))
+    })
+    .await
+}
+
+#[utoipa::path(put, path = "/api/v1/workflows/{namespace}/{name}/resubmit", tag = "workflows",
+    params(("namespace" = String, Path), ("name" = String, Path)), request_body = ResubmitRequest,
+    responses((status = 200, description = "The new run", body = Object), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn resubmit_workflow(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(Named { namespace, name }): Path<Named>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    require(&caller, &namespace, Role::Editor)?;
+    let req: ResubmitRequest = json_body(&body_bytes(body)?)?;
+    let ps = params(&req.parameters)?;
+    app.db(move |app, store| {
+        let run = find_run(store, &namespace, &name)?;
+        let sub = files::resubmission(run.submission().clone(), ps);
+        accept(app, store, sub).map(Json)
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// logs and artifacts
+
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct LogQuery {
+    /// One node (id, name or display name); all task nodes without it.
+    node_id: Option<String>,
+    /// Stream as Server-Sent Events (`log` events, then `end`) until the node or run finishes.
+    follow: Option<bool>,
+}
+
+#[utoipa::path(get, path = "/api/v1/workflows/{namespace}/{name}/log", tag = "workflows",
+    params(("namespace" = String, Path), ("name" = String, Path), LogQuery),
+    responses((status = 200, description = "Log lines (text/plain), or an event stream with follow=true", content_type = "text/plain", body = String),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn workflow_logs(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(Named { namespace, name }): Path<Named>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Response> {
+    require(&caller, &namespace, Role::Viewer)?;
+    let want = q.node_id.clone();
+    let (ns2, name2, want2) = (namespace.clone(), name.clone(), want.clone());
+    let (text, _) = app
+        .db(move |app, store| {
+            let run = find_run(store, &ns2, &name2)?;
+            if let Some(w) = &want2
+                && show::log_nodes(&run, Some(w)).is_empty()
+                && run.node_by_id(w).is_none()
+            {
+                return Err(ApiError::not_found(format!(
+                    "run {name2} has no task node `{w}`"
+                )));
+            }
+            let mut offsets = Default::default();
+            Ok((
+                show::new_log_lines(&app.env.work_root(), &run, want2.as_deref(), &mut offsets),
+                (),
+            ))
+        })
+        .await?;
+    if q.follow != Some(true) {
+        let mut body = text.join("\n");
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response());
+    }
+    struct St {
+        app: Arc<App>,
+        namespace: String,
+        name: String,
+        want: Option<String>,
+        offsets: std::collections::HashMap<String, u64>,
+        queue: VecDeque<Sse_>,
+        done: bool,
+    }
+    let st = St {
+        app,
+        namespace,
+        name,
+        want,
+        offsets: Default::default(),
+        queue: VecDeque::new(),
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(e) = st.queue.pop_front() {
+                return Some((Ok::<_, Infallible>(e), st));
+            }
+            if st.done {
+                return None;
+            }
+            let (ns, name, want, offsets) = (
+                st.namespace.clone(),
+                st.name.clone(),
+                st.want.clone(),
+                std::mem::take(&mut st.offsets),
+            );
+            let r = st
+                .app
+                .db(move |app, store| {
+                    let run = find_run(store, &ns, &name)?;
+                    let mut offsets = offsets;
+                    let lines = show::new_log_lines(
+                        &app.env.work_root(),
+                        &run,
+                        want.as_deref(),
+                        &mut offsets,
+                    );
+                    let done = run.phase().is_done()
+                        || want.as_deref().is_some_and(|w| {
+                            let ns = show::log_nodes(&run, Some(w));
+                            !ns.is_empty() && ns.iter().all(|n| n.phase.is_done())
+                        });
+                    Ok((lines, offsets, done))
+                })
+                .await;
+            match r {
+                Ok((lines, offsets, done)) => {
+                    st.offsets = offsets;
+                    st.queue.extend(
+                        lines
+                            .into_iter()
+                            .map(|l| Sse_::default().event("log").data(l)),
+                    );
+                    if done {
+                        st.queue.push_back(Sse_::default().event("end").data(""));
+                        st.done = true;
+                    }
+                }
+                Err(e) => {
+                    st.queue
+                        .push_back(Sse_::default().event("error").data(e.message));
+                    st.done = true;
+                }
+            }
+            if st.queue.is_empty() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new())
+        .into_response())
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ArtifactItem {
+    node_id: String,
+    node_name: String,
+    name: String,
+    key: String,
+    size: u64,
+    /// blake3 of the stored bytes.
+    blake3: String,
+    /// The stored bytes are a tar.gz of the path.
+    archived: bool,
+    /// Where to download it.
+    url: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ArtifactList {
+    items: Vec<ArtifactItem>,
+}
+
+#[utoipa::path(get, path = "/api/v1/workflows/{namespace}/{name}/artifacts", tag = "artifacts",
+    params(("namespace" = String, Path), ("name" = String, Path)),
+    responses((status = 200, body = ArtifactList), (status = 401, body = ErrorBody),
+        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn list_artifacts(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(Named { namespace, name }): Path<Named>,
+) -> ApiResult<Json<ArtifactList>> {
+    require(&caller, &namespace, Role::Viewer)?;
+    app.db(move |_, store| {
+        let run = find_run(store, &namespace, &name)?;
+        let mut items = Vec::new();
+        for n in run.nodes() {
+            for a in n.outputs.artifacts.iter().filter(|a| !a.key.is_empty()) {
+                items.push(ArtifactItem {
+                    node_id: n.id.clone(),
+                    node_name: n.display_name.clone(),
+                    name: a.name.clone(),
+                    key: a.key.clone(),
+                    size: a.size,
+                    blake3: a.hash.clone(),
+                    archived: a.archived,
+                    url: format!(
+                        "/api/v1/artifact-files/{namespace}/workflows/{name}/{}/outputs/{}",
+                        n.id, a.name
+                    ),
+                });
+            }
+        }
+        Ok(Json(ArtifactList { items }))
+    })
+    .await
+}
+
+#[derive(Deserialize)]
+struct ArtifactPath {
+    namespace: String,
+    name: String,
+    node: String,
+    artifact: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/artifact-files/{namespace}/workflows/{name}/{node}/outputs/{artifact}", tag = "artifacts",
+    params(("namespace" = String, Path), ("name" = String, Path), ("node" = String, Path, description = "Node id"),
+        ("artifact" = String, Path)),
+    responses((status = 200, description = "The stored bytes (a tar.gz when archived)", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn artifact_file(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(p): Path<ArtifactPath>,
+) -> ApiResult<Response> {
+    require(&caller, &p.namespace, Role::Viewer)?;
+    let (file, art) = app
+        .db(move |app, store| {
+            let run = find_run(store, &p.namespace, &p.name)?;
+            let art = run
+                .node_by_id(&p.node)
+                .and_then(|n| {
+                    n.outputs
+                        .artifacts
+                        .iter()
+                        .find(|a| a.name == p.artifact && !a.key.is_empty())
+                })
+                .cloned()
+                .ok_or_else(|| {
+                    ApiError::not_found(format!(
+                        "node `{}` of {} has no stored artifact `{}`",
+                        p.node, p.name, p.artifact
+                    ))
+                })?;
+            let path = app.env.repo().path(&art.key);
+            let f = std::fs::File::open(&path).map_err(|e| {
+                ApiError::not_found(format!(
+                    "artifact `{}` is gone from the repository: {e}",
+                    art.key
+                ))
+            })?;
+            Ok((f, art))
+        })
+        .await?;
+    // streamed in chunks read on the blocking pool: an artifact is never held whole in memory
+    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
+    tokio::task::spawn_blocking(move || {
+        use std::io::Read;
+        let mut f = file;
+        loop {
+            let mut buf = vec![0u8; 256 * 1024];
+            match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    break;
+                }
+            }
+        }
+    });
+    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|x| (x, rx))
+    }));
+    let ctype = if art.archived {
+        "application/gzip"
+    } else {
+        "application/octet-stream"
+    };
+    let fname = if art.archived {
+        format!("{}.tgz", art.name)
+    } else {
+        art.name.clone()
+    };
+    Ok((
+        [
+            (header::CONTENT_TYPE, ctype.to_string()),
+            (header::CONTENT_LENGTH, art.size.to_string()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("attachment; filename=\"{}\"", fname.replace('"', "")),
+            ),
+            (
+                header::HeaderName::from_static("x-weir-blake3"),
+                art.hash.clone(),
+            ),
+        ],
+        body,
+    )
+        .into_response())
+}
+
+// ---------------------------------------------------------------------------------------------
+// live updates
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only this run; it begins with a `SNAPSHOT` of the run.
+    name: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/workflow-events/{namespace}", tag = "workflows",
+    params(("namespace" = String, Path), EventsQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
+    responses((status = 200, description = "Server-Sent Events: `workflow` events whose data is {type: SNAPSHOT|MODIFIED|DELETED, namespace, run, phase, message, nodes}", content_type = "text/event-stream", body = String),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn workflow_events(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(namespace): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<Sse_, Infallible>>>> {
+    require(&caller, &namespace, Role::Viewer)?;
+    let last: Option<u64> = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse().ok());
+    let mut rx = app.hub.subscribe();
+    rx.mark_unchanged();
+    let ns: Arc<str> = namespace.as_str().into();
+    let only: Option<Arc<str>> = q.name.as_deref().map(Into::into);
+    let keep = {
+        let (ns, only) = (ns.clone(), only.clone());
+        move |e: &hub::Event| e.namespace == ns && only.as_ref().is_none_or(|n| *n == e.run)
+    };
+    // from where: after Last-Event-ID if the hub still has what followed it, else snapshots
+    let mut cursor = app.hub.latest();
+    let mut queue = VecDeque::new();
+    let caught_up = last.and_then(|l| app.hub.since(l, &keep).map(|evs| (l, evs)));
+    match caught_up {
+        Some((_, evs)) => {
+            for e in evs {
+                cursor = cursor.max(e.id);
+                queue.push_back(sse_event(&e));
+            }
+        }
+        None if only.is_some() || last.is_some() => {
+            let (ns2, only2) = (namespace.clone(), q.name.clone());
+            let snaps = app
+                .db(move |_, store| {
+                    let names = match only2 {
+                        Some(n) => {
+                            find_run(store, &ns2, &n)?;
+                            vec![n]
+                        }
+                        None => store
+                            .query_runs(&RunQuery {
+                                namespace: Some(ns2.clone()),
+                                phases: vec!["Running".into(), "Pending".into()],
+                                limit: 1000,
+                                ..Default::default()
+                            })?
+                            .0
+                            .into_iter()
+                            .map(|r| r.name)
+                            .collect(),
+                    };
+                    let mut out = Vec::new();
+                    for n in names {
+                        let run = load_run(store, &n)?;
+                        out.push(mask_value(hub::snapshot(&run), &run.secret_values()));
+                    }
+                    Ok(out)
+                })
+                .await?;
+            for s in snaps {
+                queue.push_back(
+                    Sse_::default()
+                        .event("workflow")
+                        .id(cursor.to_string())
+                        .data(s.to_string()),
+                );
+            }
+        }
+        None => {}
+    }
+    struct St<K> {
+        app: Arc<App>,
+        rx: tokio::sync::watch::Receiver<u64>,
+        cursor: u64,
+        queue: VecDeque<Sse_>,
+        keep: K,
+    }
+    let st = St {
+        app,
+        rx,
+        cursor,
+        queue,
+        keep,
+    };
+    let stream = futures_util::stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(e) = st.queue.pop_front() {
+                return Some((Ok(e), st));
+            }
+            st.rx.changed().await.ok()?;
+            match st.app.hub.since(st.cursor, &st.keep) {
+                Some(evs) => {
+                    for e in evs {
+                        st.cursor = e.id;
+                        st.queue.push_back(sse_event(&e));
+                    }
+                    st.cursor = st.cursor.max(*st.rx.borrow_and_update());
+                }
+                None => {
+                    // fell behind the ring: tell the client to start over from a snapshot
+                    st.cursor = *st.rx.borrow_and_update();
+                    st.queue.push_back(
+                        Sse_::default()
+                            .event("resync")
+                            .id(st.cursor.to_string())
+                            .data("{}"),
+                    );
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+fn sse_event(e: &hub::Event) -> Sse_ {
+    Sse_::default()
+        .event("workflow")
+        .id(e.id.to_string())
+        .data(&*e.data)
+}
+
+// ---------------------------------------------------------------------------------------------
+// tokens and audit
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenRequest {
+    /// viewer, editor or admin.
+    role: String,
+    #[serde(default)]
+    description: String,
+    /// Lifetime in seconds; no expiry without it.
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    expires_in_seconds: Option<u64>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TokenCreated {
+    id: String,
+    /// The bearer token: shown once, stored only as a hash.
+    token: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenInfo {
+    id: String,
+    namespace: String,
+    role: String,
+    description: String,
+    created_at: String,
+    expires_at: Option<String>,
+    revoked_at: Option<String>,
+}
+
+#[utoipa::path(post, path = "/api/v1/tokens/{namespace}", tag = "access",
+    params(("namespace" = String, Path)), request_body = TokenRequest,
+    responses((status = 200, body = TokenCreated), (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn create_token(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(namespace): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<TokenCreated>> {
+    ns_ok(&namespace)?;
+    require(&caller, &namespace, Role::Admin)?;
+    let b = body_bytes(body)?;
+    let req: TokenRequest = parse_json(&b)?;
+    let role = Role::parse(&req.role).ok_or_else(|| {
+        ApiError::bad_request(format!(
+            "role `{}` is not viewer, editor or admin",
+            req.role
+        ))
+    })?;
+    let now = now_ms();
+    let expires = req
+        .expires_in_seconds
+        .map(|s| {
+            i64::try_from(s)
+                .ok()
+                .and_then(|s| s.checked_mul(1000))
+                .and_then(|ms| now.checked_add(ms))
+        })
+        .map(|t| t.ok_or_else(|| ApiError::bad_request("expiresInSeconds is too large")))
+        .transpose()?;
+    app.db(move |_, store| {
+        let (rec, token) = super::new_token(&namespace, role, &req.description, now, expires)?;
+        store.create_token(&rec)?;
+        Ok(Json(TokenCreated { id: rec.id, token }))
+    })
+    .await
+}
+
+fn token_info(t: weir_store::TokenRecord) -> TokenInfo {
+    TokenInfo {
+        id: t.id,
+        namespace: t.namespace,
+        role: t.role,
+        description: t.description,
+        created_at: weir_core::run::rfc3339_pub(t.created_at),
+        expires_at: t.expires_at.map(weir_core::run::rfc3339_pub),
+        revoked_at: t.revoked_at.map(weir_core::run::rfc3339_pub),
+    }
+}
+
+#[utoipa::path(get, path = "/api/v1/tokens/{namespace}", tag = "access",
+    params(("namespace" = String, Path)),
+    responses((status = 200, body = Vec<TokenInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn list_tokens(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(namespace): Path<String>,
+) -> ApiResult<Json<Vec<TokenInfo>>> {
+    require(&caller, &namespace, Role::Admin)?;
+    app.db(move |_, store| {
+        Ok(Json(
+            store
+                .tokens(Some(&namespace))?
+                .into_iter()
+                .map(token_info)
+                .collect(),
+        ))
+    })
+    .await
+}
+
+#[utoipa::path(delete, path = "/api/v1/tokens/{namespace}/{id}", tag = "access",
+    params(("namespace" = String, Path), ("id" = String, Path)),
+    responses((status = 200, body = TokenInfo), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn revoke_token(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path((namespace, id)): Path<(String, String)>,
+) -> ApiResult<Json<TokenInfo>> {
+    require(&caller, &namespace, Role::Admin)?;
+    app.db(move |_, store| {
+        let missing = || ApiError::not_found(format!("no token `{id}` in namespace `{namespace}`"));
+        let t = store.token(&id)?.ok_or_else(missing)?;
+        if t.namespace != namespace {
+            return Err(missing());
+        }
+        store.revoke_token(&id, now_ms())?;
+        let t = store.token(&id)?.ok_or_else(missing)?;
+        Ok(Json(token_info(t)))
+    })
+    .await
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditItem {
+    id: i64,
+    at: String,
+    actor: String,
+    namespace: String,
+    action: String,
+    target: String,
+    status: u16,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AuditLog {
+    items: Vec<AuditItem>,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Only this namespace (required unless the token is for every namespace).
+    namespace: Option<String>,
+    /// Entries older than this id (paging backwards).
+    before: Option<i64>,
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+#[utoipa::path(get, path = "/api/v1/audit", tag = "access", params(AuditQuery),
+    responses((status = 200, body = AuditLog), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+async fn audit_log(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Query(q): Query<AuditQuery>,
+) -> ApiResult<Json<AuditLog>> {
+    match &q.namespace {
+        Some(ns) => require(&caller, ns, Role::Admin)?,
+        None if caller.is_global(Role::Admin) => {}
+        None => {
+            return Err(ApiError::forbidden(
+                "the whole audit log needs an admin token for every namespace; pass ?namespace=",
+            ));
+        }
+    }
+    let limit = q.limit.unwrap_or(100).clamp(1, 1000) as usize;
+    app.db(move |_, store| {
+        let items = store
+            .audit(q.namespace.as_deref(), q.before, limit)?
+            .into_iter()
+            .map(|e| AuditItem {
+                id: e.id,
+                at: weir_core::run::rfc3339_pub(e.at),
+                actor: e.actor,
+                namespace: e.namespace,
+                action: e.action,
+                target: e.target,
+                status: e.status,
+            })
+            .collect();
+        Ok(Json(AuditLog { items }))
+    })
+    .await
+}
+
+// ---------------------------------------------------------------------------------------------
+// health
+
+#[utoipa::path(get, path = "/healthz", tag = "health", security(()),
+    responses((status = 200, description = "The process serves requests", body = String)))]
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "health", security(()),
+    responses((status = 200, description = "The store answers", body = String),
+        (status = 503, body = ErrorBody)))]
+async fn readyz(State(app): State<Arc<App>>) -> ApiResult<&'static str> {
+    app.db(|_, store| Ok(store.name_taken("")?))
+        .await
+        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.message))?;
+    Ok("ready\n")
+}

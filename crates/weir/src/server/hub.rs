@@ -1,0 +1,188 @@
+//! Live updates: drivers publish what changed after each batch of events (a run's phase, the
+//! nodes whose phase or message changed), watchers (SSE streams) read them in order.
+//!
+//! Every event has an id, increasing for the life of the process and starting from the clock
+//! (milliseconds × 1000) so that ids from an earlier server process are smaller. A watcher that
+//! reconnects with `Last-Event-ID` gets what it missed from a ring of recent events; if that is
+//! gone (it fell too far behind, or the server restarted) it gets a snapshot of each run instead,
+//! so it never misses a phase: only intermediate phases can be folded into the snapshot.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Value, json};
+use tokio::sync::watch;
+use weir_core::run::{Phase, Run};
+
+use crate::show;
+use crate::watch::Watch;
+
+/// How many recent events a reconnecting watcher can catch up from.
+const RING: usize = 200_000;
+
+#[derive(Clone)]
+pub struct Event {
+    pub id: u64,
+    pub namespace: Arc<str>,
+    pub run: Arc<str>,
+    /// The SSE data: `{"type":"MODIFIED"|"SNAPSHOT"|"DELETED", "run", "namespace", "phase", "nodes": […]}`.
+    pub data: Arc<str>,
+}
+
+struct Inner {
+    next_id: u64,
+    ring: VecDeque<Event>,
+}
+
+pub struct Hub {
+    inner: Mutex<Inner>,
+    /// The id of the newest event; watchers wait for it to change.
+    latest: watch::Sender<u64>,
+}
+
+impl Hub {
+    pub fn new(now_ms: i64) -> Hub {
+        let first = (now_ms.max(0) as u64) * 1000;
+        Hub {
+            inner: Mutex::new(Inner {
+                next_id: first,
+                ring: VecDeque::new(),
+            }),
+            latest: watch::channel(first.saturating_sub(1)).0,
+        }
+    }
+
+    pub fn publish(&self, namespace: &str, run: &str, data: Value) {
+        let id = {
+            let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+            let id = g.next_id;
+            g.next_id += 1;
+            if g.ring.len() == RING {
+                g.ring.pop_front();
+            }
+            g.ring.push_back(Event {
+                id,
+                namespace: namespace.into(),
+                run: run.into(),
+                data: data.to_string().into(),
+            });
+            id
+        };
+        self.latest.send_replace(id);
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.latest.subscribe()
+    }
+
+    /// The id of the newest event (a watcher starting now resumes after it).
+    pub fn latest(&self) -> u64 {
+        *self.latest.borrow()
+    }
+
+    /// Events after `after` that `keep` accepts; `None` if some of them have left the ring.
+    pub fn since(&self, after: u64, keep: impl Fn(&Event) -> bool) -> Option<Vec<Event>> {
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let first = g.ring.front().map(|e| e.id).unwrap_or(g.next_id);
+        if after + 1 < first && after + 1 < g.next_id {
+            return None;
+        }
+        let start = g.ring.partition_point(|e| e.id <= after);
+        Some(g.ring.range(start..).filter(|e| keep(e)).cloned().collect())
+    }
+}
+
+/// A whole run as one event's data.
+pub fn snapshot(run: &Run) -> Value {
+    let sub = run.submission();
+    json!({
+        "type": "SNAPSHOT",
+        "namespace": sub.namespace,
+        "run": sub.name,
+        "phase": run.phase().as_str(),
+        "message": run.message(),
+        "finishedAt": run.finished_at().map(weir_core::run::rfc3339_pub),
+        "nodes": run.nodes().iter().map(|n| show::node_json(n, run)).collect::<Vec<_>>(),
+    })
+}
+
+/// Publishes a driven run's changes: the driver's [`Watch`].
+pub struct HubWatch {
+    hub: Arc<Hub>,
+    phase: Option<Phase>,
+    /// node index → (phase, message length) last published
+    nodes: Vec<(Phase, usize)>,
+    secrets: Vec<String>,
+}
+
+impl HubWatch {
+    pub fn new(hub: Arc<Hub>) -> HubWatch {
+        HubWatch {
+            hub,
+            phase: None,
+            nodes: Vec::new(),
+            secrets: Vec::new(),
+        }
+    }
+}
+
+impl Watch for HubWatch {
+    fn wants_logs(&self) -> bool {
+        false
+    }
+    fn log(&mut self, _: &Run, _: &str, _: &str) {}
+    fn update(&mut self, run: &Run) {
+        if self.phase.is_none() {
+            self.secrets = run.secret_values();
+        }
+        let mut changed = Vec::new();
+        for (i, n) in run.nodes().iter().enumerate() {
+            let now = (n.phase, n.message.len());
+            if self.nodes.get(i) != Some(&now) {
+                changed.push(show::node_json(n, run));
+                if i < self.nodes.len() {
+                    self.nodes[i] = now;
+                } else {
+                    self.nodes.push(now);
+                }
+            }
+        }
+        if changed.is_empty() && self.phase == Some(run.phase()) {
+            return;
+        }
+        self.phase = Some(run.phase());
+        let sub = run.submission();
+        let mut data = json!({
+            "type": "MODIFIED",
+            "namespace": sub.namespace,
+            "run": sub.name,
+            "phase": run.phase().as_str(),
+            "message": run.message(),
+            "finishedAt": run.finished_at().map(weir_core::run::rfc3339_pub),
+            "nodes": changed,
+        });
+        if !self.secrets.is_empty() {
+            data = mask_value(data, &self.secrets);
+        }
+        self.hub.publish(&sub.namespace, &sub.name, data);
+    }
+    fn tick(&mut self, _: &Run) {}
+    fn note(&mut self, _: &str) {}
+    fn finish(&mut self, run: &Run) {
+        self.update(run);
+    }
+}
+
+/// Secret values replaced in every string (and key) of a JSON value.
+pub fn mask_value(v: Value, secrets: &[String]) -> Value {
+    match v {
+        Value::String(s) => Value::String(weir_exec::mask(&s, secrets)),
+        Value::Array(a) => Value::Array(a.into_iter().map(|x| mask_value(x, secrets)).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, x)| (weir_exec::mask(&k, secrets), mask_value(x, secrets)))
+                .collect(),
+        ),
+        other => other,
+    }
+}

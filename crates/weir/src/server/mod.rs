@@ -1,0 +1,202 @@
+//! `weir server`: the REST API, live updates (SSE), the web UI and access control, in front of
+//! the same store and driver as the CLI.
+//!
+//! Requests are served by a small tokio runtime; everything that touches SQLite runs on its
+//! blocking pool with a connection from [`App::db`]. Each accepted run is driven by its own
+//! thread running [`driver::drive`] (the same loop as `weir run`), which publishes its changes to
+//! the [`hub::Hub`] that SSE watchers read. A restarted server takes over every unfinished run
+//! that no other process drives.
+
+mod api;
+mod auth;
+mod error;
+mod hub;
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::{Context, Result, bail};
+use weir_core::run::{Action, Event, Run};
+use weir_store::Store;
+
+use crate::driver::{self, Env, RunLock, now_ms};
+pub use auth::{Role, new_token, parse_duration};
+
+pub struct Options {
+    pub listen: SocketAddr,
+    /// No tokens: every caller is an admin. Only on a loopback address.
+    pub insecure_local: bool,
+    /// The largest request body accepted (bytes).
+    pub body_limit: usize,
+}
+
+pub struct App {
+    env: Env,
+    opts: Options,
+    hub: Arc<hub::Hub>,
+    verified: auth::Verified,
+    pool: Mutex<Vec<Store>>,
+    /// Runs this process is driving now.
+    driving: AtomicUsize,
+}
+
+impl App {
+    fn take_store(&self) -> Result<Store> {
+        if let Some(s) = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop() {
+            return Ok(s);
+        }
+        Ok(Store::open(&self.env.db, self.env.durability)?)
+    }
+
+    fn give_store(&self, s: Store) {
+        let mut p = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        if p.len() < 8 {
+            p.push(s);
+        }
+    }
+
+    /// Runs `f` with a store connection on the blocking pool.
+    async fn db<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Arc<App>, &mut Store) -> Result<T, error::ApiError> + Send + 'static,
+    ) -> Result<T, error::ApiError> {
+        let app = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut store = app.take_store()?;
+            let r = f(&app, &mut store);
+            app.give_store(store);
+            r
+        })
+        .await
+        .map_err(|e| error::ApiError::internal(format!("request task failed: {e}")))?
+    }
+
+    /// Drives `run` on its own thread until it finishes; `lock` is held until then.
+    fn spawn_driver(
+        self: &Arc<Self>,
+        run: Run,
+        actions: Vec<Action>,
+        pending: Vec<Event>,
+        lock: RunLock,
+    ) {
+        let app = self.clone();
+        let name = run.submission().name.clone();
+        app.driving.fetch_add(1, Ordering::SeqCst);
+        let spawned = std::thread::Builder::new()
+            .name(format!("run {name}"))
+            .spawn(move || {
+                let r = (|| -> Result<()> {
+                    let store = Store::open(&app.env.db, app.env.durability)?;
+                    let mut w = hub::HubWatch::new(app.hub.clone());
+                    driver::drive(&app.env, store, run, actions, pending, &mut w)?;
+                    Ok(())
+                })();
+                if let Err(e) = r {
+                    eprintln!("weir: run {name}: {e:#}");
+                }
+                drop(lock);
+                app.driving.fetch_sub(1, Ordering::SeqCst);
+            });
+        if let Err(e) = spawned {
+            eprintln!("weir: cannot start a thread for a run: {e}");
+            self.driving.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Takes over a run no process drives (after a restart, or to apply a control verb); false
+    /// if another process drives it or it is finished.
+    fn adopt(self: &Arc<Self>, store: &mut Store, name: &str, extra: Vec<Event>) -> Result<bool> {
+        let Some(lock) = driver::try_lock(&self.env, name)? else {
+            return Ok(false);
+        };
+        let (run, actions, mut pending) = driver::recover(&self.env, store, name)?;
+        if run.phase().is_done() {
+            store.release_run(name)?;
+            return Ok(false);
+        }
+        pending.extend(extra);
+        self.spawn_driver(run, actions, pending, lock);
+        Ok(true)
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub fn serve(env: Env, opts: Options) -> Result<ExitCode> {
+    if opts.insecure_local && !opts.listen.ip().is_loopback() {
+        bail!(
+            "--insecure-local serves without tokens and so only listens on a loopback address, not {}",
+            opts.listen
+        );
+    }
+    let mut store = env.store()?;
+    let app = Arc::new(App {
+        hub: Arc::new(hub::Hub::new(now_ms())),
+        verified: auth::Verified::default(),
+        pool: Mutex::new(Vec::new()),
+        driving: AtomicUsize::new(0),
+        env,
+        opts,
+    });
+    let mut adopted = 0;
+    for name in store.unfinished()? {
+        match app.adopt(&mut store, &name, Vec::new()) {
+            Ok(true) => adopted += 1,
+            Ok(false) => {}
+            Err(e) => eprintln!("weir: cannot go on with run {name}: {e:#}"),
+        }
+    }
+    app.give_store(store);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the server's runtime")?;
+    let served = rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(app.opts.listen)
+            .await
+            .with_context(|| format!("listening on {}", app.opts.listen))?;
+        let addr = listener.local_addr()?;
+        println!(
+            "weir server listening on http://{addr}{}{}",
+            if app.opts.insecure_local {
+                " (insecure-local: no tokens)"
+            } else {
+                ""
+            },
+            if adopted > 0 {
+                format!("; went on with {adopted} unfinished run(s)")
+            } else {
+                String::new()
+            }
+        );
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let router = api::router(app.clone());
+        // not a graceful shutdown: watch streams never end by themselves
+        tokio::select! {
+            r = axum::serve(listener, router) => r.context("serving")?,
+            _ = shutdown() => {}
+        }
+        anyhow::Ok(())
+    });
+    rt.shutdown_timeout(std::time::Duration::from_secs(1));
+    served?;
+    // runs still in flight go on when a server starts again on this database
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

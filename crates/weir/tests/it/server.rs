@@ -1,0 +1,396 @@
+//! `weir server` end to end over loopback HTTP: submission, live updates, artifacts, the audit
+//! log, and the authorization of every route.
+
+use serde_json::{Value, json};
+
+use crate::support::{ApiServer, Sandbox, SseReader, answer, http, repo_root, token};
+
+fn ml_example() -> String {
+    std::fs::read_to_string(repo_root().join("examples/ml-pipeline.yaml")).unwrap()
+}
+
+#[test]
+fn ml_example_submitted_over_http_is_followed_to_success_and_its_artifact_downloaded() {
+    let sb = Sandbox::new();
+    let editor = token(&sb, "ml", "editor");
+    let admin = token(&sb, "ml", "admin");
+    let srv = ApiServer::start(&sb, &[]);
+    let agent = http();
+    let auth = format!("Bearer {editor}");
+
+    let (status, wf) = answer(
+        agent
+            .post(srv.url("/api/v1/workflows/ml"))
+            .header("Authorization", &auth)
+            .content_type("application/yaml")
+            .send(ml_example()),
+    );
+    assert_eq!(status, 200, "{wf}");
+    let name = wf["metadata"]["name"].as_str().unwrap().to_string();
+    assert_eq!(wf["metadata"]["namespace"], "ml");
+
+    // follow the run: a snapshot first, then its changes, until it finishes
+    let events = agent
+        .get(srv.url(&format!("/api/v1/workflow-events/ml?name={name}")))
+        .header("Authorization", &auth)
+        .call()
+        .unwrap();
+    let mut sse = SseReader::new(events);
+    let mut phases = Vec::new();
+    let mut ids = Vec::new();
+    let mut node_phases = std::collections::BTreeMap::new();
+    while let Some(ev) = sse.next_event() {
+        assert_eq!(ev.event, "workflow", "{ev:?}");
+        let data: Value = serde_json::from_str(&ev.data).unwrap();
+        assert_eq!(data["run"], name.as_str());
+        ids.push(ev.id.parse::<u64>().unwrap());
+        for n in data["nodes"].as_array().unwrap() {
+            node_phases.insert(
+                n["displayName"].as_str().unwrap().to_string(),
+                n["phase"].as_str().unwrap().to_string(),
+            );
+        }
+        let phase = data["phase"].as_str().unwrap().to_string();
+        if phases.last() != Some(&phase) {
+            phases.push(phase.clone());
+        }
+        if phase == "Succeeded" || phase == "Failed" || phase == "Error" {
+            break;
+        }
+    }
+    assert_eq!(
+        phases.last().map(String::as_str),
+        Some("Succeeded"),
+        "{phases:?}"
+    );
+    assert!(
+        ids.windows(2).all(|w| w[0] <= w[1]),
+        "event ids increase: {ids:?}"
+    );
+    for task in ["preprocess", "select", "deploy"] {
+        assert_eq!(
+            node_phases.get(task).map(String::as_str),
+            Some("Succeeded"),
+            "{node_phases:?}"
+        );
+    }
+
+    // reconnecting with Last-Event-ID replays only what followed that event
+    let second = ids[ids.len() / 2];
+    let again = agent
+        .get(srv.url(&format!("/api/v1/workflow-events/ml?name={name}")))
+        .header("Authorization", &auth)
+        .header("Last-Event-ID", &second.to_string())
+        .call()
+        .unwrap();
+    let first_after = SseReader::new(again).next_event().unwrap();
+    assert!(first_after.id.parse::<u64>().unwrap() > second);
+
+    // the final state over GET agrees
+    let (status, wf) = answer(
+        agent
+            .get(srv.url(&format!("/api/v1/workflows/ml/{name}")))
+            .header("Authorization", &auth)
+            .call(),
+    );
+    assert_eq!(
+        (status, wf["status"]["phase"].clone()),
+        (200, json!("Succeeded"))
+    );
+
+    // artifacts: listed with their digest, downloaded byte for byte
+    let (status, list) = answer(
+        agent
+            .get(srv.url(&format!("/api/v1/workflows/ml/{name}/artifacts")))
+            .header("Authorization", &auth)
+            .call(),
+    );
+    assert_eq!(status, 200, "{list}");
+    let items = list["items"].as_array().unwrap();
+    let model = items
+        .iter()
+        .find(|a| a["name"] == "model")
+        .unwrap_or_else(|| panic!("no model artifact in {list}"));
+    let mut r = agent
+        .get(srv.url(model["url"].as_str().unwrap()))
+        .header("Authorization", &auth)
+        .call()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert_eq!(
+        r.headers()["x-weir-blake3"].to_str().unwrap(),
+        model["blake3"].as_str().unwrap()
+    );
+    let bytes = r.body_mut().read_to_vec().unwrap();
+    assert_eq!(bytes.len() as u64, model["size"].as_u64().unwrap());
+    assert_eq!(
+        blake3::hash(&bytes).to_hex().as_str(),
+        model["blake3"].as_str().unwrap()
+    );
+
+    // logs of one task
+    let mut r = agent
+        .get(srv.url(&format!(
+            "/api/v1/workflows/ml/{name}/log?nodeId=preprocess"
+        )))
+        .header("Authorization", &auth)
+        .call()
+        .unwrap();
+    let log = r.body_mut().read_to_string().unwrap();
+    assert!(log.contains("wrote 400 samples"), "{log}");
+
+    // the audit log holds the submission, by whom and with what outcome; editors cannot read it
+    let (status, _) = answer(
+        agent
+            .get(srv.url("/api/v1/audit?namespace=ml"))
+            .header("Authorization", &auth)
+            .call(),
+    );
+    assert_eq!(status, 403);
+    let (status, audit) = answer(
+        agent
+            .get(srv.url("/api/v1/audit?namespace=ml"))
+            .header("Authorization", &format!("Bearer {admin}"))
+            .call(),
+    );
+    assert_eq!(status, 200, "{audit}");
+    let editor_id = editor.split('_').nth(1).unwrap();
+    let entries = audit["items"].as_array().unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["actor"] == format!("token:{editor_id}")
+                && e["action"] == "POST /api/v1/workflows/{namespace}"
+                && e["target"] == "/api/v1/workflows/ml"
+                && e["status"] == 200),
+        "{audit}"
+    );
+    // reads are not audited
+    assert!(
+        entries
+            .iter()
+            .all(|e| e["action"].as_str().unwrap().starts_with("POST")
+                || e["action"].as_str().unwrap().starts_with("PUT")
+                || e["action"].as_str().unwrap().starts_with("DELETE"))
+    );
+}
+
+/// The role each operation needs, by its path and method.
+fn needed(method: &str, path: &str) -> &'static str {
+    if path.starts_with("/api/v1/tokens") || path.starts_with("/api/v1/audit") {
+        "admin"
+    } else if method == "get" {
+        "viewer"
+    } else {
+        "editor"
+    }
+}
+
+#[test]
+fn every_route_refuses_anonymous_callers_and_other_namespaces_and_checks_roles() {
+    let sb = Sandbox::new();
+    let admin = token(&sb, "team-a", "admin");
+    let editor = token(&sb, "team-a", "editor");
+    let viewer = token(&sb, "team-a", "viewer");
+    let outsider = token(&sb, "team-b", "admin");
+    let srv = ApiServer::start(&sb, &[]);
+    let agent = http();
+    let wf = "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: hello\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    script:\n      image: python:3\n      command: [sh]\n      source: echo hi\n";
+    let (status, body) = answer(
+        agent
+            .post(srv.url("/api/v1/workflows/team-a"))
+            .header("Authorization", &format!("Bearer {editor}"))
+            .content_type("application/yaml")
+            .send(wf),
+    );
+    assert_eq!(status, 200, "{body}");
+
+    // every operation the server documents
+    let (_, doc) = answer(agent.get(srv.url("/api/v1/openapi.json")).call());
+    let mut checked = 0;
+    for (path, ops) in doc["paths"].as_object().unwrap() {
+        if !path.starts_with("/api/v1/") {
+            continue; // health checks are public
+        }
+        for method in ops.as_object().unwrap().keys() {
+            let need = needed(method, path);
+            let concrete = path
+                .replace("{namespace}", "team-a")
+                .replace(
+                    "{name}",
+                    if method == "get" {
+                        "hello"
+                    } else {
+                        "no-such-run"
+                    },
+                )
+                .replace("{node}", "no-such-node")
+                .replace("{artifact}", "none")
+                .replace("{id}", "000000000000");
+            let concrete = if path == "/api/v1/audit" {
+                format!("{concrete}?namespace=team-a")
+            } else {
+                concrete
+            };
+            let call = |tok: Option<&str>| -> u16 {
+                let url = srv.url(&concrete);
+                let r = match method.as_str() {
+                    "get" => {
+                        let mut rq = agent.get(&url);
+                        if let Some(t) = tok {
+                            rq = rq.header("Authorization", &format!("Bearer {t}"));
+                        }
+                        rq.call()
+                    }
+                    "delete" => {
+                        let mut rq = agent.delete(&url);
+                        if let Some(t) = tok {
+                            rq = rq.header("Authorization", &format!("Bearer {t}"));
+                        }
+                        rq.call()
+                    }
+                    m => {
+                        let mut rq = if m == "post" {
+                            agent.post(&url)
+                        } else {
+                            agent.put(&url)
+                        };
+                        if let Some(t) = tok {
+                            rq = rq.header("Authorization", &format!("Bearer {t}"));
+                        }
+                        rq.content_type("application/json").send("{}")
+                    }
+                };
+                // the status line is all we need: watch streams stay open
+                r.unwrap().status().as_u16()
+            };
+            let label = format!("{} {path}", method.to_uppercase());
+            assert_eq!(call(None), 401, "anonymous {label}");
+            assert_eq!(
+                call(Some("weir_000000000000_nope")),
+                401,
+                "bad token {label}"
+            );
+            assert_eq!(
+                call(Some(&outsider)),
+                403,
+                "another namespace's admin {label}"
+            );
+            for (role, tok) in [("viewer", &viewer), ("editor", &editor), ("admin", &admin)] {
+                let allowed = match need {
+                    "viewer" => true,
+                    "editor" => role != "viewer",
+                    _ => role == "admin",
+                };
+                let got = call(Some(tok));
+                if allowed {
+                    assert!(
+                        got != 401 && got != 403 && got < 500,
+                        "{role} {label}: {got}"
+                    );
+                } else {
+                    assert_eq!(got, 403, "{role} {label}");
+                }
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 18, "only {checked} operations documented");
+
+    // a revoked token stops working at once
+    let id = viewer.split('_').nth(1).unwrap();
+    let (status, _) = answer(
+        agent
+            .delete(srv.url(&format!("/api/v1/tokens/team-a/{id}")))
+            .header("Authorization", &format!("Bearer {admin}"))
+            .call(),
+    );
+    assert_eq!(status, 200);
+    let (status, body) = answer(
+        agent
+            .get(srv.url("/api/v1/workflows/team-a"))
+            .header("Authorization", &format!("Bearer {viewer}"))
+            .call(),
+    );
+    assert_eq!(status, 401);
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("revoked")
+    );
+}
+
+#[test]
+fn bad_requests_get_stable_error_codes_and_locations() {
+    let sb = Sandbox::new();
+    let srv = ApiServer::start(&sb, &["--insecure-local", "--max-body", "4096"]);
+    let agent = http();
+    let post = |body: &str, ctype: &str| {
+        answer(
+            agent
+                .post(srv.url("/api/v1/workflows/default"))
+                .content_type(ctype)
+                .send(body),
+        )
+    };
+    // a workflow with a problem: file:line:column and the field path
+    let (status, body) = post(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: bad\nspec:\n  entrypoint: missing\n  templates:\n  - name: main\n    container:\n      image: alpine\n      command: [\"true\"]\n",
+        "application/yaml",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], "invalid_workflow");
+    let msg = body["error"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("request body:6:") && msg.contains("spec.entrypoint"),
+        "{msg}"
+    );
+    // malformed JSON: its position
+    let (status, body) = post("{\"workflow\": {", "application/json");
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("bad_request"))
+    );
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("request body:1:")
+    );
+    // too large
+    let (status, body) = post(&"x".repeat(10_000), "application/yaml");
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (413, json!("payload_too_large"))
+    );
+    // unknown run, invalid namespace, unknown route
+    let (status, body) = answer(agent.get(srv.url("/api/v1/workflows/default/nope")).call());
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("not_found"))
+    );
+    let (status, body) = answer(
+        agent
+            .get(srv.url("/api/v1/workflows/Not_A_Namespace"))
+            .call(),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (400, json!("bad_request"))
+    );
+    let (status, _) = answer(agent.get(srv.url("/api/v1/nothing-here")).call());
+    assert_eq!(status, 404);
+    // nothing stored was lost: the database still lists no runs and answers
+    let (status, body) = answer(agent.get(srv.url("/api/v1/workflows/default")).call());
+    assert_eq!((status, body["items"].clone()), (200, json!([])));
+}
+
+#[test]
+fn insecure_local_is_refused_on_a_non_loopback_address() {
+    let sb = Sandbox::new();
+    let o = sb.weir(&["server", "--insecure-local", "--listen", "0.0.0.0:0"]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    assert!(o.stderr.contains("loopback"), "{}", o.stderr);
+}
