@@ -57,7 +57,124 @@ pub struct RunQuery {
     pub offset: usize,
 }
 
+/// One version of a stored WorkflowTemplate, ClusterWorkflowTemplate or CronWorkflow.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateRecord {
+    pub kind: String,
+    /// Empty for cluster-scoped kinds.
+    pub namespace: String,
+    pub name: String,
+    /// 1, 2, …: every update adds one; old versions stay.
+    pub version: i64,
+    /// The document as it was submitted (YAML or JSON); empty for a deletion.
+    pub body: String,
+    pub created_at: Millis,
+    pub deleted: bool,
+}
+
 impl Store {
+    /// Stores a new version of a template; returns its version number.
+    pub fn put_template(
+        &mut self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        body: &str,
+        at: Millis,
+    ) -> Result<i64> {
+        self.add_template_version(kind, namespace, name, body, at, false)
+    }
+
+    /// Deletes a template by adding a deleted version (its history stays); false if there is
+    /// no such template.
+    pub fn delete_template(
+        &mut self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        at: Millis,
+    ) -> Result<bool> {
+        if self.template(kind, namespace, name, None)?.is_none() {
+            return Ok(false);
+        }
+        self.add_template_version(kind, namespace, name, "", at, true)?;
+        Ok(true)
+    }
+
+    fn add_template_version(
+        &mut self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        body: &str,
+        at: Millis,
+        deleted: bool,
+    ) -> Result<i64> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row(
+            "SELECT coalesce(max(version), 0) + 1 FROM templates WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+            params![kind, namespace, name],
+            |r| r.get(0),
+        )?;
+        tx.execute(
+            "INSERT INTO templates (kind, namespace, name, version, body, created_at, deleted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![kind, namespace, name, version, body, at, deleted],
+        )?;
+        tx.commit()?;
+        Ok(version)
+    }
+
+    /// A template's latest version (None if it is deleted or never existed), or the given one.
+    pub fn template(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+        version: Option<i64>,
+    ) -> Result<Option<TemplateRecord>> {
+        let rec = self
+            .conn
+            .query_row(
+                "SELECT kind, namespace, name, version, body, created_at, deleted FROM templates
+                 WHERE kind = ?1 AND namespace = ?2 AND name = ?3 AND (?4 IS NULL OR version = ?4)
+                 ORDER BY version DESC LIMIT 1",
+                params![kind, namespace, name, version],
+                template_row,
+            )
+            .optional()?;
+        Ok(rec.filter(|r| !r.deleted))
+    }
+
+    /// The latest version of every live template of a kind in a namespace, by name.
+    pub fn templates(&self, kind: &str, namespace: &str) -> Result<Vec<TemplateRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT t.kind, t.namespace, t.name, t.version, t.body, t.created_at, t.deleted FROM templates t
+             WHERE t.kind = ?1 AND t.namespace = ?2 AND t.version =
+               (SELECT max(version) FROM templates u WHERE u.kind = t.kind AND u.namespace = t.namespace AND u.name = t.name)
+               AND t.deleted = 0
+             ORDER BY t.name",
+        )?;
+        let rows = stmt.query_map(params![kind, namespace], template_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Every version of a template, newest first (deletions included).
+    pub fn template_versions(
+        &self,
+        kind: &str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<TemplateRecord>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT kind, namespace, name, version, body, created_at, deleted FROM templates
+             WHERE kind = ?1 AND namespace = ?2 AND name = ?3 ORDER BY version DESC",
+        )?;
+        let rows = stmt.query_map(params![kind, namespace, name], template_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     pub fn create_token(&mut self, t: &TokenRecord) -> Result<()> {
         self.conn.execute(
             "INSERT INTO tokens (id, namespace, role, hash, description, created_at, expires_at, revoked_at)
@@ -213,6 +330,18 @@ impl Store {
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+}
+
+fn template_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TemplateRecord> {
+    Ok(TemplateRecord {
+        kind: r.get(0)?,
+        namespace: r.get(1)?,
+        name: r.get(2)?,
+        version: r.get(3)?,
+        body: r.get(4)?,
+        created_at: r.get(5)?,
+        deleted: r.get(6)?,
+    })
 }
 
 fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {

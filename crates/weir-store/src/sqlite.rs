@@ -7,7 +7,7 @@ use weir_core::run::{Event, Lock, Metric, Millis, Phase, Submission};
 
 use crate::{Error, Result};
 
-const SCHEMA_VERSION: i64 = 6;
+const SCHEMA_VERSION: i64 = 7;
 
 const MIGRATIONS: &[&str] = &[
     "
@@ -97,6 +97,18 @@ CREATE TABLE audit (
     status    INTEGER NOT NULL
 );
 CREATE INDEX audit_namespace ON audit(namespace, id);
+",
+    "
+CREATE TABLE templates (
+    kind       TEXT NOT NULL,
+    namespace  TEXT NOT NULL,
+    name       TEXT NOT NULL,
+    version    INTEGER NOT NULL,
+    body       TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    deleted    INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (kind, namespace, name, version)
+) WITHOUT ROWID;
 ",
 ];
 

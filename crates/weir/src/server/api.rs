@@ -14,7 +14,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as Sse_, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
 use futures_util::Stream;
 use serde::{Deserialize, Serialize};
@@ -27,6 +27,7 @@ use super::App;
 use super::auth::{Caller, Role};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::hub::{self, mask_value};
+use super::templates as tpl;
 use crate::cli::{load_run, start};
 use crate::driver::{self, now_ms};
 use crate::{files, show};
@@ -38,11 +39,17 @@ use crate::{files, show};
         list_workflows, create_workflow, get_workflow, delete_workflow, stop_workflow,
         terminate_workflow, suspend_workflow, resume_workflow, set_workflow, retry_workflow,
         resubmit_workflow, workflow_logs, list_artifacts, artifact_file, workflow_events,
-        create_token, list_tokens, revoke_token, audit_log, healthz, readyz
+        create_token, list_tokens, revoke_token, audit_log, healthz, readyz,
+        tpl::submit_from, tpl::list_templates, tpl::create_template, tpl::get_template,
+        tpl::update_template, tpl::delete_template, tpl::template_versions, tpl::list_crons,
+        tpl::create_cron, tpl::get_cron, tpl::update_cron, tpl::delete_cron, tpl::cron_versions,
+        tpl::list_cluster, tpl::create_cluster, tpl::get_cluster, tpl::update_cluster,
+        tpl::delete_cluster, tpl::cluster_versions
     ),
     components(schemas(ErrorBody, CreateRequest, WorkflowList, WorkflowSummary, ResumeRequest,
         SetRequest, ResubmitRequest, TokenRequest, TokenCreated, TokenInfo, AuditLog, AuditItem,
-        ArtifactList, ArtifactItem)),
+        ArtifactList, ArtifactItem, tpl::TemplateList, tpl::VersionList, tpl::VersionItem,
+        tpl::SubmitRequest, tpl::SubmitOptions)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -126,6 +133,52 @@ pub fn router(app: Arc<App>) -> Router {
             axum::routing::delete(revoke_token),
         )
         .route("/api/v1/audit", get(audit_log))
+        .route(
+            "/api/v1/workflows/{namespace}/submit",
+            post(tpl::submit_from),
+        )
+        .route(
+            "/api/v1/workflow-templates/{namespace}",
+            get(tpl::list_templates).post(tpl::create_template),
+        )
+        .route(
+            "/api/v1/workflow-templates/{namespace}/{name}",
+            get(tpl::get_template)
+                .put(tpl::update_template)
+                .delete(tpl::delete_template),
+        )
+        .route(
+            "/api/v1/workflow-templates/{namespace}/{name}/versions",
+            get(tpl::template_versions),
+        )
+        .route(
+            "/api/v1/cron-workflows/{namespace}",
+            get(tpl::list_crons).post(tpl::create_cron),
+        )
+        .route(
+            "/api/v1/cron-workflows/{namespace}/{name}",
+            get(tpl::get_cron)
+                .put(tpl::update_cron)
+                .delete(tpl::delete_cron),
+        )
+        .route(
+            "/api/v1/cron-workflows/{namespace}/{name}/versions",
+            get(tpl::cron_versions),
+        )
+        .route(
+            "/api/v1/cluster-workflow-templates",
+            get(tpl::list_cluster).post(tpl::create_cluster),
+        )
+        .route(
+            "/api/v1/cluster-workflow-templates/{name}",
+            get(tpl::get_cluster)
+                .put(tpl::update_cluster)
+                .delete(tpl::delete_cluster),
+        )
+        .route(
+            "/api/v1/cluster-workflow-templates/{name}/versions",
+            get(tpl::cluster_versions),
+        )
         .route_layer(middleware::from_fn_with_state(app.clone(), gate));
     Router::new()
         .merge(api)
@@ -212,7 +265,7 @@ fn path_namespace(path: &str) -> String {
     path.split('/').nth(4).unwrap_or_default().to_string()
 }
 
-fn require(caller: &Caller, namespace: &str, role: Role) -> ApiResult<()> {
+pub(super) fn require(caller: &Caller, namespace: &str, role: Role) -> ApiResult<()> {
     if caller.allows(namespace, role) {
         return Ok(());
     }
@@ -315,7 +368,7 @@ struct Named {
     name: String,
 }
 
-fn ns_ok(namespace: &str) -> ApiResult<()> {
+pub(super) fn ns_ok(namespace: &str) -> ApiResult<()> {
     let ok = !namespace.is_empty()
         && namespace.len() <= 63
         && namespace
@@ -457,6 +510,24 @@ async fn list_workflows(
     }))
 }
 
+/// The load errors of a document, as one 400 `invalid_workflow` listing each with its location.
+pub(super) fn invalid(diags: &weir_core::diag::Diags) -> ApiResult<()> {
+    let errors: Vec<String> = diags
+        .items
+        .iter()
+        .filter(|d| d.severity == weir_core::diag::Severity::Error)
+        .map(|d| d.to_string())
+        .collect();
+    if errors.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_workflow",
+        errors.join("\n"),
+    ))
+}
+
 /// The documents of a request body: YAML as a file holds them, or Argo's `{"workflow": …}`.
 fn parse_submission(
     headers: &HeaderMap,
@@ -493,23 +564,11 @@ fn parse_submission(
     };
     let mut diags = weir_core::diag::Diags::new("request body");
     let loaded = weir_core::load::load_str(&src, &mut diags);
-    let errors: Vec<String> = diags
-        .items
-        .iter()
-        .filter(|d| d.severity == weir_core::diag::Severity::Error)
-        .map(|d| d.to_string())
-        .collect();
-    if !errors.is_empty() {
-        return Err(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "invalid_workflow",
-            errors.join("\n"),
-        ));
-    }
+    invalid(&diags)?;
     Ok((loaded, params, name))
 }
 
-fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
+pub(super) fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
     body.map_err(|e| {
         if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
@@ -531,13 +590,13 @@ fn json_body<T: serde::de::DeserializeOwned + Default>(b: &[u8]) -> ApiResult<T>
     parse_json(b)
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> ApiResult<T> {
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> ApiResult<T> {
     serde_json::from_slice(b).map_err(|e| {
         ApiError::bad_request(format!("request body:{}:{}: {e}", e.line(), e.column()))
     })
 }
 
-fn params(ps: &[String]) -> ApiResult<Vec<(String, String)>> {
+pub(super) fn params(ps: &[String]) -> ApiResult<Vec<(String, String)>> {
     files::parameters(ps, None).map_err(ApiError::from)
 }
 
@@ -559,26 +618,29 @@ async fn create_workflow(
     let body = body_bytes(body)?;
     let (loaded, ps, name) = parse_submission(&headers, &body)?;
     let ps = params(&ps)?;
-    let v = app
-        .db(move |app, store| {
-            let mut wf = files::pick_workflow(&loaded, std::path::Path::new("request body"))?;
-            match &wf.metadata.namespace {
-                Some(ns) if *ns != namespace => {
-                    return Err(ApiError::bad_request(format!(
-                        "metadata.namespace `{ns}` is not the request's namespace `{namespace}`"
-                    )));
-                }
-                _ => wf.metadata.namespace = Some(namespace.clone()),
+    let mut loaded = loaded;
+    for d in &mut loaded.definitions {
+        match &d.metadata.namespace {
+            Some(ns) if *ns != namespace => {
+                return Err(ApiError::bad_request(format!(
+                    "metadata.namespace `{ns}` is not the request's namespace `{namespace}`"
+                )));
             }
-            let sub = files::submission(store, wf, &loaded, &Default::default(), ps, name)?;
-            accept(app, store, sub)
-        })
+            _ => d.metadata.namespace = Some(namespace.clone()),
+        }
+    }
+    let v = app
+        .db(move |app, store| tpl::submit(app, store, loaded, ps, name))
         .await?;
     Ok(Json(v))
 }
 
 /// Stores a new run and starts driving it.
-fn accept(app: &Arc<App>, store: &mut Store, sub: weir_core::run::Submission) -> ApiResult<Value> {
+pub(super) fn accept(
+    app: &Arc<App>,
+    store: &mut Store,
+    sub: weir_core::run::Submission,
+) -> ApiResult<Value> {
     let (run, actions) = start(sub.clone())?;
     store.create_run(&sub)?;
     let lock = driver::try_lock(&app.env, &sub.name)?

@@ -11,6 +11,7 @@ mod api;
 mod auth;
 mod error;
 mod hub;
+mod templates;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

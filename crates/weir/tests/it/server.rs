@@ -193,6 +193,7 @@ fn every_route_refuses_anonymous_callers_and_other_namespaces_and_checks_roles()
     let editor = token(&sb, "team-a", "editor");
     let viewer = token(&sb, "team-a", "viewer");
     let outsider = token(&sb, "team-b", "admin");
+    let global = token(&sb, "*", "editor");
     let srv = ApiServer::start(&sb, &[]);
     let agent = http();
     let wf = "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: hello\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    script:\n      image: python:3\n      command: [sh]\n      source: echo hi\n";
@@ -271,6 +272,19 @@ fn every_route_refuses_anonymous_callers_and_other_namespaces_and_checks_roles()
                 401,
                 "bad token {label}"
             );
+            if path.starts_with("/api/v1/cluster-workflow-templates") {
+                // cluster-scoped: read by every caller, changed only with a role everywhere
+                for tok in [&viewer, &editor, &admin, &outsider, &global] {
+                    let got = call(Some(tok));
+                    if method == "get" || tok == &global {
+                        assert!(got != 401 && got != 403 && got < 500, "{label}: {got}");
+                    } else {
+                        assert_eq!(got, 403, "{label}");
+                    }
+                }
+                checked += 1;
+                continue;
+            }
             assert_eq!(
                 call(Some(&outsider)),
                 403,
@@ -295,7 +309,7 @@ fn every_route_refuses_anonymous_callers_and_other_namespaces_and_checks_roles()
             checked += 1;
         }
     }
-    assert!(checked >= 18, "only {checked} operations documented");
+    assert!(checked >= 38, "only {checked} operations documented");
 
     // a revoked token stops working at once
     let id = viewer.split('_').nth(1).unwrap();
@@ -393,4 +407,159 @@ fn insecure_local_is_refused_on_a_non_loopback_address() {
     let o = sb.weir(&["server", "--insecure-local", "--listen", "0.0.0.0:0"]);
     assert_eq!(o.code, 1, "{}", o.all());
     assert!(o.stderr.contains("loopback"), "{}", o.stderr);
+}
+
+#[test]
+fn templates_keep_every_version_and_a_run_submitted_from_one_records_it() {
+    let sb = Sandbox::new();
+    let srv = ApiServer::start(&sb, &["--insecure-local"]);
+    let agent = http();
+    let template = |greeting: &str| {
+        format!(
+            "apiVersion: argoproj.io/v1alpha1\nkind: WorkflowTemplate\nmetadata:\n  name: greet\nspec:\n  entrypoint: main\n  arguments:\n    parameters:\n    - name: who\n      value: world\n  templates:\n  - name: main\n    inputs:\n      parameters:\n      - name: who\n    script:\n      image: python:3\n      command: [sh]\n      source: echo {greeting} {{{{inputs.parameters.who}}}}\n"
+        )
+    };
+    let send = |method: &str, path: &str, body: String| {
+        let url = srv.url(path);
+        let rq = if method == "POST" {
+            agent.post(&url)
+        } else {
+            agent.put(&url)
+        };
+        answer(rq.content_type("application/yaml").send(body))
+    };
+    let (status, v1) = send(
+        "POST",
+        "/api/v1/workflow-templates/default",
+        template("hello"),
+    );
+    assert_eq!(
+        (status, v1["metadata"]["resourceVersion"].clone()),
+        (200, json!("1")),
+        "{v1}"
+    );
+    // creating it again conflicts; updating adds version 2
+    let (status, _) = send(
+        "POST",
+        "/api/v1/workflow-templates/default",
+        template("hello"),
+    );
+    assert_eq!(status, 409);
+    let (status, v2) = send(
+        "PUT",
+        "/api/v1/workflow-templates/default/greet",
+        template("howdy"),
+    );
+    assert_eq!(
+        (status, v2["metadata"]["resourceVersion"].clone()),
+        (200, json!("2")),
+        "{v2}"
+    );
+    // a template with a problem is refused with its location, and changes nothing
+    let (status, bad) = send(
+        "PUT",
+        "/api/v1/workflow-templates/default/greet",
+        template("x").replace("entrypoint: main", "entrypoint: [main]"),
+    );
+    assert_eq!(
+        (status, bad["error"]["code"].clone()),
+        (400, json!("invalid_workflow")),
+        "{bad}"
+    );
+    assert!(
+        bad["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("request body:6:"),
+        "{bad}"
+    );
+    let (_, versions) = answer(
+        agent
+            .get(srv.url("/api/v1/workflow-templates/default/greet/versions"))
+            .call(),
+    );
+    assert_eq!(versions["items"].as_array().unwrap().len(), 2, "{versions}");
+    let (_, old) = answer(
+        agent
+            .get(srv.url("/api/v1/workflow-templates/default/greet?version=1"))
+            .call(),
+    );
+    assert!(old.to_string().contains("echo hello"), "{old}");
+
+    // submit from the template with a parameter: the run uses version 2 and says so
+    let (status, wf) = answer(
+        agent
+            .post(srv.url("/api/v1/workflows/default/submit"))
+            .content_type("application/json")
+            .send(
+                json!({
+                    "resourceKind": "WorkflowTemplate",
+                    "resourceName": "greet",
+                    "submitOptions": {"parameters": ["who=weir"]}
+                })
+                .to_string(),
+            ),
+    );
+    assert_eq!(status, 200, "{wf}");
+    let name = wf["metadata"]["name"].as_str().unwrap().to_string();
+    assert_eq!(
+        wf["metadata"]["labels"]["workflows.argoproj.io/workflow-template"],
+        "greet"
+    );
+    assert_eq!(
+        wf["metadata"]["annotations"]["weir.dev/template-versions"],
+        "WorkflowTemplate/default/greet=2"
+    );
+    let events = agent
+        .get(srv.url(&format!("/api/v1/workflow-events/default?name={name}")))
+        .call()
+        .unwrap();
+    let mut sse = SseReader::new(events);
+    while let Some(ev) = sse.next_event() {
+        let d: Value = serde_json::from_str(&ev.data).unwrap();
+        if d["phase"] == "Succeeded" || d["phase"] == "Failed" || d["phase"] == "Error" {
+            assert_eq!(d["phase"], "Succeeded", "{d}");
+            break;
+        }
+    }
+    let mut r = agent
+        .get(srv.url(&format!("/api/v1/workflows/default/{name}/log")))
+        .call()
+        .unwrap();
+    assert!(
+        r.body_mut()
+            .read_to_string()
+            .unwrap()
+            .contains("howdy weir")
+    );
+
+    // deleting keeps the history; the template can no longer be submitted
+    let (status, _) = answer(
+        agent
+            .delete(srv.url("/api/v1/workflow-templates/default/greet"))
+            .call(),
+    );
+    assert_eq!(status, 200);
+    let (status, _) = answer(
+        agent
+            .get(srv.url("/api/v1/workflow-templates/default/greet"))
+            .call(),
+    );
+    assert_eq!(status, 404);
+    let (_, versions) = answer(
+        agent
+            .get(srv.url("/api/v1/workflow-templates/default/greet/versions"))
+            .call(),
+    );
+    assert_eq!(versions["items"][0]["deleted"], true, "{versions}");
+    let (status, body) = answer(
+        agent
+            .post(srv.url("/api/v1/workflows/default/submit"))
+            .content_type("application/json")
+            .send(json!({"resourceName": "greet"}).to_string()),
+    );
+    assert_eq!(
+        (status, body["error"]["code"].clone()),
+        (404, json!("not_found"))
+    );
 }
