@@ -27,6 +27,7 @@ use super::App;
 use super::auth::{Caller, Role};
 use super::error::{ApiError, ApiResult, ErrorBody};
 use super::hub::{self, mask_value};
+use super::layout::{Graph, GraphEdge, GraphNode};
 use super::templates as tpl;
 use crate::cli::{load_run, start};
 use crate::driver::{self, now_ms};
@@ -44,12 +45,12 @@ use crate::{files, show};
         tpl::update_template, tpl::delete_template, tpl::template_versions, tpl::list_crons,
         tpl::create_cron, tpl::get_cron, tpl::update_cron, tpl::delete_cron, tpl::cron_versions,
         tpl::list_cluster, tpl::create_cluster, tpl::get_cluster, tpl::update_cluster,
-        tpl::delete_cluster, tpl::cluster_versions
+        tpl::delete_cluster, tpl::cluster_versions, workflow_graph, userinfo
     ),
     components(schemas(ErrorBody, CreateRequest, WorkflowList, WorkflowSummary, ResumeRequest,
         SetRequest, ResubmitRequest, TokenRequest, TokenCreated, TokenInfo, AuditLog, AuditItem,
         ArtifactList, ArtifactItem, tpl::TemplateList, tpl::VersionList, tpl::VersionItem,
-        tpl::SubmitRequest, tpl::SubmitOptions)),
+        tpl::SubmitRequest, tpl::SubmitOptions, Graph, GraphNode, GraphEdge, UserInfo)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -133,6 +134,11 @@ pub fn router(app: Arc<App>) -> Router {
             axum::routing::delete(revoke_token),
         )
         .route("/api/v1/audit", get(audit_log))
+        .route("/api/v1/userinfo", get(userinfo))
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/graph",
+            get(workflow_graph),
+        )
         .route(
             "/api/v1/workflows/{namespace}/submit",
             post(tpl::submit_from),
@@ -183,6 +189,8 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .merge(api)
         .route("/api/v1/openapi.json", get(|| async { Json(openapi()) }))
+        .route("/", get(super::ui::index))
+        .route("/ui/{file}", get(super::ui::asset))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::not_found("no such route") })
@@ -868,6 +876,55 @@ async fn resubmit_workflow(
         accept(app, store, sub).map(Json)
     })
     .await
+}
+
+#[utoipa::path(get, path = "/api/v1/workflows/{namespace}/{name}/graph", tag = "workflows",
+    params(("namespace" = String, Path), ("name" = String, Path)),
+    responses((status = 200, description = "The run's graph, laid out (large groups collapsed)", body = Graph),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn workflow_graph(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(Named { namespace, name }): Path<Named>,
+) -> ApiResult<Json<Graph>> {
+    require(&caller, &namespace, Role::Viewer)?;
+    app.db(move |_, store| {
+        let run = find_run(store, &namespace, &name)?;
+        let mut g = super::layout::layout(&run);
+        let secrets = run.secret_values();
+        if !secrets.is_empty() {
+            for n in &mut g.nodes {
+                n.label = weir_exec::mask(&n.label, &secrets);
+            }
+        }
+        Ok(Json(g))
+    })
+    .await
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct UserInfo {
+    /// `token:ID`, or `local` on an `--insecure-local` server.
+    actor: String,
+    /// The namespace the caller's role holds in; `*` for every namespace.
+    namespace: String,
+    role: Role,
+}
+
+#[utoipa::path(get, path = "/api/v1/userinfo", tag = "access",
+    responses((status = 200, body = UserInfo), (status = 401, body = ErrorBody)))]
+async fn userinfo(Extension(caller): Extension<Caller>) -> Json<UserInfo> {
+    let (namespace, role) = match &caller {
+        Caller::Local => ("*".to_string(), Role::Admin),
+        Caller::Token {
+            namespace, role, ..
+        } => (namespace.clone(), *role),
+    };
+    Json(UserInfo {
+        actor: caller.actor(),
+        namespace,
+        role,
+    })
 }
 
 // ---------------------------------------------------------------------------------------------

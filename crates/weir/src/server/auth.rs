@@ -10,7 +10,9 @@ use argon2::password_hash::{PasswordHasher, PasswordVerifier};
 use weir_core::run::Millis;
 use weir_store::{Store, TokenRecord};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Viewer,

@@ -11,7 +11,9 @@ mod api;
 mod auth;
 mod error;
 mod hub;
+mod layout;
 mod templates;
+mod ui;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

@@ -1,5 +1,6 @@
 //! End-to-end tests of the `weir` binary: real processes, a real SQLite database, real files.
 
+mod browser;
 mod conformance;
 mod server;
 mod support;

@@ -272,6 +272,14 @@ fn every_route_refuses_anonymous_callers_and_other_namespaces_and_checks_roles()
                 401,
                 "bad token {label}"
             );
+            if path == "/api/v1/userinfo" {
+                // who am I: every valid token
+                for tok in [&viewer, &editor, &admin, &outsider, &global] {
+                    assert_eq!(call(Some(tok)), 200, "{label}");
+                }
+                checked += 1;
+                continue;
+            }
             if path.starts_with("/api/v1/cluster-workflow-templates") {
                 // cluster-scoped: read by every caller, changed only with a role everywhere
                 for tok in [&viewer, &editor, &admin, &outsider, &global] {

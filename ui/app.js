@@ -1,0 +1,422 @@
+// Weir's web UI: plain JavaScript over the REST API and its event streams. The run graph is laid
+// out by the server (/graph); this file only draws it and keeps its colours live.
+"use strict";
+
+const $ = (sel, root = document) => root.querySelector(sel);
+const main = $("#main");
+const state = {
+  token: localStorage.getItem("weir.token") || "",
+  ns: localStorage.getItem("weir.ns") || "default",
+  user: null,
+  streams: [],
+};
+
+function h(tag, attrs = {}, ...kids) {
+  const el = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) {
+    if (v === undefined || v === null || v === false) continue;
+    if (k.startsWith("on")) el.addEventListener(k.slice(2), v);
+    else if (k === "text") el.textContent = v;
+    else if (k === "style") el.style.cssText = v; // CSSOM: allowed by the page's CSP
+    else el.setAttribute(k, v === true ? "" : v);
+  }
+  for (const k of kids.flat()) if (k !== null && k !== undefined) el.append(k instanceof Node ? k : String(k));
+  return el;
+}
+
+function svg(tag, attrs = {}) {
+  const el = document.createElementNS("http://www.w3.org/2000/svg", tag);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, v);
+  return el;
+}
+
+function badge(phase) {
+  return h("span", { class: "badge " + (phase || "Pending"), text: phase || "Pending" });
+}
+
+class ApiError extends Error {
+  constructor(status, body) {
+    super((body && body.error && body.error.message) || "HTTP " + status);
+    this.status = status;
+    this.code = body && body.error && body.error.code;
+  }
+}
+
+async function api(method, path, body) {
+  const headers = {};
+  if (state.token) headers["Authorization"] = "Bearer " + state.token;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const text = await r.text();
+  let data = null;
+  try { data = text ? JSON.parse(text) : null; } catch { data = text; }
+  if (!r.ok) {
+    if (r.status === 401) showLogin(data);
+    throw new ApiError(r.status, data);
+  }
+  return data;
+}
+
+// EventSource cannot send headers: the token travels as access_token.
+function withToken(path) {
+  if (!state.token) return path;
+  return path + (path.includes("?") ? "&" : "?") + "access_token=" + encodeURIComponent(state.token);
+}
+
+function stream(path, handlers) {
+  const es = new EventSource(withToken(path));
+  for (const [ev, fn] of Object.entries(handlers)) es.addEventListener(ev, fn);
+  state.streams.push(es);
+  return es;
+}
+
+function closeStreams() {
+  for (const s of state.streams) s.close();
+  state.streams = [];
+}
+
+function canEdit() {
+  const u = state.user;
+  return !!u && u.role !== "viewer" && (u.namespace === "*" || u.namespace === state.ns);
+}
+
+function showLogin(body) {
+  closeStreams();
+  const input = h("input", { id: "token", placeholder: "weir_…", spellcheck: "false" });
+  main.replaceChildren(h("div", { class: "card login" },
+    h("h1", { text: "Sign in" }),
+    h("p", { text: (body && body.error && body.error.message) || "This server needs a token." }),
+    h("p", { text: "Create one with: weir token create --namespace NS --role viewer|editor|admin" }),
+    input,
+    h("button", { class: "primary", onclick: () => {
+      state.token = input.value.trim();
+      localStorage.setItem("weir.token", state.token);
+      state.user = null;
+      route();
+    } }, "Sign in")));
+}
+
+function fail(e) {
+  if (e instanceof ApiError && e.status === 401) return;
+  main.append(h("p", { class: "error", text: String(e.message || e) }));
+}
+
+function fmtTime(t) { return t ? t.replace("T", " ").replace("Z", "") : ""; }
+
+function duration(a, b) {
+  if (!a) return "";
+  const ms = (b ? Date.parse(b) : Date.now()) - Date.parse(a);
+  const s = Math.max(0, Math.round(ms / 1000));
+  return s < 60 ? s + "s" : Math.floor(s / 60) + "m" + (s % 60) + "s";
+}
+
+// ---------------------------------------------------------------------------------------------
+// runs list
+
+async function runsPage(params) {
+  const phase = params.get("phase") || "";
+  const labels = params.get("labels") || "";
+  const prefix = params.get("prefix") || "";
+  const q = new URLSearchParams({ limit: "100" });
+  if (phase) q.set("phase", phase);
+  if (labels) q.set("labelSelector", labels);
+  if (prefix) q.set("namePrefix", prefix);
+  const sel = h("select", { id: "f-phase" }, ["", "Running", "Succeeded", "Failed", "Error"].map(
+    (p) => h("option", { value: p, selected: p === phase }, p || "any phase")));
+  const lab = h("input", { id: "f-labels", placeholder: "labels: k=v,k2", value: labels });
+  const pre = h("input", { id: "f-prefix", placeholder: "name prefix", value: prefix });
+  const apply = () => {
+    const p = new URLSearchParams();
+    if (sel.value) p.set("phase", sel.value);
+    if (lab.value) p.set("labels", lab.value);
+    if (pre.value) p.set("prefix", pre.value);
+    location.hash = "#/?" + p.toString();
+  };
+  const body = h("tbody");
+  main.replaceChildren(h("h1", { text: "Runs in " + state.ns }),
+    h("div", { class: "filters" }, sel, lab, pre, h("button", { onclick: apply }, "Filter")),
+    h("table", { id: "runs" }, h("thead", {}, h("tr", {}, ["Name", "Phase", "Created", "Finished", "Message"].map((t) => h("th", { text: t })))), body));
+  let list;
+  try { list = await api("GET", `/api/v1/workflows/${state.ns}?${q}`); } catch (e) { return fail(e); }
+  const rows = new Map();
+  for (const r of list.items) {
+    const tr = h("tr", { "data-run": r.name },
+      h("td", {}, h("a", { href: `#/runs/${r.namespace}/${r.name}` }, r.name)),
+      h("td", {}, badge(r.phase)), h("td", { text: fmtTime(r.createdAt) }),
+      h("td", { text: fmtTime(r.finishedAt) }), h("td", { text: r.message }));
+    rows.set(r.name, tr);
+    body.append(tr);
+  }
+  let reload = null;
+  stream(`/api/v1/workflow-events/${state.ns}`, {
+    workflow: (ev) => {
+      const d = JSON.parse(ev.data);
+      const tr = rows.get(d.run);
+      if (tr && d.phase) tr.children[1].replaceChildren(badge(d.phase));
+      if (!tr && !reload) reload = setTimeout(() => route(), 500);
+    },
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// one run
+
+async function runPage(ns, name) {
+  let wf;
+  try { wf = await api("GET", `/api/v1/workflows/${ns}/${name}`); } catch (e) { return fail(e); }
+  const nodes = new Map(Object.entries(wf.status.nodes || {}));
+  const phaseEl = h("span", { id: "run-phase" }, badge(wf.status.phase));
+  const actions = h("span", { class: "actions" });
+  const graphBox = h("div", { class: "graph", id: "graph" });
+  const panel = h("div", { class: "panel", id: "panel" }, h("p", { text: "Click a node for its inputs, outputs, logs and artifacts." }));
+  const vlist = h("div", { class: "vlist", id: "nodes" });
+  main.replaceChildren(h("h1", {}, h("span", { text: name }), phaseEl, actions),
+    h("div", { class: "run" }, graphBox, panel), vlist);
+  let graph = null, selected = null, logStream = null;
+
+  function setPhase(p) { phaseEl.replaceChildren(badge(p)); wf.status.phase = p; drawActions(); }
+
+  function drawActions() {
+    actions.replaceChildren();
+    if (!canEdit()) return;
+    const p = wf.status.phase;
+    const done = ["Succeeded", "Failed", "Error"].includes(p);
+    const act = (label, verb, opts = {}) => h("button", { id: "btn-" + verb, class: opts.cls, onclick: async () => {
+      try {
+        if (verb === "delete") { await api("DELETE", `/api/v1/workflows/${ns}/${name}`); location.hash = "#/"; return; }
+        const r = await api("PUT", `/api/v1/workflows/${ns}/${name}/${verb}`, {});
+        if (verb === "resubmit") location.hash = `#/runs/${ns}/${r.metadata.name}`;
+      } catch (e) { fail(e); }
+    } }, label);
+    if (!done) actions.append(act("Stop", "stop"), act("Terminate", "terminate", { cls: "danger" }), act("Suspend", "suspend"), act("Resume", "resume"));
+    if (p === "Failed" || p === "Error") actions.append(act("Retry", "retry"));
+    actions.append(act("Resubmit", "resubmit"));
+    if (done) actions.append(act("Delete", "delete", { cls: "danger" }));
+  }
+
+  function colour(id) {
+    const n = nodes.get(id);
+    const g = graphBox.querySelector(`g.node[data-id="${CSS.escape(id)}"]`);
+    if (g && n) { g.setAttribute("data-phase", n.phase); return true; }
+    // a member of a collapsed group: recount the group
+    if (graph) for (const [gid, members] of Object.entries(graph.groups)) {
+      if (!members.includes(id)) continue;
+      const counts = {};
+      for (const m of members) { const p = (nodes.get(m) || {}).phase || "Pending"; counts[p] = (counts[p] || 0) + 1; }
+      const gg = graphBox.querySelector(`g.node[data-id="${CSS.escape(gid)}"]`);
+      if (gg) {
+        const ph = ["Failed", "Error", "Running", "Pending"].find((p) => counts[p]) ||
+          Object.entries(counts).sort((a, b) => b[1] - a[1])[0][0];
+        gg.setAttribute("data-phase", ph);
+        gg.querySelector("text.sub").textContent = Object.entries(counts).map(([p, c]) => `${c} ${p}`).join(" · ");
+      }
+      return true;
+    }
+    return false;
+  }
+
+  async function drawGraph() {
+    try { graph = await api("GET", `/api/v1/workflows/${ns}/${name}/graph`); } catch (e) { return fail(e); }
+    const s = svg("svg", { width: graph.width, height: graph.height + 20, id: "graph-svg" });
+    const pos = new Map(graph.nodes.map((n) => [n.id, n]));
+    for (const e of graph.edges) {
+      const a = pos.get(e.from), b = pos.get(e.to);
+      if (!a || !b) continue;
+      const x1 = a.x + 85, y1 = a.y + 38, x2 = b.x + 85, y2 = b.y, my = (y1 + y2) / 2;
+      s.append(svg("path", { class: "edge", d: `M${x1},${y1} C${x1},${my} ${x2},${my} ${x2},${y2}` }));
+    }
+    for (const n of graph.nodes) {
+      const g = svg("g", { class: "node" + (n.id === selected ? " selected" : ""), "data-id": n.id, "data-phase": n.phase, "data-type": n.type, transform: `translate(${n.x},${n.y})` });
+      g.append(svg("rect", { width: 170, height: 38 }));
+      const t = svg("text", { x: 10, y: n.counts ? 16 : 23 });
+      t.textContent = n.label.length > 24 ? n.label.slice(0, 23) + "…" : n.label;
+      g.append(t);
+      if (n.counts) {
+        const sub = svg("text", { x: 10, y: 31, class: "sub" });
+        sub.textContent = Object.entries(n.counts).map(([p, c]) => `${c} ${p}`).join(" · ");
+        g.append(sub);
+      }
+      const title = svg("title");
+      title.textContent = `${n.label} (${n.type}): ${n.phase}`;
+      g.append(title);
+      g.addEventListener("click", () => select(n.id));
+      s.append(g);
+    }
+    graphBox.replaceChildren(s);
+  }
+
+  // every node in a virtualised list: only the rows in view exist
+  function drawList() {
+    const all = [...nodes.values()].sort((a, b) => (a.startedAt || "~").localeCompare(b.startedAt || "~"));
+    const rowH = 26, inner = h("div", { style: `height:${all.length * rowH}px` });
+    vlist.replaceChildren(inner);
+    const paint = () => {
+      const first = Math.floor(vlist.scrollTop / rowH), count = Math.ceil(vlist.clientHeight / rowH) + 2;
+      inner.replaceChildren(...all.slice(first, first + count).map((n, k) => h("div", {
+        class: "row", style: `top:${(first + k) * rowH}px`, "data-id": n.id, onclick: () => select(n.id),
+      }, badge(n.phase), " ", n.displayName, " ", h("small", { text: n.type }))));
+    };
+    vlist.onscroll = paint;
+    paint();
+  }
+
+  function select(id) {
+    selected = id;
+    for (const g of graphBox.querySelectorAll("g.node")) g.classList.toggle("selected", g.dataset.id === id);
+    if (logStream) { logStream.close(); logStream = null; }
+    if (id.startsWith("group:")) return showGroup(id);
+    const n = nodes.get(id);
+    if (!n) return;
+    const dl = h("dl");
+    const row = (k, v) => { if (v !== undefined && v !== null && v !== "") dl.append(h("dt", { text: k }), h("dd", { text: v })); };
+    row("phase", n.phase); row("type", n.type); row("template", n.templateName);
+    row("started", fmtTime(n.startedAt)); row("finished", fmtTime(n.finishedAt));
+    row("duration", duration(n.startedAt, n.finishedAt)); row("message", n.message);
+    for (const p of (n.inputs && n.inputs.parameters) || []) row("in: " + p.name, p.value);
+    const out = n.outputs || {};
+    for (const p of out.parameters || []) row("out: " + p.name, p.value);
+    row("result", out.result); row("exit code", out.exitCode);
+    const retries = (n.children || []).map((c) => nodes.get(c)).filter((c) => c && n.type === "Retry");
+    const kids = [h("h2", { id: "node-title", text: n.displayName }), dl];
+    if (retries.length) kids.push(h("h3", { text: "Attempts" }), h("ul", {}, retries.map((r) => h("li", {}, h("a", { href: "#", onclick: (e) => { e.preventDefault(); select(r.id); } }, r.displayName), " ", badge(r.phase)))));
+    if ((out.artifacts || []).length) {
+      kids.push(h("h3", { text: "Artifacts" }), h("ul", { id: "artifacts" }, out.artifacts.map((a) => h("li", {},
+        h("a", { href: withToken(`/api/v1/artifact-files/${ns}/workflows/${name}/${n.id}/outputs/${a.name}`) }, a.name),
+        ` ${a.size} bytes, blake3 ${String(a.blake3).slice(0, 12)}…`))));
+    }
+    if (n.type === "Pod") {
+      const pre = h("pre", { class: "logs", id: "logs" });
+      kids.push(h("h3", { text: "Logs" }), pre);
+      logStream = stream(`/api/v1/workflows/${ns}/${name}/log?follow=true&nodeId=${encodeURIComponent(n.id)}`, {
+        log: (ev) => { pre.append(ev.data + "\n"); pre.scrollTop = pre.scrollHeight; },
+        end: () => { if (logStream) { logStream.close(); logStream = null; } },
+      });
+    }
+    panel.replaceChildren(...kids);
+  }
+
+  function showGroup(gid) {
+    const members = (graph && graph.groups[gid]) || [];
+    const box = h("div", { class: "vlist", style: "height:50vh" });
+    const inner = h("div", { style: `height:${members.length * 26}px` });
+    box.append(inner);
+    const paint = () => {
+      const first = Math.floor(box.scrollTop / 26), count = Math.ceil(box.clientHeight / 26) + 2;
+      inner.replaceChildren(...members.slice(first, first + count).map((id, k) => {
+        const n = nodes.get(id) || { displayName: id, phase: "Pending" };
+        return h("div", { class: "row", style: `top:${(first + k) * 26}px`, onclick: () => select(id) }, badge(n.phase), " ", n.displayName);
+      }));
+    };
+    box.onscroll = paint;
+    panel.replaceChildren(h("h2", { text: `${members.length} nodes` }), box);
+    paint();
+  }
+
+  drawActions();
+  await drawGraph();
+  drawList();
+  let regraph = null, relist = null;
+  stream(`/api/v1/workflow-events/${ns}?name=${encodeURIComponent(name)}`, {
+    workflow: (ev) => {
+      const d = JSON.parse(ev.data);
+      if (d.type === "DELETED") { location.hash = "#/"; return; }
+      let unknown = false;
+      for (const n of d.nodes || []) {
+        nodes.set(n.id, n);
+        if (!colour(n.id)) unknown = true;
+        if (n.id === selected && !logStream) select(n.id);
+      }
+      if (d.phase) setPhase(d.phase);
+      if (unknown && !regraph) regraph = setTimeout(async () => { regraph = null; await drawGraph(); }, 300);
+      if (!relist) relist = setTimeout(() => { relist = null; drawList(); }, 500);
+    },
+    resync: () => route(),
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// templates and cron
+
+async function templatesPage() {
+  let list;
+  try { list = await api("GET", `/api/v1/workflow-templates/${state.ns}`); } catch (e) { return fail(e); }
+  main.replaceChildren(h("h1", { text: "Workflow templates in " + state.ns }),
+    h("table", { id: "templates" }, h("thead", {}, h("tr", {}, ["Name", "Version", "Created", ""].map((t) => h("th", { text: t })))),
+      h("tbody", {}, list.items.map((t) => h("tr", {},
+        h("td", {}, h("a", { id: "template-" + t.metadata.name, href: `#/templates/${t.metadata.name}` }, t.metadata.name)),
+        h("td", { text: t.metadata.resourceVersion }), h("td", { text: fmtTime(t.metadata.creationTimestamp) }),
+        h("td", {}, canEdit() ? h("a", { href: `#/templates/${t.metadata.name}` }, "Submit…") : ""))))));
+}
+
+async function submitPage(tname) {
+  let t;
+  try { t = await api("GET", `/api/v1/workflow-templates/${state.ns}/${tname}`); } catch (e) { return fail(e); }
+  const params = ((t.spec.arguments || {}).parameters) || [];
+  const inputs = params.map((p) => {
+    const field = p.enum
+      ? h("select", { name: "param-" + p.name }, p.enum.map((v) => h("option", { value: v, selected: v === p.value }, v)))
+      : h("input", { name: "param-" + p.name, value: p.value || "" });
+    return [p.name, field, h("div", { class: "param" }, h("label", { text: p.name }), field, p.description ? h("small", { text: p.description }) : null)];
+  });
+  const msg = h("p", { class: "error" });
+  const form = h("form", { id: "submit-form", onsubmit: async (e) => {
+    e.preventDefault();
+    try {
+      const wf = await api("POST", `/api/v1/workflows/${state.ns}/submit`, {
+        resourceKind: "WorkflowTemplate", resourceName: tname,
+        submitOptions: { parameters: inputs.map(([n, f]) => n + "=" + f.value) },
+      });
+      location.hash = `#/runs/${state.ns}/${wf.metadata.name}`;
+    } catch (err) { msg.textContent = err.message; }
+  } }, inputs.map((x) => x[2]), h("button", { class: "primary", id: "submit", type: "submit" }, "Submit"), msg);
+  main.replaceChildren(h("h1", { text: `Submit ${tname} (version ${t.metadata.resourceVersion})` }), h("div", { class: "card" }, form));
+}
+
+async function cronPage() {
+  let list;
+  try { list = await api("GET", `/api/v1/cron-workflows/${state.ns}`); } catch (e) { return fail(e); }
+  main.replaceChildren(h("h1", { text: "Cron workflows in " + state.ns }),
+    h("table", { id: "crons" }, h("thead", {}, h("tr", {}, ["Name", "Schedule", "Time zone", "Suspended", "Version"].map((t) => h("th", { text: t })))),
+      h("tbody", {}, list.items.map((c) => h("tr", {},
+        h("td", { text: c.metadata.name }), h("td", { text: c.spec.schedule || (c.spec.schedules || []).join(", ") }),
+        h("td", { text: c.spec.timezone || "" }), h("td", { text: c.spec.suspend ? "yes" : "" }),
+        h("td", { text: c.metadata.resourceVersion }))))),
+    h("p", { text: "Firing on schedule comes with the triggers feature; these are stored and versioned." }));
+}
+
+// ---------------------------------------------------------------------------------------------
+// routing
+
+async function route() {
+  closeStreams();
+  let hash = location.hash.replace(/^#/, "") || "/";
+  const [path, query = ""] = hash.split("?");
+  const params = new URLSearchParams(query);
+  if (params.get("token")) {
+    state.token = params.get("token");
+    localStorage.setItem("weir.token", state.token);
+    params.delete("token");
+    history.replaceState(null, "", "#" + path + (params.toString() ? "?" + params : ""));
+  }
+  $("#ns").value = state.ns;
+  if (!state.user) {
+    try { state.user = await api("GET", "/api/v1/userinfo"); } catch (e) { return fail(e); }
+    $("#who").textContent = `${state.user.actor} · ${state.user.role} of ${state.user.namespace}`;
+    if (state.user.namespace !== "*" && !localStorage.getItem("weir.ns")) { state.ns = state.user.namespace; $("#ns").value = state.ns; }
+  }
+  const parts = path.split("/").filter(Boolean);
+  main.replaceChildren();
+  if (parts[0] === "runs" && parts.length === 3) return runPage(parts[1], parts[2]);
+  if (parts[0] === "templates" && parts[1]) return submitPage(parts[1]);
+  if (parts[0] === "templates") return templatesPage();
+  if (parts[0] === "cron") return cronPage();
+  return runsPage(params);
+}
+
+$("#ns").addEventListener("change", (e) => {
+  state.ns = e.target.value.trim() || "default";
+  localStorage.setItem("weir.ns", state.ns);
+  route();
+});
+window.addEventListener("hashchange", route);
+route();
