@@ -1241,7 +1241,7 @@ async fn workflow_events(
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|s| s.trim().parse().ok());
-    let mut rx = app.hub.subscribe();
+    let mut rx = app.hub.subscribe(&namespace);
     rx.mark_unchanged();
     let ns: Arc<str> = namespace.as_str().into();
     let only: Option<Arc<str>> = q.name.as_deref().map(Into::into);
@@ -1252,13 +1252,11 @@ async fn workflow_events(
     // from where: after Last-Event-ID if the hub still has what followed it, else snapshots
     let mut cursor = app.hub.latest();
     let mut queue = VecDeque::new();
-    let caught_up = last.and_then(|l| app.hub.since(l, &keep).map(|evs| (l, evs)));
+    let caught_up = last.and_then(|l| app.hub.since(l, &keep));
     match caught_up {
-        Some((_, evs)) => {
-            for e in evs {
-                cursor = cursor.max(e.id);
-                queue.push_back(sse_event(&e));
-            }
+        Some((evs, upto)) => {
+            queue.extend(evs.iter().map(sse_event));
+            cursor = cursor.max(upto);
         }
         None if only.is_some() || last.is_some() => {
             let (ns2, only2) = (namespace.clone(), q.name.clone());
@@ -1320,17 +1318,15 @@ async fn workflow_events(
                 return Some((Ok(e), st));
             }
             st.rx.changed().await.ok()?;
+            st.rx.borrow_and_update();
             match st.app.hub.since(st.cursor, &st.keep) {
-                Some(evs) => {
-                    for e in evs {
-                        st.cursor = e.id;
-                        st.queue.push_back(sse_event(&e));
-                    }
-                    st.cursor = st.cursor.max(*st.rx.borrow_and_update());
+                Some((evs, upto)) => {
+                    st.queue.extend(evs.iter().map(sse_event));
+                    st.cursor = upto;
                 }
                 None => {
                     // fell behind the ring: tell the client to start over from a snapshot
-                    st.cursor = *st.rx.borrow_and_update();
+                    st.cursor = st.app.hub.latest();
                     st.queue.push_back(
                         Sse_::default()
                             .event("resync")

@@ -7,7 +7,7 @@
 //! gone (it fell too far behind, or the server restarted) it gets a snapshot of each run instead,
 //! so it never misses a phase: only intermediate phases can be folded into the snapshot.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Value, json};
@@ -36,8 +36,9 @@ struct Inner {
 
 pub struct Hub {
     inner: Mutex<Inner>,
-    /// The id of the newest event; watchers wait for it to change.
-    latest: watch::Sender<u64>,
+    /// Per namespace, the id of its newest event: watchers wait for theirs to change, so a
+    /// change wakes only the watchers of its namespace.
+    latest: Mutex<HashMap<Arc<str>, watch::Sender<u64>>>,
 }
 
 impl Hub {
@@ -48,11 +49,12 @@ impl Hub {
                 next_id: first,
                 ring: VecDeque::new(),
             }),
-            latest: watch::channel(first.saturating_sub(1)).0,
+            latest: Mutex::new(HashMap::new()),
         }
     }
 
     pub fn publish(&self, namespace: &str, run: &str, data: Value) {
+        let ns: Arc<str> = namespace.into();
         let id = {
             let mut g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
             let id = g.next_id;
@@ -62,33 +64,47 @@ impl Hub {
             }
             g.ring.push_back(Event {
                 id,
-                namespace: namespace.into(),
+                namespace: ns.clone(),
                 run: run.into(),
                 data: data.to_string().into(),
             });
             id
         };
-        self.latest.send_replace(id);
+        if let Some(tx) = self
+            .latest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ns)
+        {
+            tx.send_replace(id);
+        }
     }
 
-    pub fn subscribe(&self) -> watch::Receiver<u64> {
-        self.latest.subscribe()
+    /// Wakes when an event of `namespace` is published.
+    pub fn subscribe(&self, namespace: &str) -> watch::Receiver<u64> {
+        let mut m = self.latest.lock().unwrap_or_else(|e| e.into_inner());
+        m.entry(namespace.into())
+            .or_insert_with(|| watch::channel(0).0)
+            .subscribe()
     }
 
     /// The id of the newest event (a watcher starting now resumes after it).
     pub fn latest(&self) -> u64 {
-        *self.latest.borrow()
+        let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        g.next_id - 1
     }
 
-    /// Events after `after` that `keep` accepts; `None` if some of them have left the ring.
-    pub fn since(&self, after: u64, keep: impl Fn(&Event) -> bool) -> Option<Vec<Event>> {
+    /// Events after `after` that `keep` accepts, and the id of the newest event looked at (where
+    /// the next call should start); `None` if some of them have left the ring.
+    pub fn since(&self, after: u64, keep: impl Fn(&Event) -> bool) -> Option<(Vec<Event>, u64)> {
         let g = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let first = g.ring.front().map(|e| e.id).unwrap_or(g.next_id);
         if after + 1 < first && after + 1 < g.next_id {
             return None;
         }
         let start = g.ring.partition_point(|e| e.id <= after);
-        Some(g.ring.range(start..).filter(|e| keep(e)).cloned().collect())
+        let evs = g.ring.range(start..).filter(|e| keep(e)).cloned().collect();
+        Some((evs, after.max(g.next_id - 1)))
     }
 }
 

@@ -571,3 +571,76 @@ fn templates_keep_every_version_and_a_run_submitted_from_one_records_it() {
         (404, json!("not_found"))
     );
 }
+
+#[test]
+fn a_run_accepted_by_a_killed_server_goes_on_when_the_server_restarts() {
+    let sb = Sandbox::new();
+    let gate = sb.dir.join("go");
+    let count = sb.dir.join("first-count");
+    let wf = format!(
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: durable\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - name: first\n        template: first\n    - - name: wait\n        template: wait\n  - name: first\n    script:\n      image: alpine\n      command: [sh]\n      source: echo ran >> {count}\n  - name: wait\n    retryStrategy:\n      limit: 2\n      retryPolicy: Always\n    script:\n      image: alpine\n      command: [sh]\n      source: |\n        echo started\n        while [ ! -f {gate} ]; do sleep 0.02; done\n        echo through\n",
+        count = count.display(),
+        gate = gate.display()
+    );
+    let mut srv = ApiServer::start(&sb, &["--insecure-local"]);
+    let agent = http();
+    let (status, body) = answer(
+        agent
+            .post(srv.url("/api/v1/workflows/default"))
+            .content_type("application/yaml")
+            .send(&wf),
+    );
+    assert_eq!(status, 200, "{body}");
+    // wait (on the event stream) until the second step runs, then kill the server outright
+    let events = agent
+        .get(srv.url("/api/v1/workflow-events/default?name=durable"))
+        .call()
+        .unwrap();
+    let mut sse = SseReader::new(events);
+    'watch: while let Some(ev) = sse.next_event() {
+        let d: Value = serde_json::from_str(&ev.data).unwrap();
+        for n in d["nodes"].as_array().unwrap() {
+            if n["templateName"] == "wait" && n["type"] == "Pod" && n["phase"] == "Running" {
+                break 'watch;
+            }
+        }
+    }
+    srv.kill();
+    drop(sse);
+    std::fs::write(&gate, "").unwrap();
+
+    // a new server process on the same database takes the run over and finishes it
+    let srv = ApiServer::start(&sb, &["--insecure-local"]);
+    let events = agent
+        .get(srv.url("/api/v1/workflow-events/default?name=durable"))
+        .call()
+        .unwrap();
+    let mut sse = SseReader::new(events);
+    let mut last = Value::Null;
+    while let Some(ev) = sse.next_event() {
+        last = serde_json::from_str(&ev.data).unwrap();
+        if matches!(
+            last["phase"].as_str(),
+            Some("Succeeded" | "Failed" | "Error")
+        ) {
+            break;
+        }
+    }
+    assert_eq!(last["phase"], "Succeeded", "{last}");
+    let (_, wf) = answer(
+        agent
+            .get(srv.url("/api/v1/workflows/default/durable"))
+            .call(),
+    );
+    let nodes = wf["status"]["nodes"].as_object().unwrap();
+    let attempts: Vec<&Value> = nodes
+        .values()
+        .filter(|n| n["templateName"] == "wait" && n["type"] == "Pod")
+        .collect();
+    assert_eq!(attempts.len(), 2, "the lost attempt and its retry: {wf}");
+    assert_eq!(
+        std::fs::read_to_string(&count).unwrap().lines().count(),
+        1,
+        "the finished step did not run again"
+    );
+}
