@@ -322,6 +322,15 @@ impl Store {
         Ok((out, more))
     }
 
+    /// How many runs are in each phase.
+    pub fn count_by_phase(&self) -> Result<Vec<(String, i64)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT phase, count(*) FROM runs GROUP BY phase ORDER BY phase")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Runs not finished, oldest first: what a restarted server goes on with.
     pub fn unfinished(&self) -> Result<Vec<String>> {
         let mut stmt = self

@@ -130,17 +130,30 @@ enum Cmd {
         #[arg(long, value_name = "RUN")]
         resume: Option<String>,
     },
-    /// Serve the REST API, live updates and the web UI.
+    /// Serve the REST API, live updates and the web UI. Settings come from defaults, then
+    /// weir.toml (or --config), then WEIR_… variables, then flags.
     Server {
-        /// Address to listen on.
-        #[arg(long, env = "WEIR_LISTEN", default_value = "127.0.0.1:2746")]
-        listen: std::net::SocketAddr,
+        /// Address to listen on [default: 127.0.0.1:2746].
+        #[arg(long, env = "WEIR_LISTEN")]
+        listen: Option<String>,
         /// Serve without tokens, every caller an admin; only on a loopback address.
-        #[arg(long)]
+        #[arg(long, env = "WEIR_INSECURE_LOCAL")]
         insecure_local: bool,
-        /// The largest request body accepted, in bytes.
-        #[arg(long, env = "WEIR_MAX_BODY", default_value_t = 8 << 20)]
-        max_body: usize,
+        /// The largest request body accepted, in bytes [default: 8 MiB].
+        #[arg(long, env = "WEIR_MAX_BODY")]
+        max_body: Option<usize>,
+        /// Log lines as text or json (one object per line) [default: text].
+        #[arg(long, env = "WEIR_LOG_FORMAT", value_parser = ["text", "json"])]
+        log_format: Option<String>,
+        /// Export each run as a trace (each node a span) to this OTLP/HTTP endpoint.
+        #[arg(long, env = "WEIR_OTLP_ENDPOINT")]
+        otlp_endpoint: Option<String>,
+        /// The configuration file [default: ./weir.toml if present].
+        #[arg(long, env = "WEIR_CONFIG")]
+        config: Option<PathBuf>,
+        /// Print the effective configuration (secrets masked) and exit.
+        #[arg(long)]
+        print_config: bool,
     },
     /// API tokens for `weir server`.
     Token {
@@ -260,6 +273,7 @@ pub fn main() -> Result<ExitCode> {
             return Ok(ExitCode::from(code));
         }
     };
+    let db_given = cli.db.clone();
     let env = Env {
         db: cli.db.unwrap_or_else(default_db),
         durability: durability(),
@@ -279,14 +293,31 @@ pub fn main() -> Result<ExitCode> {
             listen,
             insecure_local,
             max_body,
-        } => crate::server::serve(
-            env,
-            crate::server::Options {
+            log_format,
+            otlp_endpoint,
+            config,
+            print_config,
+        } => {
+            let (file, _) = crate::server::config::read(config.as_deref())?;
+            let given = crate::server::config::Given {
+                db: db_given,
                 listen,
                 insecure_local,
-                body_limit: max_body,
-            },
-        ),
+                max_body,
+                log_format,
+                otlp_endpoint,
+            };
+            let eff = crate::server::config::merge(file, given, default_db())?;
+            if print_config {
+                print!("{}", crate::server::config::render(&eff));
+                return Ok(ExitCode::SUCCESS);
+            }
+            let env = Env {
+                db: eff.db.0.clone(),
+                ..env
+            };
+            crate::server::serve(env, crate::server::Options::from(eff))
+        }
         Cmd::Token { cmd } => token(&env, cmd),
         Cmd::List {
             status,

@@ -191,6 +191,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/api/v1/openapi.json", get(|| async { Json(openapi()) }))
         .route("/", get(super::ui::index))
         .route("/ui/{file}", get(super::ui::asset))
+        .route("/metrics", get(super::metrics::serve))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::not_found("no such route") })
@@ -204,51 +205,59 @@ pub fn router(app: Arc<App>) -> Router {
 /// Authenticates every API request (401 without a valid token) and records every mutating one
 /// in the audit log with its outcome.
 async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
-    let token = bearer(req.headers()).or_else(|| query_token(req.uri().query()));
-    let caller = if app.opts.insecure_local {
-        Caller::Local
-    } else {
-        match token {
-            None => return ApiError::unauthenticated("a bearer token is required").into_response(),
-            Some(t) => {
-                let r = app
-                    .db(move |app, store| {
-                        app.verified
-                            .check(store, &t, now_ms())
-                            .map_err(|e| ApiError::unauthenticated(e.to_string()))
-                    })
-                    .await;
-                match r {
-                    Ok(c) => c,
-                    Err(e) => return e.into_response(),
-                }
-            }
-        }
-    };
+    let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
-    let action = req
+    let route = req
         .extensions()
         .get::<axum::extract::MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| path.clone());
-    req.extensions_mut().insert(caller.clone());
-    let resp = next.run(req).await;
+    let token = bearer(req.headers()).or_else(|| query_token(req.uri().query()));
+    let caller = if app.opts.insecure_local {
+        Ok(Caller::Local)
+    } else {
+        match token {
+            None => Err(ApiError::unauthenticated("a bearer token is required")),
+            Some(t) => {
+                app.db(move |app, store| {
+                    app.verified
+                        .check(store, &t, now_ms())
+                        .map_err(|e| ApiError::unauthenticated(e.to_string()))
+                })
+                .await
+            }
+        }
+    };
+    let (actor, resp) = match caller {
+        Ok(c) => {
+            let actor = c.actor();
+            req.extensions_mut().insert(c);
+            (actor, next.run(req).await)
+        }
+        Err(e) => ("anonymous".to_string(), e.into_response()),
+    };
+    let status = resp.status().as_u16();
+    let elapsed = started.elapsed();
+    app.metrics
+        .request(method.as_str(), &route, status, elapsed);
+    app.log
+        .request(method.as_str(), &path, status, elapsed, &actor);
     if method != Method::GET && method != Method::HEAD {
         let entry = AuditEntry {
             id: 0,
             at: now_ms(),
-            actor: caller.actor(),
+            actor,
             namespace: path_namespace(&path),
-            action: format!("{method} {action}"),
+            action: format!("{method} {route}"),
             target: path,
-            status: resp.status().as_u16(),
+            status,
         };
         if let Err(e) = app
             .db(move |_, store| Ok(store.record_audit(&entry)?))
             .await
         {
-            eprintln!("weir: audit log: {}", e.message);
+            app.log.error(&format!("audit log: {}", e.message));
         }
     }
     resp

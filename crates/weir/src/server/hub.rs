@@ -125,6 +125,7 @@ pub fn snapshot(run: &Run) -> Value {
 /// Publishes a driven run's changes: the driver's [`Watch`].
 pub struct HubWatch {
     hub: Arc<Hub>,
+    metrics: Arc<super::metrics::Metrics>,
     phase: Option<Phase>,
     /// node index → (phase, message length) last published
     nodes: Vec<(Phase, usize)>,
@@ -132,9 +133,10 @@ pub struct HubWatch {
 }
 
 impl HubWatch {
-    pub fn new(hub: Arc<Hub>) -> HubWatch {
+    pub fn new(hub: Arc<Hub>, metrics: Arc<super::metrics::Metrics>) -> HubWatch {
         HubWatch {
             hub,
+            metrics,
             phase: None,
             nodes: Vec::new(),
             secrets: Vec::new(),
@@ -154,8 +156,20 @@ impl Watch for HubWatch {
         let mut changed = Vec::new();
         for (i, n) in run.nodes().iter().enumerate() {
             let now = (n.phase, n.message.len());
-            if self.nodes.get(i) != Some(&now) {
+            let before = self.nodes.get(i).copied();
+            if before != Some(now) {
                 changed.push(show::node_json(n, run));
+                if before.map(|b| b.0) != Some(n.phase) {
+                    let t = format!("{:?}", n.node_type);
+                    self.metrics
+                        .node_phase(&t, before.map(|b| b.0.as_str()), n.phase.as_str());
+                    if n.node_type == weir_core::run::NodeType::Pod
+                        && n.phase.is_done()
+                        && let (Some(s), Some(f)) = (n.started_at, n.finished_at)
+                    {
+                        self.metrics.task_finished((f - s).max(0) as f64 / 1000.0);
+                    }
+                }
                 if i < self.nodes.len() {
                     self.nodes[i] = now;
                 } else {
@@ -186,6 +200,11 @@ impl Watch for HubWatch {
     fn note(&mut self, _: &str) {}
     fn finish(&mut self, run: &Run) {
         self.update(run);
+        // the gauge counts the nodes of runs being driven: this one is done
+        for (n, (phase, _)) in run.nodes().iter().zip(&self.nodes) {
+            self.metrics
+                .node_gone(&format!("{:?}", n.node_type), phase.as_str());
+        }
     }
 }
 

@@ -9,10 +9,13 @@
 
 mod api;
 mod auth;
+pub mod config;
 mod error;
 mod hub;
 mod layout;
+mod metrics;
 mod templates;
+mod trace;
 mod ui;
 
 use std::net::SocketAddr;
@@ -33,12 +36,84 @@ pub struct Options {
     pub insecure_local: bool,
     /// The largest request body accepted (bytes).
     pub body_limit: usize,
+    /// Log lines as JSON objects instead of text.
+    pub json_logs: bool,
+    /// Where to export traces (OTLP/HTTP), with the headers to send.
+    pub otlp: Option<(String, std::collections::BTreeMap<String, String>)>,
+}
+
+impl From<config::Effective> for Options {
+    fn from(e: config::Effective) -> Options {
+        Options {
+            listen: e.listen.0,
+            insecure_local: e.insecure_local.0,
+            body_limit: e.max_body.0,
+            json_logs: e.json_logs.0,
+            otlp: e.otlp_endpoint.0.map(|u| (u, e.otlp_headers.0)),
+        }
+    }
+}
+
+/// The server's own log (stderr): one line per request and per problem, text or JSON. Query
+/// strings are never logged (they may carry `access_token`).
+pub struct Log {
+    json: bool,
+}
+
+impl Log {
+    fn line(&self, level: &str, msg: &str, fields: serde_json::Value) {
+        let ts = weir_core::run::rfc3339_pub(now_ms());
+        if self.json {
+            let mut v = serde_json::json!({"ts": ts, "level": level, "msg": msg});
+            if let (Some(o), serde_json::Value::Object(f)) = (v.as_object_mut(), fields) {
+                o.extend(f);
+            }
+            eprintln!("{v}");
+        } else {
+            let mut s = format!("{ts} {level} {msg}");
+            if let serde_json::Value::Object(f) = fields {
+                for (k, v) in f {
+                    match v {
+                        serde_json::Value::String(x) => s += &format!(" {k}={x}"),
+                        other => s += &format!(" {k}={other}"),
+                    }
+                }
+            }
+            eprintln!("{s}");
+        }
+    }
+
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        status: u16,
+        took: std::time::Duration,
+        actor: &str,
+    ) {
+        self.line(
+            "info",
+            "request",
+            serde_json::json!({"method": method, "path": path, "status": status,
+                "ms": (took.as_secs_f64() * 1e6).round() / 1e3, "actor": actor}),
+        );
+    }
+
+    pub fn error(&self, msg: &str) {
+        self.line("error", msg, serde_json::Value::Null);
+    }
+
+    pub fn info(&self, msg: &str) {
+        self.line("info", msg, serde_json::Value::Null);
+    }
 }
 
 pub struct App {
     env: Env,
     opts: Options,
     hub: Arc<hub::Hub>,
+    metrics: Arc<metrics::Metrics>,
+    log: Log,
     verified: auth::Verified,
     pool: Mutex<Vec<Store>>,
     /// Runs this process is driving now.
@@ -92,12 +167,22 @@ impl App {
             .spawn(move || {
                 let r = (|| -> Result<()> {
                     let store = Store::open(&app.env.db, app.env.durability)?;
-                    let mut w = hub::HubWatch::new(app.hub.clone());
-                    driver::drive(&app.env, store, run, actions, pending, &mut w)?;
+                    let mut w = hub::HubWatch::new(app.hub.clone(), app.metrics.clone());
+                    let phase = driver::drive(&app.env, store, run, actions, pending, &mut w)?;
+                    if let Some((endpoint, headers)) = &app.opts.otlp
+                        && phase.is_done()
+                    {
+                        let store = Store::open(&app.env.db, app.env.durability)?;
+                        let run = crate::cli::load_run(&store, &name)?;
+                        if let Err(e) = trace::send(endpoint, headers, &trace::export(&run)) {
+                            app.log
+                                .error(&format!("exporting the trace of {name}: {e}"));
+                        }
+                    }
                     Ok(())
                 })();
                 if let Err(e) = r {
-                    eprintln!("weir: run {name}: {e:#}");
+                    app.log.error(&format!("run {name}: {e:#}"));
                 }
                 drop(lock);
                 app.driving.fetch_sub(1, Ordering::SeqCst);
@@ -136,6 +221,10 @@ pub fn serve(env: Env, opts: Options) -> Result<ExitCode> {
     let mut store = env.store()?;
     let app = Arc::new(App {
         hub: Arc::new(hub::Hub::new(now_ms())),
+        metrics: Arc::new(metrics::Metrics::default()),
+        log: Log {
+            json: opts.json_logs,
+        },
         verified: auth::Verified::default(),
         pool: Mutex::new(Vec::new()),
         driving: AtomicUsize::new(0),
@@ -147,7 +236,9 @@ pub fn serve(env: Env, opts: Options) -> Result<ExitCode> {
         match app.adopt(&mut store, &name, Vec::new()) {
             Ok(true) => adopted += 1,
             Ok(false) => {}
-            Err(e) => eprintln!("weir: cannot go on with run {name}: {e:#}"),
+            Err(e) => app
+                .log
+                .error(&format!("cannot go on with run {name}: {e:#}")),
         }
     }
     app.give_store(store);
@@ -162,25 +253,24 @@ pub fn serve(env: Env, opts: Options) -> Result<ExitCode> {
             .with_context(|| format!("listening on {}", app.opts.listen))?;
         let addr = listener.local_addr()?;
         println!(
-            "weir server listening on http://{addr}{}{}",
+            "weir server listening on http://{addr}{}",
             if app.opts.insecure_local {
                 " (insecure-local: no tokens)"
             } else {
                 ""
             },
-            if adopted > 0 {
-                format!("; went on with {adopted} unfinished run(s)")
-            } else {
-                String::new()
-            }
         );
+        if adopted > 0 {
+            app.log
+                .info(&format!("went on with {adopted} unfinished run(s)"));
+        }
         use std::io::Write;
         let _ = std::io::stdout().flush();
         let router = api::router(app.clone());
         // not a graceful shutdown: watch streams never end by themselves
         tokio::select! {
             r = axum::serve(listener, router) => r.context("serving")?,
-            _ = shutdown() => {}
+            _ = shutdown() => app.log.info("shutting down; unfinished runs go on when a server starts again on this database"),
         }
         anyhow::Ok(())
     });

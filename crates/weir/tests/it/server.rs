@@ -644,3 +644,189 @@ fn a_run_accepted_by_a_killed_server_goes_on_when_the_server_restarts() {
         "the finished step did not run again"
     );
 }
+
+/// A one-route OTLP/HTTP receiver on loopback: each POST body to /v1/traces, decoded.
+fn otlp_receiver() -> (u16, std::sync::mpsc::Receiver<Value>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { break };
+            let mut reader = BufReader::new(conn.try_clone().unwrap());
+            let mut request_line = String::new();
+            reader.read_line(&mut request_line).unwrap();
+            let mut len = 0;
+            let mut ctype = String::new();
+            loop {
+                let mut h = String::new();
+                reader.read_line(&mut h).unwrap();
+                let h = h.trim_end();
+                if h.is_empty() {
+                    break;
+                }
+                let (k, v) = h.split_once(':').unwrap();
+                match k.to_ascii_lowercase().as_str() {
+                    "content-length" => len = v.trim().parse().unwrap(),
+                    "content-type" => ctype = v.trim().to_string(),
+                    _ => {}
+                }
+            }
+            let mut body = vec![0; len];
+            reader.read_exact(&mut body).unwrap();
+            conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\nconnection: close\r\n\r\n{}")
+                .unwrap();
+            assert!(
+                request_line.starts_with("POST /v1/traces "),
+                "{request_line}"
+            );
+            assert_eq!(ctype, "application/json");
+            let _ = tx.send(serde_json::from_slice(&body).unwrap());
+        }
+    });
+    (port, rx)
+}
+
+#[test]
+fn each_run_is_exported_as_a_trace_with_a_span_per_node() {
+    let sb = Sandbox::new();
+    let (port, traces) = otlp_receiver();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let srv = ApiServer::start(&sb, &["--insecure-local", "--otlp-endpoint", &endpoint]);
+    let (status, wf) = answer(
+        http()
+            .post(srv.url("/api/v1/workflows/default"))
+            .content_type("application/yaml")
+            .send(ml_example()),
+    );
+    assert_eq!(status, 200, "{wf}");
+    let name = wf["metadata"]["name"].as_str().unwrap().to_string();
+    let export = traces
+        .recv_timeout(std::time::Duration::from_secs(60))
+        .expect("a trace export");
+    let spans = export["resourceSpans"][0]["scopeSpans"][0]["spans"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let (_, run) = answer(
+        http()
+            .get(srv.url(&format!("/api/v1/workflows/default/{name}")))
+            .call(),
+    );
+    let nodes = run["status"]["nodes"].as_object().unwrap();
+    // one trace; the run is the root span; every other node is a span under its parent's
+    let trace = spans[0]["traceId"].as_str().unwrap();
+    assert_eq!(trace.len(), 32);
+    assert!(spans.iter().all(|s| s["traceId"] == trace));
+    assert_eq!(spans[0]["name"], name.as_str());
+    assert!(spans[0].get("parentSpanId").is_none());
+    assert_eq!(
+        spans.len(),
+        nodes.len(),
+        "a span per node (the run's own node is the root)"
+    );
+    let by_id: std::collections::HashMap<&str, &Value> = spans
+        .iter()
+        .map(|s| (s["spanId"].as_str().unwrap(), s))
+        .collect();
+    for s in &spans[1..] {
+        let parent = by_id
+            .get(s["parentSpanId"].as_str().unwrap())
+            .unwrap_or_else(|| panic!("parent of {s} is not in the trace"));
+        let start = |x: &Value| {
+            x["startTimeUnixNano"]
+                .as_str()
+                .unwrap()
+                .parse::<u128>()
+                .unwrap()
+        };
+        assert!(start(parent) <= start(s), "a child starts after its parent");
+        assert_eq!(s["status"]["code"], 1, "{s}");
+    }
+    let deploy = spans.iter().find(|s| s["name"] == "deploy").unwrap();
+    let attrs = deploy["attributes"].to_string();
+    assert!(
+        attrs.contains("weir.node.template") && attrs.contains("\"Pod\""),
+        "{attrs}"
+    );
+}
+
+#[test]
+fn metrics_health_and_configuration_are_served() {
+    let sb = Sandbox::new();
+    let cfg = sb.write(
+        "weir.toml",
+        "[server]\nmax_body = 12345\nlog_format = \"json\"\notlp_headers = { authorization = \"Bearer hush\" }\n",
+    );
+    let cfg = cfg.to_str().unwrap();
+    // the effective configuration: file values, a flag over the file, the secret masked
+    let o = sb.weir(&[
+        "server",
+        "--config",
+        cfg,
+        "--max-body",
+        "999",
+        "--print-config",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stdout.contains("max_body = 999  # flag or environment"),
+        "{}",
+        o.stdout
+    );
+    assert!(
+        o.stdout.contains("log_format = \"json\"  # file"),
+        "{}",
+        o.stdout
+    );
+    assert!(!o.stdout.contains("hush") && o.stdout.contains("authorization = \"***\""));
+
+    let srv = ApiServer::start(&sb, &["--insecure-local", "--config", cfg]);
+    let agent = http();
+    let (status, wf) = answer(
+        agent
+            .post(srv.url("/api/v1/workflows/default"))
+            .content_type("application/yaml")
+            .send(ml_example()),
+    );
+    assert_eq!(status, 200, "{wf}");
+    let name = wf["metadata"]["name"].as_str().unwrap().to_string();
+    let events = agent
+        .get(srv.url(&format!("/api/v1/workflow-events/default?name={name}")))
+        .call()
+        .unwrap();
+    let mut sse = SseReader::new(events);
+    while let Some(ev) = sse.next_event() {
+        let d: Value = serde_json::from_str(&ev.data).unwrap();
+        if d["phase"] == "Succeeded" {
+            break;
+        }
+    }
+    let mut r = agent.get(srv.url("/metrics")).call().unwrap();
+    let text = r.body_mut().read_to_string().unwrap();
+    assert!(text.contains("weir_runs{phase=\"Succeeded\"} 1"), "{text}");
+    assert!(
+        text.contains("weir_api_requests_total{method=\"POST\",route=\"/api/v1/workflows/{namespace}\",code=\"200\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("weir_api_request_duration_seconds_bucket{route=\"/api/v1/workflows/{namespace}\",le=\"+Inf\"} 1"));
+    // the example's six tasks finished: their durations are in the histogram
+    assert!(
+        text.contains("weir_task_duration_seconds_count 6"),
+        "{text}"
+    );
+    assert!(text.contains("weir_executor_slots_in_use 0"));
+    let (status, _) = answer(agent.get(srv.url("/healthz")).call());
+    assert_eq!(status, 200);
+    let (status, _) = answer(agent.get(srv.url("/readyz")).call());
+    assert_eq!(status, 200);
+    // a body over the configured limit
+    let (status, _) = answer(
+        agent
+            .post(srv.url("/api/v1/workflows/default"))
+            .content_type("application/yaml")
+            .send("x".repeat(20_000)),
+    );
+    assert_eq!(status, 413);
+}
