@@ -9,6 +9,34 @@ fn ml_example() -> String {
     std::fs::read_to_string(repo_root().join("examples/ml-pipeline.yaml")).unwrap()
 }
 
+/// Submits a YAML workflow to `default` on an `--insecure-local` server; the run's name.
+fn submit(srv: &ApiServer, yaml: &str) -> String {
+    let (status, wf) = answer(
+        http()
+            .post(srv.url("/api/v1/workflows/default"))
+            .content_type("application/yaml")
+            .send(yaml),
+    );
+    assert_eq!(status, 200, "{wf}");
+    wf["metadata"]["name"].as_str().unwrap().to_string()
+}
+
+/// Follows a run of `default` on its event stream until it finishes; the last event's data.
+fn follow(srv: &ApiServer, name: &str) -> Value {
+    let events = http()
+        .get(srv.url(&format!("/api/v1/workflow-events/default?name={name}")))
+        .call()
+        .unwrap();
+    let mut sse = SseReader::new(events);
+    while let Some(ev) = sse.next_event() {
+        let d: Value = serde_json::from_str(&ev.data).unwrap();
+        if matches!(d["phase"].as_str(), Some("Succeeded" | "Failed" | "Error")) {
+            return d;
+        }
+    }
+    panic!("the event stream of {name} ended before the run did")
+}
+
 #[test]
 fn ml_example_submitted_over_http_is_followed_to_success_and_its_artifact_downloaded() {
     let sb = Sandbox::new();
@@ -518,18 +546,8 @@ fn templates_keep_every_version_and_a_run_submitted_from_one_records_it() {
         wf["metadata"]["annotations"]["weir.dev/template-versions"],
         "WorkflowTemplate/default/greet=2"
     );
-    let events = agent
-        .get(srv.url(&format!("/api/v1/workflow-events/default?name={name}")))
-        .call()
-        .unwrap();
-    let mut sse = SseReader::new(events);
-    while let Some(ev) = sse.next_event() {
-        let d: Value = serde_json::from_str(&ev.data).unwrap();
-        if d["phase"] == "Succeeded" || d["phase"] == "Failed" || d["phase"] == "Error" {
-            assert_eq!(d["phase"], "Succeeded", "{d}");
-            break;
-        }
-    }
+    let end = follow(&srv, &name);
+    assert_eq!(end["phase"], "Succeeded", "{end}");
     let mut r = agent
         .get(srv.url(&format!("/api/v1/workflows/default/{name}/log")))
         .call()
@@ -694,14 +712,7 @@ fn each_run_is_exported_as_a_trace_with_a_span_per_node() {
     let (port, traces) = otlp_receiver();
     let endpoint = format!("http://127.0.0.1:{port}");
     let srv = ApiServer::start(&sb, &["--insecure-local", "--otlp-endpoint", &endpoint]);
-    let (status, wf) = answer(
-        http()
-            .post(srv.url("/api/v1/workflows/default"))
-            .content_type("application/yaml")
-            .send(ml_example()),
-    );
-    assert_eq!(status, 200, "{wf}");
-    let name = wf["metadata"]["name"].as_str().unwrap().to_string();
+    let name = submit(&srv, &ml_example());
     let export = traces
         .recv_timeout(std::time::Duration::from_secs(60))
         .expect("a trace export");
@@ -784,25 +795,8 @@ fn metrics_health_and_configuration_are_served() {
 
     let srv = ApiServer::start(&sb, &["--insecure-local", "--config", cfg]);
     let agent = http();
-    let (status, wf) = answer(
-        agent
-            .post(srv.url("/api/v1/workflows/default"))
-            .content_type("application/yaml")
-            .send(ml_example()),
-    );
-    assert_eq!(status, 200, "{wf}");
-    let name = wf["metadata"]["name"].as_str().unwrap().to_string();
-    let events = agent
-        .get(srv.url(&format!("/api/v1/workflow-events/default?name={name}")))
-        .call()
-        .unwrap();
-    let mut sse = SseReader::new(events);
-    while let Some(ev) = sse.next_event() {
-        let d: Value = serde_json::from_str(&ev.data).unwrap();
-        if d["phase"] == "Succeeded" {
-            break;
-        }
-    }
+    let name = submit(&srv, &ml_example());
+    assert_eq!(follow(&srv, &name)["phase"], "Succeeded");
     let mut r = agent.get(srv.url("/metrics")).call().unwrap();
     let text = r.body_mut().read_to_string().unwrap();
     assert!(text.contains("weir_runs{phase=\"Succeeded\"} 1"), "{text}");
