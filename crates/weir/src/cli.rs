@@ -38,6 +38,15 @@ struct Cli {
     /// The SQLite database (default: $XDG_DATA_HOME/weir/weir.db).
     #[arg(long, env = "WEIR_DB", global = true)]
     db: Option<PathBuf>,
+    /// Work against this `weir server` instead of a local database.
+    #[arg(long, env = "WEIR_SERVER", global = true)]
+    server: Option<String>,
+    /// The bearer token for --server.
+    #[arg(long, env = "WEIR_TOKEN", global = true, hide_env_values = true)]
+    token: Option<String>,
+    /// The namespace (with --server; and for `weir token create`).
+    #[arg(short = 'n', long, env = "WEIR_NAMESPACE", global = true)]
+    namespace: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -94,11 +103,8 @@ enum SyncCmd {
 
 #[derive(Subcommand)]
 enum TokenCmd {
-    /// Create a token; it is printed once and stored only as an argon2 hash.
+    /// Create a token for the namespace of `-n` (`*` for every namespace); it is printed once.
     Create {
-        /// The namespace it grants access to (`*` for every namespace).
-        #[arg(long, short = 'n')]
-        namespace: String,
         /// viewer (read), editor (also submit and control runs), admin (also tokens and audit).
         #[arg(long, value_parser = ["viewer", "editor", "admin"])]
         role: String,
@@ -273,6 +279,13 @@ pub fn main() -> Result<ExitCode> {
             return Ok(ExitCode::from(code));
         }
     };
+    if let Some(server) = &cli.server
+        && !matches!(cli.cmd, Cmd::Lint { .. })
+    {
+        let ns = cli.namespace.clone().unwrap_or_else(|| "default".into());
+        let remote = crate::remote::Remote::new(server, cli.token.clone(), ns);
+        return remote_main(&remote, cli.cmd);
+    }
     let db_given = cli.db.clone();
     let env = Env {
         db: cli.db.unwrap_or_else(default_db),
@@ -318,7 +331,7 @@ pub fn main() -> Result<ExitCode> {
             };
             crate::server::serve(env, crate::server::Options::from(eff))
         }
-        Cmd::Token { cmd } => token(&env, cmd),
+        Cmd::Token { cmd } => token(&env, cli.namespace, cmd),
         Cmd::List {
             status,
             output,
@@ -765,15 +778,17 @@ fn control(env: &Env, name: &str, ev: Event, drive_after: bool) -> Result<ExitCo
     Ok(ExitCode::SUCCESS)
 }
 
-fn token(env: &Env, cmd: TokenCmd) -> Result<ExitCode> {
+fn token(env: &Env, namespace: Option<String>, cmd: TokenCmd) -> Result<ExitCode> {
     let mut store = env.store()?;
     match cmd {
         TokenCmd::Create {
-            namespace,
             role,
             expires,
             description,
         } => {
+            let namespace = namespace.ok_or_else(|| {
+                Usage("token create: name the namespace with -n NAMESPACE (`*` for all)".into())
+            })?;
             let role = crate::server::Role::parse(&role)
                 .ok_or_else(|| Usage(format!("role `{role}` is not viewer, editor or admin")))?;
             let now = now_ms();
@@ -822,6 +837,180 @@ fn token(env: &Env, cmd: TokenCmd) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The verbs against a `weir server`.
+fn remote_main(r: &crate::remote::Remote, cmd: Cmd) -> Result<ExitCode> {
+    use crate::remote;
+    let print_json = |v: &serde_json::Value, output: Option<Output>| -> Result<()> {
+        match output {
+            Some(Output::Yaml) => print!("{}", show::to_yaml(v)),
+            _ => println!("{}", serde_json::to_string_pretty(v)?),
+        }
+        Ok(())
+    };
+    match cmd {
+        Cmd::Run {
+            submit,
+            output,
+            no_logs,
+            resume: None,
+        } => {
+            if submit.entrypoint.is_some() {
+                return Err(Usage(
+                    "--entrypoint is not supported with --server; set spec.entrypoint in the file"
+                        .into(),
+                )
+                .into());
+            }
+            let mut text = files::read(&submit.file)?;
+            for w in &submit.with {
+                let mut paths = Vec::new();
+                files::yaml_files_of(w, &mut paths)?;
+                for p in paths {
+                    text += "\n---\n";
+                    text += &files::read(&p)?;
+                }
+            }
+            let mut params = submit.parameters.clone();
+            if let Some(f) = &submit.parameter_file {
+                params.extend(
+                    files::parameters(&[], Some(f))?
+                        .into_iter()
+                        .map(|(k, v)| format!("{k}={v}")),
+                );
+            }
+            let name = r.submit(text, &params, submit.name.as_deref())?;
+            let quiet = matches!(output, Some(Output::Json | Output::Yaml | Output::Name));
+            if !quiet {
+                eprintln!("submitted {name} to {}", r.namespace);
+            }
+            let phase = r.watch(&name, !quiet && !no_logs)?;
+            match output {
+                Some(Output::Json | Output::Yaml) => print_json(&r.get(&name)?, output)?,
+                Some(Output::Name) => println!("{name}"),
+                _ => eprintln!("{name}: {phase}"),
+            }
+            Ok(remote::exit(&phase))
+        }
+        Cmd::Run {
+            resume: Some(run),
+            no_logs,
+            ..
+        } => {
+            r.action(&run, "resume", remote::resume_body(&[], None))?;
+            Ok(remote::exit(&r.watch(&run, !no_logs)?))
+        }
+        Cmd::List {
+            status,
+            output,
+            limit,
+        } => {
+            let v = r.list(status.as_deref(), limit)?;
+            match output {
+                Some(Output::Json | Output::Yaml) => print_json(&v["items"], output)?,
+                Some(Output::Name) => {
+                    for i in v["items"].as_array().into_iter().flatten() {
+                        println!("{}", i["name"].as_str().unwrap_or(""));
+                    }
+                }
+                _ => print!("{}", remote::list_text(&v)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Get { run, output } => {
+            let v = r.get(&run)?;
+            match output {
+                Some(Output::Json | Output::Yaml) => print_json(&v, output)?,
+                Some(Output::Name) => println!("{}", v["metadata"]["name"].as_str().unwrap_or("")),
+                _ => print!("{}", remote::get_text(&v)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Logs { run, node, follow } => {
+            r.logs(&run, node.as_deref(), follow)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Retry { run, no_logs } => {
+            r.action(&run, "retry", serde_json::json!({}))?;
+            Ok(remote::exit(&r.watch(&run, !no_logs)?))
+        }
+        Cmd::Resubmit {
+            run,
+            parameters,
+            no_logs,
+        } => {
+            let v = r.action(
+                &run,
+                "resubmit",
+                serde_json::json!({"parameters": parameters}),
+            )?;
+            let name = v["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            println!("resubmitted {run} as {name}");
+            Ok(remote::exit(&r.watch(&name, !no_logs)?))
+        }
+        Cmd::Stop { run } => control_remote(r, &run, "stop", "stopped"),
+        Cmd::Terminate { run } => control_remote(r, &run, "terminate", "terminated"),
+        Cmd::Suspend { run } => control_remote(r, &run, "suspend", "suspended"),
+        Cmd::Resume {
+            run,
+            parameters,
+            node_field_selector,
+            ..
+        } => {
+            r.action(
+                &run,
+                "resume",
+                remote::resume_body(&parameters, node_field_selector),
+            )?;
+            println!("run {run} resumed");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Delete { runs, all } => {
+            if all {
+                return Err(Usage(
+                    "delete --all is not supported with --server; name the runs".into(),
+                )
+                .into());
+            }
+            for run in runs {
+                r.delete(&run)?;
+                println!("deleted {run}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        other => Err(Usage(format!(
+            "`weir {}` works on a local database only; unset WEIR_SERVER (or drop --server)",
+            verb_name(&other)
+        ))
+        .into()),
+    }
+}
+
+fn control_remote(
+    r: &crate::remote::Remote,
+    run: &str,
+    verb: &str,
+    done: &str,
+) -> Result<ExitCode> {
+    r.action(run, verb, serde_json::json!({}))?;
+    println!("run {run} {done}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn verb_name(c: &Cmd) -> &'static str {
+    match c {
+        Cmd::Server { .. } => "server",
+        Cmd::Token { .. } => "token",
+        Cmd::Cache { .. } => "cache",
+        Cmd::Sync { .. } => "sync",
+        Cmd::Metrics { .. } => "metrics",
+        Cmd::Lint { .. } => "lint",
+        _ => "this verb",
+    }
 }
 
 fn cache(env: &Env, cmd: CacheCmd) -> Result<ExitCode> {

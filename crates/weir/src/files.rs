@@ -66,6 +66,16 @@ fn yaml_files(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
     Ok(())
 }
 
+/// A `--with` argument's files: the file itself, or a directory's YAML/JSON files.
+pub fn yaml_files_of(p: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+    if p.is_dir() {
+        yaml_files(p, out)
+    } else {
+        out.push(p.to_path_buf());
+        Ok(())
+    }
+}
+
 /// Loads the main file and the `--with` files.
 pub fn load_bundle(main: &Path, with: &[PathBuf]) -> Result<Bundle> {
     let mut errors = Vec::new();
@@ -73,11 +83,7 @@ pub fn load_bundle(main: &Path, with: &[PathBuf]) -> Result<Bundle> {
     b.main = load_file(main, &mut errors, &mut b.warnings)?;
     for w in with {
         let mut paths = Vec::new();
-        if w.is_dir() {
-            yaml_files(w, &mut paths)?;
-        } else {
-            paths.push(w.clone());
-        }
+        yaml_files_of(w, &mut paths)?;
         for p in paths {
             // Problems in library files only matter for documents we use: report them as warnings.
             let mut lib_errors = Vec::new();

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::sse::{Event as Sse_, KeepAlive, Sse};
@@ -617,8 +617,54 @@ pub(super) fn params(ps: &[String]) -> ApiResult<Vec<(String, String)>> {
     files::parameters(ps, None).map_err(ApiError::from)
 }
 
+/// Query parameters of a YAML submission (a JSON request carries them in its body).
+#[derive(IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct CreateQuery {
+    /// `NAME=VALUE` override of an argument (repeatable).
+    parameter: Option<Vec<String>>,
+    /// Overrides `metadata.name` / `generateName`.
+    name: Option<String>,
+}
+
+/// `%XX` and `+` decoded.
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'+' => out.push(b' '),
+            b'%' if i + 2 < b.len() => {
+                let hex = |c: u8| (c as char).to_digit(16);
+                match (hex(b[i + 1]), hex(b[i + 2])) {
+                    (Some(h), Some(l)) => {
+                        out.push((h * 16 + l) as u8);
+                        i += 2;
+                    }
+                    _ => out.push(b'%'),
+                }
+            }
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Every value of a query key, decoded.
+fn query_values(q: Option<&str>, key: &str) -> Vec<String> {
+    q.unwrap_or("")
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .filter(|(k, _)| percent_decode(k) == key)
+        .map(|(_, v)| percent_decode(v))
+        .collect()
+}
+
 #[utoipa::path(post, path = "/api/v1/workflows/{namespace}", tag = "workflows",
-    params(("namespace" = String, Path)),
+    params(("namespace" = String, Path), CreateQuery),
     request_body(content = CreateRequest, description = "Argo's JSON form, or the YAML documents with Content-Type application/yaml"),
     responses((status = 200, description = "The accepted run (Argo's Workflow shape)", body = Object),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -627,13 +673,18 @@ async fn create_workflow(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
     Path(namespace): Path<String>,
+    RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
     ns_ok(&namespace)?;
     require(&caller, &namespace, Role::Editor)?;
     let body = body_bytes(body)?;
-    let (loaded, ps, name) = parse_submission(&headers, &body)?;
+    let (loaded, mut ps, mut name) = parse_submission(&headers, &body)?;
+    ps.extend(query_values(query.as_deref(), "parameter"));
+    if let Some(n) = query_values(query.as_deref(), "name").pop() {
+        name = Some(n);
+    }
     let ps = params(&ps)?;
     let mut loaded = loaded;
     for d in &mut loaded.definitions {

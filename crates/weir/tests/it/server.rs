@@ -824,3 +824,76 @@ fn metrics_health_and_configuration_are_served() {
     );
     assert_eq!(status, 413);
 }
+
+#[test]
+fn the_cli_works_against_a_server_with_the_same_verbs() {
+    let sb = Sandbox::new();
+    let editor = token(&sb, "ml", "editor");
+    let srv = ApiServer::start(&sb, &[]);
+    // the client has no database of its own: everything goes through the server
+    let client = sb.with_db("client.db");
+    let weir = |args: &[&str], tok: &str| {
+        let o = client
+            .cmd(args)
+            .env("WEIR_SERVER", &srv.base)
+            .env("WEIR_TOKEN", tok)
+            .env("WEIR_NAMESPACE", "ml")
+            .output()
+            .unwrap();
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let example = repo_root().join("examples/ml-pipeline.yaml");
+    let (code, out, err) = weir(
+        &[
+            "run",
+            example.to_str().unwrap(),
+            "-p",
+            "learning-rate=0.01",
+            "--name",
+            "remote-ml",
+        ],
+        &editor,
+    );
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(
+        out.contains("deploying model"),
+        "task logs stream back: {out}"
+    );
+    let (code, out, _) = weir(&["list"], &editor);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("remote-ml") && out.contains("Succeeded"),
+        "{out}"
+    );
+    let (code, out, _) = weir(&["get", "remote-ml", "-o", "json"], &editor);
+    assert_eq!(code, 0);
+    let wf: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(wf["status"]["phase"], "Succeeded");
+    assert!(
+        wf["spec"]["arguments"]
+            .to_string()
+            .contains("learning-rate")
+    );
+    let (code, out, _) = weir(&["logs", "remote-ml", "preprocess"], &editor);
+    assert_eq!((code, out.trim()), (0, "wrote 400 samples"));
+    let (code, out, _) = weir(&["get", "remote-ml"], &editor);
+    assert!(
+        code == 0 && out.contains("deploy") && out.contains("Succeeded"),
+        "{out}"
+    );
+    // errors: a bad token, an unknown run, a local-only verb
+    let forged = format!("weir_000000000000_{}", "A".repeat(43));
+    let (code, _, err) = weir(&["list"], &forged);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("not valid") && err.contains("401"), "{err}");
+    let (code, _, err) = weir(&["get", "nope"], &editor);
+    assert!(code == 2 && err.contains("404"), "{err}");
+    let (code, _, err) = weir(&["cache", "list"], &editor);
+    assert!(code == 2 && err.contains("local database only"), "{err}");
+    let (code, out, _) = weir(&["delete", "remote-ml"], &editor);
+    assert_eq!((code, out.trim()), (0, "deleted remote-ml"));
+}
