@@ -287,7 +287,13 @@ pub fn submission(
         (Some(n), _, _) => n,
         (None, Some(n), _) if !store.name_taken(n)? => n.clone(),
         (None, Some(n), _) => format!("{n}-{}", random_suffix()),
-        (None, None, Some(g)) => format!("{g}{}", random_suffix()),
+        (None, None, Some(g)) => loop {
+            // five characters, as Kubernetes: names can repeat, so draw again until one is free
+            let n = format!("{g}{}", random_suffix());
+            if !store.name_taken(&n)? {
+                break n;
+            }
+        },
         (None, None, None) => format!("workflow-{}", random_suffix()),
     };
     Ok(weir_core::run::Submission {
@@ -325,8 +331,15 @@ pub fn resubmission(
     sub
 }
 
-/// 64 random bits (the std hasher's per-process random keys, mixed with time and pid).
+/// 64 random bits from the kernel (getrandom), falling back to the std hasher's per-process
+/// random keys mixed with the time if that fails.
 fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    // SAFETY: getrandom writes at most 8 bytes into our buffer.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), 8, 0) };
+    if n == 8 {
+        return u64::from_le_bytes(buf);
+    }
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(

@@ -45,12 +45,12 @@ use crate::{files, show};
         tpl::update_template, tpl::delete_template, tpl::template_versions, tpl::list_crons,
         tpl::create_cron, tpl::get_cron, tpl::update_cron, tpl::delete_cron, tpl::cron_versions,
         tpl::list_cluster, tpl::create_cluster, tpl::get_cluster, tpl::update_cluster,
-        tpl::delete_cluster, tpl::cluster_versions, workflow_graph, userinfo
+        tpl::delete_cluster, tpl::cluster_versions, workflow_graph, userinfo, run_events
     ),
     components(schemas(ErrorBody, CreateRequest, WorkflowList, WorkflowSummary, ResumeRequest,
         SetRequest, ResubmitRequest, TokenRequest, TokenCreated, TokenInfo, AuditLog, AuditItem,
         ArtifactList, ArtifactItem, tpl::TemplateList, tpl::VersionList, tpl::VersionItem,
-        tpl::SubmitRequest, tpl::SubmitOptions, Graph, GraphNode, GraphEdge, UserInfo)),
+        tpl::SubmitRequest, tpl::SubmitOptions, Graph, GraphNode, GraphEdge, UserInfo, RunEvents, RunEvent)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -138,6 +138,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/api/v1/workflows/{namespace}/{name}/graph",
             get(workflow_graph),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/events",
+            get(run_events),
         )
         .route(
             "/api/v1/workflows/{namespace}/submit",
@@ -958,6 +962,51 @@ async fn workflow_graph(
             }
         }
         Ok(Json(g))
+    })
+    .await
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunEvents {
+    /// The run's stored events, oldest first: what the state machine was told, in order.
+    items: Vec<RunEvent>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunEvent {
+    /// Position in the run's log.
+    seq: usize,
+    at: String,
+    /// The event as stored (`{"Started": {...}}`, `{"Finished": {...}}`, `"Stop"`…).
+    #[schema(value_type = Object)]
+    event: Value,
+}
+
+#[utoipa::path(get, path = "/api/v1/workflows/{namespace}/{name}/events", tag = "workflows",
+    params(("namespace" = String, Path), ("name" = String, Path)),
+    responses((status = 200, description = "The run's event log", body = RunEvents),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn run_events(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(Named { namespace, name }): Path<Named>,
+) -> ApiResult<Json<RunEvents>> {
+    require(&caller, &namespace, Role::Viewer)?;
+    app.db(move |_, store| {
+        let run = find_run(store, &namespace, &name)?;
+        let secrets = run.secret_values();
+        let rec = store.load(&name)?;
+        let items = rec
+            .events
+            .iter()
+            .enumerate()
+            .map(|(seq, (at, ev))| RunEvent {
+                seq,
+                at: weir_core::run::rfc3339_pub(*at),
+                event: mask_value(serde_json::to_value(ev).unwrap_or(Value::Null), &secrets),
+            })
+            .collect();
+        Ok(Json(RunEvents { items }))
     })
     .await
 }

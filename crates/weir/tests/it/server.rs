@@ -156,6 +156,30 @@ fn ml_example_submitted_over_http_is_followed_to_success_and_its_artifact_downlo
         model["blake3"].as_str().unwrap()
     );
 
+    // the run's stored event log: each task started and finished, in order
+    let (status, log) = answer(
+        agent
+            .get(srv.url(&format!("/api/v1/workflows/ml/{name}/events")))
+            .header("Authorization", &auth)
+            .call(),
+    );
+    assert_eq!(status, 200, "{log}");
+    let kinds: Vec<String> = log["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| match &e["event"] {
+            Value::Object(o) => o.keys().next().cloned().unwrap_or_default(),
+            other => other.as_str().unwrap_or_default().to_string(),
+        })
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "Finished").count(),
+        6,
+        "{kinds:?}"
+    );
+    assert!(kinds.iter().position(|k| k == "Started") < kinds.iter().position(|k| k == "Finished"));
+
     // logs of one task
     let mut r = agent
         .get(srv.url(&format!(
