@@ -296,4 +296,50 @@ fn the_ui_submits_a_template_with_a_parameter_and_shows_the_run_turning_green() 
         b.script("return document.querySelectorAll('.actions button').length"),
         json!(0)
     );
+
+    // a 5,000-node run: the graph collapses the fan-out into one counted node and the lists
+    // render only the rows in view
+    let wide = "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: wide\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    dag:\n      tasks:\n      - name: each\n        template: pause\n        withSequence:\n          count: \"5000\"\n  - name: pause\n    suspend:\n      duration: \"0\"\n";
+    let (status, body) = answer(
+        http()
+            .post(srv.url("/api/v1/workflows/default"))
+            .header("Authorization", &format!("Bearer {editor}"))
+            .content_type("application/yaml")
+            .send(wide),
+    );
+    assert_eq!(status, 200, "{body}");
+    b.goto(&srv.url(&format!("/?as=editor#/runs/default/wide?token={editor}")));
+    b.wait(
+        "the wide run succeeding",
+        "document.querySelector('#run-phase .badge')?.textContent === 'Succeeded'",
+    );
+    let group = b.wait(
+        "the collapsed group",
+        "[...document.querySelectorAll('g.node[data-type=Group] text')].map(t => t.textContent).join(' ')",
+    );
+    assert!(
+        group.as_str().unwrap().contains("5000 nodes")
+            && group.as_str().unwrap().contains("5000 Succeeded"),
+        "{group}"
+    );
+    let boxes = b.script("return document.querySelectorAll('g.node').length");
+    assert!(boxes.as_u64().unwrap() < 20, "{boxes} boxes drawn");
+    let rows = b.script("return document.querySelectorAll('#nodes .row').length");
+    assert!(
+        rows.as_u64().unwrap() < 100,
+        "{rows} rows in the DOM for 5,002 nodes"
+    );
+    b.click("g.node[data-type=Group]");
+    b.wait(
+        "the group's member list",
+        "document.querySelector('#panel h2')?.textContent === '5000 nodes'",
+    );
+    // scrolled to the end, the last members are drawn (and still only a screenful of rows)
+    let last = b.wait(
+        "the end of the member list",
+        "(() => { const l = document.querySelector('#panel .vlist'); l.scrollTop = l.scrollHeight; \
+         l.dispatchEvent(new Event('scroll')); return [...l.querySelectorAll('.row')].map(r => r.textContent).join('|'); })()",
+    );
+    assert!(last.as_str().unwrap().contains("each(4999:4999)"), "{last}");
+    assert!(last.as_str().unwrap().matches('|').count() < 100);
 }
