@@ -111,6 +111,73 @@ function duration(a, b) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// charts (SVG, drawn here from the API's numbers)
+
+const PALETTE = ["#2f7fd6", "#d64541", "#2e9d57", "#e0a526", "#8e44ad", "#16a085", "#7f8c8d", "#c0392b"];
+
+function scale(vals, lo, hi) {
+  let min = Math.min(...vals), max = Math.max(...vals);
+  if (!isFinite(min)) { min = 0; max = 1; }
+  if (min === max) { min -= 0.5; max += 0.5; }
+  return (v) => lo + ((v - min) / (max - min)) * (hi - lo);
+}
+
+function axisLabel(x, y, text, anchor = "start") {
+  const t = svg("text", { x, y, "text-anchor": anchor, class: "axis" });
+  t.textContent = text;
+  return t;
+}
+
+// lines: [{label, points: [{x, y}]}]
+function lineChart(title, lines, w = 460, h = 220) {
+  const pad = { l: 52, r: 12, t: 24, b: 28 };
+  const xs = lines.flatMap((l) => l.points.map((p) => p.x)), ys = lines.flatMap((l) => l.points.map((p) => p.y));
+  const sx = scale(xs, pad.l, w - pad.r), sy = scale(ys, h - pad.b, pad.t);
+  const s = svg("svg", { width: w, height: h + 16 * Math.ceil(lines.length / 3), class: "chart", "data-metric": title });
+  s.append(axisLabel(pad.l, 14, title));
+  s.append(svg("line", { x1: pad.l, y1: h - pad.b, x2: w - pad.r, y2: h - pad.b, class: "frame" }));
+  s.append(svg("line", { x1: pad.l, y1: pad.t, x2: pad.l, y2: h - pad.b, class: "frame" }));
+  const fmt = (v) => (Math.abs(v) >= 1000 || (Math.abs(v) < 0.01 && v !== 0) ? v.toExponential(2) : +v.toFixed(4));
+  s.append(axisLabel(pad.l - 4, pad.t + 4, fmt(Math.max(...ys)), "end"), axisLabel(pad.l - 4, h - pad.b, fmt(Math.min(...ys)), "end"));
+  s.append(axisLabel(pad.l, h - pad.b + 14, fmt(Math.min(...xs))), axisLabel(w - pad.r, h - pad.b + 14, fmt(Math.max(...xs)), "end"));
+  lines.forEach((l, k) => {
+    const colour = PALETTE[k % PALETTE.length];
+    const pts = l.points.map((p) => `${sx(p.x).toFixed(1)},${sy(p.y).toFixed(1)}`);
+    if (pts.length === 1) s.append(svg("circle", { cx: sx(l.points[0].x), cy: sy(l.points[0].y), r: 3, fill: colour, class: "series" }));
+    else s.append(svg("polyline", { points: pts.join(" "), stroke: colour, fill: "none", "stroke-width": 1.6, class: "series" }));
+    const lx = pad.l + (k % 3) * ((w - pad.l) / 3), ly = h + 4 + 16 * Math.floor(k / 3);
+    s.append(svg("rect", { x: lx, y: ly - 8, width: 10, height: 10, fill: colour }));
+    s.append(axisLabel(lx + 14, ly + 1, l.label.length > 22 ? l.label.slice(0, 21) + "…" : l.label));
+  });
+  return s;
+}
+
+// points: [{x, y, label}]
+function scatterChart(xName, yName, points, w = 520, h = 320) {
+  const pad = { l: 56, r: 16, t: 20, b: 36 };
+  const sx = scale(points.map((p) => p.x), pad.l, w - pad.r), sy = scale(points.map((p) => p.y), h - pad.b, pad.t);
+  const s = svg("svg", { width: w, height: h, class: "chart", id: "scatter" });
+  s.append(svg("line", { x1: pad.l, y1: h - pad.b, x2: w - pad.r, y2: h - pad.b, class: "frame" }));
+  s.append(svg("line", { x1: pad.l, y1: pad.t, x2: pad.l, y2: h - pad.b, class: "frame" }));
+  s.append(axisLabel((pad.l + w) / 2, h - 6, xName, "middle"), axisLabel(4, pad.t - 6, yName));
+  for (const p of points) {
+    const c = svg("circle", { cx: sx(p.x), cy: sy(p.y), r: 5, fill: PALETTE[0], class: "point" });
+    const t = svg("title"); t.textContent = `${p.label}: ${xName}=${p.x}, ${yName}=${p.y}`; c.append(t);
+    s.append(c);
+  }
+  return s;
+}
+
+// every metric of some runs, one chart per metric name, one line per (run, node) series
+function metricCharts(byRun) {
+  const names = [...new Set(byRun.flatMap(([, m]) => m.series.map((x) => x.name)))].sort();
+  return names.map((name) => lineChart(name, byRun.flatMap(([run, m]) => m.series.filter((x) => x.name === name).map((x) => ({
+    label: (byRun.length > 1 ? run + " " : "") + x.nodeName,
+    points: x.points.map((p, i) => ({ x: p.step ?? i, y: p.value })),
+  })))));
+}
+
+// ---------------------------------------------------------------------------------------------
 // runs list
 
 async function runsPage(params) {
@@ -133,14 +200,21 @@ async function runsPage(params) {
     location.hash = "#/?" + p.toString();
   };
   const body = h("tbody");
+  const compare = () => {
+    const picked = [...body.querySelectorAll("input.pick:checked")].map((c) => c.value);
+    if (picked.length) location.hash = "#/compare?runs=" + picked.map(encodeURIComponent).join(",");
+  };
   main.replaceChildren(h("h1", { text: "Runs in " + state.ns }),
-    h("div", { class: "filters" }, sel, lab, pre, h("button", { onclick: apply }, "Filter")),
-    h("table", { id: "runs" }, h("thead", {}, h("tr", {}, ["Name", "Phase", "Created", "Finished", "Message"].map((t) => h("th", { text: t })))), body));
+    h("div", { class: "filters" }, sel, lab, pre, h("button", { onclick: apply }, "Filter"),
+      h("button", { id: "compare", onclick: compare }, "Compare selected"),
+      h("a", { href: "#/experiments" + (labels ? "?labels=" + encodeURIComponent(labels) : "") }, "Parameters vs metrics…")),
+    h("table", { id: "runs" }, h("thead", {}, h("tr", {}, ["", "Name", "Phase", "Created", "Finished", "Message"].map((t) => h("th", { text: t })))), body));
   let list;
   try { list = await api("GET", `/api/v1/workflows/${state.ns}?${q}`); } catch (e) { return fail(e); }
   const rows = new Map();
   for (const r of list.items) {
     const tr = h("tr", { "data-run": r.name },
+      h("td", {}, h("input", { type: "checkbox", class: "pick", value: r.name })),
       h("td", {}, h("a", { href: `#/runs/${r.namespace}/${r.name}` }, r.name)),
       h("td", {}, badge(r.phase)), h("td", { text: fmtTime(r.createdAt) }),
       h("td", { text: fmtTime(r.finishedAt) }), h("td", { text: r.message }));
@@ -152,7 +226,7 @@ async function runsPage(params) {
     workflow: (ev) => {
       const d = JSON.parse(ev.data);
       const tr = rows.get(d.run);
-      if (tr && d.phase) tr.children[1].replaceChildren(badge(d.phase));
+      if (tr && d.phase) tr.children[2].replaceChildren(badge(d.phase));
       if (!tr && !reload) reload = setTimeout(() => route(), 500);
     },
   });
@@ -170,8 +244,14 @@ async function runPage(ns, name) {
   const graphBox = h("div", { class: "graph", id: "graph" });
   const panel = h("div", { class: "panel", id: "panel" }, h("p", { text: "Click a node for its inputs, outputs, logs and artifacts." }));
   const vlist = h("div", { class: "vlist", id: "nodes" });
+  const charts = h("div", { class: "charts", id: "metrics" });
   main.replaceChildren(h("h1", {}, h("span", { text: name }), phaseEl, actions),
-    h("div", { class: "run" }, graphBox, panel), vlist);
+    h("div", { class: "run" }, graphBox, panel), vlist, charts);
+  async function drawMetrics() {
+    let m;
+    try { m = await api("GET", `/api/v1/workflows/${ns}/${name}/metrics`); } catch (e) { return; }
+    charts.replaceChildren(...(m.series.length ? [h("h2", { text: "Metrics" }), ...metricCharts([[name, m]])] : []));
+  }
   let graph = null, selected = null, logStream = null;
 
   function setPhase(p) { phaseEl.replaceChildren(badge(p)); wf.status.phase = p; drawActions(); }
@@ -315,6 +395,7 @@ async function runPage(ns, name) {
   drawActions();
   await drawGraph();
   drawList();
+  drawMetrics();
   let regraph = null, relist = null;
   stream(`/api/v1/workflow-events/${ns}?name=${encodeURIComponent(name)}`, {
     workflow: (ev) => {
@@ -327,6 +408,7 @@ async function runPage(ns, name) {
         if (n.id === selected && !logStream) select(n.id);
       }
       if (d.phase) setPhase(d.phase);
+      if ((d.nodes || []).some((n) => n.outputs && n.outputs.metrics)) drawMetrics();
       if (unknown && !regraph) regraph = setTimeout(async () => { regraph = null; await drawGraph(); }, 300);
       if (!relist) relist = setTimeout(() => { relist = null; drawList(); }, 500);
     },
@@ -385,6 +467,50 @@ async function cronPage() {
 }
 
 // ---------------------------------------------------------------------------------------------
+// experiments: runs compared, parameters against a metric
+
+async function comparePage(params) {
+  const runs = (params.get("runs") || "").split(",").filter(Boolean);
+  let byRun;
+  try { byRun = await Promise.all(runs.map(async (r) => [r, await api("GET", `/api/v1/workflows/${state.ns}/${r}/metrics`)])); } catch (e) { return fail(e); }
+  const pkeys = [...new Set(byRun.flatMap(([, m]) => Object.keys(m.parameters)))].sort();
+  const mkeys = [...new Set(byRun.flatMap(([, m]) => Object.keys(m.final)))].sort();
+  const table = h("table", { id: "compare-table" },
+    h("thead", {}, h("tr", {}, h("th"), byRun.map(([r]) => h("th", {}, h("a", { href: `#/runs/${state.ns}/${r}` }, r))))),
+    h("tbody", {},
+      pkeys.map((k) => h("tr", {}, h("td", { text: "param " + k }), byRun.map(([, m]) => h("td", { text: m.parameters[k] ?? "-" })))),
+      mkeys.map((k) => h("tr", {}, h("td", { text: "metric " + k }), byRun.map(([, m]) => h("td", { text: m.final[k] ?? "-" }))))));
+  main.replaceChildren(h("h1", { text: `Comparing ${runs.length} runs` }), table, h("div", { class: "charts" }, metricCharts(byRun)));
+}
+
+async function experimentsPage(params) {
+  const labels = params.get("labels") || "";
+  const q = new URLSearchParams({ limit: "200", phase: "Succeeded" });
+  if (labels) q.set("labelSelector", labels);
+  let list;
+  try { list = await api("GET", `/api/v1/workflows/${state.ns}?${q}`); } catch (e) { return fail(e); }
+  let byRun;
+  try { byRun = await Promise.all(list.items.map(async (r) => [r.name, await api("GET", `/api/v1/workflows/${state.ns}/${r.name}/metrics`)])); } catch (e) { return fail(e); }
+  byRun = byRun.filter(([, m]) => Object.keys(m.final).length);
+  const pkeys = [...new Set(byRun.flatMap(([, m]) => Object.keys(m.parameters)))].sort();
+  const mkeys = [...new Set(byRun.flatMap(([, m]) => Object.keys(m.final)))].sort();
+  const lab = h("input", { id: "x-labels", placeholder: "labels: example=ml-pipeline", value: labels });
+  const px = h("select", { id: "x-param" }, pkeys.map((k) => h("option", { value: k, selected: k === params.get("param") }, k)));
+  const my = h("select", { id: "x-metric" }, mkeys.map((k) => h("option", { value: k, selected: k === params.get("metric") }, k)));
+  const plot = h("div", { class: "card" });
+  const draw = () => {
+    const pts = byRun.map(([r, m]) => ({ x: parseFloat(m.parameters[px.value]), y: m.final[my.value], label: r }))
+      .filter((p) => isFinite(p.x) && isFinite(p.y));
+    plot.replaceChildren(pts.length ? scatterChart(px.value, my.value, pts) : h("p", { text: "No run has both a numeric parameter and the metric." }));
+  };
+  px.addEventListener("change", draw); my.addEventListener("change", draw);
+  main.replaceChildren(h("h1", { text: `Parameters vs metrics over ${byRun.length} runs` }),
+    h("div", { class: "filters" }, lab, h("button", { onclick: () => { location.hash = "#/experiments?labels=" + encodeURIComponent(lab.value); } }, "Filter"),
+      "parameter", px, "metric", my), plot);
+  draw();
+}
+
+// ---------------------------------------------------------------------------------------------
 // routing
 
 async function route() {
@@ -410,6 +536,8 @@ async function route() {
   if (parts[0] === "templates" && parts[1]) return submitPage(parts[1]);
   if (parts[0] === "templates") return templatesPage();
   if (parts[0] === "cron") return cronPage();
+  if (parts[0] === "compare") return comparePage(params);
+  if (parts[0] === "experiments") return experimentsPage(params);
   return runsPage(params);
 }
 

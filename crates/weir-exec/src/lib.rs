@@ -11,6 +11,7 @@ mod http;
 mod probe;
 mod process;
 mod reaper;
+mod report;
 mod sandbox;
 mod spawn;
 

@@ -10,11 +10,12 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use weir_core::run::{Requests, TaskResult, TaskSpec};
+use weir_core::run::{MetricPoint, Requests, TaskResult, TaskSpec};
 use weir_store::LocalRepo;
 
 use crate::admission::{Capacity, Ledger};
 use crate::reaper::{Reaper, Watch};
+use crate::report;
 use crate::sandbox::{Sandbox, View};
 use crate::spawn;
 use crate::{Executor, Update, artifacts, mask};
@@ -70,6 +71,10 @@ enum Job {
 struct Collect {
     task: TaskSpec,
     gpus: Vec<String>,
+    /// The host path of the task's `$WEIR_METRICS`.
+    metrics_file: PathBuf,
+    /// What the task printed as `::weir-metric` lines, and the first malformed one.
+    reported: (Vec<MetricPoint>, Option<String>),
     param_paths: Vec<(String, PathBuf)>,
     art_paths: Vec<PathBuf>,
 }
@@ -210,6 +215,8 @@ struct TaskWatch {
     sidecars: Vec<i32>,
     /// Set when the task exits (a daemon's readiness probe stops then).
     exited: Arc<AtomicBool>,
+    /// `::weir-metric` lines seen so far, and the first malformed one.
+    reported: (Vec<MetricPoint>, Option<String>),
 }
 
 /// Passes a sidecar's (or init container's) output to its task's log, each line marked with
@@ -298,6 +305,7 @@ impl TaskWatch {
             exited: Arc::new(AtomicBool::new(false)),
             tail: Vec::new(),
             collect: None,
+            reported: (Vec::new(), None),
             me,
         }
     }
@@ -305,6 +313,21 @@ impl TaskWatch {
 
 impl Watch for TaskWatch {
     fn line(&mut self, line: &[u8], stdout: bool) {
+        if stdout
+            && let Some(rest) = line.strip_prefix(b"::weir-metric ")
+            && self.reported.1.is_none()
+        {
+            let r = std::str::from_utf8(rest)
+                .map_err(|_| "not UTF-8".to_string())
+                .and_then(report::marker_line);
+            match r {
+                Ok(_) if self.reported.0.len() >= report::LIMIT => {
+                    self.reported.1 = Some(format!("more than {} metric points", report::LIMIT))
+                }
+                Ok(p) => self.reported.0.push(p),
+                Err(e) => self.reported.1 = Some(format!("::weir-metric line: {e}")),
+            }
+        }
         if stdout {
             self.tail.extend_from_slice(line);
             self.tail.push(b'\n');
@@ -326,6 +349,7 @@ impl Watch for TaskWatch {
             collect,
             sidecars,
             exited,
+            reported,
             ..
         } = *self;
         exited.store(true, Ordering::SeqCst);
@@ -341,7 +365,10 @@ impl Watch for TaskWatch {
             stdout.pop();
         }
         match collect {
-            Some(c) => me.queue(Job::Collect(c, code, stdout)),
+            Some(mut c) => {
+                c.reported = reported;
+                me.queue(Job::Collect(c, code, stdout))
+            }
             None => me.done(
                 node,
                 &requests,
@@ -349,6 +376,8 @@ impl Watch for TaskWatch {
                 TaskResult {
                     exit_code: Some(code),
                     stdout,
+                    error: reported.1,
+                    metrics: reported.0,
                     ..TaskResult::default()
                 },
             ),
@@ -637,6 +666,15 @@ impl Inner {
             }
         }
         env.push(("HOME".into(), cwd_task.display().to_string()));
+        if !light {
+            // experiment tracking: JSON lines appended here are the task's metrics
+            let at = if ns {
+                "/tmp/.weir-metrics".to_string()
+            } else {
+                work.join(".weir-metrics").display().to_string()
+            };
+            env.push(("WEIR_METRICS".into(), at));
+        }
         if self.cfg.sandbox == Sandbox::Rewrite {
             env.push(("TMPDIR".into(), view.tmp.display().to_string()));
         }
@@ -797,6 +835,8 @@ impl Inner {
             Box::new(Collect {
                 task,
                 gpus,
+                metrics_file: work.join(".weir-metrics"),
+                reported: (Vec::new(), None),
                 param_paths,
                 art_paths,
             })
@@ -911,8 +951,13 @@ impl Inner {
         let mut result = TaskResult {
             exit_code: Some(code),
             stdout,
+            metrics: c.reported.0.clone(),
+            error: c.reported.1.clone(),
             ..TaskResult::default()
         };
+        if let Err(e) = report::read_file(&c.metrics_file, &mut result.metrics) {
+            result.error.get_or_insert(e);
+        }
         for (name, path) in &c.param_paths {
             let v = fs::read_to_string(path)
                 .ok()

@@ -121,6 +121,17 @@ enum TokenCmd {
 }
 
 #[derive(Subcommand)]
+enum RunsCmd {
+    /// Parameters and final metrics of runs side by side.
+    Compare {
+        #[arg(required = true)]
+        runs: Vec<String>,
+        #[arg(short, long)]
+        output: Option<Output>,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Submit a workflow and watch it to the end (exit 0 if it succeeded, 1 if not).
     Run {
@@ -160,6 +171,11 @@ enum Cmd {
         /// Print the effective configuration (secrets masked) and exit.
         #[arg(long)]
         print_config: bool,
+    },
+    /// Runs as experiments: compare their parameters and metrics.
+    Runs {
+        #[command(subcommand)]
+        cmd: RunsCmd,
     },
     /// API tokens for `weir server`.
     Token {
@@ -332,6 +348,23 @@ pub fn main() -> Result<ExitCode> {
             crate::server::serve(env, crate::server::Options::from(eff))
         }
         Cmd::Token { cmd } => token(&env, cli.namespace, cmd),
+        Cmd::Runs {
+            cmd: RunsCmd::Compare { runs, output },
+        } => {
+            let store = env.store()?;
+            let mut rows = Vec::new();
+            for r in &runs {
+                let run = load_run(&store, r)?;
+                let (_, last) = show::run_metrics(&run);
+                rows.push(serde_json::json!({
+                    "name": run.submission().name,
+                    "phase": run.phase().as_str(),
+                    "parameters": show::run_parameters(&run),
+                    "final": last,
+                }));
+            }
+            print_compare(&rows, output)
+        }
         Cmd::List {
             status,
             output,
@@ -969,6 +1002,17 @@ fn remote_main(r: &crate::remote::Remote, cmd: Cmd) -> Result<ExitCode> {
             println!("run {run} resumed");
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Runs {
+            cmd: RunsCmd::Compare { runs, output },
+        } => {
+            let mut rows = Vec::new();
+            for run in &runs {
+                let m = r.metrics(run)?;
+                rows.push(serde_json::json!({"name": run, "phase": m["phase"],
+                    "parameters": m["parameters"], "final": m["final"]}));
+            }
+            print_compare(&rows, output)
+        }
         Cmd::Delete { runs, all } => {
             if all {
                 return Err(Usage(
@@ -988,6 +1032,72 @@ fn remote_main(r: &crate::remote::Remote, cmd: Cmd) -> Result<ExitCode> {
         ))
         .into()),
     }
+}
+
+/// `weir runs compare`: one column per run, a row per parameter and per metric.
+fn print_compare(rows: &[serde_json::Value], output: Option<Output>) -> Result<ExitCode> {
+    if matches!(output, Some(Output::Json | Output::Yaml)) {
+        let v = serde_json::Value::Array(rows.to_vec());
+        match output {
+            Some(Output::Yaml) => print!("{}", show::to_yaml(&v)),
+            _ => println!("{}", serde_json::to_string_pretty(&v)?),
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let keys = |field: &str| {
+        let mut k: Vec<String> = rows
+            .iter()
+            .flat_map(|r| {
+                r[field]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(k, _)| k.clone())
+            })
+            .collect();
+        k.sort();
+        k.dedup();
+        k
+    };
+    let cell = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let mut table: Vec<Vec<String>> = vec![
+        std::iter::once("".to_string())
+            .chain(rows.iter().map(|r| cell(&r["name"])))
+            .collect(),
+        std::iter::once("phase".to_string())
+            .chain(rows.iter().map(|r| cell(&r["phase"])))
+            .collect(),
+    ];
+    for k in keys("parameters") {
+        table.push(
+            std::iter::once(format!("param {k}"))
+                .chain(rows.iter().map(|r| cell(&r["parameters"][&k])))
+                .collect(),
+        );
+    }
+    for k in keys("final") {
+        table.push(
+            std::iter::once(format!("metric {k}"))
+                .chain(rows.iter().map(|r| cell(&r["final"][&k])))
+                .collect(),
+        );
+    }
+    let widths: Vec<usize> = (0..table[0].len())
+        .map(|c| table.iter().map(|row| row[c].len()).max().unwrap_or(0) + 2)
+        .collect();
+    for row in &table {
+        let line: String = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", line.trim_end());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn control_remote(

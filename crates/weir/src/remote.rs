@@ -179,6 +179,10 @@ impl Remote {
         Ok(phase)
     }
 
+    pub fn metrics(&self, name: &str) -> Result<Value> {
+        self.call("GET", &format!("{}/metrics", self.run_path(name)), None)
+    }
+
     pub fn get(&self, name: &str) -> Result<Value> {
         self.call("GET", &self.run_path(name), None)
     }

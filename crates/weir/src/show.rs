@@ -249,6 +249,12 @@ pub fn node_json(n: &Node, run: &Run) -> Value {
     if let Some(r) = &n.outputs.result {
         outputs.insert("result".into(), Value::String(r.clone()));
     }
+    if !n.outputs.metrics.is_empty() {
+        outputs.insert(
+            "metrics".into(),
+            serde_json::to_value(&n.outputs.metrics).unwrap_or(Value::Null),
+        );
+    }
     if let Some(c) = n.outputs.exit_code {
         outputs.insert("exitCode".into(), Value::String(c.to_string()));
     }
@@ -578,4 +584,37 @@ pub fn new_log_lines(
         *off += complete.len() as u64;
     }
     out
+}
+
+/// The run's tracked metrics: every series (node, metric) with its points, and each metric's
+/// final value (the last point of the last node to report it, in finishing order).
+pub fn run_metrics(run: &Run) -> (Vec<Value>, std::collections::BTreeMap<String, f64>) {
+    let nodes = run.nodes();
+    let mut series = Vec::new();
+    let mut last = std::collections::BTreeMap::new();
+    for &i in run.finished_order() {
+        let n = &nodes[i];
+        let mut by_name: std::collections::BTreeMap<&str, Vec<Value>> = Default::default();
+        for p in &n.outputs.metrics {
+            by_name
+                .entry(p.name.as_str())
+                .or_default()
+                .push(json!({"step": p.step, "value": p.value}));
+            last.insert(p.name.clone(), p.value);
+        }
+        for (name, points) in by_name {
+            series.push(
+                json!({"nodeId": n.id, "nodeName": n.display_name, "name": name, "points": points}),
+            );
+        }
+    }
+    (series, last)
+}
+
+/// The parameters a run ran with: the workflow's arguments with `-p` overrides applied.
+pub fn run_parameters(run: &Run) -> std::collections::BTreeMap<String, String> {
+    run.globals()
+        .get("workflow.parameters")
+        .and_then(|j| serde_json::from_str::<std::collections::BTreeMap<String, String>>(j).ok())
+        .unwrap_or_default()
 }

@@ -2049,6 +2049,7 @@ impl Run {
         let n = &mut self.nodes[i];
         n.outputs.exit_code = result.exit_code;
         n.outputs.artifacts = result.artifacts.clone();
+        n.outputs.metrics = result.metrics.clone();
         if result.error.is_none() {
             n.outputs.result = Some(result.stdout.clone());
         }

@@ -291,6 +291,19 @@ pub struct Sidecar {
     pub env: Vec<(String, String)>,
 }
 
+/// One value a task reported: a JSON line in `$WEIR_METRICS`, or a `::weir-metric` line.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricPoint {
+    pub name: String,
+    /// Finite (NaN and infinities are refused where reports are read).
+    pub value: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<i64>,
+}
+
+// values are finite, so equality is reflexive
+impl Eq for MetricPoint {}
+
 /// What came back from a task.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskResult {
@@ -307,6 +320,9 @@ pub struct TaskResult {
     /// An `http` task's status and headers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<HttpResponse>,
+    /// Metrics the task reported, in the order reported.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricPoint>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -463,6 +479,9 @@ pub struct NodeOutputs {
     pub artifacts: Vec<ArtifactRef>,
     pub result: Option<String>,
     pub exit_code: Option<i32>,
+    /// Metrics the task reported (experiment tracking).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metrics: Vec<MetricPoint>,
 }
 
 /// One node of the run tree (public view).

@@ -45,12 +45,12 @@ use crate::{files, show};
         tpl::update_template, tpl::delete_template, tpl::template_versions, tpl::list_crons,
         tpl::create_cron, tpl::get_cron, tpl::update_cron, tpl::delete_cron, tpl::cron_versions,
         tpl::list_cluster, tpl::create_cluster, tpl::get_cluster, tpl::update_cluster,
-        tpl::delete_cluster, tpl::cluster_versions, workflow_graph, userinfo, run_events
+        tpl::delete_cluster, tpl::cluster_versions, workflow_graph, userinfo, run_events, run_metrics
     ),
     components(schemas(ErrorBody, CreateRequest, WorkflowList, WorkflowSummary, ResumeRequest,
         SetRequest, ResubmitRequest, TokenRequest, TokenCreated, TokenInfo, AuditLog, AuditItem,
         ArtifactList, ArtifactItem, tpl::TemplateList, tpl::VersionList, tpl::VersionItem,
-        tpl::SubmitRequest, tpl::SubmitOptions, Graph, GraphNode, GraphEdge, UserInfo, RunEvents, RunEvent)),
+        tpl::SubmitRequest, tpl::SubmitOptions, Graph, GraphNode, GraphEdge, UserInfo, RunEvents, RunEvent, RunMetrics)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
@@ -142,6 +142,10 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/api/v1/workflows/{namespace}/{name}/events",
             get(run_events),
+        )
+        .route(
+            "/api/v1/workflows/{namespace}/{name}/metrics",
+            get(run_metrics),
         )
         .route(
             "/api/v1/workflows/{namespace}/submit",
@@ -1007,6 +1011,47 @@ async fn run_events(
             })
             .collect();
         Ok(Json(RunEvents { items }))
+    })
+    .await
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct RunMetrics {
+    /// The parameters the run ran with.
+    parameters: BTreeMap<String, String>,
+    /// Each (node, metric) series: `{nodeId, nodeName, name, points: [{step, value}]}`.
+    #[schema(value_type = Vec<Object>)]
+    series: Vec<Value>,
+    /// Each metric's final value.
+    #[serde(rename = "final")]
+    last: BTreeMap<String, f64>,
+    phase: String,
+}
+
+#[utoipa::path(get, path = "/api/v1/workflows/{namespace}/{name}/metrics", tag = "workflows",
+    params(("namespace" = String, Path), ("name" = String, Path)),
+    responses((status = 200, description = "What the run's tasks reported (experiment tracking)", body = RunMetrics),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+async fn run_metrics(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(Named { namespace, name }): Path<Named>,
+) -> ApiResult<Json<RunMetrics>> {
+    require(&caller, &namespace, Role::Viewer)?;
+    app.db(move |_, store| {
+        let run = find_run(store, &namespace, &name)?;
+        let secrets = run.secret_values();
+        let (series, last) = show::run_metrics(&run);
+        let parameters = show::run_parameters(&run)
+            .into_iter()
+            .map(|(k, v)| (k, weir_exec::mask(&v, &secrets)))
+            .collect();
+        Ok(Json(RunMetrics {
+            parameters,
+            series,
+            last,
+            phase: run.phase().as_str().to_string(),
+        }))
     })
     .await
 }

@@ -343,3 +343,87 @@ fn the_ui_submits_a_template_with_a_parameter_and_shows_the_run_turning_green() 
     assert!(last.as_str().unwrap().contains("each(4999:4999)"), "{last}");
     assert!(last.as_str().unwrap().matches('|').count() < 100);
 }
+
+#[test]
+fn the_ui_plots_metric_curves_and_parameters_against_a_metric() {
+    let sb = Sandbox::new();
+    let editor = token(&sb, "default", "editor");
+    let srv = ApiServer::start(&sb, &[]);
+    let ml = std::fs::read_to_string(crate::support::repo_root().join("examples/ml-pipeline.yaml"))
+        .unwrap();
+    let mut runs = Vec::new();
+    for rate in ["0.01", "0.05", "0.2"] {
+        let (status, wf) = answer(
+            http()
+                .post(srv.url(&format!(
+                    "/api/v1/workflows/default?parameter=learning-rate%3D{rate}"
+                )))
+                .header("Authorization", &format!("Bearer {editor}"))
+                .content_type("application/yaml")
+                .send(&ml),
+        );
+        assert_eq!(status, 200, "{wf}");
+        runs.push(wf["metadata"]["name"].as_str().unwrap().to_string());
+    }
+    for run in &runs {
+        let events = http()
+            .get(srv.url(&format!("/api/v1/workflow-events/default?name={run}")))
+            .header("Authorization", &format!("Bearer {editor}"))
+            .call()
+            .unwrap();
+        let mut sse = crate::support::SseReader::new(events);
+        while let Some(ev) = sse.next_event() {
+            let d: Value = serde_json::from_str(&ev.data).unwrap();
+            if d["phase"] == "Succeeded" {
+                break;
+            }
+            assert!(
+                !matches!(d["phase"].as_str(), Some("Failed" | "Error")),
+                "{d}"
+            );
+        }
+    }
+    let b = Browser::start();
+    // one run: a loss curve per training node, and the accuracy each reported
+    b.goto(&srv.url(&format!("/#/runs/default/{}?token={editor}", runs[0])));
+    b.wait(
+        "the run succeeding",
+        "document.querySelector('#run-phase .badge')?.textContent === 'Succeeded'",
+    );
+    let lines = b.wait(
+        "the loss curves",
+        "document.querySelectorAll('#metrics svg[data-metric=loss] polyline.series').length",
+    );
+    assert_eq!(lines, json!(3), "three training nodes");
+    // three runs compared: their parameters side by side and every curve overlaid
+    b.goto(&srv.url(&format!("/?c=1#/compare?runs={}", runs.join(","))));
+    let rates = b.wait(
+        "the comparison table",
+        "[...document.querySelectorAll('#compare-table tr')].find(r => r.textContent.startsWith('param learning-rate'))?.textContent",
+    );
+    assert!(rates.as_str().unwrap().contains("0.010.050.2"), "{rates}");
+    let overlaid = b.wait(
+        "nine loss curves overlaid",
+        "document.querySelectorAll('svg[data-metric=loss] polyline.series').length === 9 && 9",
+    );
+    assert_eq!(overlaid, json!(9));
+    let png = b.screenshot();
+    let out = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("metrics-compare.png"), &png).unwrap();
+    // a scatter of a parameter against a metric over the runs
+    b.goto(&srv.url("/?e=1#/experiments?labels=example%3Dml-pipeline"));
+    b.wait(
+        "the parameter list",
+        "document.querySelector('#x-param')?.options.length > 0",
+    );
+    b.script(
+        "const p = document.querySelector('#x-param'); p.value = 'learning-rate'; p.dispatchEvent(new Event('change'));\
+         const m = document.querySelector('#x-metric'); m.value = 'loss'; m.dispatchEvent(new Event('change')); return 1",
+    );
+    let points = b.wait(
+        "a point per run",
+        "document.querySelectorAll('#scatter circle.point').length",
+    );
+    assert_eq!(points, json!(3));
+}

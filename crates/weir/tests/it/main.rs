@@ -60,7 +60,7 @@ fn ml_example_runs_to_succeeded() {
     assert_eq!(
         train_logs
             .lines()
-            .filter(|l| l.contains("accuracy="))
+            .filter(|l| l.starts_with("variant=") && l.contains("accuracy="))
             .count(),
         3,
         "{train_logs}"
@@ -1231,4 +1231,76 @@ spec:
             .contains("certificate"),
         "{checking}"
     );
+}
+
+#[test]
+fn tasks_report_metrics_and_a_malformed_report_is_an_error_on_its_node_only() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "metrics.yaml",
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  name: tracked
+spec:
+  entrypoint: main
+  arguments:
+    parameters: [{name: lr, value: "0.1"}]
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - {name: good, template: good}
+      - {name: bad, template: bad}
+  - name: good
+    script:
+      image: alpine
+      command: [sh]
+      source: |
+        for s in 1 2 3; do echo "{\"name\":\"loss\",\"value\":0.$((4 - s)),\"step\":$s}" >> "$WEIR_METRICS"; done
+        echo "::weir-metric accuracy=0.75"
+  - name: bad
+    script:
+      image: alpine
+      command: [sh]
+      source: echo "::weir-metric accuracy=high"
+"#,
+    );
+    let o = sb.weir(&["run", wf.to_str().unwrap(), "--no-logs"]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    let run = sb.json(&["get", "tracked", "-o", "json"]);
+    let good = node(&run, "good");
+    assert_eq!(good["phase"], "Succeeded");
+    let metrics = good["outputs"]["metrics"].as_array().unwrap();
+    assert_eq!(metrics.len(), 4, "{metrics:?}");
+    // printed lines as they came, then the file's lines in order
+    assert_eq!(
+        metrics[0],
+        serde_json::json!({"name": "accuracy", "value": 0.75})
+    );
+    assert_eq!(
+        metrics[3],
+        serde_json::json!({"name": "loss", "value": 0.1, "step": 3})
+    );
+    let bad = node(&run, "bad");
+    assert_eq!(bad["phase"], "Error");
+    assert!(
+        bad["message"]
+            .as_str()
+            .unwrap()
+            .contains("::weir-metric line: `high` is not a number"),
+        "{bad}"
+    );
+    // compare: the parameters and each metric's final value
+    let o = sb.weir(&["runs", "compare", "tracked"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stdout.contains("param lr") && o.stdout.contains("0.1"),
+        "{}",
+        o.stdout
+    );
+    assert!(o.stdout.contains("metric accuracy"), "{}", o.stdout);
+    let v = sb.json(&["runs", "compare", "tracked", "-o", "json"]);
+    assert_eq!(v[0]["final"]["loss"], 0.1);
+    assert_eq!(v[0]["final"]["accuracy"], 0.75);
 }
