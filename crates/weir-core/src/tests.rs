@@ -331,6 +331,7 @@ fn simulate(yaml: &str, outcome: impl Fn(&str, u32) -> (i32, String)) -> (Vec<St
                 Action::Lookup { node, .. } => next.push(Event::Cached {
                     node,
                     outputs: None,
+                    from: None,
                 }),
                 Action::Acquire { holder, .. } => next.push(Event::Acquired {
                     holder,

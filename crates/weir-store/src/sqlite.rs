@@ -450,24 +450,25 @@ impl Store {
     }
 
     /// A memoized entry younger than `max_age_ms` (any age if `None`).
-    pub fn memo_get(
+    /// A memoized entry's outputs and the run that stored them, if fresh enough.
+    pub fn memo_entry(
         &self,
         cache: &str,
         key: &str,
         max_age_ms: Option<i64>,
         now: Millis,
-    ) -> Result<Option<String>> {
-        let row: Option<(String, i64)> = self
+    ) -> Result<Option<(String, String)>> {
+        let row: Option<(String, i64, String)> = self
             .conn
             .query_row(
-                "SELECT outputs, created_at FROM memo WHERE cache = ?1 AND key = ?2",
+                "SELECT outputs, created_at, run FROM memo WHERE cache = ?1 AND key = ?2",
                 params![cache, key],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
         Ok(row
-            .filter(|(_, at)| max_age_ms.is_none_or(|m| now - at <= m))
-            .map(|(o, _)| o))
+            .filter(|(_, at, _)| max_age_ms.is_none_or(|m| now - at <= m))
+            .map(|(o, _, run)| (o, run)))
     }
 
     pub fn memo_put(

@@ -78,6 +78,9 @@ struct Submit {
     /// Override spec.entrypoint.
     #[arg(long)]
     entrypoint: Option<String>,
+    /// Step caching: run every task even where cached outputs exist (and record the new ones).
+    #[arg(long)]
+    no_cache: bool,
 }
 
 #[derive(Subcommand)]
@@ -432,6 +435,11 @@ fn prepare(submit: &Submit, store: &Store) -> Result<Submission> {
     }
     if let Some(e) = &submit.entrypoint {
         wf.spec.entrypoint = Some(e.clone());
+    }
+    if submit.no_cache {
+        wf.metadata
+            .annotations
+            .insert("weir.dev/no-cache".into(), "true".into());
     }
     let params = files::parameters(&submit.parameters, submit.parameter_file.as_deref())?;
     files::submission(

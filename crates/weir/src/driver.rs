@@ -224,9 +224,26 @@ pub fn drive(
                     key,
                     max_age_ms,
                 } => {
-                    let hit = store.memo_get(&cache, &key, max_age_ms, now_ms())?;
-                    let outputs = hit.and_then(|o| serde_json::from_str(&o).ok());
-                    answers.push(Event::Cached { node, outputs });
+                    let hit = store.memo_entry(&cache, &key, max_age_ms, now_ms())?;
+                    let mut from = None;
+                    let outputs = hit.and_then(|(o, run)| {
+                        from = Some(run);
+                        serde_json::from_str::<weir_core::run::NodeOutputs>(&o).ok()
+                    });
+                    // reused outputs must still be there: a deleted run took its artifacts along
+                    let outputs = outputs.filter(|o| {
+                        o.artifacts
+                            .iter()
+                            .all(|a| a.key.is_empty() || env.repo().path(&a.key).exists())
+                    });
+                    if outputs.is_none() {
+                        from = None;
+                    }
+                    answers.push(Event::Cached {
+                        node,
+                        outputs,
+                        from,
+                    });
                 }
                 Action::Memoize {
                     cache,

@@ -275,6 +275,12 @@ pub fn node_json(n: &Node, run: &Run) -> Value {
     if let Some(p) = n.parent {
         v["boundaryID"] = Value::String(nodes[p].id.clone());
     }
+    if let Some(k) = &n.cache_key {
+        v["cacheKey"] = Value::String(k.clone());
+    }
+    if let Some(r) = &n.cached_from {
+        v["cachedFrom"] = Value::String(r.clone());
+    }
     if !n.inputs.is_empty() {
         v["inputs"] = json!({"parameters": n.inputs.iter().map(|(k, x)| json!({"name": k, "value": x})).collect::<Vec<_>>()});
     }

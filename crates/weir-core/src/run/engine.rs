@@ -316,6 +316,8 @@ pub(crate) struct Meta {
     pub exit_started: bool,
     /// (cache, key) of a memoized node whose outputs are to be remembered on success.
     pub memo: Option<(String, String)>,
+    /// A pod waiting for the answer of its step-cache lookup before it is admitted.
+    pub cache_wait: bool,
 }
 
 /// A memoized call waiting for its cache lookup.
@@ -662,10 +664,18 @@ impl Run {
                     self.daemon_ready(i);
                 }
             }
-            Event::Cached { node, outputs } => {
+            Event::Cached {
+                node,
+                outputs,
+                from,
+            } => {
                 let Some(&i) = self.by_id.get(&id_key(&node)) else {
                     return;
                 };
+                if std::mem::take(&mut self.meta[i].cache_wait) {
+                    self.step_cache_answer(i, outputs, from);
+                    return;
+                }
                 let Rt::Memo(m) = std::mem::replace(&mut self.rt[i], Rt::None) else {
                     return;
                 };
@@ -1140,6 +1150,8 @@ impl Run {
             pid: None,
             attempt: call.attempt.unwrap_or(0),
             hook_for: None,
+            cache_key: None,
+            cached_from: None,
         });
         self.rt.push(Rt::None);
         self.meta.push(Meta {
@@ -1148,6 +1160,7 @@ impl Run {
             sync: false,
             exit_started: false,
             memo: None,
+            cache_wait: false,
         });
         self.node_tmpl.push(call.tmpl.clone());
         self.by_id.insert(id_key(&id), i);
@@ -1436,6 +1449,24 @@ impl Run {
                         .unwrap_or(t);
                         if let Some(ms) = parse_duration(&t) {
                             self.arm(Timer::PodTimeout(self.nodes[i].id.clone()), self.now + ms);
+                        }
+                    }
+                    if self.step_caching(&tmpl)
+                        && let Rt::Pod { spec, .. } = &self.rt[i]
+                        && let Some(key) = super::step_cache_key(spec, &self.nodes[i].inputs)
+                    {
+                        // look for outputs of the same work first; run it only on a miss
+                        self.nodes[i].cache_key = Some(key.clone());
+                        self.meta[i].memo = Some((super::STEP_CACHE.into(), key.clone()));
+                        if self.cache_reads() {
+                            self.meta[i].cache_wait = true;
+                            self.actions.push(Action::Lookup {
+                                node: self.nodes[i].id.clone(),
+                                cache: super::STEP_CACHE.into(),
+                                key,
+                                max_age_ms: None,
+                            });
+                            return i;
                         }
                     }
                     self.admit(i);
@@ -1992,6 +2023,60 @@ impl Run {
         Err(format!(
             "volume `{name}`: only emptyDir, persistentVolumeClaim, volumeClaimTemplates, hostPath, configMap and secret volumes have a meaning on one host"
         ))
+    }
+
+    /// Whether a template's tasks use step caching: its `weir.dev/cache` annotation, else the
+    /// workflow's.
+    fn step_caching(&self, tmpl: &crate::spec::Template) -> bool {
+        let own = tmpl
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("annotations"))
+            .and_then(|a| a.get(super::STEP_CACHE))
+            .and_then(|v| v.as_str())
+            .map(|v| v == "true");
+        own.or_else(|| {
+            self.sub
+                .workflow
+                .metadata
+                .annotations
+                .get(super::STEP_CACHE)
+                .map(|v| v == "true")
+        })
+        .unwrap_or(false)
+    }
+
+    /// False when the run was submitted with `--no-cache`: outputs are recorded, not reused.
+    fn cache_reads(&self) -> bool {
+        self.sub
+            .workflow
+            .metadata
+            .annotations
+            .get("weir.dev/no-cache")
+            .is_none_or(|v| v != "true")
+    }
+
+    /// The step cache answered a pod's lookup: reuse the outputs, or run it.
+    fn step_cache_answer(&mut self, i: usize, outputs: Option<NodeOutputs>, from: Option<String>) {
+        if self.nodes[i].phase.is_done() {
+            return;
+        }
+        match outputs {
+            Some(o) => {
+                if !self.timers.is_empty() {
+                    self.timers
+                        .remove(&Timer::PodTimeout(self.nodes[i].id.clone()));
+                }
+                self.rt[i] = Rt::None;
+                self.meta[i].memo = None;
+                self.nodes[i].outputs = o;
+                let from = from.unwrap_or_default();
+                let msg = format!("cached: outputs of run {from}");
+                self.nodes[i].cached_from = Some(from);
+                self.finish_node(i, Phase::Succeeded, msg);
+            }
+            None => self.admit(i),
+        }
     }
 
     /// Dispatches a pod, or holds it while the run is suspended or at its parallelism.

@@ -387,6 +387,9 @@ pub enum Event {
     Cached {
         node: String,
         outputs: Option<NodeOutputs>,
+        /// The run the outputs were first produced by (step caching).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<String>,
     },
 }
 
@@ -506,6 +509,55 @@ pub struct Node {
     pub attempt: u32,
     /// Set on exit-handler nodes: the node (or `None` for the workflow) they run for.
     pub hook_for: Option<usize>,
+    /// Step caching: the node's content key (its resolved task and the digests of its inputs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_key: Option<String>,
+    /// Step caching: the run whose outputs this node reused instead of running.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_from: Option<String>,
+}
+
+/// The cache of step caching in the store's `memo` table.
+pub const STEP_CACHE: &str = "weir.dev/cache";
+
+/// A task's content key for step caching: its resolved program, environment, parameters and
+/// the digests of its input artifacts, and the outputs it declares. `None` for tasks whose
+/// result depends on more than that (volumes, daemons, sidecars, http, data and child runs).
+pub fn step_cache_key(spec: &TaskSpec, parameters: &[(String, String)]) -> Option<String> {
+    if !spec.mounts.is_empty()
+        || spec.daemon.is_some()
+        || !spec.sidecars.is_empty()
+        || !spec.init_containers.is_empty()
+        || spec.http.is_some()
+        || spec.data.is_some()
+        || spec.child.is_some()
+    {
+        return None;
+    }
+    let mut env = spec.env.clone();
+    env.sort();
+    let mut params = parameters.to_vec();
+    params.sort();
+    let material = serde_json::json!({
+        "v": 1,
+        "image": spec.image,
+        "command": spec.command,
+        "args": spec.args,
+        "source": spec.source,
+        "env": env,
+        "workingDir": spec.working_dir,
+        "parameters": params,
+        "inputs": spec.inputs.iter().map(|a| serde_json::json!([
+            a.name, a.path, a.source.hash, a.source.raw, a.source.sub_path, a.source.archived, a.mode
+        ])).collect::<Vec<_>>(),
+        "outputParameters": spec.output_parameters.iter().map(|o| [&o.name, &o.path]).collect::<Vec<_>>(),
+        "outputArtifacts": serde_json::to_value(&spec.output_artifacts).unwrap_or_default(),
+    });
+    Some(
+        blake3::hash(material.to_string().as_bytes())
+            .to_hex()
+            .to_string(),
+    )
 }
 
 /// A validation problem, located by field path.
@@ -727,6 +779,20 @@ impl Run {
                 && self.nodes[i].phase == Phase::Pending
             {
                 out.push(m.lookup(&self.nodes[i].id));
+            }
+        }
+        // pods still waiting for their step-cache answer ask again
+        for (i, m) in self.meta.iter().enumerate() {
+            if m.cache_wait
+                && self.nodes[i].phase == Phase::Pending
+                && let Some(key) = &self.nodes[i].cache_key
+            {
+                out.push(Action::Lookup {
+                    node: self.nodes[i].id.clone(),
+                    cache: STEP_CACHE.into(),
+                    key: key.clone(),
+                    max_age_ms: None,
+                });
             }
         }
         for (i, rt) in self.rt.iter().enumerate() {

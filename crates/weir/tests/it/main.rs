@@ -1304,3 +1304,106 @@ spec:
     assert_eq!(v[0]["final"]["loss"], 0.1);
     assert_eq!(v[0]["final"]["accuracy"], 0.75);
 }
+
+#[test]
+fn step_caching_reruns_only_what_a_changed_input_reaches() {
+    let sb = Sandbox::new();
+    let log = sb.dir.join("executions");
+    let log = log.to_str().unwrap();
+    // a → b and c → d: a's output is its parameter's parity (plus its tens), so 1 and 3 give b
+    // the same input
+    let wf = sb.write(
+        "cached.yaml",
+        &format!(
+            r#"apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  generateName: cached-
+  annotations:
+    weir.dev/cache: "true"
+spec:
+  entrypoint: main
+  arguments:
+    parameters: [{{name: x, value: "1"}}, {{name: y, value: "10"}}]
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - {{name: a, template: parity, arguments: {{parameters: [{{name: n, value: "{{{{workflow.parameters.x}}}}"}}]}}}}
+      - {{name: b, template: consume, dependencies: [a], arguments: {{artifacts: [{{name: in, from: "{{{{tasks.a.outputs.artifacts.out}}}}"}}]}}}}
+      - {{name: c, template: parity, arguments: {{parameters: [{{name: n, value: "{{{{workflow.parameters.y}}}}"}}]}}}}
+      - {{name: d, template: consume, dependencies: [c], arguments: {{artifacts: [{{name: in, from: "{{{{tasks.c.outputs.artifacts.out}}}}"}}]}}}}
+  - name: parity
+    inputs: {{parameters: [{{name: n}}]}}
+    outputs: {{artifacts: [{{name: out, path: /tmp/out.txt}}]}}
+    script:
+      image: alpine
+      command: [sh]
+      source: |
+        echo "parity {{{{inputs.parameters.n}}}}" >> {log}
+        n={{{{inputs.parameters.n}}}}
+        echo $(( n % 2 + 10 * (n / 10) )) > /tmp/out.txt
+  - name: consume
+    inputs: {{artifacts: [{{name: in, path: /tmp/in.txt}}]}}
+    outputs: {{parameters: [{{name: seen, valueFrom: {{path: /tmp/in.txt}}}}]}}
+    script:
+      image: alpine
+      command: [sh]
+      source: |
+        echo "consume $(cat /tmp/in.txt)" >> {log}
+"#
+        ),
+    );
+    let runs = std::cell::Cell::new(0);
+    let run = |params: &[&str]| -> (serde_json::Value, Vec<String>) {
+        let before = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        let mut args = vec!["run", wf.to_str().unwrap(), "-o", "json"];
+        for p in params {
+            args.extend(["-p", p]);
+        }
+        let o = sb.weir(&args);
+        assert_eq!(o.code, 0, "{}", o.all());
+        runs.set(runs.get() + 1);
+        let all = std::fs::read_to_string(log).unwrap_or_default();
+        let new = all.lines().skip(before).map(str::to_string).collect();
+        (serde_json::from_str(&o.stdout).unwrap(), new)
+    };
+    let (_, ran) = run(&[]);
+    assert_eq!(ran.len(), 4, "first run: everything runs: {ran:?}");
+    // the same inputs: nothing runs, every task reuses the first run's outputs
+    let (second, ran) = run(&[]);
+    assert!(ran.is_empty(), "{ran:?}");
+    let first_name =
+        |wf: &serde_json::Value| node(wf, "b")["cachedFrom"].as_str().map(str::to_string);
+    assert!(first_name(&second).is_some_and(|r| r.starts_with("cached-")));
+    assert_eq!(
+        node(&second, "d")["outputs"]["parameters"][0]["value"],
+        "10"
+    );
+    // x changes parity: a and its consumer run again; c and d stay cached
+    let (third, ran) = run(&["x=2"]);
+    let mut ran_sorted = ran.clone();
+    ran_sorted.sort();
+    assert_eq!(ran_sorted, vec!["consume 0", "parity 2"], "{ran:?}");
+    assert!(node(&third, "c")["cachedFrom"].is_string());
+    assert!(node(&third, "a")["cachedFrom"].is_null());
+    // x changes but not its parity: a runs, yet b's input is the same content: b is cached
+    let (_, ran) = run(&["x=3"]);
+    assert_eq!(
+        ran,
+        vec!["parity 3"],
+        "like make: an identical output stops the rebuild"
+    );
+    // --no-cache runs everything again
+    let before = std::fs::read_to_string(log).unwrap().lines().count();
+    let o = sb.weir(&["run", wf.to_str().unwrap(), "--no-cache", "--no-logs"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(
+        std::fs::read_to_string(log).unwrap().lines().count(),
+        before + 4
+    );
+    assert_eq!(runs.get(), 4);
+}
