@@ -337,6 +337,13 @@ fn simulate(yaml: &str, outcome: impl Fn(&str, u32) -> (i32, String)) -> (Vec<St
                     holder,
                     error: None,
                 }),
+                Action::Fetch { node, sources } => next.push(Event::Fetched {
+                    node,
+                    results: sources
+                        .into_iter()
+                        .map(|s| Err(format!("{:?}: no network in the core's tests", s.url)))
+                        .collect(),
+                }),
                 Action::Stop { .. }
                 | Action::Finished { .. }
                 | Action::Memoize { .. }

@@ -398,6 +398,7 @@ impl Validator<'_> {
         if let Some(c) = &t.container {
             self.host_program(t, c, &format!("{path}.container"), None);
         }
+        let outputs = t.outputs.artifacts.len();
         for (i, a) in t
             .outputs
             .artifacts
@@ -407,7 +408,8 @@ impl Validator<'_> {
         {
             for (field, present) in [
                 ("s3", a.s3.is_some() && a.key_only().is_none()),
-                ("http", a.http.is_some()),
+                // an input may come from a URL; nothing is uploaded to one
+                ("http", a.http.is_some() && i < outputs),
                 ("git", a.git.is_some()),
                 ("gcs", a.gcs.is_some()),
                 ("oss", a.oss.is_some()),

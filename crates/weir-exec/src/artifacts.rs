@@ -53,6 +53,7 @@ pub(crate) fn save(
         archived,
         raw: None,
         sub_path: None,
+        url: None,
     })
 }
 
@@ -104,6 +105,7 @@ pub(crate) fn save_tree(
         archived: false,
         raw: None,
         sub_path: None,
+        url: None,
     })
 }
 

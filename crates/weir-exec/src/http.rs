@@ -68,6 +68,57 @@ fn canonical(name: &str) -> String {
         .collect()
 }
 
+/// Downloads `url` into the repository under `fetched/BLAKE3`, streaming (never held whole in
+/// memory); a server error or a broken connection is tried again, twice, with backoff.
+pub(crate) fn fetch(
+    repo: &weir_store::LocalRepo,
+    url: &str,
+) -> Result<weir_core::run::ArtifactRef, String> {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_connect(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut last = String::new();
+    for attempt in 0..3u32 {
+        if attempt > 0 {
+            std::thread::sleep(Duration::from_millis(250 << attempt));
+        }
+        let resp = match agent.get(url).call() {
+            Ok(r) => r,
+            Err(e) => {
+                last = format!("GET {url}: {e}");
+                continue;
+            }
+        };
+        let status = resp.status();
+        if status.is_client_error() {
+            return Err(format!("GET {url}: {status}"));
+        }
+        if !status.is_success() {
+            last = format!("GET {url}: {status}");
+            continue;
+        }
+        let mut body = resp.into_body().into_reader();
+        match repo.put_addressed("fetched", |w| std::io::copy(&mut body, w).map(|_| ())) {
+            Ok((key, hash, size)) => {
+                return Ok(weir_core::run::ArtifactRef {
+                    name: String::new(),
+                    key,
+                    hash,
+                    size,
+                    archived: false,
+                    raw: None,
+                    sub_path: None,
+                    url: Some(url.to_string()),
+                });
+            }
+            Err(e) => last = format!("GET {url}: {e}"),
+        }
+    }
+    Err(last)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

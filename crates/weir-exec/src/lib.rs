@@ -19,7 +19,7 @@ pub use admission::Capacity;
 pub use process::{ProcessConfig, ProcessExecutor};
 pub use sandbox::Sandbox;
 
-use weir_core::run::{TaskResult, TaskSpec};
+use weir_core::run::{ArtifactRef, TaskResult, TaskSpec};
 
 /// What an executor tells the driver.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,11 +41,19 @@ pub enum Update {
         node: String,
         result: TaskResult,
     },
+    /// A node's remote inputs, fetched into the repository (answer to [`Executor::fetch`]).
+    Fetched {
+        node: String,
+        results: Vec<Result<ArtifactRef, String>>,
+    },
 }
 
 /// Runs tasks. `start` returns at once; progress arrives as [`Update`]s.
 pub trait Executor: Send + Sync {
     fn start(&self, task: TaskSpec);
+    /// Fetches remote inputs (`http` URLs) into the repository, content-addressed; answers with
+    /// [`Update::Fetched`].
+    fn fetch(&self, node: &str, sources: Vec<ArtifactRef>);
     /// Kills the task's process group if it is running.
     fn stop(&self, node: &str);
     /// Waits for every task thread to end (after their processes were stopped).

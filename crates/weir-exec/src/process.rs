@@ -10,7 +10,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use weir_core::run::{MetricPoint, Requests, TaskResult, TaskSpec};
+use weir_core::run::{ArtifactRef, MetricPoint, Requests, TaskResult, TaskSpec};
 use weir_store::LocalRepo;
 
 use crate::admission::{Capacity, Ledger};
@@ -65,6 +65,7 @@ struct State {
 enum Job {
     Launch(Box<TaskSpec>, Vec<String>),
     Collect(Box<Collect>, i32, String),
+    Fetch(String, Vec<ArtifactRef>),
 }
 
 /// What a task that exchanges files needs after its process exits.
@@ -142,6 +143,10 @@ impl Executor for ProcessExecutor {
         }
         lock(&self.inner.state).queue.push_back(task);
         self.inner.admit();
+    }
+
+    fn fetch(&self, node: &str, sources: Vec<ArtifactRef>) {
+        self.inner.queue(Job::Fetch(node.to_string(), sources));
     }
 
     fn stop(&self, node: &str) {
@@ -414,6 +419,20 @@ impl Inner {
                 }
             };
             let (node, requests, gpus) = match &job {
+                Job::Fetch(node, sources) => {
+                    let results = sources
+                        .iter()
+                        .map(|s| match &s.url {
+                            Some(u) => crate::http::fetch(&self.cfg.repo, u),
+                            None => Err("not a remote input".to_string()),
+                        })
+                        .collect();
+                    self.send(Update::Fetched {
+                        node: node.clone(),
+                        results,
+                    });
+                    continue;
+                }
                 Job::Launch(t, g) => (t.node_id.clone(), t.requests.clone(), g.clone()),
                 Job::Collect(c, ..) => (
                     c.task.node_id.clone(),
@@ -427,6 +446,7 @@ impl Inner {
                     let result = self.collect(&c, code, stdout).unwrap_or_else(failed);
                     self.done(c.task.node_id.clone(), &c.task.requests, &c.gpus, result);
                 }
+                Job::Fetch(..) => {}
             }));
             if outcome.is_err() {
                 let msg = "the executor panicked while running this task".to_string();

@@ -48,7 +48,7 @@ fn finish(rx: &Receiver<Update>, n: usize) -> (HashMap<String, TaskResult>, Vec<
                 done.insert(node, result);
             }
             Ok(Update::Log { node, line }) => logs.push((node, line)),
-            Ok(Update::Started { .. } | Update::Ready { .. }) => {}
+            Ok(Update::Started { .. } | Update::Ready { .. } | Update::Fetched { .. }) => {}
             Err(e) => panic!("waiting for {n} tasks, {} finished: {e}", done.len()),
         }
     }

@@ -52,6 +52,29 @@ impl LocalRepo {
         Ok((w.hasher.finalize().to_hex().to_string(), w.size))
     }
 
+    /// Stores the bytes written by `write` under `prefix/BLAKE3` (content-addressed: the same
+    /// content is kept once); returns (key, blake3 hex, size).
+    pub fn put_addressed(
+        &self,
+        prefix: &str,
+        write: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
+    ) -> Result<(String, String, u64)> {
+        let mut n = [0u8; 8];
+        // SAFETY: getrandom writes at most 8 bytes into our buffer.
+        unsafe { libc_getrandom(&mut n) };
+        let incoming = format!("{prefix}/.incoming-{:016x}", u64::from_le_bytes(n));
+        let (hash, size) = self.put_with(&incoming, write)?;
+        let key = format!("{prefix}/{hash}");
+        let (from, to) = (self.path(&incoming), self.path(&key));
+        let r = if to.exists() {
+            fs::remove_file(&from)
+        } else {
+            fs::rename(&from, &to)
+        };
+        r.map_err(|source| Error::Io { path: to, source })?;
+        Ok((key, hash, size))
+    }
+
     /// Removes what is stored under `prefix`: one object, or everything below it (a run's
     /// artifacts).
     pub fn delete_prefix(&self, prefix: &str) -> Result<()> {
@@ -83,5 +106,20 @@ impl<W: io::Write> io::Write for HashingWriter<W> {
     }
     fn flush(&mut self) -> io::Result<()> {
         self.inner.flush()
+    }
+}
+
+/// Random bytes for scratch names (not secrets): the kernel's, else the clock's.
+unsafe fn libc_getrandom(buf: &mut [u8; 8]) {
+    unsafe extern "C" {
+        fn getrandom(buf: *mut u8, len: usize, flags: u32) -> isize;
+    }
+    // SAFETY: the caller's buffer is 8 bytes.
+    if unsafe { getrandom(buf.as_mut_ptr(), 8, 0) } != 8 {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        *buf = (t ^ u64::from(std::process::id())).to_le_bytes();
     }
 }

@@ -214,6 +214,7 @@ pub fn drive(
                     store.release(&holder)?;
                 }
                 Action::Start(spec) => exec.start(*spec),
+                Action::Fetch { node, sources } => exec.fetch(&node, sources),
                 Action::Stop { node, .. } => exec.stop(&node),
                 Action::Arm { timer, at } => {
                     timers.insert((at, timer));
@@ -331,6 +332,9 @@ pub fn drive(
             match u {
                 Update::Started { node, pid } => batch.push((now, Event::Started { node, pid })),
                 Update::Ready { node } => batch.push((now, Event::Ready { node })),
+                Update::Fetched { node, results } => {
+                    batch.push((now, Event::Fetched { node, results }))
+                }
                 Update::Finished { node, result } => {
                     if !node.is_empty() {
                         batch.push((now, Event::Finished { node, result }))

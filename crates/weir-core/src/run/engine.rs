@@ -318,6 +318,8 @@ pub(crate) struct Meta {
     pub memo: Option<(String, String)>,
     /// A pod waiting for the answer of its step-cache lookup before it is admitted.
     pub cache_wait: bool,
+    /// A pod waiting for its remote inputs to be fetched.
+    pub fetch_wait: bool,
 }
 
 /// A memoized call waiting for its cache lookup.
@@ -659,6 +661,13 @@ impl Run {
             } => self.resume(parameters, selector.as_deref()),
             Event::Retry => self.retry_from_failure(),
             Event::Acquired { holder, error } => self.acquired(&holder, error),
+            Event::Fetched { node, results } => {
+                if let Some(&i) = self.by_id.get(&id_key(&node))
+                    && std::mem::take(&mut self.meta[i].fetch_wait)
+                {
+                    self.fetched(i, results);
+                }
+            }
             Event::Ready { node } => {
                 if let Some(&i) = self.by_id.get(&id_key(&node)) {
                     self.daemon_ready(i);
@@ -1161,6 +1170,7 @@ impl Run {
             exit_started: false,
             memo: None,
             cache_wait: false,
+            fetch_wait: false,
         });
         self.node_tmpl.push(call.tmpl.clone());
         self.by_id.insert(id_key(&id), i);
@@ -1263,6 +1273,20 @@ impl Run {
                 )
                 .unwrap_or(raw.data.clone());
                 artifacts.push(raw_artifact(&a.name, &data));
+            } else if let Some(url) = a
+                .http
+                .as_ref()
+                .and_then(|h| h.get("url"))
+                .and_then(Json::as_str)
+            {
+                let vars = self.local_vars(&call);
+                let env = Vars {
+                    layers: vec![&vars, &globals],
+                };
+                artifacts.push(http_artifact(
+                    &a.name,
+                    &substitute(url, &env).unwrap_or(url.to_string()),
+                ));
             } else if let Some(key) = a.key_only() {
                 let vars = self.local_vars(&call);
                 let env = Vars {
@@ -1451,25 +1475,7 @@ impl Run {
                             self.arm(Timer::PodTimeout(self.nodes[i].id.clone()), self.now + ms);
                         }
                     }
-                    if self.step_caching(&tmpl)
-                        && let Rt::Pod { spec, .. } = &self.rt[i]
-                        && let Some(key) = super::step_cache_key(spec, &self.nodes[i].inputs)
-                    {
-                        // look for outputs of the same work first; run it only on a miss
-                        self.nodes[i].cache_key = Some(key.clone());
-                        self.meta[i].memo = Some((super::STEP_CACHE.into(), key.clone()));
-                        if self.cache_reads() {
-                            self.meta[i].cache_wait = true;
-                            self.actions.push(Action::Lookup {
-                                node: self.nodes[i].id.clone(),
-                                cache: super::STEP_CACHE.into(),
-                                key,
-                                max_age_ms: None,
-                            });
-                            return i;
-                        }
-                    }
-                    self.admit(i);
+                    self.pod_ready(i);
                 }
                 Err(e) => self.finish_node(i, Phase::Error, e),
             }
@@ -2054,6 +2060,85 @@ impl Run {
             .annotations
             .get("weir.dev/no-cache")
             .is_none_or(|v| v != "true")
+    }
+
+    /// A pod whose spec is built: fetch its remote inputs, then ask the step cache (when the
+    /// template uses it), then admit it.
+    fn pod_ready(&mut self, i: usize) {
+        let Rt::Pod { spec, .. } = &self.rt[i] else {
+            return;
+        };
+        let remote: Vec<ArtifactRef> = spec
+            .inputs
+            .iter()
+            .filter(|a| a.source.url.is_some() && a.source.hash.is_empty())
+            .map(|a| a.source.clone())
+            .collect();
+        if !remote.is_empty() {
+            self.meta[i].fetch_wait = true;
+            self.actions.push(Action::Fetch {
+                node: self.nodes[i].id.clone(),
+                sources: remote,
+            });
+            return;
+        }
+        let tmpl = self.node_tmpl[i].clone();
+        if self.step_caching(&tmpl)
+            && let Rt::Pod { spec, .. } = &self.rt[i]
+            && let Some(key) = super::step_cache_key(spec, &self.nodes[i].inputs)
+        {
+            // look for outputs of the same work first; run it only on a miss
+            self.nodes[i].cache_key = Some(key.clone());
+            self.meta[i].memo = Some((super::STEP_CACHE.into(), key.clone()));
+            if self.cache_reads() {
+                self.meta[i].cache_wait = true;
+                self.actions.push(Action::Lookup {
+                    node: self.nodes[i].id.clone(),
+                    cache: super::STEP_CACHE.into(),
+                    key,
+                    max_age_ms: None,
+                });
+                return;
+            }
+        }
+        self.admit(i);
+    }
+
+    /// A pod's remote inputs arrived (or could not be fetched).
+    fn fetched(&mut self, i: usize, results: Vec<Result<ArtifactRef, String>>) {
+        if self.nodes[i].phase.is_done() {
+            return;
+        }
+        let mut errors = Vec::new();
+        let mut got = results.into_iter();
+        if let Rt::Pod { spec, .. } = &mut self.rt[i] {
+            for a in spec
+                .inputs
+                .iter_mut()
+                .filter(|a| a.source.url.is_some() && a.source.hash.is_empty())
+            {
+                match got.next() {
+                    Some(Ok(mut r)) => {
+                        r.name = a.source.name.clone();
+                        r.sub_path = a.source.sub_path.clone();
+                        a.source = r;
+                    }
+                    Some(Err(e)) => errors.push(format!("input artifact `{}`: {e}", a.name)),
+                    None => errors.push(format!("input artifact `{}` was not fetched", a.name)),
+                }
+            }
+            self.nodes[i].input_artifacts = spec.inputs.iter().map(|a| a.source.clone()).collect();
+        }
+        if !errors.is_empty() {
+            if !self.timers.is_empty() {
+                self.timers
+                    .remove(&Timer::PodTimeout(self.nodes[i].id.clone()));
+            }
+            self.rt[i] = Rt::None;
+            self.finish_node(i, Phase::Error, errors.join("; "));
+            return;
+        }
+        self.pod_ready(i);
     }
 
     /// The step cache answered a pod's lookup: reuse the outputs, or run it.
@@ -3156,6 +3241,16 @@ impl Run {
                     &a.name,
                     &substitute(&raw.data, &env).map_err(|e| e.to_string())?,
                 ));
+            } else if let Some(url) = a
+                .http
+                .as_ref()
+                .and_then(|h| h.get("url"))
+                .and_then(Json::as_str)
+            {
+                artifacts.push(http_artifact(
+                    &a.name,
+                    &substitute(url, &env).map_err(|e| e.to_string())?,
+                ));
             } else if let Some(key) = a.key_only() {
                 artifacts.push(keyed_artifact(
                     &a.name,
@@ -3947,6 +4042,20 @@ fn is_transient(msg: &str) -> bool {
     .any(|p| m.contains(p))
 }
 
+/// An `http` input: fetched into the repository before its task starts.
+fn http_artifact(name: &str, url: &str) -> ArtifactRef {
+    ArtifactRef {
+        name: name.into(),
+        key: String::new(),
+        hash: String::new(),
+        size: 0,
+        archived: false,
+        raw: None,
+        sub_path: None,
+        url: Some(url.into()),
+    }
+}
+
 fn raw_artifact(name: &str, data: &str) -> ArtifactRef {
     ArtifactRef {
         name: name.into(),
@@ -3956,6 +4065,7 @@ fn raw_artifact(name: &str, data: &str) -> ArtifactRef {
         archived: false,
         raw: Some(data.into()),
         sub_path: None,
+        url: None,
     }
 }
 
@@ -3970,6 +4080,7 @@ fn keyed_artifact(name: &str, key: &str) -> ArtifactRef {
         archived: false,
         raw: None,
         sub_path: None,
+        url: None,
     }
 }
 

@@ -118,6 +118,10 @@ pub struct ArtifactRef {
     /// Only this path inside the artifact (an argument's `subPath`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub_path: Option<String>,
+    /// Where a remote input (`http`) comes from: fetched into the repository before its task
+    /// starts, after which `key`, `hash` and `size` describe the fetched content.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -377,6 +381,12 @@ pub enum Event {
     Ready {
         node: String,
     },
+    /// The answer to `Action::Fetch`: each remote input of the node, fetched into the
+    /// repository (in the order asked), or why it could not be.
+    Fetched {
+        node: String,
+        results: Vec<Result<ArtifactRef, String>>,
+    },
     /// The answer to `Action::Acquire`: `holder` holds its locks, or (`error`) never can.
     Acquired {
         holder: String,
@@ -412,6 +422,11 @@ pub enum Action {
     Arm {
         timer: Timer,
         at: Millis,
+    },
+    /// Fetch a node's remote inputs into the repository; answer with `Event::Fetched`.
+    Fetch {
+        node: String,
+        sources: Vec<ArtifactRef>,
     },
     /// Look up a memoized node's outputs; answer with `Event::Cached`.
     Lookup {
@@ -531,6 +546,11 @@ pub fn step_cache_key(spec: &TaskSpec, parameters: &[(String, String)]) -> Optio
         || spec.http.is_some()
         || spec.data.is_some()
         || spec.child.is_some()
+        // a key-only input's content is only seen when the task starts
+        || spec
+            .inputs
+            .iter()
+            .any(|a| a.source.hash.is_empty() && a.source.raw.is_none())
     {
         return None;
     }
@@ -781,7 +801,23 @@ impl Run {
                 out.push(m.lookup(&self.nodes[i].id));
             }
         }
-        // pods still waiting for their step-cache answer ask again
+        // pods still waiting for their remote inputs or step-cache answer ask again
+        for (i, m) in self.meta.iter().enumerate() {
+            if m.fetch_wait
+                && self.nodes[i].phase == Phase::Pending
+                && let engine::Rt::Pod { spec, .. } = &self.rt[i]
+            {
+                out.push(Action::Fetch {
+                    node: self.nodes[i].id.clone(),
+                    sources: spec
+                        .inputs
+                        .iter()
+                        .filter(|a| a.source.url.is_some() && a.source.hash.is_empty())
+                        .map(|a| a.source.clone())
+                        .collect(),
+                });
+            }
+        }
         for (i, m) in self.meta.iter().enumerate() {
             if m.cache_wait
                 && self.nodes[i].phase == Phase::Pending

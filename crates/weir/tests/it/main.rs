@@ -1407,3 +1407,97 @@ spec:
     );
     assert_eq!(runs.get(), 4);
 }
+
+#[test]
+fn a_changed_input_file_fetched_over_http_reruns_only_what_depends_on_it() {
+    let sb = Sandbox::new();
+    let site = sb.dir_with(
+        "site",
+        &[("data.csv", "1,2\n3,4\n"), ("labels.txt", "a b\n")],
+    );
+    let web = WebServer::start(&site);
+    let log = sb.dir.join("executions");
+    let log = log.to_str().unwrap();
+    let wf = sb.write(
+        "fetch.yaml",
+        &format!(
+            r#"apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  generateName: fetch-
+  annotations:
+    weir.dev/cache: "true"
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - {{name: prep, template: copy, arguments: {{artifacts: [{{name: in, http: {{url: "http://127.0.0.1:{port}/data.csv"}}}}]}}}}
+      - {{name: train, template: use, dependencies: [prep], arguments: {{artifacts: [{{name: in, from: "{{{{tasks.prep.outputs.artifacts.out}}}}"}}]}}}}
+      - {{name: label, template: copy, arguments: {{artifacts: [{{name: in, http: {{url: "http://127.0.0.1:{port}/labels.txt"}}}}]}}}}
+      - {{name: report, template: use, dependencies: [label], arguments: {{artifacts: [{{name: in, from: "{{{{tasks.label.outputs.artifacts.out}}}}"}}]}}}}
+  - name: copy
+    inputs: {{artifacts: [{{name: in, path: /tmp/in}}]}}
+    outputs: {{artifacts: [{{name: out, path: /tmp/out}}]}}
+    script:
+      image: alpine
+      command: [sh]
+      source: |
+        echo "copy $(head -c 3 /tmp/in)" >> {log}
+        cp /tmp/in /tmp/out
+  - name: use
+    inputs: {{artifacts: [{{name: in, path: /tmp/in}}]}}
+    script:
+      image: alpine
+      command: [sh]
+      source: |
+        echo "use $(head -c 3 /tmp/in)" >> {log}
+"#,
+            port = web.1
+        ),
+    );
+    let run = || {
+        let before = std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        let o = sb.weir(&["run", wf.to_str().unwrap(), "-o", "json"]);
+        assert_eq!(o.code, 0, "{}", o.all());
+        let all = std::fs::read_to_string(log).unwrap_or_default();
+        let mut new: Vec<String> = all.lines().skip(before).map(str::to_string).collect();
+        new.sort();
+        (
+            serde_json::from_str::<serde_json::Value>(&o.stdout).unwrap(),
+            new,
+        )
+    };
+    let (first, ran) = run();
+    assert_eq!(ran, vec!["copy 1,2", "copy a b", "use 1,2", "use a b"]);
+    // the fetched input is recorded with its digest
+    let prep = node(&first, "prep");
+    assert_eq!(prep["phase"], "Succeeded");
+    // the data file changes: the tasks it reaches run again, the others are cached
+    std::fs::write(site.join("data.csv"), "5,6\n").unwrap();
+    let (second, ran) = run();
+    assert_eq!(ran, vec!["copy 5,6", "use 5,6"]);
+    assert!(node(&second, "label")["cachedFrom"].is_string());
+    assert!(node(&second, "report")["cachedFrom"].is_string());
+    // a URL that is not there: a clear error on that node; what else ran is kept
+    let bad = sb.write(
+        "missing.yaml",
+        &std::fs::read_to_string(&wf)
+            .unwrap()
+            .replace("/labels.txt", "/nope.txt"),
+    );
+    let o = sb.weir(&["run", bad.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let label = node(&v, "label");
+    assert_eq!(label["phase"], "Error");
+    assert!(
+        label["message"].as_str().unwrap().contains("nope.txt: 404"),
+        "{label}"
+    );
+    assert_eq!(node(&v, "prep")["phase"], "Succeeded");
+}
