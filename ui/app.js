@@ -177,6 +177,16 @@ function metricCharts(byRun) {
   })))));
 }
 
+// lineage as nested lists: artifact → the node that produced it → that node's inputs → …
+function lineageTree(v) {
+  const params = (p) => Object.entries(p || {}).map(([k, x]) => `${k}=${x}`).join(" ");
+  const node = (n) => h("li", { class: "lin-node" }, h("b", { text: n.nodeName || n.node }), ` run ${n.run}, template ${n.template} `,
+    h("small", { text: params(n.parameters) }), h("ul", {}, (n.inputs || n.outputs || []).map(art)));
+  const art = (a) => h("li", { class: "lin-artifact" }, h("code", { text: a.artifact }), ` blake3 ${String(a.blake3).slice(0, 12)}…`,
+    a.fetchedFrom ? ` fetched from ${a.fetchedFrom}` : "", h("ul", {}, (a.producedBy || a.usedBy || []).map(node)));
+  return h("ul", { class: "lineage" }, v.artifact ? art(v) : node(v));
+}
+
 // ---------------------------------------------------------------------------------------------
 // runs list
 
@@ -360,9 +370,14 @@ async function runPage(ns, name) {
     const kids = [h("h2", { id: "node-title", text: n.displayName }), dl];
     if (retries.length) kids.push(h("h3", { text: "Attempts" }), h("ul", {}, retries.map((r) => h("li", {}, h("a", { href: "#", onclick: (e) => { e.preventDefault(); select(r.id); } }, r.displayName), " ", badge(r.phase)))));
     if ((out.artifacts || []).length) {
+      const lin = h("div", { id: "lineage" });
       kids.push(h("h3", { text: "Artifacts" }), h("ul", { id: "artifacts" }, out.artifacts.map((a) => h("li", {},
         h("a", { href: withToken(`/api/v1/artifact-files/${ns}/workflows/${name}/${n.id}/outputs/${a.name}`) }, a.name),
-        ` ${a.size} bytes, blake3 ${String(a.blake3).slice(0, 12)}…`))));
+        ` ${a.size} bytes, blake3 ${String(a.blake3).slice(0, 12)}… `,
+        h("a", { href: "#", class: "lineage-link", onclick: async (e) => {
+          e.preventDefault();
+          try { lin.replaceChildren(h("h3", { text: "Lineage of " + a.name }), lineageTree(await api("GET", `/api/v1/lineage/${ns}?target=${a.blake3}`))); } catch (err) { fail(err); }
+        } }, "lineage")))), lin);
     }
     if (n.type === "Pod") {
       const pre = h("pre", { class: "logs", id: "logs" });

@@ -26,15 +26,20 @@ pub(crate) fn save(
     let (hash, size) = repo
         .put_with(&key, |w| {
             if archived {
+                // The same files give the same bytes (so the same digest): entries in sorted
+                // order, headers without times or owners, a gzip header without a time. Step
+                // caching and deduplication compare artifacts by digest.
                 let gz = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
                 let mut tar = tar::Builder::new(gz);
                 tar.follow_symlinks(false);
-                let base = src
-                    .file_name()
-                    .map(|n| n.to_os_string())
-                    .unwrap_or_else(|| "artifact".into());
+                tar.mode(tar::HeaderMode::Deterministic);
+                let base = std::path::PathBuf::from(
+                    src.file_name()
+                        .map(|n| n.to_os_string())
+                        .unwrap_or_else(|| "artifact".into()),
+                );
                 if is_dir {
-                    tar.append_dir_all(&base, src)?;
+                    append_sorted(&mut tar, src, &base)?;
                 } else {
                     tar.append_path_with_name(src, &base)?;
                 }
@@ -55,6 +60,27 @@ pub(crate) fn save(
         sub_path: None,
         url: None,
     })
+}
+
+/// Appends directory `dir` as `name` and everything below it, in sorted order.
+fn append_sorted<W: io::Write>(
+    tar: &mut tar::Builder<W>,
+    dir: &Path,
+    name: &Path,
+) -> io::Result<()> {
+    tar.append_dir(name, dir)?;
+    let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<io::Result<_>>()?;
+    entries.sort_by_key(|e| e.file_name());
+    for e in entries {
+        let path = e.path();
+        let inner = name.join(e.file_name());
+        if e.file_type()?.is_dir() {
+            append_sorted(tar, &path, &inner)?;
+        } else {
+            tar.append_path_with_name(&path, &inner)?;
+        }
+    }
+    Ok(())
 }
 
 /// Stores the files of directory `src` one by one under `key/` (a key-only artifact with

@@ -72,7 +72,90 @@ pub struct TemplateRecord {
     pub deleted: bool,
 }
 
+/// One edge of the lineage graph: a node consumed (`in`) or produced (`out`) an artifact.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LineageEdge {
+    pub run: String,
+    pub node: String,
+    pub node_name: String,
+    pub template: String,
+    /// The node's input parameters, as JSON `[[name, value], …]`.
+    pub params: String,
+    pub direction: String,
+    pub artifact: String,
+    /// blake3 of the artifact's stored bytes.
+    pub digest: String,
+    pub key: String,
+    /// Where a fetched input came from.
+    pub url: Option<String>,
+    pub at: Millis,
+}
+
 impl Store {
+    /// Records a finished node's lineage edges (again on replay: the same rows).
+    pub fn record_lineage(&mut self, edges: &[LineageEdge]) -> Result<()> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT OR REPLACE INTO lineage (run, node, node_name, template, params, direction, artifact, digest, key, url, at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            for e in edges {
+                stmt.execute(params![
+                    e.run,
+                    e.node,
+                    e.node_name,
+                    e.template,
+                    e.params,
+                    e.direction,
+                    e.artifact,
+                    e.digest,
+                    e.key,
+                    e.url,
+                    e.at
+                ])?;
+            }
+        }
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// Edges with this digest (a prefix of at least 8 hex digits) in this direction, of runs in
+    /// `namespace` when given.
+    pub fn lineage_by_digest(
+        &self,
+        digest: &str,
+        direction: &str,
+        namespace: Option<&str>,
+    ) -> Result<Vec<LineageEdge>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT l.run, l.node, l.node_name, l.template, l.params, l.direction, l.artifact, l.digest, l.key, l.url, l.at
+             FROM lineage l JOIN runs r ON r.name = l.run
+             WHERE substr(l.digest, 1, length(?1)) = ?1 AND l.direction = ?2 AND (?3 IS NULL OR r.namespace = ?3)
+             ORDER BY l.at, l.run, l.node",
+        )?;
+        let rows = stmt.query_map(params![digest, direction, namespace], lineage_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// A node's edges in one direction.
+    pub fn lineage_of_node(
+        &self,
+        run: &str,
+        node: &str,
+        direction: &str,
+    ) -> Result<Vec<LineageEdge>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT run, node, node_name, template, params, direction, artifact, digest, key, url, at FROM lineage
+             WHERE run = ?1 AND node = ?2 AND direction = ?3 ORDER BY artifact",
+        )?;
+        let rows = stmt.query_map(params![run, node, direction], lineage_row)?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// Stores a new version of a template; returns its version number.
     pub fn put_template(
         &mut self,
@@ -339,6 +422,22 @@ impl Store {
         let rows = stmt.query_map([], |r| r.get(0))?;
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
+}
+
+fn lineage_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LineageEdge> {
+    Ok(LineageEdge {
+        run: r.get(0)?,
+        node: r.get(1)?,
+        node_name: r.get(2)?,
+        template: r.get(3)?,
+        params: r.get(4)?,
+        direction: r.get(5)?,
+        artifact: r.get(6)?,
+        digest: r.get(7)?,
+        key: r.get(8)?,
+        url: r.get(9)?,
+        at: r.get(10)?,
+    })
 }
 
 fn template_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TemplateRecord> {

@@ -8,7 +8,7 @@ mod access;
 mod artifacts;
 mod sqlite;
 
-pub use access::{AuditEntry, LabelReq, RunQuery, TemplateRecord, TokenRecord};
+pub use access::{AuditEntry, LabelReq, LineageEdge, RunQuery, TemplateRecord, TokenRecord};
 pub use artifacts::LocalRepo;
 pub use sqlite::{Acquire, Durability, LockState, RunRecord, RunSummary, Store};
 

@@ -7,7 +7,7 @@ use weir_core::run::{Event, Lock, Metric, Millis, Phase, Submission};
 
 use crate::{Error, Result};
 
-const SCHEMA_VERSION: i64 = 7;
+const SCHEMA_VERSION: i64 = 8;
 
 const MIGRATIONS: &[&str] = &[
     "
@@ -109,6 +109,23 @@ CREATE TABLE templates (
     deleted    INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (kind, namespace, name, version)
 ) WITHOUT ROWID;
+",
+    "
+CREATE TABLE lineage (
+    run       TEXT NOT NULL REFERENCES runs(name) ON DELETE CASCADE,
+    node      TEXT NOT NULL,
+    node_name TEXT NOT NULL,
+    template  TEXT NOT NULL,
+    params    TEXT NOT NULL,
+    direction TEXT NOT NULL,
+    artifact  TEXT NOT NULL,
+    digest    TEXT NOT NULL,
+    key       TEXT NOT NULL,
+    url       TEXT,
+    at        INTEGER NOT NULL,
+    PRIMARY KEY (run, node, direction, artifact)
+) WITHOUT ROWID;
+CREATE INDEX lineage_digest ON lineage(digest, direction);
 ",
 ];
 

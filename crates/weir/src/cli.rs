@@ -175,6 +175,19 @@ enum Cmd {
         #[arg(long)]
         print_config: bool,
     },
+    /// Where an artifact came from (upstream) or where it went (downstream), across runs.
+    Lineage {
+        /// A blake3 digest (8+ hex digits), or RUN/NODE, or RUN/NODE/ARTIFACT.
+        target: String,
+        /// What produced it, and from what (the default).
+        #[arg(long, conflicts_with = "downstream")]
+        upstream: bool,
+        /// What used it, and what that produced.
+        #[arg(long)]
+        downstream: bool,
+        #[arg(short, long)]
+        output: Option<Output>,
+    },
     /// Runs as experiments: compare their parameters and metrics.
     Runs {
         #[command(subcommand)]
@@ -351,6 +364,17 @@ pub fn main() -> Result<ExitCode> {
             crate::server::serve(env, crate::server::Options::from(eff))
         }
         Cmd::Token { cmd } => token(&env, cli.namespace, cmd),
+        Cmd::Lineage {
+            target,
+            downstream,
+            output,
+            ..
+        } => {
+            let store = env.store()?;
+            let v =
+                crate::lineage::query(&store, &crate::lineage::parse(&target)?, !downstream, None)?;
+            print_lineage(&v, output)
+        }
         Cmd::Runs {
             cmd: RunsCmd::Compare { runs, output },
         } => {
@@ -1021,6 +1045,12 @@ fn remote_main(r: &crate::remote::Remote, cmd: Cmd) -> Result<ExitCode> {
             }
             print_compare(&rows, output)
         }
+        Cmd::Lineage {
+            target,
+            downstream,
+            output,
+            ..
+        } => print_lineage(&r.lineage(&target, downstream)?, output),
         Cmd::Delete { runs, all } => {
             if all {
                 return Err(Usage(
@@ -1040,6 +1070,15 @@ fn remote_main(r: &crate::remote::Remote, cmd: Cmd) -> Result<ExitCode> {
         ))
         .into()),
     }
+}
+
+fn print_lineage(v: &serde_json::Value, output: Option<Output>) -> Result<ExitCode> {
+    match output {
+        Some(Output::Json) => println!("{}", serde_json::to_string_pretty(v)?),
+        Some(Output::Yaml) => print!("{}", show::to_yaml(v)),
+        _ => print!("{}", crate::lineage::text(v)),
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `weir runs compare`: one column per run, a row per parameter and per metric.

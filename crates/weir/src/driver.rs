@@ -282,6 +282,15 @@ pub fn drive(
                 actions.extend(run.step(ev.clone(), *at));
             }
             store.append(&name, &batch, run.phase(), run.message(), run.finished_at())?;
+            let mut edges = Vec::new();
+            for (_, ev) in &batch {
+                if let Event::Finished { node, .. } | Event::Cached { node, .. } = ev {
+                    edges.extend(lineage_edges(&run, node));
+                }
+            }
+            if !edges.is_empty() {
+                store.record_lineage(&edges)?;
+            }
             if matches!(pod_gc, PodGc::OnPodCompletion | PodGc::OnPodSuccess) {
                 for (_, ev) in &batch {
                     if let Event::Finished { node, .. } = ev
@@ -402,6 +411,42 @@ pub fn drive(
     }
     watch.finish(&run);
     Ok(run.phase())
+}
+
+/// A finished task node's lineage: the artifacts it consumed and produced, with its parameters.
+fn lineage_edges(run: &Run, node: &str) -> Vec<weir_store::LineageEdge> {
+    let Some(n) = run.node_by_id(node) else {
+        return Vec::new();
+    };
+    if !n.phase.is_done() {
+        return Vec::new();
+    }
+    let params = serde_json::to_string(&n.inputs).unwrap_or_default();
+    let edge = |direction: &str, a: &weir_core::run::ArtifactRef| weir_store::LineageEdge {
+        run: run.submission().name.clone(),
+        node: n.id.clone(),
+        node_name: n.display_name.clone(),
+        template: n.template.clone(),
+        params: params.clone(),
+        direction: direction.to_string(),
+        artifact: a.name.clone(),
+        digest: a.hash.clone(),
+        key: a.key.clone(),
+        url: a.url.clone(),
+        at: n.finished_at.unwrap_or_else(now_ms),
+    };
+    let ins = n
+        .input_artifacts
+        .iter()
+        .filter(|a| !a.hash.is_empty())
+        .map(|a| edge("in", a));
+    let outs = n
+        .outputs
+        .artifacts
+        .iter()
+        .filter(|a| !a.hash.is_empty())
+        .map(|a| edge("out", a));
+    ins.chain(outs).collect()
 }
 
 /// Lock requests of this run still queued in the store: holder → (locks, priority).

@@ -5,6 +5,7 @@
 mod cli;
 mod driver;
 mod files;
+mod lineage;
 mod remote;
 mod server;
 mod show;

@@ -179,6 +179,19 @@ impl Remote {
         Ok(phase)
     }
 
+    pub fn lineage(&self, target: &str, downstream: bool) -> Result<Value> {
+        self.call(
+            "GET",
+            &format!(
+                "/api/v1/lineage/{}?target={}&direction={}",
+                enc(&self.namespace),
+                enc(target),
+                if downstream { "downstream" } else { "upstream" }
+            ),
+            None,
+        )
+    }
+
     pub fn metrics(&self, name: &str) -> Result<Value> {
         self.call("GET", &format!("{}/metrics", self.run_path(name)), None)
     }

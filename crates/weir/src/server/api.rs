@@ -45,7 +45,7 @@ use crate::{files, show};
         tpl::update_template, tpl::delete_template, tpl::template_versions, tpl::list_crons,
         tpl::create_cron, tpl::get_cron, tpl::update_cron, tpl::delete_cron, tpl::cron_versions,
         tpl::list_cluster, tpl::create_cluster, tpl::get_cluster, tpl::update_cluster,
-        tpl::delete_cluster, tpl::cluster_versions, workflow_graph, userinfo, run_events, run_metrics
+        tpl::delete_cluster, tpl::cluster_versions, workflow_graph, userinfo, run_events, run_metrics, lineage
     ),
     components(schemas(ErrorBody, CreateRequest, WorkflowList, WorkflowSummary, ResumeRequest,
         SetRequest, ResubmitRequest, TokenRequest, TokenCreated, TokenInfo, AuditLog, AuditItem,
@@ -135,6 +135,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/v1/audit", get(audit_log))
         .route("/api/v1/userinfo", get(userinfo))
+        .route("/api/v1/lineage/{namespace}", get(lineage))
         .route(
             "/api/v1/workflows/{namespace}/{name}/graph",
             get(workflow_graph),
@@ -1052,6 +1053,58 @@ async fn run_metrics(
             last,
             phase: run.phase().as_str().to_string(),
         }))
+    })
+    .await
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct LineageQuery {
+    /// A blake3 digest (8+ hex digits), RUN/NODE or RUN/NODE/ARTIFACT (required).
+    target: Option<String>,
+    /// `upstream` (what produced it, the default) or `downstream` (what used it).
+    direction: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/lineage/{namespace}", tag = "artifacts",
+    params(("namespace" = String, Path), LineageQuery),
+    responses((status = 200, description = "The lineage graph, nested: artifacts with producedBy/usedBy nodes, nodes with their parameters and inputs/outputs", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+async fn lineage(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(namespace): Path<String>,
+    Query(q): Query<LineageQuery>,
+) -> ApiResult<Json<Value>> {
+    require(&caller, &namespace, Role::Viewer)?;
+    let target = q.target.ok_or_else(|| {
+        ApiError::bad_request(
+            "`target` is required: a blake3 digest, RUN/NODE or RUN/NODE/ARTIFACT",
+        )
+    })?;
+    let downstream = match q.direction.as_deref() {
+        None | Some("upstream") => false,
+        Some("downstream") => true,
+        Some(d) => {
+            return Err(ApiError::bad_request(format!(
+                "direction `{d}` is not upstream or downstream"
+            )));
+        }
+    };
+    app.db(move |_, store| {
+        let start = crate::lineage::parse(&target)?;
+        let v =
+            crate::lineage::query(store, &start, !downstream, Some(&namespace)).map_err(|e| {
+                // "no such digest or node" is a 404, not a malformed request
+                let api = ApiError::from(e);
+                if api.code == "bad_request" && api.message.contains("no ") {
+                    ApiError::not_found(api.message)
+                } else {
+                    api
+                }
+            })?;
+        Ok(Json(v))
     })
     .await
 }

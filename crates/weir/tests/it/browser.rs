@@ -395,6 +395,21 @@ fn the_ui_plots_metric_curves_and_parameters_against_a_metric() {
         "document.querySelectorAll('#metrics svg[data-metric=loss] polyline.series').length",
     );
     assert_eq!(lines, json!(3), "three training nodes");
+    // a model's lineage, drawn in the node panel: back to the dataset and preprocess
+    b.script(
+        "[...document.querySelectorAll('g.node')].find(g => g.querySelector('title').textContent.startsWith('train(2'))\
+         .dispatchEvent(new MouseEvent('click')); return 1",
+    );
+    b.click("#artifacts .lineage-link");
+    let chain = b.wait(
+        "the model's lineage",
+        "[...document.querySelectorAll('#lineage .lin-node b')].map(b => b.textContent).join(' <- ')",
+    );
+    assert!(
+        chain.as_str().unwrap().starts_with("train(2")
+            && chain.as_str().unwrap().ends_with("preprocess"),
+        "{chain}"
+    );
     // three runs compared: their parameters side by side and every curve overlaid
     b.goto(&srv.url(&format!("/?c=1#/compare?runs={}", runs.join(","))));
     let rates = b.wait(

@@ -1501,3 +1501,66 @@ spec:
     );
     assert_eq!(node(&v, "prep")["phase"], "Succeeded");
 }
+
+#[test]
+fn lineage_traces_a_model_back_to_its_dataset_and_parameters() {
+    let sb = Sandbox::new();
+    let example = support::repo_root().join("examples/ml-pipeline.yaml");
+    let o = sb.weir(&[
+        "run",
+        example.to_str().unwrap(),
+        "--name",
+        "ml",
+        "--no-logs",
+        "-p",
+        "learning-rate=0.02",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let v = sb.json(&[
+        "lineage",
+        "ml/train(2:epochs:150,name:large)/model",
+        "-o",
+        "json",
+    ]);
+    assert_eq!(v["artifact"], "model");
+    let train = &v["producedBy"][0];
+    assert_eq!(train["template"], "train");
+    assert_eq!(train["parameters"]["learning-rate"], "0.02");
+    assert_eq!(train["parameters"]["epochs"], "150");
+    let dataset = &train["inputs"][0];
+    assert_eq!(dataset["artifact"], "dataset");
+    let prep = &dataset["producedBy"][0];
+    assert_eq!(
+        (
+            prep["nodeName"].as_str(),
+            prep["parameters"]["samples"].as_str()
+        ),
+        (Some("preprocess"), Some("400"))
+    );
+    // the text form names the same chain
+    let text = sb
+        .weir(&["lineage", "ml/train(2:epochs:150,name:large)/model"])
+        .stdout;
+    for part in [
+        "model",
+        "produced by train(2:epochs:150,name:large)",
+        "learning-rate=0.02",
+        "dataset",
+        "produced by preprocess",
+        "samples=400",
+    ] {
+        assert!(text.contains(part), "{part}: {text}");
+    }
+    // downstream from the dataset's digest: the three training runs used it
+    let digest = dataset["blake3"].as_str().unwrap();
+    let down = sb.json(&["lineage", &digest[..12], "--downstream", "-o", "json"]);
+    assert_eq!(down["usedBy"].as_array().unwrap().len(), 3, "{down}");
+    let o = sb.weir(&["lineage", "not-a-target"]);
+    assert_eq!(o.code, 2, "{}", o.all());
+    let o = sb.weir(&["lineage", "deadbeefdeadbeef"]);
+    assert!(
+        o.code == 2 && o.stderr.contains("no artifact with digest"),
+        "{}",
+        o.all()
+    );
+}

@@ -156,6 +156,26 @@ fn ml_example_submitted_over_http_is_followed_to_success_and_its_artifact_downlo
         model["blake3"].as_str().unwrap()
     );
 
+    // lineage over the API: the model back to the dataset and its producer
+    let (status, lin) = answer(
+        agent
+            .get(srv.url(&format!(
+                "/api/v1/lineage/ml?target={}",
+                model["blake3"].as_str().unwrap()
+            )))
+            .header("Authorization", &auth)
+            .call(),
+    );
+    assert_eq!(status, 200, "{lin}");
+    assert_eq!(lin["producedBy"][0]["inputs"][0]["artifact"], "dataset");
+    let (status, _) = answer(
+        agent
+            .get(srv.url("/api/v1/lineage/other?target=deadbeefdeadbeef"))
+            .header("Authorization", &auth)
+            .call(),
+    );
+    assert_eq!(status, 403, "another namespace's lineage");
+
     // the run's stored event log: each task started and finished, in order
     let (status, log) = answer(
         agent
