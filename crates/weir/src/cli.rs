@@ -234,6 +234,13 @@ enum Cmd {
         #[arg(long)]
         no_logs: bool,
     },
+    /// Run a run again exactly: the same spec and parameters, every task executed (no step
+    /// cache), and each input fetched from a URL required to have the digest it had then.
+    Rerun {
+        run: String,
+        #[arg(long)]
+        no_logs: bool,
+    },
     /// Submit a new run with the same spec and parameters.
     Resubmit {
         run: String,
@@ -400,6 +407,7 @@ pub fn main() -> Result<ExitCode> {
         Cmd::Get { run, output } => get(&env, &run, output),
         Cmd::Logs { run, node, follow } => logs(&env, &run, node.as_deref(), follow),
         Cmd::Retry { run, no_logs } => retry(&env, &run, no_logs),
+        Cmd::Rerun { run, no_logs } => rerun(&env, &run, no_logs),
         Cmd::Resubmit {
             run,
             parameters,
@@ -466,14 +474,17 @@ fn prepare(submit: &Submit, store: &Store) -> Result<Submission> {
             .insert("weir.dev/no-cache".into(), "true".into());
     }
     let params = files::parameters(&submit.parameters, submit.parameter_file.as_deref())?;
-    files::submission(
+    let mut sub = files::submission(
         store,
         wf,
         &bundle.main,
         &bundle.library,
         params,
         submit.name.clone(),
-    )
+    )?;
+    let file = (submit.file != std::path::Path::new("-")).then_some(submit.file.as_path());
+    crate::record::annotate(&mut sub, file);
+    Ok(sub)
 }
 
 pub fn start(sub: Submission) -> Result<(Run, Vec<weir_core::run::Action>)> {
@@ -741,6 +752,66 @@ fn retry(env: &Env, name: &str, no_logs: bool) -> Result<ExitCode> {
     let mut w = watcher(None, no_logs);
     let phase = driver::drive(env, store, run, Vec::new(), vec![Event::Retry], w.as_mut())?;
     drop(lock);
+    Ok(exit_for(phase))
+}
+
+fn rerun(env: &Env, name: &str, no_logs: bool) -> Result<ExitCode> {
+    let mut store = env.store()?;
+    let name = store.resolve(name)?;
+    let original = load_run(&store, &name)?;
+    // what came from outside the run, and what it was then
+    let mut expected = std::collections::BTreeMap::new();
+    for n in original.nodes() {
+        for a in &n.input_artifacts {
+            if let Some(u) = &a.url {
+                expected.insert(u.clone(), a.hash.clone());
+            }
+        }
+    }
+    let mut sub = files::resubmission(original.submission().clone(), Vec::new());
+    let ann = &mut sub.workflow.metadata.annotations;
+    ann.insert(crate::record::RERUN_OF.into(), name.clone());
+    ann.insert("weir.dev/no-cache".into(), "true".into());
+    if !expected.is_empty() {
+        ann.insert(
+            crate::record::EXPECTED_INPUTS.into(),
+            serde_json::to_string(&expected)?,
+        );
+    }
+    let (run, actions) = start(sub.clone())?;
+    store.create_run(&sub)?;
+    let lock = driver::try_lock(env, &sub.name)?.context("lock")?;
+    println!("rerunning {name} as {}", sub.name);
+    driver::install_interrupt_handler();
+    let mut w = watcher(None, no_logs);
+    let phase = driver::drive(env, store, run, actions, Vec::new(), w.as_mut())?;
+    drop(lock);
+    let after = load_run(&env.store()?, &sub.name)?;
+    // outputs by their node's path below the run (the run's own name differs)
+    let digests = |r: &weir_core::run::Run| -> std::collections::BTreeMap<String, String> {
+        let run = r.submission().name.clone();
+        r.nodes()
+            .iter()
+            .flat_map(|n| {
+                let path = n
+                    .name
+                    .strip_prefix(run.as_str())
+                    .unwrap_or(&n.name)
+                    .to_string();
+                n.outputs
+                    .artifacts
+                    .iter()
+                    .map(move |a| (format!("{path}/{}", a.name), a.hash.clone()))
+            })
+            .collect()
+    };
+    let (was, now) = (digests(&original), digests(&after));
+    let same = now.iter().filter(|(k, v)| was.get(*k) == Some(v)).count();
+    println!(
+        "{} of {} output artifacts are identical to {name}'s",
+        same,
+        now.len()
+    );
     Ok(exit_for(phase))
 }
 

@@ -6,6 +6,7 @@ mod cli;
 mod driver;
 mod files;
 mod lineage;
+mod record;
 mod remote;
 mod server;
 mod show;

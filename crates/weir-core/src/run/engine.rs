@@ -2111,6 +2111,15 @@ impl Run {
         }
         let mut errors = Vec::new();
         let mut got = results.into_iter();
+        // `weir rerun`: inputs must be what they were
+        let expected: BTreeMap<String, String> = self
+            .sub
+            .workflow
+            .metadata
+            .annotations
+            .get("weir.dev/expected-inputs")
+            .and_then(|j| serde_json::from_str(j).ok())
+            .unwrap_or_default();
         if let Rt::Pod { spec, .. } = &mut self.rt[i] {
             for a in spec
                 .inputs
@@ -2118,6 +2127,19 @@ impl Run {
                 .filter(|a| a.source.url.is_some() && a.source.hash.is_empty())
             {
                 match got.next() {
+                    Some(Ok(r))
+                        if expected
+                            .get(r.url.as_deref().unwrap_or_default())
+                            .is_some_and(|d| *d != r.hash) =>
+                    {
+                        errors.push(format!(
+                            "input artifact `{}`: {} changed since the run being rerun: its blake3 was {}, now {}",
+                            a.name,
+                            r.url.as_deref().unwrap_or_default(),
+                            expected[r.url.as_deref().unwrap_or_default()],
+                            r.hash
+                        ));
+                    }
                     Some(Ok(mut r)) => {
                         r.name = a.source.name.clone();
                         r.sub_path = a.source.sub_path.clone();

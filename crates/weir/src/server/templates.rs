@@ -674,6 +674,7 @@ pub fn submit(
             .annotations
             .insert(VERSIONS_ANNOTATION.into(), versions);
     }
-    let sub = files::submission(store, wf, &main, &lib, ps, name)?;
+    let mut sub = files::submission(store, wf, &main, &lib, ps, name)?;
+    crate::record::annotate(&mut sub, None);
     accept(app, store, sub)
 }

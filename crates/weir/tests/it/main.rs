@@ -1564,3 +1564,83 @@ fn lineage_traces_a_model_back_to_its_dataset_and_parameters() {
         o.all()
     );
 }
+
+#[test]
+fn a_run_records_what_reproduces_it_and_rerun_insists_on_the_same_inputs() {
+    let sb = Sandbox::new();
+    let site = sb.dir_with("site", &[("data.csv", "1,2\n")]);
+    let web = WebServer::start(&site);
+    let wf = sb.write(
+        "repro.yaml",
+        &format!(
+            r#"apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  name: repro
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    inputs: {{artifacts: [{{name: data, path: /tmp/data.csv, http: {{url: "http://127.0.0.1:{}/data.csv"}}}}]}}
+    outputs: {{artifacts: [{{name: total, path: /tmp/total.txt}}]}}
+    script:
+      image: python:3
+      command: [python3]
+      source: |
+        total = sum(int(x) for line in open("/tmp/data.csv") for x in line.split(","))
+        open("/tmp/total.txt", "w").write(str(total))
+"#,
+            web.1
+        ),
+    );
+    let o = sb.weir(&["run", wf.to_str().unwrap(), "--no-logs"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let v = sb.json(&["get", "repro", "-o", "json"]);
+    let ann = &v["metadata"]["annotations"];
+    assert_eq!(ann["weir.dev/spec-hash"].as_str().map(str::len), Some(64));
+    assert_eq!(ann["weir.dev/weir-version"], env!("CARGO_PKG_VERSION"));
+    assert!(ann["weir.dev/os"].as_str().unwrap().starts_with("Linux"));
+    assert!(
+        ann["weir.dev/interpreters"]
+            .as_str()
+            .unwrap()
+            .starts_with("python3: Python 3"),
+        "{ann}"
+    );
+    // the workflow file lies in this repository's work tree
+    assert!(
+        ann["weir.dev/git-commit"]
+            .as_str()
+            .is_some_and(|c| c.len() >= 40),
+        "{ann}"
+    );
+
+    // the same input: the rerun runs every task again and gets the same outputs
+    let o = sb.weir(&["rerun", "repro", "--no-logs"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        o.stdout
+            .contains("1 of 1 output artifacts are identical to repro's"),
+        "{}",
+        o.stdout
+    );
+    // the input changed: refused, naming the input and both digests
+    std::fs::write(site.join("data.csv"), "1,3\n").unwrap();
+    let o = sb.weir(&["rerun", "repro", "--no-logs"]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    let last = sb.json(&["get", "@latest", "-o", "json"]);
+    let msg = last["status"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("data.csv changed since the run being rerun"),
+        "{msg}"
+    );
+    // the input is gone: a clear error
+    std::fs::remove_file(site.join("data.csv")).unwrap();
+    let o = sb.weir(&["rerun", "repro", "--no-logs"]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    let last = sb.json(&["get", "@latest", "-o", "json"]);
+    assert!(
+        last["status"]["message"].as_str().unwrap().contains("404"),
+        "{last}"
+    );
+}
