@@ -337,7 +337,7 @@ fn simulate(yaml: &str, outcome: impl Fn(&str, u32) -> (i32, String)) -> (Vec<St
                     holder,
                     error: None,
                 }),
-                Action::Fetch { node, sources } => next.push(Event::Fetched {
+                Action::Fetch { node, sources, .. } => next.push(Event::Fetched {
                     node,
                     results: sources
                         .into_iter()

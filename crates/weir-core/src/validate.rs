@@ -407,7 +407,6 @@ impl Validator<'_> {
             .enumerate()
         {
             for (field, present) in [
-                ("s3", a.s3.is_some() && a.key_only().is_none()),
                 // an input may come from a URL; nothing is uploaded to one
                 ("http", a.http.is_some() && i < outputs),
                 ("git", a.git.is_some()),

@@ -12,6 +12,7 @@ mod probe;
 mod process;
 mod reaper;
 mod report;
+mod s3;
 mod sandbox;
 mod spawn;
 
@@ -19,7 +20,7 @@ pub use admission::Capacity;
 pub use process::{ProcessConfig, ProcessExecutor};
 pub use sandbox::Sandbox;
 
-use weir_core::run::{ArtifactRef, TaskResult, TaskSpec};
+use weir_core::run::{ArtifactRef, S3Access, TaskResult, TaskSpec};
 
 /// What an executor tells the driver.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +54,8 @@ pub trait Executor: Send + Sync {
     fn start(&self, task: TaskSpec);
     /// Fetches remote inputs (`http` URLs) into the repository, content-addressed; answers with
     /// [`Update::Fetched`].
-    fn fetch(&self, node: &str, sources: Vec<ArtifactRef>);
+    /// `access` gives, for each source on an S3-compatible store, how to reach it.
+    fn fetch(&self, node: &str, sources: Vec<ArtifactRef>, access: Vec<Option<S3Access>>);
     /// Kills the task's process group if it is running.
     fn stop(&self, node: &str);
     /// Waits for every task thread to end (after their processes were stopped).

@@ -10,7 +10,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
-use weir_core::run::{ArtifactRef, MetricPoint, Requests, TaskResult, TaskSpec};
+use weir_core::run::{ArtifactRef, MetricPoint, Requests, S3Access, TaskResult, TaskSpec};
 use weir_store::LocalRepo;
 
 use crate::admission::{Capacity, Ledger};
@@ -65,7 +65,7 @@ struct State {
 enum Job {
     Launch(Box<TaskSpec>, Vec<String>),
     Collect(Box<Collect>, i32, String),
-    Fetch(String, Vec<ArtifactRef>),
+    Fetch(String, Vec<ArtifactRef>, Vec<Option<S3Access>>),
 }
 
 /// What a task that exchanges files needs after its process exits.
@@ -145,8 +145,9 @@ impl Executor for ProcessExecutor {
         self.inner.admit();
     }
 
-    fn fetch(&self, node: &str, sources: Vec<ArtifactRef>) {
-        self.inner.queue(Job::Fetch(node.to_string(), sources));
+    fn fetch(&self, node: &str, sources: Vec<ArtifactRef>, access: Vec<Option<S3Access>>) {
+        self.inner
+            .queue(Job::Fetch(node.to_string(), sources, access));
     }
 
     fn stop(&self, node: &str) {
@@ -419,12 +420,16 @@ impl Inner {
                 }
             };
             let (node, requests, gpus) = match &job {
-                Job::Fetch(node, sources) => {
+                Job::Fetch(node, sources, access) => {
                     let results = sources
                         .iter()
-                        .map(|s| match &s.url {
-                            Some(u) => crate::http::fetch(&self.cfg.repo, u),
-                            None => Err("not a remote input".to_string()),
+                        .enumerate()
+                        .map(|(k, s)| match (&s.url, access.get(k).cloned().flatten()) {
+                            (Some(u), Some(a)) if u.starts_with("s3://") => {
+                                crate::s3::download(u, &a, &self.cfg.repo)
+                            }
+                            (Some(u), _) => crate::http::fetch(&self.cfg.repo, u),
+                            (None, _) => Err("not a remote input".to_string()),
                         })
                         .collect();
                     self.send(Update::Fetched {
@@ -1002,6 +1007,25 @@ impl Inner {
                     artifacts::save(&self.cfg.repo, &key, &a.name, path, a.archive)?
                 }
             };
+            let mut saved = saved;
+            if let Some(t) = &a.s3 {
+                // the stored bytes (a tar.gz unless `archive: none`) go to the bucket as they are
+                let url = format!("s3://{}/{}", t.bucket, t.key);
+                match crate::s3::upload(
+                    &t.bucket,
+                    &t.key,
+                    &t.access,
+                    &self.cfg.repo.path(&saved.key),
+                ) {
+                    Ok(()) => saved.url = Some(url),
+                    Err(e) => {
+                        result.error.get_or_insert(format!(
+                            "output artifact `{}`: uploading to {e}",
+                            a.name
+                        ));
+                    }
+                }
+            }
             result.artifacts.push(saved);
         }
         Ok(result)

@@ -214,7 +214,11 @@ pub fn drive(
                     store.release(&holder)?;
                 }
                 Action::Start(spec) => exec.start(*spec),
-                Action::Fetch { node, sources } => exec.fetch(&node, sources),
+                Action::Fetch {
+                    node,
+                    sources,
+                    access,
+                } => exec.fetch(&node, sources, access),
                 Action::Stop { node, .. } => exec.stop(&node),
                 Action::Arm { timer, at } => {
                     timers.insert((at, timer));

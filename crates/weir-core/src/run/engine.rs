@@ -1287,6 +1287,15 @@ impl Run {
                     &a.name,
                     &substitute(url, &env).unwrap_or(url.to_string()),
                 ));
+            } else if let Some(s3) = a.s3.as_ref().filter(|_| a.key_only().is_none()) {
+                let vars = self.local_vars(&call);
+                let env = Vars {
+                    layers: vec![&vars, &globals],
+                };
+                match self.s3_url(s3, &env) {
+                    Ok(u) => artifacts.push(http_artifact(&a.name, &u)),
+                    Err(e) => problems.push(format!("inputs.artifacts.{}: {e}", a.name)),
+                }
             } else if let Some(key) = a.key_only() {
                 let vars = self.local_vars(&call);
                 let env = Vars {
@@ -1893,12 +1902,32 @@ impl Run {
         let mut output_artifacts = Vec::new();
         for a in &call.tmpl.outputs.artifacts {
             if let Some(path) = &a.path {
+                let s3 = match a.s3.as_ref().filter(|_| a.key_only().is_none()) {
+                    Some(loc) => {
+                        let url = self.s3_url(loc, &env)?;
+                        let (bucket, rest) = url
+                            .trim_start_matches("s3://")
+                            .split_once('/')
+                            .ok_or("s3: bucket and key are required")?;
+                        let key = rest.split_once('?').map(|(k, _)| k).unwrap_or(rest);
+                        let access = self.s3_access_of_url(&url)?;
+                        secrets.extend(access.secret_key.iter().cloned());
+                        secrets.extend(access.access_key.iter().cloned());
+                        Some(S3Target {
+                            bucket: bucket.to_string(),
+                            key: key.to_string(),
+                            access,
+                        })
+                    }
+                    None => None,
+                };
                 output_artifacts.push(OutputArtifact {
                     name: a.name.clone(),
                     path: s(path)?,
                     optional: a.optional == Some(true),
                     archive: !a.archive_none(),
                     key: a.key_only().map(&s).transpose()?,
+                    s3,
                 });
             }
         }
@@ -2068,18 +2097,14 @@ impl Run {
         let Rt::Pod { spec, .. } = &self.rt[i] else {
             return;
         };
-        let remote: Vec<ArtifactRef> = spec
+        if spec
             .inputs
             .iter()
-            .filter(|a| a.source.url.is_some() && a.source.hash.is_empty())
-            .map(|a| a.source.clone())
-            .collect();
-        if !remote.is_empty() {
+            .any(|a| a.source.url.is_some() && a.source.hash.is_empty())
+        {
+            let action = self.fetch_action(i, spec);
             self.meta[i].fetch_wait = true;
-            self.actions.push(Action::Fetch {
-                node: self.nodes[i].id.clone(),
-                sources: remote,
-            });
+            self.actions.push(action);
             return;
         }
         let tmpl = self.node_tmpl[i].clone();
@@ -2102,6 +2127,100 @@ impl Run {
             }
         }
         self.admit(i);
+    }
+
+    /// The `Fetch` of a pod's remote inputs, each with how to reach it.
+    pub(super) fn fetch_action(&self, i: usize, spec: &TaskSpec) -> Action {
+        let sources: Vec<ArtifactRef> = spec
+            .inputs
+            .iter()
+            .filter(|a| a.source.url.is_some() && a.source.hash.is_empty())
+            .map(|a| a.source.clone())
+            .collect();
+        let access = sources
+            .iter()
+            .map(|s| {
+                s.url
+                    .as_deref()
+                    .filter(|u| u.starts_with("s3://"))
+                    .map(|u| self.s3_access_of_url(u).unwrap_or_default())
+            })
+            .collect();
+        Action::Fetch {
+            node: self.nodes[i].id.clone(),
+            sources,
+            access,
+        }
+    }
+
+    /// An `s3` artifact's location as a URL that names its bucket, key and endpoint, and the
+    /// Secrets (by name, never values) holding its credentials.
+    fn s3_url(&self, s3: &Json, env: &Vars) -> Result<String, String> {
+        let field = |k: &str| -> Result<Option<String>, String> {
+            s3.get(k)
+                .and_then(Json::as_str)
+                .map(|v| substitute(v, env).map_err(|e| e.to_string()))
+                .transpose()
+        };
+        let bucket = field("bucket")?.ok_or("s3: bucket is required")?;
+        let key = field("key")?.ok_or("s3: key is required")?;
+        let mut q = Vec::new();
+        if let Some(e) = field("endpoint")? {
+            q.push(format!("endpoint={e}"));
+        }
+        if let Some(r) = field("region")? {
+            q.push(format!("region={r}"));
+        }
+        if s3.get("insecure").and_then(Json::as_bool) == Some(true) {
+            q.push("insecure=true".into());
+        }
+        for (name, param) in [("accessKeySecret", "access"), ("secretKeySecret", "secret")] {
+            if let Some(r) = s3.get(name) {
+                let n = r.get("name").and_then(Json::as_str).unwrap_or_default();
+                let k = r.get("key").and_then(Json::as_str).unwrap_or_default();
+                q.push(format!("{param}={n}/{k}"));
+            }
+        }
+        let key = key.trim_start_matches('/');
+        Ok(if q.is_empty() {
+            format!("s3://{bucket}/{key}")
+        } else {
+            format!("s3://{bucket}/{key}?{}", q.join("&"))
+        })
+    }
+
+    /// How to reach the store an `s3://…?endpoint=…&access=SECRET/KEY` URL names, with the
+    /// credentials read from the run's Secrets.
+    fn s3_access_of_url(&self, url: &str) -> Result<S3Access, String> {
+        let mut a = S3Access::default();
+        let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
+        for kv in query.split('&').filter(|s| !s.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            match k {
+                "endpoint" => a.endpoint = Some(v.to_string()),
+                "region" => a.region = Some(v.to_string()),
+                "insecure" => a.insecure = v == "true",
+                "access" | "secret" => {
+                    let (n, key) = v.split_once('/').unwrap_or((v, ""));
+                    let value = self
+                        .templates
+                        .secrets
+                        .get(n)
+                        .and_then(|m| m.get(key))
+                        .cloned()
+                        .ok_or_else(|| {
+                            format!("s3: Secret `{n}` key `{key}` not found (load it with --with)")
+                        })?;
+                    if k == "access" {
+                        a.access_key = Some(value);
+                    } else {
+                        a.secret_key = Some(value);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(a)
     }
 
     /// A pod's remote inputs arrived (or could not be fetched).
@@ -3273,6 +3392,11 @@ impl Run {
                     &a.name,
                     &substitute(url, &env).map_err(|e| e.to_string())?,
                 ));
+            } else if let Some(s3) = a.s3.as_ref().filter(|_| a.key_only().is_none()) {
+                let u = self
+                    .s3_url(s3, &env)
+                    .map_err(|e| format!("arguments.artifacts.{}: {e}", a.name))?;
+                artifacts.push(http_artifact(&a.name, &u));
             } else if let Some(key) = a.key_only() {
                 artifacts.push(keyed_artifact(
                     &a.name,

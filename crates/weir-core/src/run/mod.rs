@@ -132,6 +132,27 @@ pub struct InputArtifact {
     pub mode: Option<u32>,
 }
 
+/// How to reach an S3-compatible store: its endpoint and the credentials from a Secret. Never
+/// serialized: credentials stay out of the event log and every document.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Access {
+    /// `host:port` or a URL; AWS when absent.
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    /// Plain http.
+    pub insecure: bool,
+    pub access_key: Option<String>,
+    pub secret_key: Option<String>,
+}
+
+/// An output artifact to upload to an S3-compatible store once stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Target {
+    pub bucket: String,
+    pub key: String,
+    pub access: S3Access,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputParam {
     pub name: String,
@@ -148,6 +169,9 @@ pub struct OutputArtifact {
     /// repository instead of the run's own place.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// An `s3` artifact with a bucket: uploaded there too.
+    #[serde(skip)]
+    pub s3: Option<S3Target>,
 }
 
 /// Where a volume's files live on the host.
@@ -427,6 +451,9 @@ pub enum Action {
     Fetch {
         node: String,
         sources: Vec<ArtifactRef>,
+        /// For each source on an S3-compatible store, how to reach it.
+        #[serde(skip)]
+        access: Vec<Option<S3Access>>,
     },
     /// Look up a memoized node's outputs; answer with `Event::Cached`.
     Lookup {
@@ -807,15 +834,7 @@ impl Run {
                 && self.nodes[i].phase == Phase::Pending
                 && let engine::Rt::Pod { spec, .. } = &self.rt[i]
             {
-                out.push(Action::Fetch {
-                    node: self.nodes[i].id.clone(),
-                    sources: spec
-                        .inputs
-                        .iter()
-                        .filter(|a| a.source.url.is_some() && a.source.hash.is_empty())
-                        .map(|a| a.source.clone())
-                        .collect(),
-                });
+                out.push(self.fetch_action(i, spec));
             }
         }
         for (i, m) in self.meta.iter().enumerate() {

@@ -1644,3 +1644,107 @@ spec:
         "{last}"
     );
 }
+
+#[test]
+fn artifacts_come_from_and_go_to_an_s3_compatible_store() {
+    let sb = Sandbox::new();
+    let s3 = support::S3Server::start();
+    s3.put("/ml-data", b"");
+    s3.put("/ml-data/datasets/data.csv", b"1,2\n3,4\n");
+    let secrets = sb.write(
+        "secrets.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: s3-creds\nstringData:\n  accessKey: AKIDEXAMPLE\n  secretKey: wJalrXUtnFEMI-s3cret-K7MDENG\n",
+    );
+    let loc = |bucket: &str, key: &str| {
+        format!(
+            "{{bucket: {bucket}, key: \"{key}\", endpoint: \"127.0.0.1:{}\", insecure: true, accessKeySecret: {{name: s3-creds, key: accessKey}}, secretKeySecret: {{name: s3-creds, key: secretKey}}}}",
+            s3.port
+        )
+    };
+    let wf = |input_bucket: &str| {
+        format!(
+            r#"apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  generateName: s3-
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - name: prep
+        template: prep
+    - - name: use
+        template: use
+        arguments: {{artifacts: [{{name: in, from: "{{{{steps.prep.outputs.artifacts.out}}}}"}}]}}
+  - name: prep
+    inputs: {{artifacts: [{{name: data, path: /tmp/data.csv, s3: {input}}}]}}
+    outputs: {{artifacts: [{{name: out, path: /tmp/out, s3: {output}}}]}}
+    script:
+      image: alpine
+      command: [sh]
+      source: |
+        mkdir -p /tmp/out && sort -r /tmp/data.csv > /tmp/out/sorted.csv
+  - name: use
+    inputs: {{artifacts: [{{name: in, path: /tmp/in}}]}}
+    script:
+      image: alpine
+      command: [sh]
+      source: cat /tmp/in/sorted.csv
+"#,
+            input = loc(input_bucket, "datasets/data.csv"),
+            output = loc("ml-data", "runs/{{workflow.name}}/out.tgz"),
+        )
+    };
+    let file = sb.write("s3.yaml", &wf("ml-data"));
+    let o = sb.weir(&[
+        "run",
+        file.to_str().unwrap(),
+        "--with",
+        secrets.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        !o.stdout.contains("s3cret"),
+        "secrets stay out of the output"
+    );
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let name = v["metadata"]["name"].as_str().unwrap();
+    assert_eq!(node(&v, "use")["outputs"]["result"], "3,4\n1,2");
+    // the output went to the bucket as a tar.gz
+    let tgz = s3
+        .get(&format!("/ml-data/runs/{name}/out.tgz"))
+        .expect("the uploaded artifact");
+    assert_eq!(&tgz[..2], b"\x1f\x8b");
+    // lineage names where the input came from
+    let lin = sb.json(&["lineage", &format!("{name}/prep/out"), "-o", "json"]);
+    let fetched = lin["producedBy"][0]["inputs"][0]["fetchedFrom"]
+        .as_str()
+        .unwrap();
+    assert!(
+        fetched.starts_with("s3://ml-data/datasets/data.csv"),
+        "{lin}"
+    );
+    assert!(!lin.to_string().contains("s3cret") && !lin.to_string().contains("AKIDEXAMPLE"));
+    // a bucket that does not exist: a clear error on the node, nothing else lost
+    let file = sb.write("s3-missing.yaml", &wf("no-such-bucket"));
+    let o = sb.weir(&[
+        "run",
+        file.to_str().unwrap(),
+        "--with",
+        secrets.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let prep = node(&v, "prep");
+    assert_eq!(prep["phase"], "Error");
+    let msg = prep["message"].as_str().unwrap();
+    assert!(
+        msg.contains("s3://no-such-bucket/datasets/data.csv"),
+        "{msg}"
+    );
+}

@@ -334,3 +334,58 @@ impl SseReader {
         None
     }
 }
+
+/// A real S3-API server (moto, from PyPI) on 127.0.0.1 with a port of its own choosing, killed
+/// when dropped.
+pub struct S3Server {
+    child: std::process::Child,
+    pub port: u16,
+}
+
+impl S3Server {
+    pub fn start() -> S3Server {
+        use std::io::BufRead;
+        const SERVER: &str = "import sys\nfrom moto.server import ThreadedMotoServer\ns = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)\ns.start()\nprint(s.get_host_and_port()[1], flush=True)\nsys.stdin.read()\n";
+        let mut child = Command::new("python3")
+            .args(["-c", SERVER])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line.trim().parse().unwrap_or_else(|_| {
+            panic!("moto did not start ({line:?}): the S3 tests need `pip install moto[server]` (scripts/test installs it)")
+        });
+        S3Server { child, port }
+    }
+
+    /// `PUT /bucket` or `PUT /bucket/key` (moto takes unsigned requests).
+    pub fn put(&self, path: &str, body: &[u8]) {
+        let r = http()
+            .put(format!("http://127.0.0.1:{}{path}", self.port))
+            .send(body)
+            .unwrap();
+        assert!(r.status().is_success(), "PUT {path}: {}", r.status());
+    }
+
+    pub fn get(&self, path: &str) -> Option<Vec<u8>> {
+        let mut r = http()
+            .get(format!("http://127.0.0.1:{}{path}", self.port))
+            .call()
+            .unwrap();
+        r.status()
+            .is_success()
+            .then(|| r.body_mut().read_to_vec().unwrap())
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
