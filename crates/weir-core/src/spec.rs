@@ -41,6 +41,10 @@ pub struct WorkflowSpec {
     pub active_deadline_seconds: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub workflow_template_ref: Option<WorkflowTemplateRef>,
+    /// Where artifacts without a location of their own go: `{configMap, key}` naming a
+    /// ConfigMap entry that holds an `s3:` repository.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact_repository_ref: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub template_defaults: Option<Box<Template>>,
     #[serde(skip_serializing_if = "Option::is_none")]

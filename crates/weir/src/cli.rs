@@ -81,6 +81,11 @@ struct Submit {
     /// Step caching: run every task even where cached outputs exist (and record the new ones).
     #[arg(long)]
     no_cache: bool,
+    /// Also keep every artifact without a location of its own in this S3-compatible store:
+    /// s3://BUCKET/PREFIX?endpoint=HOST:PORT&insecure=true&access=SECRET/KEY&secret=SECRET/KEY
+    /// (credentials by Secret name and key, from --with files).
+    #[arg(long, env = "WEIR_ARTIFACT_REPOSITORY")]
+    artifact_repository: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -168,6 +173,9 @@ enum Cmd {
         /// Export each run as a trace (each node a span) to this OTLP/HTTP endpoint.
         #[arg(long, env = "WEIR_OTLP_ENDPOINT")]
         otlp_endpoint: Option<String>,
+        /// The default artifact repository of runs submitted here (s3://BUCKET/PREFIX?…).
+        #[arg(long, env = "WEIR_ARTIFACT_REPOSITORY")]
+        artifact_repository: Option<String>,
         /// The configuration file [default: ./weir.toml if present].
         #[arg(long, env = "WEIR_CONFIG")]
         config: Option<PathBuf>,
@@ -347,6 +355,7 @@ pub fn main() -> Result<ExitCode> {
             max_body,
             log_format,
             otlp_endpoint,
+            artifact_repository,
             config,
             print_config,
         } => {
@@ -358,6 +367,7 @@ pub fn main() -> Result<ExitCode> {
                 max_body,
                 log_format,
                 otlp_endpoint,
+                artifact_repository,
             };
             let eff = crate::server::config::merge(file, given, default_db())?;
             if print_config {
@@ -472,6 +482,17 @@ fn prepare(submit: &Submit, store: &Store) -> Result<Submission> {
         wf.metadata
             .annotations
             .insert("weir.dev/no-cache".into(), "true".into());
+    }
+    if let Some(repo) = &submit.artifact_repository {
+        if !repo.starts_with("s3://") {
+            return Err(Usage(format!(
+                "--artifact-repository `{repo}`: expected s3://BUCKET[/PREFIX][?endpoint=…]"
+            ))
+            .into());
+        }
+        wf.metadata
+            .annotations
+            .insert("weir.dev/artifact-repository".into(), repo.clone());
     }
     let params = files::parameters(&submit.parameters, submit.parameter_file.as_deref())?;
     let mut sub = files::submission(

@@ -239,9 +239,14 @@ pub fn node_json(n: &Node, run: &Run) -> Value {
                 n.outputs
                     .artifacts
                     .iter()
-                    .map(
-                        |a| json!({"name": a.name, "key": a.key, "blake3": a.hash, "size": a.size}),
-                    )
+                    .map(|a| {
+                        let mut v =
+                            json!({"name": a.name, "key": a.key, "blake3": a.hash, "size": a.size});
+                        if let Some(u) = &a.url {
+                            v["url"] = json!(u.split('?').next().unwrap_or(u));
+                        }
+                        v
+                    })
                     .collect(),
             ),
         );

@@ -1883,9 +1883,11 @@ impl Run {
             let Some(path) = &a.path else {
                 return Err(format!("inputs.artifacts.{}: no path", a.name));
             };
+            let path = s(path)?;
+            no_escape("inputs.artifacts", &a.name, &path)?;
             inputs.push(InputArtifact {
                 name: a.name.clone(),
-                path: s(path)?,
+                path,
                 source: src.clone(),
                 mode: a.mode.map(|m| m as u32),
             });
@@ -1893,9 +1895,11 @@ impl Run {
         let mut output_parameters = Vec::new();
         for p in &call.tmpl.outputs.parameters {
             if let Some(path) = p.value_from.as_ref().and_then(|v| v.path.as_ref()) {
+                let path = s(path)?;
+                no_escape("outputs.parameters", &p.name, &path)?;
                 output_parameters.push(OutputParam {
                     name: p.name.clone(),
-                    path: s(path)?,
+                    path,
                 });
             }
         }
@@ -1919,11 +1923,44 @@ impl Run {
                             access,
                         })
                     }
+                    // no location of its own: the run's default repository, when it has one
+                    None if a.key_only().is_none() => match self.default_repository()? {
+                        Some(repo) => {
+                            let (bucket, rest) = repo
+                                .trim_start_matches("s3://")
+                                .split_once('/')
+                                .unwrap_or((repo.trim_start_matches("s3://"), ""));
+                            let prefix = rest.split_once('?').map(|(k, _)| k).unwrap_or(rest);
+                            let prefix = prefix.trim_matches('/');
+                            let file = if a.archive_none() {
+                                a.name.clone()
+                            } else {
+                                format!("{}.tgz", a.name)
+                            };
+                            let key = [prefix, &self.sub.name, &self.nodes[i].id, &file]
+                                .iter()
+                                .filter(|p| !p.is_empty())
+                                .cloned()
+                                .collect::<Vec<_>>()
+                                .join("/");
+                            let access = self.s3_access_of_url(&repo)?;
+                            secrets.extend(access.secret_key.iter().cloned());
+                            secrets.extend(access.access_key.iter().cloned());
+                            Some(S3Target {
+                                bucket: bucket.split('?').next().unwrap_or(bucket).to_string(),
+                                key,
+                                access,
+                            })
+                        }
+                        None => None,
+                    },
                     None => None,
                 };
+                let path = s(path)?;
+                no_escape("outputs.artifacts", &a.name, &path)?;
                 output_artifacts.push(OutputArtifact {
                     name: a.name.clone(),
-                    path: s(path)?,
+                    path,
                     optional: a.optional == Some(true),
                     archive: !a.archive_none(),
                     key: a.key_only().map(&s).transpose()?,
@@ -2187,6 +2224,64 @@ impl Run {
         } else {
             format!("s3://{bucket}/{key}?{}", q.join("&"))
         })
+    }
+
+    /// The run's default artifact repository, as an `s3://BUCKET/PREFIX?…` URL: the
+    /// `weir.dev/artifact-repository` annotation (`--artifact-repository`), else the ConfigMap
+    /// entry `spec.artifactRepositoryRef` names. `None`: the local repository only.
+    pub(super) fn default_repository(&self) -> Result<Option<String>, String> {
+        if let Some(u) = self
+            .sub
+            .workflow
+            .metadata
+            .annotations
+            .get("weir.dev/artifact-repository")
+        {
+            return Ok(Some(u.clone()));
+        }
+        let Some(r) = &self.templates.spec.artifact_repository_ref else {
+            return Ok(None);
+        };
+        let cm = r
+            .get("configMap")
+            .and_then(Json::as_str)
+            .unwrap_or("artifact-repositories");
+        let data = self.templates.config_maps.get(cm).ok_or_else(|| {
+            format!("artifactRepositoryRef: ConfigMap `{cm}` not found (load it with --with)")
+        })?;
+        let key = match r.get("key").and_then(Json::as_str) {
+            Some(k) => k.to_string(),
+            None => data
+                .keys()
+                .next()
+                .cloned()
+                .ok_or_else(|| format!("artifactRepositoryRef: ConfigMap `{cm}` is empty"))?,
+        };
+        let text = data
+            .get(&key)
+            .ok_or_else(|| format!("artifactRepositoryRef: ConfigMap `{cm}` has no key `{key}`"))?;
+        let doc = crate::yaml::parse_documents(text)
+            .map_err(|e| format!("artifactRepositoryRef: `{cm}`/{key}: {e:?}"))?;
+        let v = doc
+            .first()
+            .map(crate::yaml::to_json_untyped)
+            .unwrap_or(Json::Null);
+        let s3 = v.get("s3").ok_or_else(|| {
+            format!("artifactRepositoryRef: `{cm}`/{key}: only `s3` repositories are supported on one host")
+        })?;
+        let mut loc = s3.clone();
+        // the key is the prefix under which each artifact gets its own place
+        let prefix = s3
+            .get("keyPrefix")
+            .or_else(|| s3.get("keyFormat"))
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_string();
+        loc["key"] = Json::String(prefix);
+        let env = Vars {
+            layers: vec![&self.globals],
+        };
+        self.s3_url(&loc, &env).map(Some)
     }
 
     /// How to reach the store an `s3://…?endpoint=…&access=SECRET/KEY` URL names, with the
@@ -4186,6 +4281,20 @@ fn is_transient(msg: &str) -> bool {
     ]
     .iter()
     .any(|p| m.contains(p))
+}
+
+/// A path a task exchanges files through may not climb out of where it is declared (`..`):
+/// it could reach other runs' files on the host.
+fn no_escape(what: &str, name: &str, path: &str) -> Result<(), String> {
+    if std::path::Path::new(path)
+        .components()
+        .any(|c| c == std::path::Component::ParentDir)
+    {
+        return Err(format!(
+            "{what}.{name}: path `{path}` climbs out of its directory with `..`; give the path itself"
+        ));
+    }
+    Ok(())
 }
 
 /// An `http` input: fetched into the repository before its task starts.

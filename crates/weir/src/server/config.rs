@@ -31,6 +31,8 @@ pub struct ServerFile {
     /// Headers sent with every OTLP export (an `authorization` token, say): secret.
     #[serde(default)]
     pub otlp_headers: BTreeMap<String, String>,
+    /// The default artifact repository of every run submitted here (as `--artifact-repository`).
+    pub artifact_repository: Option<String>,
 }
 
 /// Values given on the command line or in the environment (clap merges those two, flags
@@ -43,6 +45,7 @@ pub struct Given {
     pub max_body: Option<usize>,
     pub log_format: Option<String>,
     pub otlp_endpoint: Option<String>,
+    pub artifact_repository: Option<String>,
 }
 
 /// The effective configuration, each value with where it came from.
@@ -55,6 +58,7 @@ pub struct Effective {
     pub json_logs: (bool, &'static str),
     pub otlp_endpoint: (Option<String>, &'static str),
     pub otlp_headers: (BTreeMap<String, String>, &'static str),
+    pub artifact_repository: (Option<String>, &'static str),
 }
 
 /// Reads `path` (an explicit `--config`/`WEIR_CONFIG` must exist; `./weir.toml` may not).
@@ -122,6 +126,11 @@ pub fn merge(file: File, given: Given, default_db: PathBuf) -> Result<Effective>
             (None, Some(v)) => (Some(v), "file"),
             (None, None) => (None, "default"),
         },
+        artifact_repository: match (given.artifact_repository, s.artifact_repository.clone()) {
+            (Some(v), _) => (Some(v), "flag or environment"),
+            (None, Some(v)) => (Some(v), "file"),
+            (None, None) => (None, "default"),
+        },
         otlp_headers: (
             s.otlp_headers.clone(),
             if s.otlp_headers.is_empty() {
@@ -174,6 +183,16 @@ pub fn render(e: &Effective) -> String {
             )
         }
         None => out += "# otlp_endpoint: not set (no tracing)\n",
+    }
+    match &e.artifact_repository.0 {
+        Some(u) => {
+            out += &format!(
+                "artifact_repository = {}  # {}\n",
+                q(u),
+                e.artifact_repository.1
+            )
+        }
+        None => out += "# artifact_repository: not set (the local repository only)\n",
     }
     if !e.otlp_headers.0.is_empty() {
         out += &format!(

@@ -40,6 +40,8 @@ pub struct Options {
     pub json_logs: bool,
     /// Where to export traces (OTLP/HTTP), with the headers to send.
     pub otlp: Option<(String, std::collections::BTreeMap<String, String>)>,
+    /// The default artifact repository of runs submitted here.
+    pub artifact_repository: Option<String>,
 }
 
 impl From<config::Effective> for Options {
@@ -50,6 +52,7 @@ impl From<config::Effective> for Options {
             body_limit: e.max_body.0,
             json_logs: e.json_logs.0,
             otlp: e.otlp_endpoint.0.map(|u| (u, e.otlp_headers.0)),
+            artifact_repository: e.artifact_repository.0,
         }
     }
 }

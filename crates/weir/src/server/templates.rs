@@ -674,6 +674,12 @@ pub fn submit(
             .annotations
             .insert(VERSIONS_ANNOTATION.into(), versions);
     }
+    if let Some(repo) = &app.opts.artifact_repository {
+        wf.metadata
+            .annotations
+            .entry("weir.dev/artifact-repository".into())
+            .or_insert_with(|| repo.clone());
+    }
     let mut sub = files::submission(store, wf, &main, &lib, ps, name)?;
     crate::record::annotate(&mut sub, None);
     accept(app, store, sub)

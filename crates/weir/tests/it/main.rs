@@ -1748,3 +1748,106 @@ spec:
         "{msg}"
     );
 }
+
+#[test]
+fn the_ml_example_keeps_its_artifacts_in_a_default_s3_repository() {
+    let sb = Sandbox::new();
+    let s3 = support::S3Server::start();
+    s3.put("/artifacts", b"");
+    let secrets = sb.write(
+        "secrets.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: repo-creds\nstringData:\n  accessKey: AKID\n  secretKey: sekrit-value\n",
+    );
+    let repo = format!(
+        "s3://artifacts/weir?endpoint=127.0.0.1:{}&insecure=true&access=repo-creds/accessKey&secret=repo-creds/secretKey",
+        s3.port
+    );
+    let example = support::repo_root().join("examples/ml-pipeline.yaml");
+    let o = sb.weir(&[
+        "run",
+        example.to_str().unwrap(),
+        "--name",
+        "ml-s3",
+        "--with",
+        secrets.to_str().unwrap(),
+        "--artifact-repository",
+        &repo,
+        "-o",
+        "json",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let mut urls = Vec::new();
+    for n in v["status"]["nodes"].as_object().unwrap().values() {
+        for a in n["outputs"]["artifacts"].as_array().into_iter().flatten() {
+            urls.push(
+                a["url"]
+                    .as_str()
+                    .expect("every artifact is in the repository")
+                    .to_string(),
+            );
+        }
+    }
+    assert_eq!(urls.len(), 4, "the dataset and three models: {urls:?}");
+    for u in &urls {
+        let path = u.trim_start_matches("s3:/");
+        assert!(path.starts_with("/artifacts/weir/ml-s3/"), "{u}");
+        let bytes = s3
+            .get(path)
+            .unwrap_or_else(|| panic!("{u} is not in the bucket"));
+        assert_eq!(&bytes[..2], b"\x1f\x8b");
+    }
+    assert!(!o.stdout.contains("sekrit-value"));
+
+    // Argo's own way: spec.artifactRepositoryRef naming a ConfigMap entry
+    let cm = sb.write(
+        "repos.yaml",
+        &format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: artifact-repositories\ndata:\n  minio: |\n    s3:\n      bucket: artifacts\n      keyPrefix: from-ref\n      endpoint: 127.0.0.1:{}\n      insecure: true\n      accessKeySecret: {{name: repo-creds, key: accessKey}}\n      secretKeySecret: {{name: repo-creds, key: secretKey}}\n",
+            s3.port
+        ),
+    );
+    let wf = sb.write(
+        "ref.yaml",
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: by-ref\nspec:\n  entrypoint: main\n  artifactRepositoryRef: {configMap: artifact-repositories, key: minio}\n  templates:\n  - name: main\n    outputs: {artifacts: [{name: note, path: /tmp/note.txt, archive: {none: {}}}]}\n    script:\n      image: alpine\n      command: [sh]\n      source: echo hello > /tmp/note.txt\n",
+    );
+    let o = sb.weir(&[
+        "run",
+        wf.to_str().unwrap(),
+        "--with",
+        secrets.to_str().unwrap(),
+        "--with",
+        cm.to_str().unwrap(),
+        "--no-logs",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(
+        s3.get("/artifacts/from-ref/by-ref/by-ref/note").as_deref(),
+        Some(&b"hello\n"[..])
+    );
+}
+
+#[test]
+fn a_path_that_climbs_out_of_its_directory_is_refused_on_its_node() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "escape.yaml",
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: escape\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {name: fine, template: fine}\n      - {name: loot, template: loot}\n  - name: fine\n    script: {image: alpine, command: [sh], source: echo fine}\n  - name: loot\n    outputs: {artifacts: [{name: passwd, path: \"../../etc/passwd\"}]}\n    script: {image: alpine, command: [sh], source: echo hi}\n",
+    );
+    let o = sb.weir(&["run", wf.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(o.code, 1, "{}", o.all());
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let loot = node(&v, "loot");
+    assert_eq!(loot["phase"], "Error");
+    assert!(
+        loot["message"].as_str().unwrap().contains(
+            "outputs.artifacts.passwd: path `../../etc/passwd` climbs out of its directory"
+        ),
+        "{loot}"
+    );
+    assert!(
+        loot["outputs"]["artifacts"].is_null(),
+        "nothing was read: {loot}"
+    );
+    assert_eq!(node(&v, "fine")["phase"], "Succeeded");
+}
