@@ -409,7 +409,7 @@ impl Validator<'_> {
             for (field, present) in [
                 // an input may come from a URL; nothing is uploaded to one
                 ("http", a.http.is_some() && i < outputs),
-                ("git", a.git.is_some()),
+                ("git", a.git.is_some() && i < outputs),
                 ("gcs", a.gcs.is_some()),
                 ("oss", a.oss.is_some()),
                 ("hdfs", a.hdfs.is_some()),

@@ -62,7 +62,26 @@ pub(crate) fn save(
     })
 }
 
-/// Appends directory `dir` as `name` and everything below it, in sorted order.
+/// Stores directory `dir` as a deterministic tar.gz under `fetched/BLAKE3`, leaving out `.git`
+/// (its files differ from clone to clone); returns (key, blake3, size).
+pub(crate) fn archive_addressed(
+    repo: &LocalRepo,
+    dir: &Path,
+    name: &str,
+) -> Result<(String, String, u64), String> {
+    repo.put_addressed("fetched", |w| {
+        let gz = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
+        let mut tar = tar::Builder::new(gz);
+        tar.follow_symlinks(false);
+        tar.mode(tar::HeaderMode::Deterministic);
+        append_sorted(&mut tar, dir, Path::new(name))?;
+        tar.into_inner()?.finish()?;
+        Ok(())
+    })
+    .map_err(|e| e.to_string())
+}
+
+/// Appends directory `dir` as `name` and everything below it, in sorted order (`.git` left out).
 fn append_sorted<W: io::Write>(
     tar: &mut tar::Builder<W>,
     dir: &Path,
@@ -71,7 +90,7 @@ fn append_sorted<W: io::Write>(
     tar.append_dir(name, dir)?;
     let mut entries: Vec<_> = fs::read_dir(dir)?.collect::<io::Result<_>>()?;
     entries.sort_by_key(|e| e.file_name());
-    for e in entries {
+    for e in entries.into_iter().filter(|e| e.file_name() != ".git") {
         let path = e.path();
         let inner = name.join(e.file_name());
         if e.file_type()?.is_dir() {

@@ -7,6 +7,7 @@
 mod admission;
 mod artifacts;
 mod data;
+mod git;
 mod http;
 mod probe;
 mod process;

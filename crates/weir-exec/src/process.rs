@@ -428,6 +428,9 @@ impl Inner {
                             (Some(u), Some(a)) if u.starts_with("s3://") => {
                                 crate::s3::download(u, &a, &self.cfg.repo)
                             }
+                            (Some(u), _) if u.starts_with("git+") => {
+                                crate::git::fetch(&self.cfg.repo, u)
+                            }
                             (Some(u), _) => crate::http::fetch(&self.cfg.repo, u),
                             (None, _) => Err("not a remote input".to_string()),
                         })

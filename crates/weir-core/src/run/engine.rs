@@ -1296,6 +1296,15 @@ impl Run {
                     Ok(u) => artifacts.push(http_artifact(&a.name, &u)),
                     Err(e) => problems.push(format!("inputs.artifacts.{}: {e}", a.name)),
                 }
+            } else if let Some(g) = &a.git {
+                let vars = self.local_vars(&call);
+                let env = Vars {
+                    layers: vec![&vars, &globals],
+                };
+                match git_url(g, &env) {
+                    Ok(u) => artifacts.push(http_artifact(&a.name, &u)),
+                    Err(e) => problems.push(format!("inputs.artifacts.{}: {e}", a.name)),
+                }
             } else if let Some(key) = a.key_only() {
                 let vars = self.local_vars(&call);
                 let env = Vars {
@@ -3492,6 +3501,10 @@ impl Run {
                     .s3_url(s3, &env)
                     .map_err(|e| format!("arguments.artifacts.{}: {e}", a.name))?;
                 artifacts.push(http_artifact(&a.name, &u));
+            } else if let Some(g) = &a.git {
+                let u =
+                    git_url(g, &env).map_err(|e| format!("arguments.artifacts.{}: {e}", a.name))?;
+                artifacts.push(http_artifact(&a.name, &u));
             } else if let Some(key) = a.key_only() {
                 artifacts.push(keyed_artifact(
                     &a.name,
@@ -4295,6 +4308,33 @@ fn no_escape(what: &str, name: &str, path: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// A `git` input as `git+REPO#REVISION[?depth=N]`: cloned (by the system's git) before its task
+/// starts. Credentials are not supported yet and are refused by name.
+fn git_url(g: &Json, env: &Vars) -> Result<String, String> {
+    for field in ["usernameSecret", "passwordSecret", "sshPrivateKeySecret"] {
+        if g.get(field).is_some() {
+            return Err(format!(
+                "git.{field}: git credentials are not supported yet (public or local repositories only)"
+            ));
+        }
+    }
+    let field = |k: &str| -> Result<Option<String>, String> {
+        g.get(k)
+            .and_then(Json::as_str)
+            .map(|v| substitute(v, env).map_err(|e| e.to_string()))
+            .transpose()
+    };
+    let repo = field("repo")?.ok_or("git.repo is required")?;
+    let rev = field("revision")?
+        .or(field("branch")?)
+        .unwrap_or_else(|| "HEAD".into());
+    let mut url = format!("git+{repo}#{rev}");
+    if let Some(d) = g.get("depth").and_then(Json::as_u64) {
+        url += &format!("?depth={d}");
+    }
+    Ok(url)
 }
 
 /// An `http` input: fetched into the repository before its task starts.

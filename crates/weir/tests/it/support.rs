@@ -344,10 +344,17 @@ pub struct S3Server {
 
 impl S3Server {
     pub fn start() -> S3Server {
+        S3Server::start_with(&[])
+    }
+
+    /// With environment for moto (`INITIAL_NO_AUTH_ACTION_COUNT=0`: every request must carry
+    /// credentials moto knows).
+    pub fn start_with(env: &[(&str, &str)]) -> S3Server {
         use std::io::BufRead;
         const SERVER: &str = "import sys\nfrom moto.server import ThreadedMotoServer\ns = ThreadedMotoServer(ip_address='127.0.0.1', port=0, verbose=False)\ns.start()\nprint(s.get_host_and_port()[1], flush=True)\nsys.stdin.read()\n";
         let mut child = Command::new("python3")
             .args(["-c", SERVER])
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
