@@ -9,47 +9,64 @@ use weir_core::run::ArtifactRef;
 use weir_store::LocalRepo;
 
 /// Stores the file or directory at `src` under `key`.
+/// Where an artifact goes: a key of the caller's (key-only artifacts), or its content's place.
+pub(crate) enum Place<'a> {
+    Key(&'a str),
+    /// `objects/BLAKE3`: identical content is stored once, whatever run produced it; each run
+    /// keeps its own name → digest mapping in its nodes' outputs.
+    Addressed,
+}
+
+/// Stores the file or directory at `src`: a deterministic tar.gz unless `archive` is false and
+/// it is a file.
 pub(crate) fn save(
     repo: &LocalRepo,
-    key: &str,
+    place: Place<'_>,
     name: &str,
     src: &Path,
     archive: bool,
 ) -> Result<ArtifactRef, String> {
     let is_dir = src.is_dir();
     let archived = archive || is_dir;
-    let key = if archived {
-        format!("{key}.tgz")
-    } else {
-        key.to_string()
-    };
-    let (hash, size) = repo
-        .put_with(&key, |w| {
-            if archived {
-                // The same files give the same bytes (so the same digest): entries in sorted
-                // order, headers without times or owners, a gzip header without a time. Step
-                // caching and deduplication compare artifacts by digest.
-                let gz = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
-                let mut tar = tar::Builder::new(gz);
-                tar.follow_symlinks(false);
-                tar.mode(tar::HeaderMode::Deterministic);
-                let base = std::path::PathBuf::from(
-                    src.file_name()
-                        .map(|n| n.to_os_string())
-                        .unwrap_or_else(|| "artifact".into()),
-                );
-                if is_dir {
-                    append_sorted(&mut tar, src, &base)?;
-                } else {
-                    tar.append_path_with_name(src, &base)?;
-                }
-                tar.into_inner()?.finish()?;
-                Ok(())
+    let write = |w: &mut dyn io::Write| -> io::Result<()> {
+        if archived {
+            // The same files give the same bytes (so the same digest): entries in sorted
+            // order, headers without times or owners, a gzip header without a time. Step
+            // caching and deduplication compare artifacts by digest.
+            let gz = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
+            let mut tar = tar::Builder::new(gz);
+            tar.follow_symlinks(false);
+            tar.mode(tar::HeaderMode::Deterministic);
+            let base = std::path::PathBuf::from(
+                src.file_name()
+                    .map(|n| n.to_os_string())
+                    .unwrap_or_else(|| "artifact".into()),
+            );
+            if is_dir {
+                append_sorted(&mut tar, src, &base)?;
             } else {
-                io::copy(&mut fs::File::open(src)?, w).map(|_| ())
+                tar.append_path_with_name(src, &base)?;
             }
-        })
-        .map_err(|e| e.to_string())?;
+            tar.into_inner()?.finish()?;
+            Ok(())
+        } else {
+            io::copy(&mut fs::File::open(src)?, w).map(|_| ())
+        }
+    };
+    let (key, hash, size) = match place {
+        Place::Key(key) => {
+            let key = if archived {
+                format!("{key}.tgz")
+            } else {
+                key.to_string()
+            };
+            let (hash, size) = repo.put_with(&key, write).map_err(|e| e.to_string())?;
+            (key, hash, size)
+        }
+        Place::Addressed => repo
+            .put_addressed("objects", write)
+            .map_err(|e| e.to_string())?,
+    };
     Ok(ArtifactRef {
         name: name.to_string(),
         key,

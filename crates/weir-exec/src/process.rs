@@ -1004,11 +1004,20 @@ impl Inner {
                 Some(key) if !a.archive && path.is_dir() => {
                     artifacts::save_tree(&self.cfg.repo, key, &a.name, path)?
                 }
-                Some(key) => artifacts::save(&self.cfg.repo, key, &a.name, path, a.archive)?,
-                None => {
-                    let key = format!("{}/{}/{}", task.run, task.node_id, a.name);
-                    artifacts::save(&self.cfg.repo, &key, &a.name, path, a.archive)?
-                }
+                Some(key) => artifacts::save(
+                    &self.cfg.repo,
+                    artifacts::Place::Key(key),
+                    &a.name,
+                    path,
+                    a.archive,
+                )?,
+                None => artifacts::save(
+                    &self.cfg.repo,
+                    artifacts::Place::Addressed,
+                    &a.name,
+                    path,
+                    a.archive,
+                )?,
             };
             let mut saved = saved;
             if let Some(t) = &a.s3 {

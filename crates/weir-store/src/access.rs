@@ -141,6 +141,29 @@ impl Store {
         Ok(rows.collect::<rusqlite::Result<_>>()?)
     }
 
+    /// The content-addressed artifact keys (`objects/…`, `fetched/…`) a run's nodes consumed or
+    /// produced.
+    pub fn run_object_keys(&self, run: &str) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare(
+            "SELECT DISTINCT key FROM lineage WHERE run = ?1 AND substr(key, 1, 8) IN ('objects/', 'fetched/')",
+        )?;
+        let rows = stmt.query_map([run], |r| r.get(0))?;
+        Ok(rows.collect::<rusqlite::Result<_>>()?)
+    }
+
+    /// Whether any run but `except` still refers to an artifact key.
+    pub fn object_referenced(&self, key: &str, except: &str) -> Result<bool> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT 1 FROM lineage WHERE key = ?1 AND run != ?2 LIMIT 1",
+                params![key, except],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+
     /// A node's edges in one direction.
     pub fn lineage_of_node(
         &self,

@@ -62,9 +62,18 @@ pub fn delete_run(env: &Env, store: &mut Store, name: &str) -> Result<bool> {
     let Some(_lock) = try_lock(env, name)? else {
         return Ok(false);
     };
+    // content-addressed artifacts are shared: only those no other run refers to go
+    let objects = store.run_object_keys(name)?;
+    let unshared: Vec<String> = objects
+        .into_iter()
+        .filter(|k| !store.object_referenced(k, name).unwrap_or(true))
+        .collect();
     store.delete(name)?;
     remove_dir(&env.work_root().join(name))?;
     env.repo().delete_prefix(name)?;
+    for k in unshared {
+        env.repo().delete_prefix(&k)?;
+    }
     let _ = std::fs::remove_file(env.lock_path(name));
     Ok(true)
 }
@@ -407,6 +416,10 @@ pub fn drive(
             remove_dir(&env.work_root().join(&name).join("work"))?;
         }
         for key in &c.artifacts_at_completion {
+            // a content-addressed artifact another run also has stays
+            if key.starts_with("objects/") && store.object_referenced(key, &name)? {
+                continue;
+            }
             env.repo().delete_prefix(key)?;
         }
         if let Some(ttl) = c.ttl_ms {

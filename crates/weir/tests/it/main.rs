@@ -907,14 +907,21 @@ spec:
     assert!(left.is_empty(), "{left:?}");
     assert!(sb.weir(&["logs", "gc"]).stdout.contains("made"));
     // the workflow's artifactGC removed `out`; `kept` says Never
-    let stored: Vec<String> = std::fs::read_dir(sb.dir.join("artifacts/gc"))
-        .into_iter()
-        .flatten()
-        .flatten()
-        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten().flatten())
-        .map(|f| f.file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(stored, ["kept.tgz"]);
+    let run = sb.json(&["get", "gc", "-o", "json"]);
+    let arts = &node(&run, "make")["outputs"]["artifacts"];
+    let stored = |name: &str| {
+        let a = arts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap();
+        sb.dir
+            .join("artifacts")
+            .join(a["key"].as_str().unwrap())
+            .exists()
+    };
+    assert!(!stored("out") && stored("kept"), "{arts}");
     assert_eq!(sb.phase("gc"), "Succeeded");
 
     // a time to live of 0: the run is gone the next time the database is opened
@@ -1572,19 +1579,7 @@ fn a_run_records_what_reproduces_it_and_rerun_insists_on_the_same_inputs() {
     let web = WebServer::start(&site);
     // the workflow file lives in a git work tree of its own
     let proj = sb.dir_with("proj", &[]);
-    let git = |args: &[&str]| {
-        let o = std::process::Command::new("git")
-            .args(args)
-            .current_dir(&proj)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "git {args:?}");
-        String::from_utf8_lossy(&o.stdout).trim().to_string()
-    };
+    let git = |args: &[&str]| support::git(&proj, args);
     git(&["init", "-q"]);
     let wf = proj.join("repro.yaml");
     std::fs::write(
@@ -1982,20 +1977,7 @@ fn git_inputs_are_cloned_at_their_revision() {
     let repo = sb.dir.join("repo");
     std::fs::create_dir_all(&repo).unwrap();
     let git = |args: &[&str]| {
-        let o = std::process::Command::new("git")
-            .args(args)
-            .current_dir(&repo)
-            .env("GIT_AUTHOR_NAME", "t")
-            .env("GIT_AUTHOR_EMAIL", "t@example.com")
-            .env("GIT_COMMITTER_NAME", "t")
-            .env("GIT_COMMITTER_EMAIL", "t@example.com")
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "git {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
+        support::git(&repo, args);
     };
     git(&["init", "-q", "-b", "main"]);
     std::fs::write(repo.join("model.txt"), "v1\n").unwrap();
@@ -2045,4 +2027,47 @@ fn git_inputs_are_cloned_at_their_revision() {
             .contains("no-such-rev"),
         "{v}"
     );
+}
+
+#[test]
+fn identical_artifacts_are_stored_once_and_kept_while_a_run_refers_to_them() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "same.yaml",
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  generateName: same-\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    outputs: {artifacts: [{name: out, path: /tmp/out}]}\n    script: {image: alpine, command: [sh], source: \"mkdir /tmp/out && echo same > /tmp/out/a.txt\"}\n",
+    );
+    let key_of = |name: &str| {
+        let v = sb.json(&["get", name, "-o", "json"]);
+        let n = v["status"]["nodes"]
+            .as_object()
+            .unwrap()
+            .values()
+            .next()
+            .unwrap()
+            .clone();
+        n["outputs"]["artifacts"][0]["key"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let mut names = Vec::new();
+    for _ in 0..2 {
+        let o = sb.weir(&["run", wf.to_str().unwrap(), "-o", "name"]);
+        assert_eq!(o.code, 0, "{}", o.all());
+        names.push(o.stdout.trim().to_string());
+    }
+    let (a, b) = (key_of(&names[0]), key_of(&names[1]));
+    assert_eq!(a, b, "the same content, one object");
+    assert!(a.starts_with("objects/"), "{a}");
+    let object = sb.dir.join("artifacts").join(&a);
+    assert!(object.is_file());
+    let objects = std::fs::read_dir(sb.dir.join("artifacts/objects"))
+        .unwrap()
+        .count();
+    assert_eq!(objects, 1);
+    // deleting one run keeps what the other still has; deleting both frees it
+    assert_eq!(sb.weir(&["delete", &names[0]]).code, 0);
+    assert!(object.is_file(), "still referred to by {}", names[1]);
+    assert_eq!(sb.weir(&["delete", &names[1]]).code, 0);
+    assert!(!object.exists());
 }
