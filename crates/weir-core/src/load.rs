@@ -20,6 +20,12 @@ pub struct Loaded {
     pub skipped: Vec<(String, Pos)>,
 }
 
+/// Fields weir adds to Argo's schema, kept as written.
+const WEIR_EXTENSIONS: &[&str] = &[
+    // `archive: {zstd: {level}}`: tar+zstd archives
+    ".archive.zstd",
+];
+
 fn schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
     SCHEMA.get_or_init(|| {
@@ -348,7 +354,7 @@ impl Converter<'_> {
                     yaml::to_json_untyped(v)
                 };
                 out.insert(key.to_string(), val);
-            } else if props.is_none() {
+            } else if props.is_none() || WEIR_EXTENSIONS.iter().any(|e| child.ends_with(e)) {
                 out.insert(key.to_string(), yaml::to_json_untyped(v));
             } else {
                 self.diags.warning(k.pos, &child, "unknown field (ignored)");

@@ -188,6 +188,18 @@ impl Artifact {
     pub fn archive_none(&self) -> bool {
         self.archive.as_ref().and_then(|a| a.get("none")).is_some()
     }
+
+    /// How an archived artifact is compressed: `archive: {zstd: {level}}` (a weir extension),
+    /// or tar+gzip at `archive: {tar: {compressionLevel}}`; `None`: tar+gzip, fast.
+    pub fn archive_codec(&self) -> Option<(String, i32)> {
+        let a = self.archive.as_ref()?;
+        if let Some(z) = a.get("zstd") {
+            let level = z.get("level").and_then(Value::as_i64).unwrap_or(3);
+            return Some(("zstd".into(), level.clamp(1, 19) as i32));
+        }
+        let level = a.get("tar")?.get("compressionLevel")?.as_i64()?;
+        Some(("gzip".into(), level.clamp(0, 9) as i32))
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]

@@ -25,6 +25,7 @@ pub(crate) fn save(
     name: &str,
     src: &Path,
     archive: bool,
+    compression: Option<&(String, i32)>,
 ) -> Result<ArtifactRef, String> {
     let is_dir = src.is_dir();
     let archived = archive || is_dir;
@@ -33,21 +34,44 @@ pub(crate) fn save(
             // The same files give the same bytes (so the same digest): entries in sorted
             // order, headers without times or owners, a gzip header without a time. Step
             // caching and deduplication compare artifacts by digest.
-            let gz = flate2::write::GzEncoder::new(w, flate2::Compression::fast());
-            let mut tar = tar::Builder::new(gz);
-            tar.follow_symlinks(false);
-            tar.mode(tar::HeaderMode::Deterministic);
             let base = std::path::PathBuf::from(
                 src.file_name()
                     .map(|n| n.to_os_string())
                     .unwrap_or_else(|| "artifact".into()),
             );
-            if is_dir {
-                append_sorted(&mut tar, src, &base)?;
-            } else {
-                tar.append_path_with_name(src, &base)?;
+            let fill = |tar: &mut tar::Builder<&mut dyn io::Write>| -> io::Result<()> {
+                tar.follow_symlinks(false);
+                tar.mode(tar::HeaderMode::Deterministic);
+                if is_dir {
+                    append_sorted(tar, src, &base)
+                } else {
+                    tar.append_path_with_name(src, &base)
+                }
+            };
+            match compression {
+                Some((codec, level)) if codec == "zstd" => {
+                    let mut z = zstd::stream::write::Encoder::new(w, *level)?;
+                    {
+                        let mut tar = tar::Builder::new(&mut z as &mut dyn io::Write);
+                        fill(&mut tar)?;
+                        tar.finish()?;
+                    }
+                    z.finish()?;
+                }
+                other => {
+                    let level = match other {
+                        Some((_, l)) => flate2::Compression::new(*l as u32),
+                        None => flate2::Compression::fast(),
+                    };
+                    let mut gz = flate2::write::GzEncoder::new(w, level);
+                    {
+                        let mut tar = tar::Builder::new(&mut gz as &mut dyn io::Write);
+                        fill(&mut tar)?;
+                        tar.finish()?;
+                    }
+                    gz.finish()?;
+                }
             }
-            tar.into_inner()?.finish()?;
             Ok(())
         } else {
             io::copy(&mut fs::File::open(src)?, w).map(|_| ())
@@ -200,8 +224,18 @@ pub(crate) fn load(
     if let Some(raw) = &a.raw {
         fs::write(dest, raw).map_err(err)?;
     } else if a.archived {
-        let file = fs::File::open(repo.path(&a.key)).map_err(err)?;
-        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(file));
+        let mut file = fs::File::open(repo.path(&a.key)).map_err(err)?;
+        // tar+zstd or tar+gzip, by the stream's magic number
+        let mut magic = [0u8; 4];
+        let zstd = io::Read::read_exact(&mut file, &mut magic).is_ok()
+            && magic == [0x28, 0xb5, 0x2f, 0xfd];
+        io::Seek::rewind(&mut file).map_err(err)?;
+        let reader: Box<dyn io::Read> = if zstd {
+            Box::new(zstd::stream::read::Decoder::new(file).map_err(err)?)
+        } else {
+            Box::new(flate2::read::GzDecoder::new(file))
+        };
+        let mut tar = tar::Archive::new(reader);
         // Argo unpacks the single top-level entry onto the destination path.
         let staging = dest.with_extension("weir-unpack");
         let _ = fs::remove_dir_all(&staging);

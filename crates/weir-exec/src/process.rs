@@ -1010,6 +1010,7 @@ impl Inner {
                     &a.name,
                     path,
                     a.archive,
+                    a.compression.as_ref(),
                 )?,
                 None => artifacts::save(
                     &self.cfg.repo,
@@ -1017,6 +1018,7 @@ impl Inner {
                     &a.name,
                     path,
                     a.archive,
+                    a.compression.as_ref(),
                 )?,
             };
             let mut saved = saved;

@@ -1974,6 +1974,7 @@ impl Run {
                     archive: !a.archive_none(),
                     key: a.key_only().map(&s).transpose()?,
                     s3,
+                    compression: a.archive_codec(),
                 });
             }
         }

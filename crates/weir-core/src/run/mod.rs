@@ -172,6 +172,9 @@ pub struct OutputArtifact {
     /// An `s3` artifact with a bucket: uploaded there too.
     #[serde(skip)]
     pub s3: Option<S3Target>,
+    /// The archive's compression and level (`zstd` or `gzip`); tar+gzip, fast, without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compression: Option<(String, i32)>,
 }
 
 /// Where a volume's files live on the host.

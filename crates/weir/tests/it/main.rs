@@ -2071,3 +2071,29 @@ fn identical_artifacts_are_stored_once_and_kept_while_a_run_refers_to_them() {
     assert_eq!(sb.weir(&["delete", &names[1]]).code, 0);
     assert!(!object.exists());
 }
+
+#[test]
+fn archives_can_be_zstd_or_gzip_at_a_level() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "zstd.yaml",
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: zst\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {name: make, template: make}\n    - - name: use\n        template: use\n        arguments: {artifacts: [{name: z, from: \"{{steps.make.outputs.artifacts.z}}\"}, {name: g, from: \"{{steps.make.outputs.artifacts.g}}\"}]}\n  - name: make\n    outputs:\n      artifacts:\n      - {name: z, path: /tmp/z, archive: {zstd: {level: 5}}}\n      - {name: g, path: /tmp/g, archive: {tar: {compressionLevel: 9}}}\n    script: {image: alpine, command: [sh], source: \"mkdir /tmp/z /tmp/g && echo zed > /tmp/z/f && echo gee > /tmp/g/f\"}\n  - name: use\n    inputs: {artifacts: [{name: z, path: /tmp/z}, {name: g, path: /tmp/g}]}\n    script: {image: alpine, command: [sh], source: \"cat /tmp/z/f /tmp/g/f\"}\n",
+    );
+    let o = sb.weir(&["run", wf.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(!o.stderr.contains("warning"), "{}", o.stderr);
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(node(&v, "use")["outputs"]["result"], "zed\ngee");
+    let arts = node(&v, "make")["outputs"]["artifacts"].clone();
+    let bytes = |name: &str| {
+        let a = arts
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["name"] == name)
+            .unwrap();
+        std::fs::read(sb.dir.join("artifacts").join(a["key"].as_str().unwrap())).unwrap()
+    };
+    assert_eq!(&bytes("z")[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd");
+    assert_eq!(&bytes("g")[..2], b"\x1f\x8b", "gzip");
+}
