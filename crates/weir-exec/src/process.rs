@@ -1025,7 +1025,7 @@ impl Inner {
             if let Some(t) = &a.s3 {
                 // the stored bytes (a tar.gz unless `archive: none`) go to the bucket as they are
                 let url = format!("s3://{}/{}", t.bucket, t.key);
-                match crate::s3::upload(
+                match crate::s3::upload_path(
                     &t.bucket,
                     &t.key,
                     &t.access,

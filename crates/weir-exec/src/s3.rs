@@ -103,6 +103,28 @@ pub fn upload(bucket: &str, key: &str, access: &S3Access, src: &Path) -> Result<
     })
 }
 
+/// Uploads a stored artifact: a file as one object, a directory (a key-only tree) as one object
+/// per file under `key/`.
+pub fn upload_path(bucket: &str, key: &str, access: &S3Access, src: &Path) -> Result<(), String> {
+    if !src.is_dir() {
+        return upload(bucket, key, access, src);
+    }
+    let key = key.trim_end_matches(".tgz");
+    let mut dirs = vec![src.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
+            let p = e.map_err(|e| e.to_string())?.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                let rel = p.strip_prefix(src).map_err(|e| e.to_string())?;
+                upload(bucket, &format!("{key}/{}", rel.display()), access, &p)?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Downloads `s3://bucket/key[?endpoint…]` into the repository (content-addressed under
 /// `fetched/`); a tar.gz object is marked archived, as Argo unpacks one.
 pub fn download(full: &str, access: &S3Access, repo: &LocalRepo) -> Result<ArtifactRef, String> {

@@ -1933,7 +1933,7 @@ impl Run {
                         })
                     }
                     // no location of its own: the run's default repository, when it has one
-                    None if a.key_only().is_none() => match self.default_repository()? {
+                    None => match self.default_repository()? {
                         Some(repo) => {
                             let (bucket, rest) = repo
                                 .trim_start_matches("s3://")
@@ -1946,12 +1946,31 @@ impl Run {
                             } else {
                                 format!("{}.tgz", a.name)
                             };
-                            let key = [prefix, &self.sub.name, &self.nodes[i].id, &file]
-                                .iter()
-                                .filter(|p| !p.is_empty())
-                                .cloned()
-                                .collect::<Vec<_>>()
-                                .join("/");
+                            // a key-only artifact keeps its key under the prefix; the others get
+                            // their run's and node's place
+                            let key = match a.key_only() {
+                                Some(k) => {
+                                    let k = s(k)?;
+                                    let k = k.trim_matches('/');
+                                    let k = if a.archive_none() {
+                                        k.to_string()
+                                    } else {
+                                        format!("{k}.tgz")
+                                    };
+                                    [prefix, k.as_str()]
+                                        .iter()
+                                        .filter(|p| !p.is_empty())
+                                        .cloned()
+                                        .collect::<Vec<_>>()
+                                        .join("/")
+                                }
+                                None => [prefix, &self.sub.name, &self.nodes[i].id, &file]
+                                    .iter()
+                                    .filter(|p| !p.is_empty())
+                                    .cloned()
+                                    .collect::<Vec<_>>()
+                                    .join("/"),
+                            };
                             let access = self.s3_access_of_url(&repo)?;
                             secrets.extend(access.secret_key.iter().cloned());
                             secrets.extend(access.access_key.iter().cloned());
@@ -1963,7 +1982,6 @@ impl Run {
                         }
                         None => None,
                     },
-                    None => None,
                 };
                 let path = s(path)?;
                 no_escape("outputs.artifacts", &a.name, &path)?;

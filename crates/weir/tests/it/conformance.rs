@@ -113,6 +113,10 @@ const OUT_OF_REACH: &[(&str, &str)] = &[
         "reads the Secret `my-secret` of Argo's test cluster",
     ),
     (
+        "artifact-repository-ref.yaml",
+        "keeps its artifacts in the repository of the ConfigMap `artifact-repositories` of Argo's test cluster (a MinIO there)",
+    ),
+    (
         "http-success-condition.yaml",
         "calls httpbin.org and google.com (network beyond loopback)",
     ),

@@ -1835,6 +1835,26 @@ fn the_ml_example_keeps_its_artifacts_in_a_default_s3_repository() {
         s3.get("/artifacts/from-ref/by-ref/by-ref/note").as_deref(),
         Some(&b"hello\n"[..])
     );
+
+    // a key-only artifact keeps its key under the repository's prefix
+    let keyed = sb.write(
+        "keyed.yaml",
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: keyed\nspec:\n  entrypoint: main\n  artifactRepositoryRef: {configMap: artifact-repositories, key: minio}\n  templates:\n  - name: main\n    outputs: {artifacts: [{name: r, path: /tmp/r.txt, archive: {none: {}}, s3: {key: reports/today.txt}}]}\n    script: {image: alpine, command: [sh], source: echo report > /tmp/r.txt}\n",
+    );
+    let o = sb.weir(&[
+        "run",
+        keyed.to_str().unwrap(),
+        "--with",
+        secrets.to_str().unwrap(),
+        "--with",
+        cm.to_str().unwrap(),
+        "--no-logs",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(
+        s3.get("/artifacts/from-ref/reports/today.txt").as_deref(),
+        Some(&b"report\n"[..])
+    );
 }
 
 #[test]
