@@ -21,6 +21,11 @@ pub use admission::Capacity;
 pub use process::{ProcessConfig, ProcessExecutor};
 pub use sandbox::Sandbox;
 
+/// Deletes an artifact's object from an S3-compatible store (`artifactGC`).
+pub fn delete_s3(url: &str, access: &weir_core::run::S3Access) -> Result<(), String> {
+    s3::delete(url, access)
+}
+
 use weir_core::run::{ArtifactRef, S3Access, TaskResult, TaskSpec};
 
 /// What an executor tells the driver.

@@ -1024,7 +1024,11 @@ impl Inner {
             let mut saved = saved;
             if let Some(t) = &a.s3 {
                 // the stored bytes (a tar.gz unless `archive: none`) go to the bucket as they are
-                let url = format!("s3://{}/{}", t.bucket, t.key);
+                let url = if t.query.is_empty() {
+                    format!("s3://{}/{}", t.bucket, t.key)
+                } else {
+                    format!("s3://{}/{}?{}", t.bucket, t.key, t.query)
+                };
                 match crate::s3::upload_path(
                     &t.bucket,
                     &t.key,

@@ -103,6 +103,31 @@ pub fn upload(bucket: &str, key: &str, access: &S3Access, src: &Path) -> Result<
     })
 }
 
+/// Deletes the object (or, for a key-only tree, the objects under it) an artifact URL names.
+pub fn delete(full: &str, access: &S3Access) -> Result<(), String> {
+    let url = full.split_once('?').map(|(u, _)| u).unwrap_or(full);
+    let (bucket, key) = split_url(url).ok_or_else(|| format!("`{url}` is not s3://BUCKET/KEY"))?;
+    let store = store(bucket, access)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let path = object_store::path::Path::from(key);
+        match store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(explain(url, e)),
+        }
+        // a tree: everything below the key
+        let mut listed = store.list(Some(&path));
+        while let Some(meta) = listed.next().await {
+            let meta = meta.map_err(|e| explain(url, e))?;
+            store
+                .delete(&meta.location)
+                .await
+                .map_err(|e| explain(url, e))?;
+        }
+        Ok(())
+    })
+}
+
 /// Uploads a stored artifact: a file as one object, a directory (a key-only tree) as one object
 /// per file under `key/`.
 pub fn upload_path(bucket: &str, key: &str, access: &S3Access, src: &Path) -> Result<(), String> {

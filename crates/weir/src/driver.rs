@@ -416,6 +416,23 @@ pub fn drive(
             remove_dir(&env.work_root().join(&name).join("work"))?;
         }
         for key in &c.artifacts_at_completion {
+            // the copy in an S3-compatible store goes too
+            let urls: Vec<String> = run
+                .nodes()
+                .iter()
+                .flat_map(|n| n.outputs.artifacts.iter())
+                .filter(|a| a.key == *key)
+                .filter_map(|a| a.url.clone())
+                .filter(|u| u.starts_with("s3://"))
+                .collect();
+            for u in urls {
+                let r = run
+                    .s3_access(&u)
+                    .and_then(|access| weir_exec::delete_s3(&u, &access));
+                if let Err(e) = r {
+                    watch.note(&format!("artifactGC: {e}"));
+                }
+            }
             // a content-addressed artifact another run also has stays
             if key.starts_with("objects/") && store.object_referenced(key, &name)? {
                 continue;

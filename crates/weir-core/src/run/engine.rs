@@ -1930,6 +1930,10 @@ impl Run {
                             bucket: bucket.to_string(),
                             key: key.to_string(),
                             access,
+                            query: url
+                                .split_once('?')
+                                .map(|(_, q)| q.to_string())
+                                .unwrap_or_default(),
                         })
                     }
                     // no location of its own: the run's default repository, when it has one
@@ -1978,6 +1982,10 @@ impl Run {
                                 bucket: bucket.split('?').next().unwrap_or(bucket).to_string(),
                                 key,
                                 access,
+                                query: repo
+                                    .split_once('?')
+                                    .map(|(_, q)| q.to_string())
+                                    .unwrap_or_default(),
                             })
                         }
                         None => None,
@@ -2314,7 +2322,7 @@ impl Run {
 
     /// How to reach the store an `s3://…?endpoint=…&access=SECRET/KEY` URL names, with the
     /// credentials read from the run's Secrets.
-    fn s3_access_of_url(&self, url: &str) -> Result<S3Access, String> {
+    pub(super) fn s3_access_of_url(&self, url: &str) -> Result<S3Access, String> {
         let mut a = S3Access::default();
         let query = url.split_once('?').map(|(_, q)| q).unwrap_or("");
         for kv in query.split('&').filter(|s| !s.is_empty()) {

@@ -151,6 +151,9 @@ pub struct S3Target {
     pub bucket: String,
     pub key: String,
     pub access: S3Access,
+    /// The location's query (`endpoint=…&access=SECRET/KEY…`: names, never values), kept in
+    /// the artifact's URL so the object can be reached again (`artifactGC`).
+    pub query: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -808,6 +811,12 @@ impl Run {
         v.sort_by_key(|s| std::cmp::Reverse(s.len()));
         v.dedup();
         v
+    }
+
+    /// How to reach the S3-compatible store an artifact URL names (credentials from the run's
+    /// Secrets).
+    pub fn s3_access(&self, url: &str) -> Result<S3Access, String> {
+        self.s3_access_of_url(url)
     }
 
     /// After a restart: the actions that were in flight. Pods already dispatched are started

@@ -2117,3 +2117,117 @@ fn archives_can_be_zstd_or_gzip_at_a_level() {
     assert_eq!(&bytes("z")[..4], &[0x28, 0xb5, 0x2f, 0xfd], "zstd");
     assert_eq!(&bytes("g")[..2], b"\x1f\x8b", "gzip");
 }
+
+#[test]
+fn an_upload_whose_connection_is_killed_is_retried() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let sb = Sandbox::new();
+    let s3 = support::S3Server::start();
+    s3.put("/flaky", b"");
+    // a proxy in front of the store that cuts its first connection after 64 KiB of request
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let proxy = listener.local_addr().unwrap().port();
+    let conns = std::sync::Arc::new(AtomicUsize::new(0));
+    let killed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (upstream, counter, kill_flag) = (s3.port, conns.clone(), killed.clone());
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let Ok(mut client) = client else { break };
+            let n = counter.fetch_add(1, Ordering::SeqCst);
+            let Ok(mut server) = std::net::TcpStream::connect(("127.0.0.1", upstream)) else {
+                continue;
+            };
+            let (mut c2, mut s2) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            let kill_flag = kill_flag.clone();
+            std::thread::spawn(move || {
+                let _ = std::io::copy(&mut s2, &mut c2);
+            });
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16 * 1024];
+                let mut sent = 0;
+                while let Ok(k) = client.read(&mut buf) {
+                    if k == 0 || server.write_all(&buf[..k]).is_err() {
+                        break;
+                    }
+                    sent += k;
+                    if n == 0 && sent >= 64 * 1024 {
+                        // the first connection dies mid-request
+                        kill_flag.store(true, Ordering::SeqCst);
+                        let _ = client.shutdown(std::net::Shutdown::Both);
+                        let _ = server.shutdown(std::net::Shutdown::Both);
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let secrets = sb.write(
+        "secrets.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: c\nstringData:\n  a: AKID\n  s: sk\n",
+    );
+    let wf = sb.write(
+        "flaky.yaml",
+        &format!(
+            "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: flaky\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    outputs: {{artifacts: [{{name: blob, path: /tmp/blob, archive: {{none: {{}}}}, s3: {{bucket: flaky, key: blob, endpoint: \"127.0.0.1:{proxy}\", insecure: true, accessKeySecret: {{name: c, key: a}}, secretKeySecret: {{name: c, key: s}}}}}}]}}\n    script: {{image: alpine, command: [sh], source: \"head -c 1048576 /dev/urandom > /tmp/blob\"}}\n"
+        ),
+    );
+    let o = sb.weir(&[
+        "run",
+        wf.to_str().unwrap(),
+        "--with",
+        secrets.to_str().unwrap(),
+        "-o",
+        "json",
+    ]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(
+        conns.load(Ordering::SeqCst) >= 2,
+        "the cut connection was followed by another"
+    );
+    let v: serde_json::Value = serde_json::from_str(&o.stdout).unwrap();
+    let a = &v["status"]["nodes"]["flaky"]["outputs"]["artifacts"][0];
+    let stored = std::fs::read(sb.dir.join("artifacts").join(a["key"].as_str().unwrap())).unwrap();
+    assert_eq!(s3.get("/flaky/blob").expect("uploaded in the end"), stored);
+}
+
+#[test]
+fn artifact_gc_deletes_the_copy_in_an_s3_compatible_store() {
+    let sb = Sandbox::new();
+    let s3 = support::S3Server::start();
+    s3.put("/gcbucket", b"");
+    let secrets = sb.write(
+        "secrets.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: c\nstringData:\n  a: AKID\n  s: sk\n",
+    );
+    let wf = |gc: &str| {
+        format!(
+            "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  generateName: gc-\nspec:\n  entrypoint: main\n  artifactGC: {{strategy: {gc}}}\n  templates:\n  - name: main\n    outputs: {{artifacts: [{{name: out, path: /tmp/out, archive: {{none: {{}}}}, s3: {{bucket: gcbucket, key: \"{{{{workflow.name}}}}/out\", endpoint: \"127.0.0.1:{}\", insecure: true, accessKeySecret: {{name: c, key: a}}, secretKeySecret: {{name: c, key: s}}}}}}]}}\n    script: {{image: alpine, command: [sh], source: echo gone > /tmp/out}}\n",
+            s3.port
+        )
+    };
+    let mut objects = Vec::new();
+    for gc in ["Never", "OnWorkflowCompletion"] {
+        let file = sb.write("gc.yaml", &wf(gc));
+        let o = sb.weir(&[
+            "run",
+            file.to_str().unwrap(),
+            "--with",
+            secrets.to_str().unwrap(),
+            "-o",
+            "name",
+        ]);
+        assert_eq!(o.code, 0, "{}", o.all());
+        objects.push(format!("/gcbucket/{}/out", o.stdout.trim()));
+    }
+    assert_eq!(
+        s3.get(&objects[0]).as_deref(),
+        Some(&b"gone\n"[..]),
+        "Never: kept"
+    );
+    assert_eq!(
+        s3.get(&objects[1]),
+        None,
+        "OnWorkflowCompletion: deleted from the bucket"
+    );
+}
