@@ -101,6 +101,14 @@ const RANDOM: &[&str] = &[
     "custom-metrics.yaml",
 ];
 
+/// Required examples whose tasks fail at random (`random.choice([0, 1, 1])` with ten retries):
+/// the whole run fails with probability (2/3)^11 ≈ 1.2%.
+const RANDOM_BUT_REQUIRED: &[&str] = &[
+    "retry-container.yaml",
+    "retry-script.yaml",
+    "retry-backoff.yaml",
+];
+
 /// Examples that outlast the suite's limit by design, or need what only Argo's test cluster has.
 const OUT_OF_REACH: &[(&str, &str)] = &[
     ("forever.yaml", "runs forever by design"),
@@ -405,7 +413,19 @@ fn conformance() {
                     let Some((file, expect)) = queue.lock().unwrap().next() else {
                         break;
                     };
-                    let (outcome, detail, secs) = run_one(&sb, &examples, &file, web.1);
+                    let (mut outcome, mut detail, mut secs) = run_one(&sb, &examples, &file, web.1);
+                    // A required example that is random by design (2 of 3 attempts fail, 10
+                    // retries) ends Failed once in ~86 runs: it gets up to two more runs, so only
+                    // a weir that cannot run it fails the suite.
+                    let mut runs = 1;
+                    while outcome != "Succeeded"
+                        && runs < 3
+                        && RANDOM_BUT_REQUIRED.contains(&file.as_str())
+                    {
+                        eprintln!("{file}: {outcome} (random by design; running it again)");
+                        (outcome, detail, secs) = run_one(&sb, &examples, &file, web.1);
+                        runs += 1;
+                    }
                     eprintln!("{file}: {outcome} {detail}");
                     results.lock().unwrap().push(Row {
                         file,
