@@ -716,10 +716,33 @@ async fn create_workflow(
 pub(super) fn accept(
     app: &Arc<App>,
     store: &mut Store,
-    sub: weir_core::run::Submission,
+    mut sub: weir_core::run::Submission,
 ) -> ApiResult<Value> {
-    let (run, actions) = start(sub.clone())?;
-    store.create_run(&sub)?;
+    // checked before anything is stored
+    let (mut run, mut actions) = start(sub.clone())?;
+    // a generated name another submission took meanwhile: draw another (the name was free
+    // when drawn, but submissions run concurrently)
+    let generated = sub
+        .workflow
+        .metadata
+        .generate_name
+        .clone()
+        .filter(|g| sub.workflow.metadata.name.is_none() && sub.name.starts_with(g.as_str()));
+    let mut attempts = 0;
+    loop {
+        match store.create_run(&sub) {
+            Err(weir_store::Error::RunExists(_)) if generated.is_some() && attempts < 8 => {
+                attempts += 1;
+                let prefix = generated.as_deref().unwrap_or_default();
+                sub.name = format!("{prefix}{}", files::random_suffix());
+            }
+            Err(e) => return Err(e.into()),
+            Ok(()) => break,
+        }
+    }
+    if attempts > 0 {
+        (run, actions) = start(sub.clone())?;
+    }
     let lock = driver::try_lock(&app.env, &sub.name)?
         .ok_or_else(|| ApiError::conflict(format!("run {} is already driven", sub.name)))?;
     store.append(
