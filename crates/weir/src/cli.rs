@@ -521,15 +521,9 @@ fn watcher(output: Option<Output>, no_logs: bool) -> Box<dyn Watch> {
     }
 }
 
-/// Stores a new run (checked first) and drives it in this process to the end; `announce` is
-/// printed once it is stored.
-fn drive_new(
-    env: &Env,
-    mut store: Store,
-    sub: Submission,
-    watch: &mut dyn Watch,
-    announce: Option<String>,
-) -> Result<Phase> {
+fn run(env: &Env, submit: Submit, output: Option<Output>, no_logs: bool) -> Result<ExitCode> {
+    let mut store = env.store()?;
+    let sub = prepare(&submit, &store)?;
     let (run, actions) = start(sub.clone())?;
     store.create_run(&sub)?;
     let lock = driver::try_lock(env, &sub.name)?.context("another process holds this new run")?;
@@ -540,21 +534,11 @@ fn drive_new(
         run.message(),
         run.finished_at(),
     )?;
-    if let Some(a) = announce {
-        println!("{a}");
-    }
     driver::install_interrupt_handler();
-    let phase = driver::drive(env, store, run, actions, Vec::new(), watch)?;
+    let mut watch = watcher(output, no_logs);
+    let phase = driver::drive(env, store, run, actions, Vec::new(), watch.as_mut())?;
     drop(lock);
-    Ok(phase)
-}
-
-fn run(env: &Env, submit: Submit, output: Option<Output>, no_logs: bool) -> Result<ExitCode> {
-    let store = env.store()?;
-    let sub = prepare(&submit, &store)?;
-    let name = sub.name.clone();
-    let phase = drive_new(env, store, sub, watcher(output, no_logs).as_mut(), None)?;
-    print_final(env, &name, output)?;
+    print_final(env, &sub.name, output)?;
     report_rusage();
     Ok(exit_for(phase))
 }
@@ -793,7 +777,7 @@ fn retry(env: &Env, name: &str, no_logs: bool) -> Result<ExitCode> {
 }
 
 fn rerun(env: &Env, name: &str, no_logs: bool) -> Result<ExitCode> {
-    let store = env.store()?;
+    let mut store = env.store()?;
     let name = store.resolve(name)?;
     let original = load_run(&store, &name)?;
     // what came from outside the run, and what it was then
@@ -815,16 +799,15 @@ fn rerun(env: &Env, name: &str, no_logs: bool) -> Result<ExitCode> {
             serde_json::to_string(&expected)?,
         );
     }
-    let new_name = sub.name.clone();
-    let announce = format!("rerunning {name} as {new_name}");
-    let phase = drive_new(
-        env,
-        store,
-        sub,
-        watcher(None, no_logs).as_mut(),
-        Some(announce),
-    )?;
-    let after = load_run(&env.store()?, &new_name)?;
+    let (run, actions) = start(sub.clone())?;
+    store.create_run(&sub)?;
+    let lock = driver::try_lock(env, &sub.name)?.context("lock")?;
+    println!("rerunning {name} as {}", sub.name);
+    driver::install_interrupt_handler();
+    let mut w = watcher(None, no_logs);
+    let phase = driver::drive(env, store, run, actions, Vec::new(), w.as_mut())?;
+    drop(lock);
+    let after = load_run(&env.store()?, &sub.name)?;
     // outputs by their node's path below the run (the run's own name differs)
     let digests = |r: &weir_core::run::Run| -> std::collections::BTreeMap<String, String> {
         let run = r.submission().name.clone();
@@ -854,18 +837,18 @@ fn rerun(env: &Env, name: &str, no_logs: bool) -> Result<ExitCode> {
 }
 
 fn resubmit(env: &Env, name: &str, params: &[String], no_logs: bool) -> Result<ExitCode> {
-    let store = env.store()?;
+    let mut store = env.store()?;
     let name = store.resolve(name)?;
     let rec = store.load(&name)?;
     let sub = files::resubmission(rec.submission, files::parameters(params, None)?);
-    let announce = format!("resubmitted {name} as {}", sub.name);
-    let phase = drive_new(
-        env,
-        store,
-        sub,
-        watcher(None, no_logs).as_mut(),
-        Some(announce),
-    )?;
+    let (run, actions) = start(sub.clone())?;
+    store.create_run(&sub)?;
+    let lock = driver::try_lock(env, &sub.name)?.context("lock")?;
+    println!("resubmitted {name} as {}", sub.name);
+    driver::install_interrupt_handler();
+    let mut w = watcher(None, no_logs);
+    let phase = driver::drive(env, store, run, actions, Vec::new(), w.as_mut())?;
+    drop(lock);
     Ok(exit_for(phase))
 }
 
