@@ -1,10 +1,10 @@
 //! What the server keeps besides runs: API tokens (hashed by the caller), the audit log, and
 //! filtered, paginated run listings.
 
-use rusqlite::{OptionalExtension, params, types::Value};
 use weir_core::run::Millis;
 
-use crate::sqlite::summary_row;
+use crate::db::{P, Row, p};
+use crate::store::summary_row;
 use crate::{Result, RunSummary, Store};
 
 /// An API token as stored: never the secret, only its hash.
@@ -95,32 +95,31 @@ pub struct LineageEdge {
 impl Store {
     /// Records a finished node's lineage edges (again on replay: the same rows).
     pub fn record_lineage(&mut self, edges: &[LineageEdge]) -> Result<()> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        {
-            let mut stmt = tx.prepare_cached(
-                "INSERT OR REPLACE INTO lineage (run, node, node_name, template, params, direction, artifact, digest, key, url, at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
-            )?;
+        self.conn.tx(|c| {
             for e in edges {
-                stmt.execute(params![
-                    e.run,
-                    e.node,
-                    e.node_name,
-                    e.template,
-                    e.params,
-                    e.direction,
-                    e.artifact,
-                    e.digest,
-                    e.key,
-                    e.url,
-                    e.at
-                ])?;
+                c.exec(
+                    "INSERT INTO lineage (run, node, node_name, template, params, direction, artifact, digest, key, url, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+                     ON CONFLICT (run, node, direction, artifact) DO UPDATE SET node_name = excluded.node_name,
+                       template = excluded.template, params = excluded.params, digest = excluded.digest,
+                       key = excluded.key, url = excluded.url, at = excluded.at",
+                    p![
+                        &e.run,
+                        &e.node,
+                        &e.node_name,
+                        &e.template,
+                        &e.params,
+                        &e.direction,
+                        &e.artifact,
+                        &e.digest,
+                        &e.key,
+                        &e.url,
+                        e.at
+                    ],
+                )?;
             }
-        }
-        tx.commit()?;
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Edges with this digest (a prefix of at least 8 hex digits) in this direction, of runs in
@@ -131,36 +130,41 @@ impl Store {
         direction: &str,
         namespace: Option<&str>,
     ) -> Result<Vec<LineageEdge>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT l.run, l.node, l.node_name, l.template, l.params, l.direction, l.artifact, l.digest, l.key, l.url, l.at
-             FROM lineage l JOIN runs r ON r.name = l.run
-             WHERE substr(l.digest, 1, length(?1)) = ?1 AND l.direction = ?2 AND (?3 IS NULL OR r.namespace = ?3)
-             ORDER BY l.at, l.run, l.node",
-        )?;
-        let rows = stmt.query_map(params![digest, direction, namespace], lineage_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .rows(
+                "SELECT l.run, l.node, l.node_name, l.template, l.params, l.direction, l.artifact, l.digest, l.key, l.url, l.at
+                 FROM lineage l JOIN runs r ON r.name = l.run
+                 WHERE substr(l.digest, 1, length(CAST(?1 AS TEXT))) = ?1 AND l.direction = ?2
+                   AND (CAST(?3 AS TEXT) IS NULL OR r.namespace = ?3)
+                 ORDER BY l.at, l.run, l.node",
+                p![digest, direction, namespace],
+            )?
+            .iter()
+            .map(lineage_row)
+            .collect()
     }
 
     /// The content-addressed artifact keys (`objects/…`, `fetched/…`) a run's nodes consumed or
     /// produced.
     pub fn run_object_keys(&self, run: &str) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT DISTINCT key FROM lineage WHERE run = ?1 AND substr(key, 1, 8) IN ('objects/', 'fetched/')",
-        )?;
-        let rows = stmt.query_map([run], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .rows(
+                "SELECT DISTINCT key FROM lineage WHERE run = ?1 AND substr(key, 1, 8) IN ('objects/', 'fetched/')",
+                p![run],
+            )?
+            .iter()
+            .map(|r| r.s(0))
+            .collect()
     }
 
     /// Whether any run but `except` still refers to an artifact key.
     pub fn object_referenced(&self, key: &str, except: &str) -> Result<bool> {
         Ok(self
             .conn
-            .query_row(
+            .row(
                 "SELECT 1 FROM lineage WHERE key = ?1 AND run != ?2 LIMIT 1",
-                params![key, except],
-                |_| Ok(()),
-            )
-            .optional()?
+                p![key, except],
+            )?
             .is_some())
     }
 
@@ -171,12 +175,15 @@ impl Store {
         node: &str,
         direction: &str,
     ) -> Result<Vec<LineageEdge>> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT run, node, node_name, template, params, direction, artifact, digest, key, url, at FROM lineage
-             WHERE run = ?1 AND node = ?2 AND direction = ?3 ORDER BY artifact",
-        )?;
-        let rows = stmt.query_map(params![run, node, direction], lineage_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .rows(
+                "SELECT run, node, node_name, template, params, direction, artifact, digest, key, url, at FROM lineage
+                 WHERE run = ?1 AND node = ?2 AND direction = ?3 ORDER BY artifact",
+                p![run, node, direction],
+            )?
+            .iter()
+            .map(lineage_row)
+            .collect()
     }
 
     /// Stores a new version of a template; returns its version number.
@@ -216,20 +223,26 @@ impl Store {
         at: Millis,
         deleted: bool,
     ) -> Result<i64> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let version: i64 = tx.query_row(
-            "SELECT coalesce(max(version), 0) + 1 FROM templates WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
-            params![kind, namespace, name],
-            |r| r.get(0),
-        )?;
-        tx.execute(
-            "INSERT INTO templates (kind, namespace, name, version, body, created_at, deleted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            params![kind, namespace, name, version, body, at, deleted],
-        )?;
-        tx.commit()?;
-        Ok(version)
+        self.conn.tx(|c| {
+            if c.is_pg() {
+                // two updates of one template at once must not both draw the same version
+                c.exec(
+                    "SELECT pg_advisory_xact_lock(hashtext(?1 || '/' || ?2 || '/' || ?3))",
+                    p![kind, namespace, name],
+                )?;
+            }
+            let version = c
+                .row(
+                    "SELECT coalesce(max(version), 0) + 1 FROM templates WHERE kind = ?1 AND namespace = ?2 AND name = ?3",
+                    p![kind, namespace, name],
+                )?
+                .map_or(Ok(1), |r| r.i(0))?;
+            c.exec(
+                "INSERT INTO templates (kind, namespace, name, version, body, created_at, deleted) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                p![kind, namespace, name, version, body, at, deleted],
+            )?;
+            Ok(version)
+        })
     }
 
     /// A template's latest version (None if it is deleted or never existed), or the given one.
@@ -242,28 +255,31 @@ impl Store {
     ) -> Result<Option<TemplateRecord>> {
         let rec = self
             .conn
-            .query_row(
+            .row(
                 "SELECT kind, namespace, name, version, body, created_at, deleted FROM templates
-                 WHERE kind = ?1 AND namespace = ?2 AND name = ?3 AND (?4 IS NULL OR version = ?4)
+                 WHERE kind = ?1 AND namespace = ?2 AND name = ?3 AND (CAST(?4 AS BIGINT) IS NULL OR version = ?4)
                  ORDER BY version DESC LIMIT 1",
-                params![kind, namespace, name, version],
-                template_row,
-            )
-            .optional()?;
+                p![kind, namespace, name, version],
+            )?
+            .map(|r| template_row(&r))
+            .transpose()?;
         Ok(rec.filter(|r| !r.deleted))
     }
 
     /// The latest version of every live template of a kind in a namespace, by name.
     pub fn templates(&self, kind: &str, namespace: &str) -> Result<Vec<TemplateRecord>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT t.kind, t.namespace, t.name, t.version, t.body, t.created_at, t.deleted FROM templates t
-             WHERE t.kind = ?1 AND t.namespace = ?2 AND t.version =
-               (SELECT max(version) FROM templates u WHERE u.kind = t.kind AND u.namespace = t.namespace AND u.name = t.name)
-               AND t.deleted = 0
-             ORDER BY t.name",
-        )?;
-        let rows = stmt.query_map(params![kind, namespace], template_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .rows(
+                "SELECT t.kind, t.namespace, t.name, t.version, t.body, t.created_at, t.deleted FROM templates t
+                 WHERE t.kind = ?1 AND t.namespace = ?2 AND t.version =
+                   (SELECT max(version) FROM templates u WHERE u.kind = t.kind AND u.namespace = t.namespace AND u.name = t.name)
+                   AND t.deleted = 0
+                 ORDER BY t.name",
+                p![kind, namespace],
+            )?
+            .iter()
+            .map(template_row)
+            .collect()
     }
 
     /// Every version of a template, newest first (deletions included).
@@ -273,24 +289,27 @@ impl Store {
         namespace: &str,
         name: &str,
     ) -> Result<Vec<TemplateRecord>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT kind, namespace, name, version, body, created_at, deleted FROM templates
-             WHERE kind = ?1 AND namespace = ?2 AND name = ?3 ORDER BY version DESC",
-        )?;
-        let rows = stmt.query_map(params![kind, namespace, name], template_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .rows(
+                "SELECT kind, namespace, name, version, body, created_at, deleted FROM templates
+                 WHERE kind = ?1 AND namespace = ?2 AND name = ?3 ORDER BY version DESC",
+                p![kind, namespace, name],
+            )?
+            .iter()
+            .map(template_row)
+            .collect()
     }
 
     pub fn create_token(&mut self, t: &TokenRecord) -> Result<()> {
-        self.conn.execute(
+        self.conn.exec(
             "INSERT INTO tokens (id, namespace, role, hash, description, created_at, expires_at, revoked_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-            params![
-                t.id,
-                t.namespace,
-                t.role,
-                t.hash,
-                t.description,
+            p![
+                &t.id,
+                &t.namespace,
+                &t.role,
+                &t.hash,
+                &t.description,
                 t.created_at,
                 t.expires_at,
                 t.revoked_at
@@ -300,41 +319,41 @@ impl Store {
     }
 
     pub fn token(&self, id: &str) -> Result<Option<TokenRecord>> {
-        Ok(self
-            .conn
-            .prepare_cached(
+        self.conn
+            .row(
                 "SELECT id, namespace, role, hash, description, created_at, expires_at, revoked_at FROM tokens WHERE id = ?1",
+                p![id],
             )?
-            .query_row([id], token_row)
-            .optional()?)
+            .map(|r| token_row(&r))
+            .transpose()
     }
 
     /// Tokens of a namespace (every token for `None`), oldest first.
     pub fn tokens(&self, namespace: Option<&str>) -> Result<Vec<TokenRecord>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, namespace, role, hash, description, created_at, expires_at, revoked_at FROM tokens
-             WHERE ?1 IS NULL OR namespace = ?1 ORDER BY created_at, id",
-        )?;
-        let rows = stmt.query_map([namespace], token_row)?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .rows(
+                "SELECT id, namespace, role, hash, description, created_at, expires_at, revoked_at FROM tokens
+                 WHERE CAST(?1 AS TEXT) IS NULL OR namespace = ?1 ORDER BY created_at, id",
+                p![namespace],
+            )?
+            .iter()
+            .map(token_row)
+            .collect()
     }
 
     /// Marks a token revoked; false if there is no such token or it was already revoked.
     pub fn revoke_token(&mut self, id: &str, at: Millis) -> Result<bool> {
-        Ok(self.conn.execute(
+        Ok(self.conn.exec(
             "UPDATE tokens SET revoked_at = ?2 WHERE id = ?1 AND revoked_at IS NULL",
-            params![id, at],
+            p![id, at],
         )? == 1)
     }
 
     pub fn record_audit(&mut self, e: &AuditEntry) -> Result<()> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO audit (at, actor, namespace, action, target, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-            )?
-            .execute(params![
-                e.at, e.actor, e.namespace, e.action, e.target, e.status
-            ])?;
+        self.conn.exec(
+            "INSERT INTO audit (at, actor, namespace, action, target, status) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            p![e.at, &e.actor, &e.namespace, &e.action, &e.target, e.status],
+        )?;
         Ok(())
     }
 
@@ -345,84 +364,118 @@ impl Store {
         before: Option<i64>,
         limit: usize,
     ) -> Result<Vec<AuditEntry>> {
-        let mut stmt = self.conn.prepare(
-            "SELECT id, at, actor, namespace, action, target, status FROM audit
-             WHERE (?1 IS NULL OR namespace = ?1) AND (?2 IS NULL OR id < ?2)
-             ORDER BY id DESC LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![namespace, before, limit as i64], |r| {
-            Ok(AuditEntry {
-                id: r.get(0)?,
-                at: r.get(1)?,
-                actor: r.get(2)?,
-                namespace: r.get(3)?,
-                action: r.get(4)?,
-                target: r.get(5)?,
-                status: r.get(6)?,
+        self.conn
+            .rows(
+                "SELECT id, at, actor, namespace, action, target, status FROM audit
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR namespace = ?1) AND (CAST(?2 AS BIGINT) IS NULL OR id < ?2)
+                 ORDER BY id DESC LIMIT ?3",
+                p![namespace, before, limit as i64],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    id: r.i(0)?,
+                    at: r.i(1)?,
+                    actor: r.s(2)?,
+                    namespace: r.s(3)?,
+                    action: r.s(4)?,
+                    target: r.s(5)?,
+                    status: r.i(6)? as u16,
+                })
             })
-        })?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+            .collect()
     }
 
     /// Runs matching `q`, newest first, and whether more follow.
     pub fn query_runs(&self, q: &RunQuery) -> Result<(Vec<RunSummary>, bool)> {
+        let pg = self.conn.is_pg();
         let mut sql = String::from(
             "SELECT name, namespace, created_at, finished_at, phase, message FROM runs WHERE 1=1",
         );
-        let mut args: Vec<Value> = Vec::new();
+        let mut args: Vec<String> = Vec::new();
+        let mut ints: Vec<(usize, i64)> = Vec::new();
         // binds a value and returns its placeholder
-        let mut bind = |v: Value| {
+        let mut bind = |v: String| {
             args.push(v);
             format!("?{}", args.len())
         };
         if let Some(ns) = &q.namespace {
-            sql += &format!(" AND namespace = {}", bind(Value::Text(ns.clone())));
+            sql += &format!(" AND namespace = {}", bind(ns.clone()));
         }
         if let Some(p) = &q.name_prefix {
-            let p = bind(Value::Text(p.clone()));
-            sql += &format!(" AND substr(name, 1, length({p})) = {p}");
+            let p = bind(p.clone());
+            sql += &format!(" AND substr(name, 1, length(CAST({p} AS TEXT))) = {p}");
         }
         if !q.phases.is_empty() {
             let list: Vec<String> = q
                 .phases
                 .iter()
-                .map(|p| bind(Value::Text(p.to_ascii_lowercase())))
+                .map(|p| bind(p.to_ascii_lowercase()))
                 .collect();
             sql += &format!(" AND lower(phase) IN ({})", list.join(","));
         }
+        let mut bind_int = |args: &mut Vec<String>, v: i64| {
+            args.push(String::new());
+            ints.push((args.len() - 1, v));
+            format!("?{}", args.len())
+        };
         if let Some(t) = q.created_after {
-            sql += &format!(" AND created_at >= {}", bind(Value::Integer(t)));
+            sql += &format!(" AND created_at >= {}", bind_int(&mut args, t));
         }
         if let Some(t) = q.created_before {
-            sql += &format!(" AND created_at < {}", bind(Value::Integer(t)));
+            sql += &format!(" AND created_at < {}", bind_int(&mut args, t));
         }
         for l in &q.labels {
-            let mut path = |k: &str| bind(Value::Text(format!("$.\"{}\"", k.replace('"', ""))));
+            let (k, v) = match l {
+                LabelReq::Eq(k, v) | LabelReq::NotEq(k, v) => (k, Some(v)),
+                LabelReq::Exists(k) | LabelReq::Absent(k) => (k, None),
+            };
+            let key = if pg {
+                k.clone()
+            } else {
+                format!("$.\"{}\"", k.replace('"', ""))
+            };
+            args.push(key);
+            let kp = format!("?{}", args.len());
+            // the label's value (NULL when absent)
+            let val = if pg {
+                format!("(CAST(labels AS jsonb) ->> CAST({kp} AS TEXT))")
+            } else {
+                format!("json_extract(labels, {kp})")
+            };
+            let has = if pg {
+                format!("jsonb_exists(CAST(labels AS jsonb), CAST({kp} AS TEXT))")
+            } else {
+                format!("(json_type(labels, {kp}) IS NOT NULL)")
+            };
+            let mut vp = || {
+                args.push(v.cloned().unwrap_or_default());
+                format!("?{}", args.len())
+            };
             sql += &match l {
-                LabelReq::Eq(k, v) => {
-                    let k = path(k);
-                    format!(
-                        " AND json_extract(labels, {k}) = {}",
-                        bind(Value::Text(v.clone()))
-                    )
-                }
-                LabelReq::NotEq(k, v) => {
-                    let k = path(k);
-                    format!(
-                        " AND coalesce(json_extract(labels, {k}), '') != {}",
-                        bind(Value::Text(v.clone()))
-                    )
-                }
-                LabelReq::Exists(k) => format!(" AND json_type(labels, {}) IS NOT NULL", path(k)),
-                LabelReq::Absent(k) => format!(" AND json_type(labels, {}) IS NULL", path(k)),
+                LabelReq::Eq(..) => format!(" AND {val} = {}", vp()),
+                LabelReq::NotEq(..) => format!(" AND coalesce({val}, '') != {}", vp()),
+                LabelReq::Exists(_) => format!(" AND {has}"),
+                LabelReq::Absent(_) => format!(" AND NOT {has}"),
             };
         }
-        let limit = bind(Value::Integer(q.limit as i64 + 1));
-        let offset = bind(Value::Integer(q.offset as i64));
+        let limit = bind_int(&mut args, q.limit as i64 + 1);
+        let offset = bind_int(&mut args, q.offset as i64);
         sql += &format!(" ORDER BY created_at DESC, rowid DESC LIMIT {limit} OFFSET {offset}");
-        let mut stmt = self.conn.prepare(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args), summary_row)?;
-        let mut out: Vec<RunSummary> = rows.collect::<rusqlite::Result<_>>()?;
+        let params: Vec<P<'_>> = args
+            .iter()
+            .enumerate()
+            .map(|(i, a)| match ints.iter().find(|(j, _)| *j == i) {
+                Some((_, v)) => P::I(*v),
+                None => P::T(a),
+            })
+            .collect();
+        let mut out: Vec<RunSummary> = self
+            .conn
+            .rows_uncached(&sql, &params)?
+            .iter()
+            .map(summary_row)
+            .collect::<Result<_>>()?;
         let more = out.len() > q.limit;
         out.truncate(q.limit);
         Ok((out, more))
@@ -430,60 +483,66 @@ impl Store {
 
     /// How many runs are in each phase.
     pub fn count_by_phase(&self) -> Result<Vec<(String, i64)>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT phase, count(*) FROM runs GROUP BY phase ORDER BY phase")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .rows(
+                "SELECT phase, count(*) FROM runs GROUP BY phase ORDER BY phase",
+                p![],
+            )?
+            .iter()
+            .map(|r| Ok((r.s(0)?, r.i(1)?)))
+            .collect()
     }
 
     /// Runs not finished, oldest first: what a restarted server goes on with.
     pub fn unfinished(&self) -> Result<Vec<String>> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT name FROM runs WHERE finished_at IS NULL ORDER BY created_at")?;
-        let rows = stmt.query_map([], |r| r.get(0))?;
-        Ok(rows.collect::<rusqlite::Result<_>>()?)
+        self.conn
+            .rows(
+                "SELECT name FROM runs WHERE finished_at IS NULL ORDER BY created_at",
+                p![],
+            )?
+            .iter()
+            .map(|r| r.s(0))
+            .collect()
     }
 }
 
-fn lineage_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<LineageEdge> {
+fn lineage_row(r: &Row) -> Result<LineageEdge> {
     Ok(LineageEdge {
-        run: r.get(0)?,
-        node: r.get(1)?,
-        node_name: r.get(2)?,
-        template: r.get(3)?,
-        params: r.get(4)?,
-        direction: r.get(5)?,
-        artifact: r.get(6)?,
-        digest: r.get(7)?,
-        key: r.get(8)?,
-        url: r.get(9)?,
-        at: r.get(10)?,
+        run: r.s(0)?,
+        node: r.s(1)?,
+        node_name: r.s(2)?,
+        template: r.s(3)?,
+        params: r.s(4)?,
+        direction: r.s(5)?,
+        artifact: r.s(6)?,
+        digest: r.s(7)?,
+        key: r.s(8)?,
+        url: r.os(9)?,
+        at: r.i(10)?,
     })
 }
 
-fn template_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TemplateRecord> {
+fn template_row(r: &Row) -> Result<TemplateRecord> {
     Ok(TemplateRecord {
-        kind: r.get(0)?,
-        namespace: r.get(1)?,
-        name: r.get(2)?,
-        version: r.get(3)?,
-        body: r.get(4)?,
-        created_at: r.get(5)?,
-        deleted: r.get(6)?,
+        kind: r.s(0)?,
+        namespace: r.s(1)?,
+        name: r.s(2)?,
+        version: r.i(3)?,
+        body: r.s(4)?,
+        created_at: r.i(5)?,
+        deleted: r.i(6)? != 0,
     })
 }
 
-fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TokenRecord> {
+fn token_row(r: &Row) -> Result<TokenRecord> {
     Ok(TokenRecord {
-        id: r.get(0)?,
-        namespace: r.get(1)?,
-        role: r.get(2)?,
-        hash: r.get(3)?,
-        description: r.get(4)?,
-        created_at: r.get(5)?,
-        expires_at: r.get(6)?,
-        revoked_at: r.get(7)?,
+        id: r.s(0)?,
+        namespace: r.s(1)?,
+        role: r.s(2)?,
+        hash: r.s(3)?,
+        description: r.s(4)?,
+        created_at: r.i(5)?,
+        expires_at: r.oi(6)?,
+        revoked_at: r.oi(7)?,
     })
 }

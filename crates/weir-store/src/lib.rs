@@ -6,11 +6,16 @@
 
 mod access;
 mod artifacts;
-mod sqlite;
+mod db;
+mod queue;
+mod store;
 
 pub use access::{AuditEntry, LabelReq, LineageEdge, RunQuery, TemplateRecord, TokenRecord};
 pub use artifacts::LocalRepo;
-pub use sqlite::{Acquire, Durability, LockState, RunRecord, RunSummary, Store};
+pub use queue::{Claimed, NewTask, Offer, Quota, TaskUpdate};
+pub use store::{
+    Acquire, Durability, LockState, RunRecord, RunSummary, Store, is_postgres_url, redact_url,
+};
 
 use std::path::PathBuf;
 
@@ -37,6 +42,14 @@ pub enum Error {
     },
     #[error("database error: {0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("PostgreSQL: {}", pg_message(.0))]
+    Pg(#[from] postgres::Error),
+    #[error("cannot connect to {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("run `{0}` was taken over by another process")]
+    Fenced(String),
+    #[error("{0}")]
+    Unsupported(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
     #[error("{path}: {source}")]
@@ -44,6 +57,25 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+/// PostgreSQL's own message (`ERROR: …`) where it sent one, not only "db error".
+fn pg_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{}: {}", d.severity(), d.message()),
+        None => e.to_string(),
+    }
+}
+
+impl Error {
+    /// The connection to PostgreSQL is gone (server down, network cut): reconnect and retry.
+    pub fn is_disconnect(&self) -> bool {
+        match self {
+            Error::Pg(e) => e.is_closed() || e.as_db_error().is_none(),
+            Error::Connect { .. } => true,
+            _ => false,
+        }
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
