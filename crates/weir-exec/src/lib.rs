@@ -66,6 +66,9 @@ pub trait Executor: Send + Sync {
     fn stop(&self, node: &str);
     /// Waits for every task thread to end (after their processes were stopped).
     fn shutdown(&self);
+    /// The driver recorded these nodes' results: an executor that keeps them elsewhere (the
+    /// task queue) may let them go.
+    fn recorded(&self, _finished: &[String]) {}
 }
 
 /// Replaces each secret value in `line` by `***`.

@@ -22,6 +22,7 @@ use crate::{Executor, Update, artifacts, mask};
 
 const RESULT_LIMIT: usize = 256 * 1024;
 
+#[derive(Clone)]
 pub struct ProcessConfig {
     /// Per-run work directories and logs live under `work_root/<run>/`.
     pub work_root: PathBuf,

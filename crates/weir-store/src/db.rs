@@ -126,6 +126,9 @@ pub(crate) enum V {
 pub(crate) struct Row(Vec<V>);
 
 impl Row {
+    pub fn get(&self, at: usize) -> Option<&V> {
+        self.0.get(at)
+    }
     pub fn i(&self, at: usize) -> Result<i64> {
         match self.0.get(at) {
             Some(V::I(i)) => Ok(*i),

@@ -9,6 +9,7 @@ mod artifacts;
 mod db;
 mod queue;
 mod store;
+mod transfer;
 
 pub use access::{AuditEntry, LabelReq, LineageEdge, RunQuery, TemplateRecord, TokenRecord};
 pub use artifacts::LocalRepo;

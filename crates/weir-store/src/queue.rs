@@ -88,15 +88,14 @@ impl Store {
         }
     }
 
-    /// Takes ownership of an unfinished run nobody holds (or whose owner's lease expired);
+    /// Takes ownership of a run nobody holds (or whose owner's lease expired);
     /// returns the new epoch.
     pub fn claim_run(&self, run: &str, owner: &str, lease_ms: i64) -> Result<Option<i64>> {
         let c = self.need_pg("run ownership")?;
         c.row(
             &format!(
                 "UPDATE runs SET owner = ?2, owner_epoch = owner_epoch + 1, owner_until = {NOW_MS} + ?3
-                 WHERE name = ?1 AND finished_at IS NULL
-                   AND (owner IS NULL OR owner = ?2 OR owner_until < {NOW_MS})
+                 WHERE name = ?1 AND (owner IS NULL OR owner = ?2 OR owner_until < {NOW_MS})
                  RETURNING owner_epoch"
             ),
             p![run, owner, lease_ms],

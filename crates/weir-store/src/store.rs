@@ -324,6 +324,8 @@ pub enum Durability {
 pub struct Store {
     pub(crate) conn: Conn,
     path: PathBuf,
+    /// The ownership epoch [`Store::append`] names (PostgreSQL scale-out).
+    fence: Option<i64>,
 }
 
 #[derive(Debug, Clone)]
@@ -423,6 +425,7 @@ impl Store {
         let store = Store {
             conn: Conn::Lite(conn),
             path: path.to_path_buf(),
+            fence: None,
         };
         if version < SCHEMA_VERSION {
             store.migrate()?;
@@ -450,6 +453,7 @@ impl Store {
         let store = Store {
             conn: Conn::pg(client),
             path: PathBuf::from(redact_url(url)),
+            fence: None,
         };
         store.migrate()?;
         Ok(store)
@@ -607,7 +611,12 @@ impl Store {
         message: &str,
         finished_at: Option<Millis>,
     ) -> Result<()> {
-        self.append_fenced(run, None, events, phase, message, finished_at)
+        self.append_fenced(run, self.fence, events, phase, message, finished_at)
+    }
+
+    /// From now on, [`Store::append`] names this ownership epoch (see [`Store::append_fenced`]).
+    pub fn set_fence(&mut self, epoch: Option<i64>) {
+        self.fence = epoch;
     }
 
     /// [`Store::append`] by the holder of a run's ownership `epoch` (from [`Store::claim_run`]):

@@ -35,9 +35,14 @@ impl std::error::Error for Usage {}
     about = "Run Argo Workflows YAML locally, durably, from one binary"
 )]
 struct Cli {
-    /// The SQLite database (default: $XDG_DATA_HOME/weir/weir.db).
-    #[arg(long, env = "WEIR_DB", global = true)]
+    /// The database: a SQLite file (default: $XDG_DATA_HOME/weir/weir.db) or a PostgreSQL URL
+    /// (postgres://USER:PASSWORD@HOST:PORT/DB) shared by several servers and workers.
+    #[arg(long, env = "WEIR_DB", global = true, hide_env_values = true)]
     db: Option<PathBuf>,
+    /// Work directories, logs and local artifacts (default: beside a SQLite database; with
+    /// PostgreSQL, $XDG_DATA_HOME/weir, shared by every server and worker).
+    #[arg(long, env = "WEIR_DATA_DIR", global = true)]
+    data_dir: Option<PathBuf>,
     /// Work against this `weir server` instead of a local database.
     #[arg(long, env = "WEIR_SERVER", global = true)]
     server: Option<String>,
@@ -49,6 +54,15 @@ struct Cli {
     namespace: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum DbCmd {
+    /// Writes every run (its submission and events), template, token, audit entry, memoized
+    /// output, lineage edge and metric sample as JSON lines (`-` for stdout).
+    Export { file: PathBuf },
+    /// Loads an export into this database in one transaction (refused if a run already exists).
+    Import { file: PathBuf },
 }
 
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -182,6 +196,28 @@ enum Cmd {
         /// Print the effective configuration (secrets masked) and exit.
         #[arg(long)]
         print_config: bool,
+        /// With PostgreSQL: run no tasks in this process, only dispatch them to `weir worker`s.
+        #[arg(long, env = "WEIR_NO_WORKER")]
+        no_worker: bool,
+    },
+    /// Claims and runs tasks from the PostgreSQL task queue (scale-out).
+    Worker {
+        /// Labels tasks' nodeSelector must match: KEY=VALUE,… (e.g. gpu=true,zone=a).
+        #[arg(long, default_value = "")]
+        labels: String,
+        /// What this worker offers, over what it detects: cpu=8,memory=32Gi,gpu=2,tasks=64.
+        #[arg(long, default_value = "")]
+        slots: String,
+        /// Most tasks claimed in one transaction.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+    },
+    /// Brings the database's schema up to date (every weir command also does when it opens it).
+    Migrate,
+    /// Moves a database's history: `weir db export FILE` then `weir --db postgres://… db import FILE`.
+    Db {
+        #[command(subcommand)]
+        cmd: DbCmd,
     },
     /// Where an artifact came from (upstream) or where it went (downstream), across runs.
     Lineage {
@@ -302,11 +338,15 @@ enum Cmd {
 }
 
 fn default_db() -> PathBuf {
+    default_data_dir().join("weir.db")
+}
+
+pub fn default_data_dir() -> PathBuf {
     let base = std::env::var_os("XDG_DATA_HOME")
         .map(PathBuf::from)
         .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
         .unwrap_or_else(|| PathBuf::from("."));
-    base.join("weir").join("weir.db")
+    base.join("weir")
 }
 
 fn durability() -> Durability {
@@ -337,6 +377,8 @@ pub fn main() -> Result<ExitCode> {
     let env = Env {
         db: cli.db.unwrap_or_else(default_db),
         durability: durability(),
+        data: cli.data_dir.clone(),
+        queue: false,
     };
     match cli.cmd {
         Cmd::Run {
@@ -358,6 +400,7 @@ pub fn main() -> Result<ExitCode> {
             artifact_repository,
             config,
             print_config,
+            no_worker,
         } => {
             let (file, _) = crate::server::config::read(config.as_deref())?;
             let given = crate::server::config::Given {
@@ -374,11 +417,70 @@ pub fn main() -> Result<ExitCode> {
                 print!("{}", crate::server::config::render(&eff));
                 return Ok(ExitCode::SUCCESS);
             }
-            let env = Env {
+            let mut env = Env {
                 db: eff.db.0.clone(),
                 ..env
             };
-            crate::server::serve(env, crate::server::Options::from(eff))
+            // with PostgreSQL, tasks go through the queue: to this process's own worker, and to
+            // every `weir worker`
+            env.queue = env.is_postgres();
+            let mut opts = crate::server::Options::from(eff);
+            opts.worker = env.queue && !no_worker;
+            crate::server::serve(env, opts)
+        }
+        Cmd::Worker {
+            labels,
+            slots,
+            batch,
+        } => {
+            if !env.is_postgres() {
+                return Err(Usage(
+                    "weir worker claims tasks from a PostgreSQL database: give --db postgres://… (with SQLite, `weir server` runs every task itself)".into(),
+                )
+                .into());
+            }
+            let mut opts = crate::cluster::WorkerOptions::detect();
+            opts.labels = crate::cluster::parse_labels(&labels)?;
+            crate::cluster::parse_slots(&slots, &mut opts)?;
+            opts.batch = batch.max(1);
+            crate::cluster::open(&env.db)?;
+            let stop = std::sync::atomic::AtomicBool::new(false);
+            crate::cluster::work(&env, opts, &stop)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Migrate => {
+            let store = crate::cluster::open(&env.db)?;
+            println!(
+                "{}: schema version {}",
+                store.path().display(),
+                store.schema_version()?
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Db { cmd } => {
+            let mut store = crate::cluster::open(&env.db)?;
+            match cmd {
+                DbCmd::Export { file } => {
+                    let n = if file.as_os_str() == "-" {
+                        store.export(&mut std::io::stdout().lock())?
+                    } else {
+                        let f = std::fs::File::create(&file)
+                            .with_context(|| format!("creating {}", file.display()))?;
+                        let mut w = std::io::BufWriter::new(f);
+                        let n = store.export(&mut w)?;
+                        std::io::Write::flush(&mut w)?;
+                        n
+                    };
+                    eprintln!("exported {n} rows from {}", store.path().display());
+                }
+                DbCmd::Import { file } => {
+                    let f = std::fs::File::open(&file)
+                        .with_context(|| format!("opening {}", file.display()))?;
+                    let n = store.import(&mut std::io::BufReader::new(f))?;
+                    eprintln!("imported {n} rows into {}", store.path().display());
+                }
+            }
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::Token { cmd } => token(&env, cli.namespace, cmd),
         Cmd::Lineage {

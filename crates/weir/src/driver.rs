@@ -16,15 +16,31 @@ use weir_store::{Acquire, Durability, LocalRepo, Store};
 
 use crate::watch::Watch;
 
-/// Where things live, from `--db` / `WEIR_DB`.
+/// Where things live, from `--db` / `WEIR_DB` and `--data-dir` / `WEIR_DATA_DIR`.
 #[derive(Debug, Clone)]
 pub struct Env {
+    /// A SQLite file, or a PostgreSQL URL (`postgres://…`).
     pub db: PathBuf,
     pub durability: Durability,
+    /// Work directories, logs and the local artifact repository: beside a SQLite database by
+    /// default; to be given (shared by every process) with PostgreSQL.
+    pub data: Option<PathBuf>,
+    /// Tasks go to the PostgreSQL task queue for workers, rather than run in this process.
+    pub queue: bool,
 }
 
 impl Env {
+    pub fn is_postgres(&self) -> bool {
+        self.db.to_str().is_some_and(weir_store::is_postgres_url)
+    }
+
     pub fn data_dir(&self) -> PathBuf {
+        if let Some(d) = &self.data {
+            return d.clone();
+        }
+        if self.is_postgres() {
+            return crate::cli::default_data_dir();
+        }
         self.db
             .parent()
             .map(|p| p.to_path_buf())
@@ -87,10 +103,24 @@ fn remove_dir(p: &std::path::Path) -> Result<()> {
     }
 }
 
-/// Held by the one process that drives a run; the kernel releases it if that process dies.
-pub struct RunLock(#[allow(dead_code)] File);
+/// Held by the one process that drives a run: a file lock the kernel releases if that process
+/// dies (SQLite), or a lease on the run's row this process renews (PostgreSQL).
+pub enum RunLock {
+    File(#[allow(dead_code)] File),
+    Lease {
+        #[allow(dead_code)]
+        epoch: i64,
+    },
+}
 
 pub fn try_lock(env: &Env, run: &str) -> Result<Option<RunLock>> {
+    if env.is_postgres() {
+        let store = Store::open(&env.db, env.durability)?;
+        let cluster = crate::cluster::Cluster::get(&env.db);
+        return Ok(cluster
+            .claim(&store, run)?
+            .map(|epoch| RunLock::Lease { epoch }));
+    }
     let path = env.lock_path(run);
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
@@ -99,7 +129,7 @@ pub fn try_lock(env: &Env, run: &str) -> Result<Option<RunLock>> {
     use std::os::fd::AsRawFd;
     // SAFETY: flock on a file descriptor we own.
     let r = unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-    Ok(if r == 0 { Some(RunLock(f)) } else { None })
+    Ok(if r == 0 { Some(RunLock::File(f)) } else { None })
 }
 
 static INTERRUPTS: AtomicU32 = AtomicU32::new(0);
@@ -154,6 +184,19 @@ pub fn recover(env: &Env, store: &Store, name: &str) -> Result<(Run, Vec<Action>
                     .and_then(|(n, p)| Some((n.to_string(), p.trim().parse().ok()?)))
             })
             .collect();
+    let mut lost = Vec::new();
+    if env.queue && env.is_postgres() {
+        // tasks run on workers and go on while their run changes hands: only a running task
+        // the queue no longer knows is lost (a queued one is queued again, idempotently)
+        if !run.phase().is_done() {
+            for (node, _) in run.running_pods() {
+                if !store.task_exists(name, &node)? {
+                    lost.push(Event::Lost { node });
+                }
+            }
+        }
+        return Ok((run, actions, lost));
+    }
     for a in &actions {
         if let Action::Start(spec) = a
             && let Some(&pid) = pids.get(&spec.node_id)
@@ -161,7 +204,6 @@ pub fn recover(env: &Env, store: &Store, name: &str) -> Result<(Run, Vec<Action>
             kill_group(pid);
         }
     }
-    let mut lost = Vec::new();
     if !run.phase().is_done() {
         for (node, pid) in run.running_pods() {
             if let Some(pid) = pid {
@@ -184,18 +226,31 @@ pub fn drive(
 ) -> Result<Phase> {
     let name = run.submission().name.clone();
     let (tx, rx) = mpsc::channel();
-    let exec = ProcessExecutor::new(
-        ProcessConfig {
-            work_root: env.work_root(),
-            repo: env.repo(),
-            sandbox: sandbox(),
-            capacity: Capacity::detect(),
-            stream_logs: watch.wants_logs(),
-            db: Some(std::path::absolute(&env.db).unwrap_or_else(|_| env.db.clone())),
-        },
-        tx,
-    )
-    .context("starting the task executor (epoll, eventfd)")?;
+    let cfg = ProcessConfig {
+        work_root: env.work_root(),
+        repo: env.repo(),
+        sandbox: sandbox(),
+        capacity: Capacity::detect(),
+        stream_logs: watch.wants_logs(),
+        db: Some(if env.is_postgres() {
+            env.db.clone()
+        } else {
+            std::path::absolute(&env.db).unwrap_or_else(|_| env.db.clone())
+        }),
+    };
+    let queued = env.queue && env.is_postgres();
+    let exec: Box<dyn Executor> = if queued {
+        let cluster = crate::cluster::Cluster::get(&env.db);
+        Box::new(crate::cluster::QueueExecutor::new(&cluster, &run, cfg, tx))
+    } else {
+        Box::new(
+            ProcessExecutor::new(cfg, tx).context("starting the task executor (epoll, eventfd)")?,
+        )
+    };
+    if env.is_postgres() {
+        // appends name the epoch of this process's ownership: refused once another took over
+        store.set_fence(crate::cluster::Cluster::get(&env.db).fence(&name));
+    }
     let mut timers: BTreeSet<(Millis, Timer)> = BTreeSet::new();
     // Lock requests still queued in the store: holder → (locks, priority).
     let mut locks: Locks = BTreeMap::new();
@@ -295,6 +350,14 @@ pub fn drive(
                 actions.extend(run.step(ev.clone(), *at));
             }
             store.append(&name, &batch, run.phase(), run.message(), run.finished_at())?;
+            let recorded: Vec<String> = batch
+                .iter()
+                .filter_map(|(_, ev)| match ev {
+                    Event::Finished { node, .. } => Some(node.clone()),
+                    _ => None,
+                })
+                .collect();
+            exec.recorded(&recorded);
             let mut edges = Vec::new();
             for (_, ev) in &batch {
                 if let Event::Finished { node, .. } | Event::Cached { node, .. } = ev {
@@ -351,6 +414,21 @@ pub fn drive(
         }
         let now = now_ms();
         for u in updates {
+            // the queue may hand an update over twice (after a reconnection or a takeover)
+            if queued {
+                let phase = |n: &str| run.node_by_id(n).map(|n| n.phase);
+                match &u {
+                    Update::Started { node, .. }
+                        if phase(node).is_some_and(|p| p != Phase::Pending) =>
+                    {
+                        continue;
+                    }
+                    Update::Finished { node, .. } if phase(node).is_some_and(|p| p.is_done()) => {
+                        continue;
+                    }
+                    _ => {}
+                }
+            }
             match u {
                 Update::Started { node, pid } => batch.push((now, Event::Started { node, pid })),
                 Update::Ready { node } => batch.push((now, Event::Ready { node })),
@@ -508,7 +586,7 @@ fn try_locks(store: &mut Store, run: &str, locks: &mut Locks) -> Result<Vec<Even
     Ok(answers)
 }
 
-fn sandbox() -> Sandbox {
+pub(crate) fn sandbox() -> Sandbox {
     use std::sync::OnceLock;
     static S: OnceLock<Sandbox> = OnceLock::new();
     *S.get_or_init(|| {

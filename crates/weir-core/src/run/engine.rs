@@ -2031,6 +2031,21 @@ impl Run {
             http: None,
             data: None,
             child: None,
+            // the template's nodeSelector: labels a worker must have
+            node_selector: call
+                .tmpl
+                .node_selector
+                .as_ref()
+                .and_then(Json::as_object)
+                .map(|m| {
+                    m.iter()
+                        .map(|(k, v)| {
+                            let v = v.as_str().map_or_else(|| v.to_string(), str::to_string);
+                            (k.clone(), v)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         })
     }
 
@@ -4531,7 +4546,8 @@ fn requests(req: &BTreeMap<String, Json>, lim: &BTreeMap<String, Json>) -> Reque
     }
 }
 
-fn quantity(s: &str) -> u64 {
+/// A Kubernetes quantity (`512Mi`, `1G`, `3`) as a number.
+pub fn quantity(s: &str) -> u64 {
     let units = [
         ("Ki", 1u64 << 10),
         ("Mi", 1 << 20),

@@ -25,6 +25,7 @@ use crate::spec::{DataMap, Definition, Template};
 pub(crate) use engine::Library;
 pub use engine::TemplateScope;
 pub use engine::go_sprintf as go_sprintf_pub;
+pub use engine::quantity;
 pub use metrics::Metric;
 pub use vars::{parse_duration, rfc3339 as rfc3339_pub};
 
@@ -254,6 +255,9 @@ pub struct TaskSpec {
     /// another weir process on the same database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub child: Option<ChildRun>,
+    /// `nodeSelector`: the labels a worker must have to run the task (`weir worker --labels`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -42,6 +42,8 @@ pub struct Options {
     pub otlp: Option<(String, std::collections::BTreeMap<String, String>)>,
     /// The default artifact repository of runs submitted here.
     pub artifact_repository: Option<String>,
+    /// With PostgreSQL: also claim and run queued tasks in this process.
+    pub worker: bool,
 }
 
 impl From<config::Effective> for Options {
@@ -53,12 +55,14 @@ impl From<config::Effective> for Options {
             json_logs: e.json_logs.0,
             otlp: e.otlp_endpoint.0.map(|u| (u, e.otlp_headers.0)),
             artifact_repository: e.artifact_repository.0,
+            worker: false,
         }
     }
 }
 
 /// The server's own log (stderr): one line per request and per problem, text or JSON. Query
 /// strings are never logged (they may carry `access_token`).
+#[derive(Clone)]
 pub struct Log {
     json: bool,
 }
@@ -213,6 +217,72 @@ impl App {
     }
 }
 
+impl App {
+    /// PostgreSQL scale-out: this process's worker (unless `--no-worker`), and a thread that
+    /// settles expired task leases (one server at a time) and takes over the runs whose owner
+    /// stopped renewing their leases.
+    fn start_cluster_duties(self: &Arc<Self>) -> Result<()> {
+        let cluster = crate::cluster::Cluster::get(&self.env.db);
+        if self.opts.worker {
+            let env = self.env.clone();
+            let log = self.log.clone();
+            std::thread::Builder::new()
+                .name("worker".into())
+                .spawn(move || {
+                    let stop = std::sync::atomic::AtomicBool::new(false);
+                    let opts = crate::cluster::WorkerOptions::detect();
+                    if let Err(e) = crate::cluster::work(&env, opts, &stop) {
+                        log.error(&format!("worker: {e:#}"));
+                    }
+                })
+                .context("starting the worker thread")?;
+        }
+        let app = self.clone();
+        std::thread::Builder::new()
+            .name("cluster duties".into())
+            .spawn(move || {
+                let mut store: Option<Store> = None;
+                loop {
+                    let r = (|| -> Result<()> {
+                        if store.is_none() {
+                            store = Some(Store::open(&app.env.db, app.env.durability)?);
+                        }
+                        let Some(s) = store.as_mut() else {
+                            return Ok(());
+                        };
+                        let reaped = cluster.reap(s)?;
+                        if reaped > 0 {
+                            app.log.info(&format!(
+                                "{reaped} task(s) of lost workers settled after their leases expired"
+                            ));
+                        }
+                        for (name, epoch) in s.claim_orphans(&cluster.owner, cluster.lease_ms, 16)? {
+                            cluster.fenced(&name, epoch);
+                            match driver::recover(&app.env, s, &name) {
+                                Ok((run, actions, pending)) if !run.phase().is_done() => {
+                                    app.log.info(&format!("took over run {name} (epoch {epoch})"));
+                                    app.spawn_driver(run, actions, pending, RunLock::Lease { epoch });
+                                }
+                                Ok(_) => {}
+                                Err(e) => app.log.error(&format!("cannot go on with run {name}: {e:#}")),
+                            }
+                        }
+                        Ok(())
+                    })();
+                    if let Err(e) = r {
+                        app.log.error(&format!("cluster duties: {e:#}"));
+                        store = None;
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(
+                        (cluster.lease_ms / 4) as u64,
+                    ));
+                }
+            })
+            .context("starting the cluster thread")?;
+        Ok(())
+    }
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 pub fn serve(env: Env, opts: Options) -> Result<ExitCode> {
     if opts.insecure_local && !opts.listen.ip().is_loopback() {
@@ -235,7 +305,16 @@ pub fn serve(env: Env, opts: Options) -> Result<ExitCode> {
         opts,
     });
     let mut adopted = 0;
-    for name in store.unfinished()? {
+    if app.env.is_postgres() {
+        app.start_cluster_duties()?;
+    }
+    let unfinished = if app.env.is_postgres() {
+        // runs change hands through their leases (start_cluster_duties)
+        Vec::new()
+    } else {
+        store.unfinished()?
+    };
+    for name in unfinished {
         match app.adopt(&mut store, &name, Vec::new()) {
             Ok(true) => adopted += 1,
             Ok(false) => {}
