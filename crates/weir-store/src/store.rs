@@ -326,6 +326,8 @@ pub struct Store {
     path: PathBuf,
     /// The ownership epoch [`Store::append`] names (PostgreSQL scale-out).
     fence: Option<i64>,
+    /// This process's owner id and lease: a run it creates is its own from the start.
+    owner: Option<(String, i64)>,
 }
 
 #[derive(Debug, Clone)]
@@ -426,6 +428,7 @@ impl Store {
             conn: Conn::Lite(conn),
             path: path.to_path_buf(),
             fence: None,
+            owner: None,
         };
         if version < SCHEMA_VERSION {
             store.migrate()?;
@@ -454,6 +457,7 @@ impl Store {
             conn: Conn::pg(client),
             path: PathBuf::from(redact_url(url)),
             fence: None,
+            owner: None,
         };
         store.migrate()?;
         Ok(store)
@@ -583,11 +587,20 @@ impl Store {
         let labels = serde_json::to_string(&sub.workflow.metadata.labels)
             .map_err(|e| Error::Corrupt(e.to_string()))?;
         let priority = sub.workflow.spec.priority.unwrap_or(0);
-        let n = self.conn.exec(
-            "INSERT INTO runs (name, namespace, created_at, phase, submission, labels, priority) VALUES (?1, ?2, ?3, 'Running', ?4, ?5, ?6)
-             ON CONFLICT(name) DO NOTHING",
-            p![&sub.name, &sub.namespace, sub.created_at, &body, &labels, priority],
-        )?;
+        let n = match &self.owner {
+            // owned from the start: no other server takes it over before its driver starts
+            Some((owner, lease)) if self.conn.is_pg() => self.conn.exec(
+                "INSERT INTO runs (name, namespace, created_at, phase, submission, labels, priority, owner, owner_epoch, owner_until)
+                 VALUES (?1, ?2, ?3, 'Running', ?4, ?5, ?6, ?7, 1, CAST(extract(epoch FROM clock_timestamp()) * 1000 AS BIGINT) + ?8)
+                 ON CONFLICT(name) DO NOTHING",
+                p![&sub.name, &sub.namespace, sub.created_at, &body, &labels, priority, owner.as_str(), *lease],
+            )?,
+            _ => self.conn.exec(
+                "INSERT INTO runs (name, namespace, created_at, phase, submission, labels, priority) VALUES (?1, ?2, ?3, 'Running', ?4, ?5, ?6)
+                 ON CONFLICT(name) DO NOTHING",
+                p![&sub.name, &sub.namespace, sub.created_at, &body, &labels, priority],
+            )?,
+        };
         if n == 0 {
             return Err(Error::RunExists(sub.name.clone()));
         }
@@ -612,6 +625,11 @@ impl Store {
         finished_at: Option<Millis>,
     ) -> Result<()> {
         self.append_fenced(run, self.fence, events, phase, message, finished_at)
+    }
+
+    /// Runs created through this connection belong to `owner` (PostgreSQL), for `lease_ms`.
+    pub fn set_owner(&mut self, owner: &str, lease_ms: i64) {
+        self.owner = Some((owner.to_string(), lease_ms));
     }
 
     /// From now on, [`Store::append`] names this ownership epoch (see [`Store::append_fenced`]).

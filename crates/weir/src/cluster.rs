@@ -458,6 +458,8 @@ impl WorkerOptions {
 struct Held {
     id: i64,
     epoch: i64,
+    /// When this worker learnt of its claim (after the claim committed).
+    since: Instant,
     cpu: i64,
     memory: i64,
     gpu: i64,
@@ -517,12 +519,15 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
                             )?);
                         }
                         let Some(s) = &store else { return Ok(()) };
+                        // claims this worker learns of from now on are newer than what the
+                        // heartbeat sees: they are not judged by it
+                        let asked = Instant::now();
                         let mine = s.heartbeat(&id, &labels_json, &slots_json, lease)?;
                         last_ok = Instant::now();
                         let live: HashMap<i64, (i64, bool)> =
                             mine.into_iter().map(|(i, e, c)| (i, (e, c))).collect();
                         let h = held.lock().unwrap_or_else(|e| e.into_inner());
-                        for (node, t) in h.iter() {
+                        for (node, t) in h.iter().filter(|(_, t)| t.since < asked) {
                             match live.get(&t.id) {
                                 // cancelled by its run
                                 Some((e, true)) if *e == t.epoch => exec.stop(node),
@@ -655,6 +660,7 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
                     Held {
                         id: c.id,
                         epoch: c.epoch,
+                        since: Instant::now(),
                         cpu: c.cpu_milli,
                         memory: c.memory,
                         gpu: c.gpu,

@@ -49,6 +49,10 @@ impl Env {
     /// Opens the database, first deleting the runs whose time to live (`ttlStrategy`) is up.
     pub fn store(&self) -> Result<Store> {
         let mut store = Store::open(&self.db, self.durability)?;
+        if self.is_postgres() {
+            let c = crate::cluster::Cluster::get(&self.db);
+            store.set_owner(&c.owner, c.lease_ms);
+        }
         for name in store.expired(now_ms())? {
             delete_run(self, &mut store, &name)?;
         }

@@ -132,7 +132,12 @@ impl App {
         if let Some(s) = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop() {
             return Ok(s);
         }
-        Ok(Store::open(&self.env.db, self.env.durability)?)
+        let mut s = Store::open(&self.env.db, self.env.durability)?;
+        if self.env.is_postgres() {
+            let c = crate::cluster::Cluster::get(&self.env.db);
+            s.set_owner(&c.owner, c.lease_ms);
+        }
+        Ok(s)
     }
 
     fn give_store(&self, s: Store) {

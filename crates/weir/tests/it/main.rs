@@ -1,6 +1,7 @@
 //! End-to-end tests of the `weir` binary: real processes, a real SQLite database, real files.
 
 mod browser;
+mod cluster;
 mod conformance;
 mod server;
 mod support;

@@ -83,8 +83,48 @@ impl Sandbox {
         c.args(args)
             .env("WEIR_DB", &self.db)
             .env_remove("XDG_DATA_HOME")
+            .env_remove("WEIR_DATA_DIR")
             .stdin(Stdio::null());
+        if self
+            .db
+            .to_str()
+            .is_some_and(|d| d.starts_with("postgres://"))
+        {
+            c.env("WEIR_DATA_DIR", self.dir.join("data"));
+        }
         c
+    }
+
+    /// A sandbox whose database is a new one on the PostgreSQL server `WEIR_TEST_PG` names
+    /// (`scripts/test` starts one); `None`, with a note, where there is none, except under
+    /// CI, where that fails the test.
+    pub fn postgres() -> Option<Sandbox> {
+        let Ok(base) = std::env::var("WEIR_TEST_PG") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "WEIR_TEST_PG is not set: run the tests with `bash scripts/test`, which starts PostgreSQL"
+            );
+            eprintln!("note: WEIR_TEST_PG is not set; this PostgreSQL test is skipped");
+            return None;
+        };
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let name = format!(
+            "weir_it_{}_{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+        );
+        let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+        // one statement each: CREATE DATABASE cannot run in a transaction
+        for sql in [
+            format!("DROP DATABASE IF EXISTS {name}"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            admin.batch_execute(&sql).unwrap();
+        }
+        let (prefix, _) = base.rsplit_once('/').unwrap();
+        let mut sb = Sandbox::new();
+        sb.db = PathBuf::from(format!("{prefix}/{name}"));
+        Some(sb)
     }
 
     pub fn weir(&self, args: &[&str]) -> Out {
@@ -218,11 +258,17 @@ pub struct ApiServer {
 
 impl ApiServer {
     pub fn start(sb: &Sandbox, extra: &[&str]) -> ApiServer {
+        ApiServer::start_with(sb, extra, &[])
+    }
+
+    /// [`ApiServer::start`] with more environment variables.
+    pub fn start_with(sb: &Sandbox, extra: &[&str], env: &[(&str, &str)]) -> ApiServer {
         use std::io::BufRead;
         let mut args = vec!["server", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra);
         let mut child = sb
             .cmd(&args)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

@@ -1,0 +1,244 @@
+//! Scale-out on PostgreSQL with real processes: servers, workers, kill -9.
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use weir_core::run::{NodeType, Phase, Run};
+
+use crate::support::{ApiServer, Sandbox, http};
+
+/// A DAG of `layers` × `width` tasks, each depending on its column's task in the layer above;
+/// each task body ends by appending its pod name (one line per attempt that ran to the end)
+/// to `counter/RUN`.
+fn layered_dag(counter: &std::path::Path, layers: usize, width: usize) -> String {
+    let mut tasks = String::new();
+    for l in 0..layers {
+        for w in 0..width {
+            let dep = if l == 0 {
+                String::new()
+            } else {
+                format!("\n        depends: t{}-{w}", l - 1)
+            };
+            tasks += &format!("      - name: t{l}-{w}\n        template: work{dep}\n");
+        }
+    }
+    format!(
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  generateName: fan-
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+{tasks}  - name: work
+    retryStrategy:
+      limit: 20
+      retryPolicy: OnTransientError
+    script:
+      image: alpine
+      command: [sh]
+      source: |
+        sleep 0.$(( 3 + $$ % 7 ))
+        echo "{{{{pod.name}}}}" >> {dir}/{{{{workflow.name}}}}
+"#,
+        dir = counter.display()
+    )
+}
+
+struct Procs {
+    sb: Sandbox,
+    workers: Vec<Child>,
+}
+
+impl Procs {
+    fn worker(&self) -> Child {
+        self.sb
+            .cmd(&["worker", "--slots", "tasks=16"])
+            .env("WEIR_LEASE_MS", LEASE)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+}
+
+const LEASE: &str = "1500";
+
+fn server(sb: &Sandbox) -> ApiServer {
+    // SAFETY of the environment: only this test's children read WEIR_LEASE_MS
+    ApiServer::start_with(
+        sb,
+        &["--insecure-local", "--no-worker"],
+        &[("WEIR_LEASE_MS", LEASE)],
+    )
+}
+
+#[test]
+fn runs_survive_killed_workers_and_a_killed_server_without_running_a_task_twice() {
+    let Some(sb) = Sandbox::postgres() else {
+        return;
+    };
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(280);
+    let counter = sb.dir_with("counter", &[]);
+    let wf = sb.write("fan.yaml", &layered_dag(&counter, 5, 8));
+    assert!(sb.weir(&["migrate"]).code == 0);
+    let mut servers = [server(&sb), server(&sb)];
+    let mut procs = Procs {
+        sb,
+        workers: Vec::new(),
+    };
+    for _ in 0..3 {
+        let w = procs.worker();
+        procs.workers.push(w);
+    }
+    let body = std::fs::read_to_string(&wf).unwrap();
+    let agent = http();
+    let mut names = Vec::new();
+    for i in 0..50 {
+        let url = servers[i % 2].url("/api/v1/workflows/default");
+        let text = agent
+            .post(&url)
+            .header("content-type", "application/yaml")
+            .send(body.as_str())
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        let resp: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let name = resp["metadata"]["name"].as_str();
+        names.push(
+            name.unwrap_or_else(|| panic!("submitted: {text}"))
+                .to_string(),
+        );
+    }
+    // faults: a worker killed every 3 s (and a new one started), server 0 killed once
+    let store = weir_store::Store::open(&procs.sb.db, weir_store::Durability::Process).unwrap();
+    let mut kills = 0;
+    let mut server_killed = false;
+    let mut next_kill = Instant::now() + Duration::from_secs(2);
+    loop {
+        let done: Vec<_> = store
+            .list(&[], 1000)
+            .unwrap()
+            .into_iter()
+            .filter(|r| r.finished_at.is_some())
+            .collect();
+        if done.len() == names.len() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {} runs finished in time",
+            done.len(),
+            names.len()
+        );
+        if Instant::now() >= next_kill && kills < 6 {
+            let victim = kills % procs.workers.len();
+            let _ = procs.workers[victim].kill(); // SIGKILL
+            let _ = procs.workers[victim].wait();
+            procs.workers[victim] = procs.worker();
+            kills += 1;
+            if kills == 2 && !server_killed {
+                servers[0].kill();
+                server_killed = true;
+                // its runs go on in server 1 after their leases expire; a new server joins
+                servers[0] = server(&procs.sb);
+            }
+            next_kill = Instant::now() + Duration::from_secs(3);
+        }
+        // the store is polled: runs finish in other processes, which notify no one here
+        std::thread::sleep(Duration::from_millis(250));
+    }
+    assert!(
+        kills >= 2 && server_killed,
+        "the faults happened: {kills} worker kills"
+    );
+
+    // every run succeeded; every task's attempts are its retry history; no attempt's body ran
+    // to the end twice
+    let mut lost_attempts = 0;
+    for name in &names {
+        let rec = store.load(name).unwrap();
+        let phase = rec.summary.phase.clone();
+        let run = Run::replay(rec.submission, &rec.events).unwrap();
+        let failed: Vec<String> = run
+            .nodes()
+            .iter()
+            .filter(|n| matches!(n.phase, Phase::Failed | Phase::Error))
+            .map(|n| {
+                format!(
+                    "{} {:?} {}: {}",
+                    n.name,
+                    n.node_type,
+                    n.phase.as_str(),
+                    n.message
+                )
+            })
+            .collect();
+        assert_eq!(
+            phase,
+            "Succeeded",
+            "{name}: {}\n{}",
+            rec.summary.message,
+            failed.join("\n")
+        );
+        let lines = std::fs::read_to_string(counter.join(name)).unwrap_or_default();
+        let mut ran: HashMap<&str, usize> = HashMap::new();
+        for l in lines.lines() {
+            *ran.entry(l).or_default() += 1;
+        }
+        for (pod, n) in &ran {
+            assert_eq!(*n, 1, "{name}: attempt {pod} ran to the end {n} times");
+        }
+        let nodes = run.nodes();
+        let mut tasks = 0;
+        for n in nodes.iter().filter(|n| n.node_type == NodeType::Retry) {
+            tasks += 1;
+            assert_eq!(n.phase, Phase::Succeeded, "{name}/{}", n.display_name);
+            let attempts: Vec<_> = n.children.iter().map(|&c| &nodes[c]).collect();
+            let (last, earlier) = attempts.split_last().unwrap();
+            assert_eq!(last.phase, Phase::Succeeded);
+            assert_eq!(
+                ran.get(last.id.as_str()),
+                Some(&1),
+                "{name}: {} ran once",
+                last.id
+            );
+            for a in earlier {
+                // only lost workers' attempts were retried
+                assert_eq!(
+                    a.phase,
+                    Phase::Error,
+                    "{name}/{}: {}",
+                    a.display_name,
+                    a.message
+                );
+                assert!(a.message.contains("lost"), "{}", a.message);
+                lost_attempts += 1;
+            }
+            assert_eq!(
+                attempts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| (i as u32, a.attempt))
+                    .collect::<BTreeMap<_, _>>()
+                    .len(),
+                attempts.len()
+            );
+        }
+        assert_eq!(tasks, 40, "{name}");
+    }
+    for mut w in procs.workers.drain(..) {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
+    eprintln!(
+        "50 runs x 40 tasks: {kills} workers and 1 server killed, {lost_attempts} attempts lost and retried, {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+}
