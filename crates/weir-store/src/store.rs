@@ -448,7 +448,10 @@ impl Store {
             message: format!("{e}"),
         })?;
         cfg.connect_timeout(timeout);
+        // a cut network fails the connection's calls instead of leaving them hanging
         cfg.keepalives(true);
+        cfg.keepalives_idle(timeout.max(std::time::Duration::from_secs(1)));
+        cfg.tcp_user_timeout(timeout.max(std::time::Duration::from_secs(1)) * 2);
         let client = cfg.connect(postgres::NoTls).map_err(|e| Error::Connect {
             url: redact_url(url),
             message: format!("{e}"),

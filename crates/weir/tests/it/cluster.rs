@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use weir_core::run::{NodeType, Phase, Run};
 
-use crate::support::{ApiServer, Sandbox, http};
+use crate::support::{ApiServer, Proxy, Sandbox, http};
 
 /// A DAG of `layers` × `width` tasks, each depending on its column's task in the layer above;
 /// each task body ends by appending its pod name (one line per attempt that ran to the end)
@@ -241,4 +241,120 @@ fn runs_survive_killed_workers_and_a_killed_server_without_running_a_task_twice(
         "50 runs x 40 tasks: {kills} workers and 1 server killed, {lost_attempts} attempts lost and retried, {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// Waits for `what` to hold, polling (the processes it watches notify no one here).
+fn wait_for(what: &str, deadline: Instant, mut f: impl FnMut() -> bool) {
+    while !f() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_partitioned_workers_tasks_run_elsewhere_and_its_late_results_are_refused() {
+    let Some(sb) = Sandbox::postgres() else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let url = sb.db.to_str().unwrap().to_string();
+    // postgres://USER@HOST:PORT/DB → the same through the proxy
+    let (scheme_user, rest) = url.split_once('@').unwrap();
+    let (hostport, db) = rest.split_once('/').unwrap();
+    let proxy = Proxy::start(hostport.parse().unwrap());
+    let proxied = format!("{scheme_user}@{}/{db}", proxy.addr);
+    let counter = sb.dir_with("counter", &[]);
+    let wf = sb.write(
+        "one.yaml",
+        &format!(
+            r#"apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  name: part
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    retryStrategy:
+      limit: 3
+      retryPolicy: OnTransientError
+    script:
+      image: alpine
+      command: [sh]
+      source: |
+        echo "{{{{pod.name}}}}" >> {dir}/started
+        sleep 3
+        echo "{{{{pod.name}}}}" >> {dir}/done
+"#,
+            dir = counter.display()
+        ),
+    );
+    assert_eq!(sb.weir(&["migrate"]).code, 0);
+    let srv = server(&sb);
+    let log = sb.dir.join("w1.log");
+    let mut w1 = sb
+        .cmd(&["worker"])
+        .env("WEIR_DB", &proxied)
+        .env("WEIR_LEASE_MS", LEASE)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let agent = http();
+    agent
+        .post(&srv.url("/api/v1/workflows/default"))
+        .header("content-type", "application/yaml")
+        .send(std::fs::read_to_string(&wf).unwrap().as_str())
+        .unwrap();
+    let started = counter.join("started");
+    wait_for("the task to start on worker 1", deadline, || {
+        started.exists()
+    });
+    // worker 1 is cut off from the database; worker 2 is not
+    proxy.cut();
+    let mut w2 = sb
+        .cmd(&["worker"])
+        .env("WEIR_LEASE_MS", LEASE)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let store = weir_store::Store::open(&sb.db, weir_store::Durability::Process).unwrap();
+    wait_for("the run to finish", deadline, || {
+        store.load("part").unwrap().summary.finished_at.is_some()
+    });
+    // the network heals: worker 1's result of the first attempt arrives late, and is refused
+    proxy.heal();
+    wait_for("worker 1 to report its refused result", deadline, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("was refused")
+    });
+    let rec = store.load("part").unwrap();
+    assert_eq!(rec.summary.phase, "Succeeded", "{}", rec.summary.message);
+    let run = Run::replay(rec.submission, &rec.events).unwrap();
+    let nodes = run.nodes();
+    let retry = nodes
+        .iter()
+        .find(|n| n.node_type == NodeType::Retry)
+        .unwrap();
+    let attempts: Vec<_> = retry.children.iter().map(|&c| &nodes[c]).collect();
+    assert_eq!(attempts.len(), 2, "{attempts:?}");
+    // the first attempt is settled as lost, whatever worker 1 sent later
+    assert_eq!(attempts[0].phase, Phase::Error);
+    assert!(
+        attempts[0].message.contains("lost"),
+        "{}",
+        attempts[0].message
+    );
+    assert_eq!(attempts[1].phase, Phase::Succeeded);
+    let done = std::fs::read_to_string(counter.join("done")).unwrap();
+    assert!(done.lines().any(|l| l == attempts[1].id), "{done}");
+    // and no later event changed the run: the log ends where the run finished
+    let finished = store.load("part").unwrap().events.len();
+    assert_eq!(finished, rec.events.len());
+    for w in [&mut w1, &mut w2] {
+        let _ = w.kill();
+        let _ = w.wait();
+    }
 }
