@@ -68,6 +68,13 @@ pub enum TaskUpdate {
     },
 }
 
+/// What a connection listens for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    Queued,
+    Done,
+}
+
 /// Per-namespace limits honoured when workers claim (`None`: no limit).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Quota {
@@ -203,7 +210,7 @@ impl Store {
                     P::IA(&gpu),
                 ],
             )?;
-            c.exec("SELECT pg_notify('weir_tasks', '')", p![])?;
+            c.exec("SELECT pg_notify('weir_queued', '')", p![])?;
             Ok(())
         })
     }
@@ -217,10 +224,15 @@ impl Store {
             return Ok(Vec::new());
         }
         c.tx(|c| {
+            // what cannot fit this worker is left for others in the query itself, so only the
+            // rows it may take are locked
+            let labels = serde_json::to_string(&offer.labels).unwrap_or_else(|_| "{}".into());
             let candidates = c.rows(
                 "SELECT id, namespace, selector, cpu_milli, memory, gpu FROM tasks
-                 WHERE state = 'queued' ORDER BY priority DESC, id LIMIT ?1 FOR UPDATE SKIP LOCKED",
-                p![(offer.max * 4) as i64],
+                 WHERE state = 'queued' AND cpu_milli <= ?2 AND memory <= ?3 AND gpu <= ?4
+                   AND (selector = '{}' OR CAST(selector AS jsonb) <@ CAST(CAST(?5 AS TEXT) AS jsonb))
+                 ORDER BY priority DESC, id LIMIT ?1 FOR UPDATE SKIP LOCKED",
+                p![offer.max as i64, offer.cpu_milli, offer.memory, offer.gpu, labels.as_str()],
             )?;
             if candidates.is_empty() {
                 return Ok(Vec::new());
@@ -306,52 +318,90 @@ impl Store {
         })
     }
 
+    /// [`Store::mark_started`] and [`Store::complete`] in one transaction: what a worker
+    /// reports each time round its loop.
+    pub fn report(
+        &self,
+        started: &[(i64, i64, Option<u32>)],
+        done: &[(i64, i64, String)],
+    ) -> Result<Vec<bool>> {
+        self.need_pg("the task queue")?;
+        if started.is_empty() && done.is_empty() {
+            return Ok(Vec::new());
+        }
+        // a task in both lists is written once, finished
+        let pid_of: std::collections::HashMap<i64, i64> = started
+            .iter()
+            .map(|s| (s.0, s.2.map_or(0, i64::from)))
+            .collect();
+        let finishing: std::collections::HashSet<i64> = done.iter().map(|d| d.0).collect();
+        let only_started: Vec<(i64, i64, Option<u32>)> = started
+            .iter()
+            .filter(|s| !finishing.contains(&s.0))
+            .copied()
+            .collect();
+        let pids: Vec<i64> = done
+            .iter()
+            .map(|d| pid_of.get(&d.0).copied().unwrap_or(0))
+            .collect();
+        self.conn.tx(|c| {
+            self.mark_started_in(&only_started)?;
+            let accepted = self.complete_in(done, &pids)?;
+            c.exec("SELECT pg_notify('weir_done', '')", p![])?;
+            Ok(accepted)
+        })
+    }
+
     /// Records that claimed tasks started (id, epoch, pid); a stale epoch changes nothing.
     pub fn mark_started(&self, started: &[(i64, i64, Option<u32>)]) -> Result<()> {
-        let c = self.need_pg("the task queue")?;
-        if started.is_empty() {
-            return Ok(());
-        }
-        let ids: Vec<i64> = started.iter().map(|s| s.0).collect();
-        let epochs: Vec<i64> = started.iter().map(|s| s.1).collect();
-        let pids: Vec<i64> = started.iter().map(|s| s.2.map_or(0, i64::from)).collect();
-        c.tx(|c| {
-            c.exec(
-                "UPDATE tasks SET pid = u.pid FROM unnest(?1::bigint[], ?2::bigint[], ?3::bigint[]) AS u(id, epoch, pid)
-                 WHERE tasks.id = u.id AND tasks.epoch = u.epoch AND tasks.state = 'running'",
-                &[P::IA(&ids), P::IA(&epochs), P::IA(&pids)],
-            )?;
-            c.exec("SELECT pg_notify('weir_tasks', '')", p![])?;
-            Ok(())
-        })
+        self.report(started, &[]).map(drop)
     }
 
     /// Completes claimed tasks (id, epoch, serialized result) in one transaction; returns, for
     /// each, whether it was accepted. A result is refused when the task is no longer this
     /// claim's: its lease expired and the task was settled, or claimed again (fencing).
     pub fn complete(&self, done: &[(i64, i64, String)]) -> Result<Vec<bool>> {
-        let c = self.need_pg("the task queue")?;
+        self.report(&[], done)
+    }
+
+    fn mark_started_in(&self, started: &[(i64, i64, Option<u32>)]) -> Result<()> {
+        if started.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<i64> = started.iter().map(|s| s.0).collect();
+        let epochs: Vec<i64> = started.iter().map(|s| s.1).collect();
+        let pids: Vec<i64> = started.iter().map(|s| s.2.map_or(0, i64::from)).collect();
+        self.conn.exec(
+            "UPDATE tasks SET pid = u.pid FROM unnest(?1::bigint[], ?2::bigint[], ?3::bigint[]) AS u(id, epoch, pid)
+             WHERE tasks.id = u.id AND tasks.epoch = u.epoch AND tasks.state = 'running'",
+            &[P::IA(&ids), P::IA(&epochs), P::IA(&pids)],
+        )?;
+        Ok(())
+    }
+
+    /// A task that started and finished since the last report is written once: its pid comes
+    /// with its result.
+    fn complete_in(&self, done: &[(i64, i64, String)], pids: &[i64]) -> Result<Vec<bool>> {
         if done.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<i64> = done.iter().map(|d| d.0).collect();
         let epochs: Vec<i64> = done.iter().map(|d| d.1).collect();
         let results: Vec<&str> = done.iter().map(|d| d.2.as_str()).collect();
-        c.tx(|c| {
-            let accepted: std::collections::HashSet<i64> = c
-                .rows(
-                    "UPDATE tasks SET state = 'done', result = u.result, lease_until = NULL
-                     FROM unnest(?1::bigint[], ?2::bigint[], ?3::text[]) AS u(id, epoch, result)
-                     WHERE tasks.id = u.id AND tasks.epoch = u.epoch AND tasks.state = 'running'
-                     RETURNING tasks.id",
-                    &[P::IA(&ids), P::IA(&epochs), P::TA(&results)],
-                )?
-                .iter()
-                .map(|r| r.i(0))
-                .collect::<Result<_>>()?;
-            c.exec("SELECT pg_notify('weir_tasks', '')", p![])?;
-            Ok(ids.iter().map(|i| accepted.contains(i)).collect())
-        })
+        let accepted: std::collections::HashSet<i64> = self
+            .conn
+            .rows(
+                "UPDATE tasks SET state = 'done', result = u.result, lease_until = NULL,
+                        pid = coalesce(nullif(u.pid, 0), tasks.pid)
+                 FROM unnest(?1::bigint[], ?2::bigint[], ?3::text[], ?4::bigint[]) AS u(id, epoch, result, pid)
+                 WHERE tasks.id = u.id AND tasks.epoch = u.epoch AND tasks.state = 'running'
+                 RETURNING tasks.id",
+                &[P::IA(&ids), P::IA(&epochs), P::TA(&results), P::IA(pids)],
+            )?
+            .iter()
+            .map(|r| r.i(0))
+            .collect::<Result<_>>()?;
+        Ok(ids.iter().map(|i| accepted.contains(i)).collect())
     }
 
     /// Renews the leases of `worker`'s tasks and its own `seen` time; returns the tasks it
@@ -371,10 +421,18 @@ impl Store {
                  ON CONFLICT (id) DO UPDATE SET labels = excluded.labels, slots = excluded.slots, seen = excluded.seen",
                 p![worker, labels, slots],
             )?;
-            c.rows(
+            // Every multi-row write but the worker's own reports skips locked rows (claims,
+            // the reaper, the drivers' reads, this renewal), so no two of them ever wait for
+            // each other in a cycle. A row skipped here is being reported by its worker now.
+            c.exec(
                 "UPDATE tasks SET lease_until = clock_timestamp() + CAST(?2 AS BIGINT) * interval '1 millisecond'
-                 WHERE worker = ?1 AND state = 'running' RETURNING id, epoch, cancel",
+                 WHERE id IN (SELECT id FROM tasks WHERE worker = ?1 AND state = 'running'
+                              ORDER BY id FOR UPDATE SKIP LOCKED)",
                 p![worker, lease_ms],
+            )?;
+            c.rows(
+                "SELECT id, epoch, cancel FROM tasks WHERE worker = ?1",
+                p![worker],
             )?
             .iter()
             .map(|r| Ok((r.i(0)?, r.i(1)?, r.i(2)? != 0)))
@@ -396,7 +454,7 @@ impl Store {
             }
             let expired = c.rows(
                 "SELECT id, run, node, coalesce(worker, '') FROM tasks
-                 WHERE state = 'running' AND lease_until < clock_timestamp() FOR UPDATE SKIP LOCKED",
+                 WHERE state = 'running' AND lease_until < clock_timestamp() ORDER BY id FOR UPDATE SKIP LOCKED",
                 p![],
             )?;
             let mut out = Vec::new();
@@ -409,61 +467,73 @@ impl Store {
                 out.push((r.s(1)?, r.s(2)?));
             }
             if !out.is_empty() {
-                c.exec("SELECT pg_notify('weir_tasks', '')", p![])?;
+                c.exec("SELECT pg_notify('weir_done', '')", p![])?;
             }
             Ok(out)
         })
     }
 
-    /// What changed for these runs' tasks: started tasks not yet reported, and finished ones.
+    /// What changed for these runs' tasks since last asked: tasks that started, and tasks that
+    /// finished (each handed over once, marked so in the same statement; see
+    /// [`Store::redeliver`] for a run's new owner).
     pub fn task_updates(&self, runs: &[&str]) -> Result<Vec<(String, TaskUpdate)>> {
         let c = self.need_pg("the task queue")?;
         if runs.is_empty() {
             return Ok(Vec::new());
         }
-        c.rows(
-            "SELECT run, node, state, pid, result FROM tasks
-             WHERE run = ANY(?1) AND ((state = 'running' AND pid IS NOT NULL AND reported = 0) OR state = 'done')
-             ORDER BY id",
+        let mut rows = c.rows(
+            // rows a worker is writing now are skipped: they come at the next call
+            "UPDATE tasks SET reported = CASE WHEN state = 'done' THEN 2 ELSE 1 END
+             WHERE id IN (SELECT id FROM tasks WHERE run = ANY(?1)
+                            AND ((state = 'running' AND pid IS NOT NULL AND reported = 0) OR (state = 'done' AND reported < 2))
+                          ORDER BY id FOR UPDATE SKIP LOCKED)
+             RETURNING id, run, node, state, pid, result",
             &[P::TA(runs)],
-        )?
-        .iter()
-        .map(|r| {
-            let (run, node) = (r.s(0)?, r.s(1)?);
-            Ok((
-                run,
-                if r.s(2)? == "done" {
-                    TaskUpdate::Done {
-                        node,
-                        result: r.os(4)?.unwrap_or_default(),
-                    }
-                } else {
-                    let pid = r.oi(3)?.and_then(|p| u32::try_from(p).ok()).filter(|p| *p > 0);
-                    TaskUpdate::Started { node, pid }
-                },
-            ))
-        })
-        .collect()
+        )?;
+        rows.sort_by_key(|r| r.i(0).unwrap_or(0));
+        rows.iter()
+            .map(|r| {
+                let (run, node) = (r.s(1)?, r.s(2)?);
+                Ok((
+                    run,
+                    if r.s(3)? == "done" {
+                        TaskUpdate::Done {
+                            node,
+                            result: r.os(5)?.unwrap_or_default(),
+                        }
+                    } else {
+                        let pid = r
+                            .oi(4)?
+                            .and_then(|p| u32::try_from(p).ok())
+                            .filter(|p| *p > 0);
+                        TaskUpdate::Started { node, pid }
+                    },
+                ))
+            })
+            .collect()
     }
 
-    /// After the driver recorded them: started tasks are marked reported, finished ones go.
-    pub fn ack_task_updates(&self, run: &str, started: &[&str], done: &[&str]) -> Result<()> {
+    /// A run's finished tasks not yet recorded in its log are handed over again (its new owner
+    /// registered it, or the connection that read them was lost).
+    pub fn redeliver(&self, run: &str) -> Result<()> {
         let c = self.need_pg("the task queue")?;
-        c.tx(|c| {
-            if !started.is_empty() {
-                c.exec(
-                    "UPDATE tasks SET reported = 1 WHERE run = ?1 AND node = ANY(?2)",
-                    &[run.into(), P::TA(started)],
-                )?;
-            }
-            if !done.is_empty() {
-                c.exec(
-                    "DELETE FROM tasks WHERE run = ?1 AND node = ANY(?2) AND state = 'done'",
-                    &[run.into(), P::TA(done)],
-                )?;
-            }
-            Ok(())
-        })
+        c.exec(
+            "UPDATE tasks SET reported = 1 WHERE run = ?1 AND state = 'done'",
+            p![run],
+        )?;
+        Ok(())
+    }
+
+    /// The driver recorded these finished tasks in its run's log: their rows go.
+    pub fn ack_task_updates(&self, run: &str, done: &[&str]) -> Result<()> {
+        let c = self.need_pg("the task queue")?;
+        if !done.is_empty() {
+            c.exec(
+                "DELETE FROM tasks WHERE run = ?1 AND node = ANY(?2) AND state = 'done'",
+                &[run.into(), P::TA(done)],
+            )?;
+        }
+        Ok(())
     }
 
     /// Whether a task row exists for the node (queued, running or done but not yet recorded).
@@ -489,7 +559,7 @@ impl Store {
                 "UPDATE tasks SET cancel = 1 WHERE run = ?1 AND node = ?2 AND state = 'running'",
                 p![run, node],
             )?;
-            c.exec("SELECT pg_notify('weir_tasks', '')", p![])?;
+            c.exec("SELECT pg_notify('weir_done', '')", p![])?;
             Ok(())
         })
     }
@@ -548,8 +618,8 @@ impl Store {
             .map_or(Ok(0), |r| r.i(0))
     }
 
-    /// Waits up to `timeout` for a change of the task queue (PostgreSQL `LISTEN weir_tasks`);
-    /// call [`Store::listen_tasks`] once first. Returns whether one came.
+    /// Waits up to `timeout` for a notification on a channel this connection listens to (see
+    /// [`Store::listen`]). Returns whether one came.
     pub fn wait_tasks(&self, timeout: std::time::Duration) -> Result<bool> {
         match &self.conn {
             Conn::Pg(c) => {
@@ -568,9 +638,13 @@ impl Store {
         }
     }
 
-    /// Subscribes this connection to task-queue changes.
-    pub fn listen_tasks(&self) -> Result<()> {
-        self.need_pg("the task queue")?.batch("LISTEN weir_tasks")
+    /// Subscribes this connection to the queue's notifications: [`Channel::Queued`] (new
+    /// tasks, for workers) or [`Channel::Done`] (tasks started or finished, for drivers).
+    pub fn listen(&self, channel: Channel) -> Result<()> {
+        self.need_pg("the task queue")?.batch(match channel {
+            Channel::Queued => "LISTEN weir_queued",
+            Channel::Done => "LISTEN weir_done",
+        })
     }
 
     /// The database's clock.

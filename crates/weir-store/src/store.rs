@@ -271,10 +271,10 @@ CREATE TABLE tasks (
     reported    BIGINT NOT NULL DEFAULT 0,
     UNIQUE (run, node)
 );
+-- few indexes: every change of a task's state writes each index whose predicate it enters
 CREATE INDEX tasks_queued ON tasks(priority DESC, id) WHERE state = 'queued';
-CREATE INDEX tasks_worker ON tasks(worker) WHERE state = 'running';
-CREATE INDEX tasks_lease ON tasks(lease_until) WHERE state = 'running';
-CREATE INDEX tasks_run ON tasks(run, state);
+CREATE INDEX tasks_unreported ON tasks(run, id)
+    WHERE (state = 'running' AND pid IS NOT NULL AND reported = 0) OR (state = 'done' AND reported < 2);
 CREATE TABLE workers (
     id        TEXT PRIMARY KEY,
     labels    TEXT NOT NULL,

@@ -11,7 +11,7 @@
 //! - The lease reaper (one server at a time, under an advisory lock) settles the tasks of a
 //!   worker that stopped heartbeating as lost, which the run retries per its retryStrategy.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use weir_core::run::{ArtifactRef, S3Access, TaskResult, TaskSpec};
 use weir_exec::{Capacity, Executor, ProcessConfig, ProcessExecutor, Update};
-use weir_store::{Durability, NewTask, Offer, Store, TaskUpdate};
+use weir_store::{Channel, Durability, NewTask, Offer, Store, TaskUpdate};
 
 use crate::driver::Env;
 
@@ -142,8 +142,7 @@ impl Cluster {
     /// the drivers recorded.
     fn dispatch_loop(&self, rx: Receiver<Cmd>) {
         let mut routes: HashMap<String, Sender<Update>> = HashMap::new();
-        // finished tasks handed to a driver and not yet recorded by it
-        let mut delivered: HashSet<(String, String)> = HashSet::new();
+        let mut polled = Instant::now();
         let mut pending: Vec<Cmd> = Vec::new();
         let mut store: Option<Store> = None;
         loop {
@@ -161,10 +160,12 @@ impl Cluster {
             let r = (|| -> Result<()> {
                 if store.is_none() {
                     let s = Store::connect(self.db.to_str().unwrap_or_default())?;
-                    s.listen_tasks()?;
-                    store = Some(s);
+                    s.listen(Channel::Done)?;
                     // after a reconnection, results not yet recorded are handed over again
-                    delivered.clear();
+                    for run in routes.keys() {
+                        s.redeliver(run)?;
+                    }
+                    store = Some(s);
                 }
                 let Some(s) = &store else { return Ok(()) };
                 let mut enqueue = Vec::new();
@@ -172,11 +173,12 @@ impl Cluster {
                 for c in &pending {
                     match c {
                         Cmd::Register(run, tx) => {
+                            // what an earlier owner was handed and did not record comes again
+                            s.redeliver(run)?;
                             routes.insert(run.clone(), tx.clone());
                         }
                         Cmd::Unregister(run) => {
                             routes.remove(run);
-                            delivered.retain(|(r, _)| r != run);
                         }
                         Cmd::Enqueue(t) => enqueue.push(t.clone()),
                         Cmd::Cancel { .. } => {}
@@ -198,10 +200,7 @@ impl Cluster {
                 }
                 for (run, nodes) in &acks {
                     let n: Vec<&str> = nodes.iter().map(String::as_str).collect();
-                    s.ack_task_updates(run, &[], &n)?;
-                    for node in nodes {
-                        delivered.remove(&(run.clone(), node.clone()));
-                    }
+                    s.ack_task_updates(run, &n)?;
                 }
                 pending.clear();
                 if routes.is_empty() {
@@ -209,23 +208,18 @@ impl Cluster {
                 }
                 let runs: Vec<&str> = routes.keys().map(String::as_str).collect();
                 let updates = s.task_updates(&runs)?;
-                let mut started: BTreeMap<String, Vec<String>> = BTreeMap::new();
                 let mut fresh = 0;
                 for (run, u) in updates {
                     let Some(tx) = routes.get(&run) else { continue };
                     match u {
                         TaskUpdate::Started { node, pid } => {
                             let _ = tx.send(Update::Started {
-                                node: node.clone(),
+                                node,
                                 pid: pid.unwrap_or(0),
                             });
-                            started.entry(run).or_default().push(node);
                             fresh += 1;
                         }
                         TaskUpdate::Done { node, result } => {
-                            if !delivered.insert((run.clone(), node.clone())) {
-                                continue;
-                            }
                             let result =
                                 serde_json::from_str(&result).unwrap_or_else(|e| TaskResult {
                                     error: Some(format!("the task's result is unreadable: {e}")),
@@ -236,13 +230,12 @@ impl Cluster {
                         }
                     }
                 }
-                for (run, nodes) in &started {
-                    let n: Vec<&str> = nodes.iter().map(String::as_str).collect();
-                    s.ack_task_updates(run, &n, &[])?;
-                }
                 if fresh == 0 {
                     s.wait_tasks(Duration::from_millis(20))?;
                 }
+                // at most one read every 2 ms: a busy queue notifies far more often
+                std::thread::sleep(Duration::from_millis(2).saturating_sub(polled.elapsed()));
+                polled = Instant::now();
                 Ok(())
             })();
             if let Err(e) = r {
@@ -557,15 +550,21 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
     let mut store: Option<Store> = None;
     let mut started: Vec<(i64, i64, Option<u32>)> = Vec::new();
     let mut done: Vec<(String, i64, i64, String)> = Vec::new();
-    let mut idle = false;
+    let mut busy = false;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         // collect what the executor reported
-        let wait = if idle {
-            Duration::from_millis(2)
-        } else {
-            Duration::ZERO
-        };
-        let mut updates: Vec<Update> = rx.recv_timeout(wait).into_iter().collect();
+        // while tasks run, their updates are gathered for a few milliseconds: one report
+        // (one transaction) carries many
+        let mut updates: Vec<Update> = Vec::new();
+        if busy {
+            let until = Instant::now() + Duration::from_millis(5);
+            while updates.len() < 256 {
+                match rx.recv_timeout(until.saturating_duration_since(Instant::now())) {
+                    Ok(u) => updates.push(u),
+                    Err(_) => break,
+                }
+            }
+        }
         updates.extend(rx.try_iter());
         {
             let h = held.lock().unwrap_or_else(|e| e.into_inner());
@@ -588,18 +587,17 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
         let r = (|| -> Result<bool> {
             if store.is_none() {
                 let s = Store::connect_with(&url, Duration::from_millis(lease as u64 / 3))?;
-                s.listen_tasks()?;
+                s.listen(Channel::Queued)?;
                 store = Some(s);
             }
             let Some(s) = &store else { return Ok(false) };
-            s.mark_started(&started)?;
-            started.clear();
-            if !done.is_empty() {
+            if !started.is_empty() || !done.is_empty() {
                 let batch: Vec<(i64, i64, String)> = done
                     .iter()
                     .map(|(_, i, e, r)| (*i, *e, r.clone()))
                     .collect();
-                let accepted = s.complete(&batch)?;
+                let accepted = s.report(&started, &batch)?;
+                started.clear();
                 let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
                 for ((node, ..), ok) in done.iter().zip(accepted) {
                     if !ok {
@@ -627,7 +625,9 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
                 )
             };
             let room = opts.max_tasks.saturating_sub(count).min(opts.batch);
-            let claimed = if room > 0 {
+            // claims come in batches: when a quarter of the slots is free, or all of them
+            let quarter = (opts.max_tasks.min(opts.batch) / 4).max(1);
+            let claimed = if room >= quarter || count == 0 {
                 s.claim(
                     &id,
                     &Offer {
@@ -676,7 +676,7 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
             Ok(got || busy)
         })();
         match r {
-            Ok(b) => idle = b,
+            Ok(b) => busy = b,
             Err(e) => {
                 eprintln!("weir worker: {e:#}");
                 store = None;

@@ -440,6 +440,25 @@ pub fn drive(
                     batch.push((now, Event::Fetched { node, results }))
                 }
                 Update::Finished { node, result } => {
+                    // a queued task that started and finished between two reads of the queue
+                    // is reported finished only: it started first
+                    if queued
+                        && result.error.is_none()
+                        && run
+                            .node_by_id(&node)
+                            .is_some_and(|n| n.phase == Phase::Pending)
+                        && !batch
+                            .iter()
+                            .any(|(_, e)| matches!(e, Event::Started { node: n, .. } if *n == node))
+                    {
+                        batch.push((
+                            now,
+                            Event::Started {
+                                node: node.clone(),
+                                pid: 0,
+                            },
+                        ));
+                    }
                     if !node.is_empty() {
                         batch.push((now, Event::Finished { node, result }))
                     }
