@@ -608,6 +608,19 @@ impl Store {
         .transpose()
     }
 
+    /// Runs unfinished or finished since `since`, with the sequence number their next event
+    /// will have: what changed is what a follower has not seen.
+    pub fn recent_runs(&self, since: Millis) -> Result<Vec<(String, i64)>> {
+        self.conn
+            .rows(
+                "SELECT name, next_seq FROM runs WHERE finished_at IS NULL OR finished_at >= ?1",
+                p![since],
+            )?
+            .iter()
+            .map(|r| Ok((r.s(0)?, r.i(1)?)))
+            .collect()
+    }
+
     /// Unfinished runs of a namespace (for its `max_runs` quota).
     pub fn running_runs(&self, namespace: &str) -> Result<i64> {
         self.conn

@@ -214,6 +214,20 @@ enum Cmd {
     },
     /// Brings the database's schema up to date (every weir command also does when it opens it).
     Migrate,
+    /// A namespace's quota on PostgreSQL: most unfinished runs (further submissions get 429),
+    /// most running tasks and GPUs (workers claim no more). No limit given: shows it.
+    Quota {
+        namespace: String,
+        #[arg(long)]
+        max_runs: Option<i64>,
+        #[arg(long)]
+        max_tasks: Option<i64>,
+        #[arg(long)]
+        max_gpu: Option<i64>,
+        /// Removes the quota.
+        #[arg(long, conflicts_with_all = ["max_runs", "max_tasks", "max_gpu"])]
+        clear: bool,
+    },
     /// Moves a database's history: `weir db export FILE` then `weir --db postgres://… db import FILE`.
     Db {
         #[command(subcommand)]
@@ -446,6 +460,34 @@ pub fn main() -> Result<ExitCode> {
             crate::cluster::open(&env.db)?;
             let stop = std::sync::atomic::AtomicBool::new(false);
             crate::cluster::work(&env, opts, &stop)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Quota {
+            namespace,
+            max_runs,
+            max_tasks,
+            max_gpu,
+            clear,
+        } => {
+            let store = crate::cluster::open(&env.db)?;
+            if clear || max_runs.is_some() || max_tasks.is_some() || max_gpu.is_some() {
+                store.set_quota(&weir_store::Quota {
+                    namespace: namespace.clone(),
+                    max_runs,
+                    max_tasks,
+                    max_gpu,
+                })?;
+            }
+            let show = |v: Option<i64>| v.map_or("-".to_string(), |v| v.to_string());
+            match store.quota(&namespace)? {
+                Some(q) => println!(
+                    "{namespace}: max_runs {}, max_tasks {}, max_gpu {}",
+                    show(q.max_runs),
+                    show(q.max_tasks),
+                    show(q.max_gpu)
+                ),
+                None => println!("{namespace}: no quota"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Migrate => {

@@ -720,6 +720,22 @@ pub(super) fn accept(
 ) -> ApiResult<Value> {
     // checked before anything is stored
     let (mut run, mut actions) = start(sub.clone())?;
+    // backpressure: a namespace at its quota of unfinished runs takes no more for now
+    if store.is_postgres()
+        && let Some(max) = store.quota(&sub.namespace)?.and_then(|q| q.max_runs)
+    {
+        let running = store.running_runs(&sub.namespace)?;
+        if running >= max {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "quota_exceeded",
+                format!(
+                    "namespace {} has {running} unfinished runs, its quota (max_runs {max}); submit again when one finishes",
+                    sub.namespace
+                ),
+            ));
+        }
+    }
     // a generated name another submission took meanwhile: draw another (the name was free
     // when drawn, but submissions run concurrently)
     let generated = sub

@@ -175,7 +175,15 @@ pub async fn serve(State(app): State<Arc<App>>) -> Response {
                     .collect::<Vec<_>>(),
             );
             let driving = app.driving.load(std::sync::atomic::Ordering::SeqCst);
-            Ok::<_, ApiError>(app.metrics.render(&runs, driving) + &spec)
+            // PostgreSQL: the task queue's depth, by state (queued, running, done)
+            let mut queue = String::new();
+            if store.is_postgres() {
+                queue.push_str("# HELP weir_queue_tasks Tasks in the PostgreSQL task queue by state.\n# TYPE weir_queue_tasks gauge\n");
+                for (state, n) in store.queue_depth()? {
+                    let _ = writeln!(queue, "weir_queue_tasks{{state=\"{state}\"}} {n}");
+                }
+            }
+            Ok::<_, ApiError>(app.metrics.render(&runs, driving) + &queue + &spec)
         })
         .await;
     match r {

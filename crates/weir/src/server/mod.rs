@@ -18,6 +18,7 @@ mod templates;
 mod trace;
 mod ui;
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -125,6 +126,8 @@ pub struct App {
     pool: Mutex<Vec<Store>>,
     /// Runs this process is driving now.
     driving: AtomicUsize,
+    /// Their names (PostgreSQL: the others' changes come from the database, see `follow`).
+    local: Mutex<std::collections::HashSet<String>>,
 }
 
 impl App {
@@ -174,6 +177,10 @@ impl App {
         let app = self.clone();
         let name = run.submission().name.clone();
         app.driving.fetch_add(1, Ordering::SeqCst);
+        app.local
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.clone());
         let spawned = std::thread::Builder::new()
             .name(format!("run {name}"))
             .spawn(move || {
@@ -197,6 +204,10 @@ impl App {
                     app.log.error(&format!("run {name}: {e:#}"));
                 }
                 drop(lock);
+                app.local
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&name);
                 app.driving.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
@@ -244,6 +255,11 @@ impl App {
         }
         let app = self.clone();
         std::thread::Builder::new()
+            .name("follower".into())
+            .spawn(move || app.follow())
+            .context("starting the follower thread")?;
+        let app = self.clone();
+        std::thread::Builder::new()
             .name("cluster duties".into())
             .spawn(move || {
                 let mut store: Option<Store> = None;
@@ -288,6 +304,68 @@ impl App {
     }
 }
 
+impl App {
+    /// PostgreSQL: publishes the changes of the runs other processes drive into this server's
+    /// hub, so its event streams follow every run (a load balancer may send a watcher to any
+    /// server). Each such run is replayed once, then stepped through the events appended to it.
+    fn follow(self: &Arc<Self>) {
+        use crate::watch::Watch;
+        struct Followed {
+            run: Run,
+            next: i64,
+            watch: hub::HubWatch,
+        }
+        // the other processes' runs do not count in this server's metrics
+        let metrics = Arc::new(metrics::Metrics::default());
+        let mut followed: HashMap<String, Followed> = HashMap::new();
+        let mut store: Option<Store> = None;
+        loop {
+            let r = (|| -> Result<()> {
+                if store.is_none() {
+                    store = Some(Store::open(&self.env.db, self.env.durability)?);
+                }
+                let Some(s) = &store else { return Ok(()) };
+                let active = s.recent_runs(now_ms() - 60_000)?;
+                let local = self.local.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                followed.retain(|name, _| {
+                    active.iter().any(|(n, _)| n == name) && !local.contains(name)
+                });
+                for (name, next) in active {
+                    if local.contains(&name) {
+                        continue;
+                    }
+                    match followed.get_mut(&name) {
+                        Some(f) if next > f.next => {
+                            for (seq, at, ev) in s.events_since(&name, f.next)? {
+                                f.run.step(ev, at);
+                                f.next = seq + 1;
+                            }
+                            f.watch.update(&f.run);
+                        }
+                        Some(_) => {}
+                        None => {
+                            let rec = s.load(&name)?;
+                            let next = rec.events.len() as i64;
+                            let Ok(run) = Run::replay(rec.submission, &rec.events) else {
+                                continue;
+                            };
+                            let mut watch = hub::HubWatch::new(self.hub.clone(), metrics.clone());
+                            watch.update(&run);
+                            followed.insert(name, Followed { run, next, watch });
+                        }
+                    }
+                }
+                Ok(())
+            })();
+            if let Err(e) = r {
+                self.log.error(&format!("following runs: {e:#}"));
+                store = None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+    }
+}
+
 /// Runs the server until SIGINT or SIGTERM.
 pub fn serve(env: Env, opts: Options) -> Result<ExitCode> {
     if opts.insecure_local && !opts.listen.ip().is_loopback() {
@@ -306,6 +384,7 @@ pub fn serve(env: Env, opts: Options) -> Result<ExitCode> {
         verified: auth::Verified::default(),
         pool: Mutex::new(Vec::new()),
         driving: AtomicUsize::new(0),
+        local: Mutex::default(),
         env,
         opts,
     });

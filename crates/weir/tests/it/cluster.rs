@@ -56,14 +56,20 @@ struct Procs {
 
 impl Procs {
     fn worker(&self) -> Child {
-        self.sb
-            .cmd(&["worker", "--slots", "tasks=16"])
-            .env("WEIR_LEASE_MS", LEASE)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap()
+        worker(&self.sb, &["--slots", "tasks=16"])
     }
+}
+
+/// A `weir worker` on the sandbox's database, with the tests' short lease.
+fn worker(sb: &Sandbox, args: &[&str]) -> Child {
+    let mut all = vec!["worker"];
+    all.extend_from_slice(args);
+    sb.cmd(&all)
+        .env("WEIR_LEASE_MS", LEASE)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 const LEASE: &str = "1500";
@@ -312,13 +318,7 @@ spec:
     });
     // worker 1 is cut off from the database; worker 2 is not
     proxy.cut();
-    let mut w2 = sb
-        .cmd(&["worker"])
-        .env("WEIR_LEASE_MS", LEASE)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut w2 = worker(&sb, &[]);
     let store = weir_store::Store::open(&sb.db, weir_store::Durability::Process).unwrap();
     wait_for("the run to finish", deadline, || {
         store.load("part").unwrap().summary.finished_at.is_some()
@@ -357,4 +357,164 @@ spec:
         let _ = w.kill();
         let _ = w.wait();
     }
+}
+
+fn submit(srv: &ApiServer, yaml: &str) -> (u16, serde_json::Value) {
+    crate::support::answer(
+        http()
+            .post(srv.url("/api/v1/workflows/default"))
+            .content_type("application/yaml")
+            .send(yaml),
+    )
+}
+
+#[test]
+fn any_server_streams_any_run_and_a_namespace_quota_pushes_back() {
+    let Some(sb) = Sandbox::postgres() else {
+        return;
+    };
+    let (a, b) = (server(&sb), server(&sb));
+    let mut w = worker(&sb, &[]);
+    let two_steps = r#"apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  generateName: two-
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: one, template: echo}
+    - - {name: two, template: echo}
+  - name: echo
+    container: {image: alpine, command: [echo, hi]}
+"#;
+    // submitted to one server, followed on the other
+    let (status, wf) = submit(&a, two_steps);
+    assert_eq!(status, 200, "{wf}");
+    let name = wf["metadata"]["name"].as_str().unwrap().to_string();
+    let events = http()
+        .get(b.url(&format!("/api/v1/workflow-events/default?name={name}")))
+        .call()
+        .unwrap();
+    let mut sse = crate::support::SseReader::new(events);
+    let mut seen = Vec::new();
+    while let Some(ev) = sse.next_event() {
+        let d: serde_json::Value = serde_json::from_str(&ev.data).unwrap();
+        assert_eq!(d["run"], name.as_str(), "{d}");
+        for n in d["nodes"].as_array().into_iter().flatten() {
+            seen.push((
+                n["displayName"].as_str().unwrap_or("").to_string(),
+                n["phase"].as_str().unwrap_or("").to_string(),
+            ));
+        }
+        if d["phase"] == "Succeeded" {
+            break;
+        }
+        assert!(d["phase"] != "Failed" && d["phase"] != "Error", "{d}");
+    }
+    for step in ["one", "two"] {
+        assert!(
+            seen.contains(&(step.to_string(), "Succeeded".to_string())),
+            "{seen:?}"
+        );
+    }
+    // and its state over GET from the other server agrees
+    let (status, got) = crate::support::answer(
+        http()
+            .get(b.url(&format!("/api/v1/workflows/default/{name}")))
+            .call(),
+    );
+    assert_eq!(status, 200);
+    assert_eq!(got["status"]["phase"], "Succeeded");
+
+    // a namespace at its quota of unfinished runs gets 429 until one finishes
+    let out = sb.weir(&["quota", "default", "--max-runs", "1"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("max_runs 1"), "{}", out.stdout);
+    let waiting = r#"apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  name: held
+spec:
+  entrypoint: wait
+  templates:
+  - name: wait
+    suspend: {}
+"#;
+    assert_eq!(submit(&a, waiting).0, 200);
+    let (status, body) = submit(&b, two_steps);
+    assert_eq!(status, 429, "{body}");
+    assert_eq!(body["error"]["code"], "quota_exceeded", "{body}");
+    let (status, _) = crate::support::answer(
+        http()
+            .put(a.url("/api/v1/workflows/default/held/resume"))
+            .send(""),
+    );
+    assert_eq!(status, 200);
+    let store = weir_store::Store::open(&sb.db, weir_store::Durability::Process).unwrap();
+    wait_for(
+        "the held run to finish",
+        Instant::now() + Duration::from_secs(60),
+        || store.load("held").unwrap().summary.finished_at.is_some(),
+    );
+    assert_eq!(submit(&b, two_steps).0, 200);
+    // the queue's depth is a metric
+    let metrics = http()
+        .get(a.url("/metrics"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(
+        metrics.contains("# TYPE weir_queue_tasks gauge"),
+        "{metrics}"
+    );
+    let _ = w.kill();
+    let _ = w.wait();
+}
+
+#[test]
+fn a_sqlite_history_moves_to_postgres_whole_or_not_at_all() {
+    let Some(pg) = Sandbox::postgres() else {
+        return;
+    };
+    let lite = Sandbox::new();
+    let wf = lite.write(
+        "hello.yaml",
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: hello\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    container: {image: alpine, command: [echo, hello]}\n",
+    );
+    let out = lite.weir(&["run", wf.to_str().unwrap(), "--no-logs"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let out = lite.weir(&["token", "create", "-n", "ml", "--role", "viewer"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let file = lite.dir.join("export.jsonl");
+    let out = lite.weir(&["db", "export", file.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+
+    let out = pg.weir(&["migrate"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("schema version 9"), "{}", out.stdout);
+    let out = pg.weir(&["db", "import", file.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    // the run, replayed from its imported events, is what SQLite had
+    let before = lite.json(&["get", "hello", "-o", "json"]);
+    let after = pg.json(&["get", "hello", "-o", "json"]);
+    assert_eq!(after["status"]["phase"], "Succeeded");
+    assert_eq!(after["status"]["nodes"], before["status"]["nodes"]);
+    let tokens = pg.weir(&["token", "list", "-n", "ml"]);
+    assert_eq!(tokens.code, 0, "{}", tokens.all());
+    assert!(tokens.stdout.contains("viewer"), "{}", tokens.stdout);
+    // importing again fails on the existing run and changes nothing
+    let out = pg.weir(&["db", "import", file.to_str().unwrap()]);
+    assert_ne!(out.code, 0);
+    assert!(out.stderr.contains("hello"), "{}", out.stderr);
+    let list = pg.weir(&["list", "-o", "name"]);
+    assert_eq!(
+        list.stdout.lines().filter(|l| l.contains("hello")).count(),
+        1,
+        "{}",
+        list.stdout
+    );
 }

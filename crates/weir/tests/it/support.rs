@@ -50,13 +50,33 @@ impl Sandbox {
         }
     }
 
-    /// The same directory with another database file.
+    /// The same directory with another database: a file, or on PostgreSQL a new database.
     pub fn with_db(&self, name: &str) -> Sandbox {
         let dir = self.dir.join(name.trim_end_matches(".db"));
         std::fs::create_dir_all(&dir).unwrap();
         let tmp = tempfile::Builder::new().tempdir_in(&dir).unwrap();
+        let db = match self.db.to_str() {
+            Some(url) if url.starts_with("postgres://") => {
+                let (prefix, base) = url.rsplit_once('/').unwrap();
+                let suffix: String = name
+                    .trim_end_matches(".db")
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                let db = format!("{base}_{suffix}");
+                let mut admin = postgres::Client::connect(url, postgres::NoTls).unwrap();
+                for sql in [
+                    format!("DROP DATABASE IF EXISTS {db}"),
+                    format!("CREATE DATABASE {db}"),
+                ] {
+                    admin.batch_execute(&sql).unwrap();
+                }
+                PathBuf::from(format!("{prefix}/{db}"))
+            }
+            _ => dir.join(name),
+        };
         Sandbox {
-            db: dir.join(name),
+            db,
             dir: dir.clone(),
             _tmp: tmp,
         }
