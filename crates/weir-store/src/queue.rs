@@ -320,10 +320,15 @@ impl Store {
 
     /// [`Store::mark_started`] and [`Store::complete`] in one transaction: what a worker
     /// reports each time round its loop.
+    ///
+    /// `logs` (beside `done`, when given) are the finished tasks' logs, kept for the runs'
+    /// servers when the worker's files are not theirs ([`Store::task_log`]); only those of
+    /// accepted results are kept.
     pub fn report(
         &self,
         started: &[(i64, i64, Option<u32>)],
         done: &[(i64, i64, String)],
+        logs: &[Option<(&str, &str, &str)>],
     ) -> Result<Vec<bool>> {
         self.need_pg("the task queue")?;
         if started.is_empty() && done.is_empty() {
@@ -347,6 +352,15 @@ impl Store {
         self.conn.tx(|c| {
             self.mark_started_in(&only_started)?;
             let accepted = self.complete_in(done, &pids)?;
+            for (log, ok) in logs.iter().zip(&accepted) {
+                if let (Some((run, node, body)), true) = (log, ok) {
+                    c.exec(
+                        "INSERT INTO task_logs (run, node, body) VALUES (?1, ?2, ?3)
+                         ON CONFLICT (run, node) DO UPDATE SET body = excluded.body",
+                        p![*run, *node, *body],
+                    )?;
+                }
+            }
             c.exec("SELECT pg_notify('weir_done', '')", p![])?;
             Ok(accepted)
         })
@@ -354,14 +368,25 @@ impl Store {
 
     /// Records that claimed tasks started (id, epoch, pid); a stale epoch changes nothing.
     pub fn mark_started(&self, started: &[(i64, i64, Option<u32>)]) -> Result<()> {
-        self.report(started, &[]).map(drop)
+        self.report(started, &[], &[]).map(drop)
     }
 
     /// Completes claimed tasks (id, epoch, serialized result) in one transaction; returns, for
     /// each, whether it was accepted. A result is refused when the task is no longer this
     /// claim's: its lease expired and the task was settled, or claimed again (fencing).
     pub fn complete(&self, done: &[(i64, i64, String)]) -> Result<Vec<bool>> {
-        self.report(&[], done)
+        self.report(&[], done, &[])
+    }
+
+    /// A finished task's log as its worker reported it.
+    pub fn task_log(&self, run: &str, node: &str) -> Result<Option<String>> {
+        let c = self.need_pg("task logs")?;
+        c.row(
+            "SELECT body FROM task_logs WHERE run = ?1 AND node = ?2",
+            p![run, node],
+        )?
+        .map(|r| r.s(0))
+        .transpose()
     }
 
     fn mark_started_in(&self, started: &[(i64, i64, Option<u32>)]) -> Result<()> {

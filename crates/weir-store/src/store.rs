@@ -275,6 +275,12 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_queued ON tasks(priority DESC, id) WHERE state = 'queued';
 CREATE INDEX tasks_unreported ON tasks(run, id)
     WHERE (state = 'running' AND pid IS NOT NULL AND reported = 0) OR (state = 'done' AND reported < 2);
+CREATE TABLE task_logs (
+    run  TEXT NOT NULL REFERENCES runs(name) ON DELETE CASCADE,
+    node TEXT NOT NULL,
+    body TEXT NOT NULL,
+    PRIMARY KEY (run, node)
+);
 CREATE TABLE workers (
     id        TEXT PRIMARY KEY,
     labels    TEXT NOT NULL,

@@ -451,6 +451,7 @@ impl WorkerOptions {
 struct Held {
     id: i64,
     epoch: i64,
+    run: String,
     /// When this worker learnt of its claim (after the claim committed).
     since: Instant,
     cpu: i64,
@@ -549,7 +550,9 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
     }
     let mut store: Option<Store> = None;
     let mut started: Vec<(i64, i64, Option<u32>)> = Vec::new();
-    let mut done: Vec<(String, i64, i64, String)> = Vec::new();
+    // (node, id, epoch, result, (run, log))
+    #[allow(clippy::type_complexity)]
+    let mut done: Vec<(String, i64, i64, String, Option<(String, String)>)> = Vec::new();
     let mut busy = false;
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         // collect what the executor reported
@@ -577,7 +580,15 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
                     }
                     Update::Finished { node, result } => {
                         if let Some(t) = h.get(&node) {
-                            done.push((node, t.id, t.epoch, serde_json::to_string(&result)?));
+                            // the log goes back through the store: the run's servers may not
+                            // share this worker's files
+                            let log = read_tail(&ProcessExecutor::log_path(
+                                &env.work_root(),
+                                &t.run,
+                                &node,
+                            ))
+                            .map(|text| (t.run.clone(), text));
+                            done.push((node, t.id, t.epoch, serde_json::to_string(&result)?, log));
                         }
                     }
                     Update::Ready { .. } | Update::Fetched { .. } | Update::Log { .. } => {}
@@ -594,9 +605,16 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
             if !started.is_empty() || !done.is_empty() {
                 let batch: Vec<(i64, i64, String)> = done
                     .iter()
-                    .map(|(_, i, e, r)| (*i, *e, r.clone()))
+                    .map(|(_, i, e, r, _)| (*i, *e, r.clone()))
                     .collect();
-                let accepted = s.report(&started, &batch)?;
+                let logs: Vec<Option<(&str, &str, &str)>> = done
+                    .iter()
+                    .map(|(node, .., log)| {
+                        log.as_ref()
+                            .map(|(run, text)| (run.as_str(), node.as_str(), text.as_str()))
+                    })
+                    .collect();
+                let accepted = s.report(&started, &batch, &logs)?;
                 started.clear();
                 let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
                 for ((node, ..), ok) in done.iter().zip(accepted) {
@@ -660,6 +678,7 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
                     Held {
                         id: c.id,
                         epoch: c.epoch,
+                        run: c.run.clone(),
                         since: Instant::now(),
                         cpu: c.cpu_milli,
                         memory: c.memory,
@@ -685,6 +704,34 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
         }
     }
     exec.shutdown();
+    Ok(())
+}
+
+/// The last MiB of a log file, if the task printed anything.
+fn read_tail(path: &Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    const MAX: u64 = 1 << 20;
+    let mut f = std::fs::File::open(path).ok()?;
+    let len = f.metadata().ok()?.len();
+    f.seek(SeekFrom::Start(len.saturating_sub(MAX))).ok()?;
+    let mut bytes = Vec::new();
+    f.read_to_end(&mut bytes).ok()?;
+    Some(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Writes a finished task's log, as its worker reported it, where this process's logs are
+/// read from, unless this process has it already (it shares the worker's data directory).
+pub fn materialize_log(env: &Env, store: &Store, run: &str, node: &str) -> Result<()> {
+    let path = ProcessExecutor::log_path(&env.work_root(), run, node);
+    if path.exists() {
+        return Ok(());
+    }
+    if let Some(text) = store.task_log(run, node)? {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 

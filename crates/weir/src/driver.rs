@@ -459,6 +459,11 @@ pub fn drive(
                             },
                         ));
                     }
+                    if queued
+                        && let Err(e) = crate::cluster::materialize_log(env, &store, &name, &node)
+                    {
+                        watch.note(&format!("the log of {node}: {e:#}"));
+                    }
                     if !node.is_empty() {
                         batch.push((now, Event::Finished { node, result }))
                     }

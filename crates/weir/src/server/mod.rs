@@ -337,6 +337,11 @@ impl App {
                     match followed.get_mut(&name) {
                         Some(f) if next > f.next => {
                             for (seq, at, ev) in s.events_since(&name, f.next)? {
+                                if let Event::Finished { node, .. } = &ev {
+                                    // its log, for this server's readers
+                                    let _ =
+                                        crate::cluster::materialize_log(&self.env, s, &name, node);
+                                }
                                 f.run.step(ev, at);
                                 f.next = seq + 1;
                             }

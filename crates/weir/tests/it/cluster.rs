@@ -518,3 +518,71 @@ fn a_sqlite_history_moves_to_postgres_whole_or_not_at_all() {
         list.stdout
     );
 }
+
+#[test]
+fn a_worker_with_its_own_files_sends_logs_and_outputs_back_through_the_store() {
+    let Some(sb) = Sandbox::postgres() else {
+        return;
+    };
+    let srv = server(&sb);
+    // the worker shares the database only, not the server's data directory
+    let elsewhere = sb.dir_with("worker-host", &[]);
+    let mut w = sb
+        .cmd(&["worker"])
+        .env("WEIR_DATA_DIR", &elsewhere)
+        .env("WEIR_LEASE_MS", LEASE)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (status, wf) = submit(
+        &srv,
+        r#"apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  name: remote
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: produce, template: produce}
+    - - name: consume
+        template: consume
+        arguments: {parameters: [{name: a, value: "{{steps.produce.outputs.parameters.answer}}"}]}
+  - name: produce
+    script:
+      image: alpine
+      command: [sh]
+      source: |
+        echo "hello from the worker"
+        echo 42 > /tmp/answer
+    outputs:
+      parameters: [{name: answer, valueFrom: {path: /tmp/answer}}]
+  - name: consume
+    inputs: {parameters: [{name: a}]}
+    container: {image: alpine, command: [sh, -c, "echo got {{inputs.parameters.a}}"]}
+"#,
+    );
+    assert_eq!(status, 200, "{wf}");
+    let store = weir_store::Store::open(&sb.db, weir_store::Durability::Process).unwrap();
+    wait_for(
+        "the run to finish",
+        Instant::now() + Duration::from_secs(60),
+        || store.load("remote").unwrap().summary.finished_at.is_some(),
+    );
+    assert_eq!(store.load("remote").unwrap().summary.phase, "Succeeded");
+    let log = http()
+        .get(srv.url("/api/v1/workflows/default/remote/log"))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert!(log.contains("hello from the worker"), "{log}");
+    assert!(log.contains("got 42"), "{log}");
+    // the task ran in the worker's directory, not the server's
+    assert!(elsewhere.join("runs/remote/logs").is_dir());
+    let _ = w.kill();
+    let _ = w.wait();
+}
