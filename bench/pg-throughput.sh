@@ -40,7 +40,7 @@ export WEIR_DB="$base/weir" WEIR_DATA_DIR="$dir/data"
 "$weir" server --insecure-local --no-worker --listen 127.0.0.1:0 > "$dir/server.out" 2> "$dir/server.err" &
 pids+=($!)
 for _ in $(seq 1 "$workers"); do
-    "$weir" worker --slots tasks=64 >/dev/null 2>"$dir/worker.err" &
+    "$weir" worker --slots tasks=${SLOTS:-512} --batch ${BATCH:-256} >/dev/null 2>"$dir/worker.err" &
     pids+=($!)
 done
 for _ in $(seq 1 100); do grep -q listening "$dir/server.out" 2>/dev/null && break; sleep 0.1; done
