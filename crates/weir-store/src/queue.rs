@@ -146,6 +146,28 @@ impl Store {
         )
     }
 
+    /// Renews the leases of these runs only (those a live driver of `owner` holds); returns how
+    /// many it still holds.
+    pub fn renew_held(&self, owner: &str, runs: &[&str], lease_ms: i64) -> Result<usize> {
+        let c = self.need_pg("run ownership")?;
+        if runs.is_empty() {
+            return Ok(0);
+        }
+        c.exec(
+            &format!(
+                "UPDATE runs SET owner_until = {NOW_MS} + ?2 WHERE owner = ?1 AND name = ANY(?3) AND finished_at IS NULL"
+            ),
+            &[owner.into(), lease_ms.into(), P::TA(runs)],
+        )
+    }
+
+    /// Removes what is left of a finished run's tasks (results no one will record, tasks being
+    /// stopped): a worker's later report about them is refused.
+    pub fn drop_tasks(&self, run: &str) -> Result<usize> {
+        let c = self.need_pg("the task queue")?;
+        c.exec("DELETE FROM tasks WHERE run = ?1", p![run])
+    }
+
     /// Gives a run back (its driver stopped): another process may take it over at once.
     pub fn release_run_owner(&self, run: &str, epoch: i64) -> Result<()> {
         let c = self.need_pg("run ownership")?;
@@ -227,13 +249,29 @@ impl Store {
             // what cannot fit this worker is left for others in the query itself, so only the
             // rows it may take are locked
             let labels = serde_json::to_string(&offer.labels).unwrap_or_else(|_| "{}".into());
-            let candidates = c.rows(
-                "SELECT id, namespace, selector, cpu_milli, memory, gpu FROM tasks
-                 WHERE state = 'queued' AND cpu_milli <= ?2 AND memory <= ?3 AND gpu <= ?4
-                   AND (selector = '{}' OR CAST(selector AS jsonb) <@ CAST(CAST(?5 AS TEXT) AS jsonb))
-                 ORDER BY priority DESC, id LIMIT ?1 FOR UPDATE SKIP LOCKED",
-                p![offer.max as i64, offer.cpu_milli, offer.memory, offer.gpu, labels.as_str()],
-            )?;
+            let quotas_exist = c.row("SELECT 1 FROM quotas LIMIT 1", p![])?.is_some();
+            let candidates = if quotas_exist {
+                // claims that count against quotas are taken one at a time, and a namespace at
+                // its task quota does not hold up the others
+                c.exec("SELECT pg_advisory_xact_lock(?1)", p![LOCK_QUOTA])?;
+                c.rows(
+                    "SELECT id, namespace, selector, cpu_milli, memory, gpu FROM tasks t
+                     WHERE state = 'queued' AND cpu_milli <= ?2 AND memory <= ?3 AND gpu <= ?4
+                       AND (selector = '{}' OR CAST(selector AS jsonb) <@ CAST(CAST(?5 AS TEXT) AS jsonb))
+                       AND NOT EXISTS (SELECT 1 FROM quotas q WHERE q.namespace = t.namespace AND q.max_tasks IS NOT NULL
+                                         AND q.max_tasks <= (SELECT count(*) FROM tasks r WHERE r.namespace = q.namespace AND r.state = 'running'))
+                     ORDER BY priority DESC, id LIMIT ?1 FOR UPDATE SKIP LOCKED",
+                    p![offer.max as i64, offer.cpu_milli, offer.memory, offer.gpu, labels.as_str()],
+                )?
+            } else {
+                c.rows(
+                    "SELECT id, namespace, selector, cpu_milli, memory, gpu FROM tasks
+                     WHERE state = 'queued' AND cpu_milli <= ?2 AND memory <= ?3 AND gpu <= ?4
+                       AND (selector = '{}' OR CAST(selector AS jsonb) <@ CAST(CAST(?5 AS TEXT) AS jsonb))
+                     ORDER BY priority DESC, id LIMIT ?1 FOR UPDATE SKIP LOCKED",
+                    p![offer.max as i64, offer.cpu_milli, offer.memory, offer.gpu, labels.as_str()],
+                )?
+            };
             if candidates.is_empty() {
                 return Ok(Vec::new());
             }
@@ -501,19 +539,21 @@ impl Store {
     /// What changed for these runs' tasks since last asked: tasks that started, and tasks that
     /// finished (each handed over once, marked so in the same statement; see
     /// [`Store::redeliver`] for a run's new owner).
-    pub fn task_updates(&self, runs: &[&str]) -> Result<Vec<(String, TaskUpdate)>> {
+    pub fn task_updates(&self, runs: &[&str], owner: &str) -> Result<Vec<(String, TaskUpdate)>> {
         let c = self.need_pg("the task queue")?;
         if runs.is_empty() {
             return Ok(Vec::new());
         }
         let mut rows = c.rows(
-            // rows a worker is writing now are skipped: they come at the next call
+            // only runs `owner` still holds: a process that lost a run takes nothing of it; rows
+            // a worker is writing now are skipped: they come at the next call
             "UPDATE tasks SET reported = CASE WHEN state = 'done' THEN 2 ELSE 1 END
              WHERE id IN (SELECT id FROM tasks WHERE run = ANY(?1)
+                            AND run IN (SELECT name FROM runs WHERE name = ANY(?1) AND owner = ?2)
                             AND ((state = 'running' AND pid IS NOT NULL AND reported = 0) OR (state = 'done' AND reported < 2))
                           ORDER BY id FOR UPDATE SKIP LOCKED)
              RETURNING id, run, node, state, pid, result",
-            &[P::TA(runs)],
+            &[P::TA(runs), owner.into()],
         )?;
         rows.sort_by_key(|r| r.i(0).unwrap_or(0));
         rows.iter()
@@ -538,12 +578,13 @@ impl Store {
             .collect()
     }
 
-    /// A run's finished tasks not yet recorded in its log are handed over again (its new owner
-    /// registered it, or the connection that read them was lost).
+    /// A run's task changes not yet recorded in its log are handed over again, starts and
+    /// results (its new owner registered it, or the connection that read them was lost).
     pub fn redeliver(&self, run: &str) -> Result<()> {
         let c = self.need_pg("the task queue")?;
         c.exec(
-            "UPDATE tasks SET reported = 1 WHERE run = ?1 AND state = 'done'",
+            "UPDATE tasks SET reported = CASE WHEN state = 'done' THEN 1 ELSE 0 END
+             WHERE run = ?1 AND reported > 0",
             p![run],
         )?;
         Ok(())
@@ -695,3 +736,5 @@ impl Store {
 
 /// Advisory-lock key of the lease reaper.
 const LOCK_REAPER: i64 = 0x7765_6972_0003;
+/// Advisory-lock key of claims under quotas.
+const LOCK_QUOTA: i64 = 0x7765_6972_0004;

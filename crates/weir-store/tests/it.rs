@@ -630,12 +630,15 @@ fn tasks_are_claimed_once_and_a_late_result_is_refused(db: &Db) {
     assert_eq!(claimed.iter().map(Vec::len).sum::<usize>(), 20);
 
     // a worker holds n0 with a short lease, reports it started, then goes silent
-    let s2 = db.open();
+    let mut s2 = db.open();
+    // task updates go to the process that owns the run
+    s2.create_run(&submission("r2", "ns", 1, &[])).unwrap();
+    s2.claim_run("r2", "owner", 60_000).unwrap().unwrap();
     s2.enqueue(&[task("r2", "x", 0, "{}", 0)]).unwrap();
     let c = s2.claim("w-slow", &offer(1), 1).unwrap().remove(0);
     s2.mark_started(&[(c.id, c.epoch, Some(42))]).unwrap();
     assert_eq!(
-        s.task_updates(&["r2"]).unwrap(),
+        s.task_updates(&["r2"], "owner").unwrap(),
         [(
             "r2".to_string(),
             TaskUpdate::Started {
@@ -645,7 +648,7 @@ fn tasks_are_claimed_once_and_a_late_result_is_refused(db: &Db) {
         )]
     );
     // handed over once
-    assert!(s.task_updates(&["r2"]).unwrap().is_empty());
+    assert!(s.task_updates(&["r2"], "owner").unwrap().is_empty());
     std::thread::sleep(std::time::Duration::from_millis(20));
     let reaped = s
         .reap_expired(&|w| format!("{{\"error\":\"worker {w} lost\"}}"))
@@ -658,7 +661,7 @@ fn tasks_are_claimed_once_and_a_late_result_is_refused(db: &Db) {
         [false]
     );
     assert_eq!(
-        s.task_updates(&["r2"]).unwrap(),
+        s.task_updates(&["r2"], "owner").unwrap(),
         [(
             "r2".to_string(),
             TaskUpdate::Done {

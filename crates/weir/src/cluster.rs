@@ -88,7 +88,16 @@ impl Cluster {
                     )?);
                 }
                 if let Some(s) = &store {
-                    s.renew_runs(&self.owner, self.lease_ms)?;
+                    // only runs a live driver holds: one whose driver stopped goes to another
+                    let held: Vec<String> = self
+                        .fences
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .keys()
+                        .cloned()
+                        .collect();
+                    let held: Vec<&str> = held.iter().map(String::as_str).collect();
+                    s.renew_held(&self.owner, &held, self.lease_ms)?;
                 }
                 Ok(())
             })();
@@ -101,6 +110,10 @@ impl Cluster {
 
     /// Claims a run for this process; its epoch, or `None` if another live process holds it.
     pub fn claim(&self, store: &Store, run: &str) -> Result<Option<i64>> {
+        // a run a driver of this process holds is not claimed again (as a file lock is not)
+        if self.fence(run).is_some() {
+            return Ok(None);
+        }
         let epoch = store.claim_run(run, &self.owner, self.lease_ms)?;
         if let Some(e) = epoch {
             self.fenced(run, e);
@@ -114,6 +127,19 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(run.to_string(), epoch);
+    }
+
+    /// This process's driver of `run` (at `epoch`) stopped: its lease is no longer renewed.
+    pub fn unfence(&self, run: &str, epoch: i64) {
+        let mut f = self.fences.lock().unwrap_or_else(|e| e.into_inner());
+        if f.get(run) == Some(&epoch) {
+            f.remove(run);
+        }
+    }
+
+    /// The process's membership, if it has one.
+    pub fn current() -> Option<Arc<Cluster>> {
+        CLUSTER.get().cloned()
     }
 
     /// The epoch this process owns `run` at, if it claimed it.
@@ -188,6 +214,12 @@ impl Cluster {
                             .extend(nodes.iter().cloned()),
                     }
                 }
+                // results recorded go before new tasks are queued: a retried node may reuse a
+                // recorded node's row
+                for (run, nodes) in &acks {
+                    let n: Vec<&str> = nodes.iter().map(String::as_str).collect();
+                    s.ack_task_updates(run, &n)?;
+                }
                 s.enqueue(&enqueue)?;
                 for c in &pending {
                     if let Cmd::Cancel { run, node } = c {
@@ -198,16 +230,12 @@ impl Cluster {
                         s.cancel_task(run, node, &serde_json::to_string(&stopped)?)?;
                     }
                 }
-                for (run, nodes) in &acks {
-                    let n: Vec<&str> = nodes.iter().map(String::as_str).collect();
-                    s.ack_task_updates(run, &n)?;
-                }
                 pending.clear();
                 if routes.is_empty() {
                     return Ok(());
                 }
                 let runs: Vec<&str> = routes.keys().map(String::as_str).collect();
-                let updates = s.task_updates(&runs)?;
+                let updates = s.task_updates(&runs, &self.owner)?;
                 let mut fresh = 0;
                 for (run, u) in updates {
                     let Some(tx) = routes.get(&run) else { continue };
@@ -308,6 +336,13 @@ impl QueueExecutor {
             local: OnceLock::new(),
             local_cfg: cfg,
         }
+    }
+}
+
+impl Drop for QueueExecutor {
+    /// A driver that ends early (an error, or its run was taken over) takes its route along.
+    fn drop(&mut self) {
+        let _ = self.tx.send(Cmd::Unregister(self.run.clone()));
     }
 }
 

@@ -111,19 +111,27 @@ fn remove_dir(p: &std::path::Path) -> Result<()> {
 /// dies (SQLite), or a lease on the run's row this process renews (PostgreSQL).
 pub enum RunLock {
     File(#[allow(dead_code)] File),
-    Lease {
-        #[allow(dead_code)]
-        epoch: i64,
-    },
+    Lease { run: String, epoch: i64 },
+}
+
+impl Drop for RunLock {
+    fn drop(&mut self) {
+        if let RunLock::Lease { run, epoch } = self
+            && let Some(c) = crate::cluster::Cluster::current()
+        {
+            c.unfence(run, *epoch);
+        }
+    }
 }
 
 pub fn try_lock(env: &Env, run: &str) -> Result<Option<RunLock>> {
     if env.is_postgres() {
         let store = Store::open(&env.db, env.durability)?;
         let cluster = crate::cluster::Cluster::get(&env.db);
-        return Ok(cluster
-            .claim(&store, run)?
-            .map(|epoch| RunLock::Lease { epoch }));
+        return Ok(cluster.claim(&store, run)?.map(|epoch| RunLock::Lease {
+            run: run.to_string(),
+            epoch,
+        }));
     }
     let path = env.lock_path(run);
     if let Some(d) = path.parent() {
@@ -428,6 +436,8 @@ pub fn drive(
                         continue;
                     }
                     Update::Finished { node, .. } if phase(node).is_some_and(|p| p.is_done()) => {
+                        // settled already (stopped, timed out): its row goes all the same
+                        exec.recorded(std::slice::from_ref(node));
                         continue;
                     }
                     _ => {}
@@ -513,6 +523,11 @@ pub fn drive(
         }
     }
     exec.shutdown();
+    if queued && run.phase().is_done() {
+        // what is left of its tasks (stopped ones still being killed): their late reports are
+        // refused, and a retry of the run starts from clean rows
+        store.drop_tasks(&name)?;
+    }
     // whatever the run still holds or waits for goes back with it
     store.release_run(&name)?;
     if run.phase().is_done() {

@@ -282,10 +282,19 @@ impl App {
                             match driver::recover(&app.env, s, &name) {
                                 Ok((run, actions, pending)) if !run.phase().is_done() => {
                                     app.log.info(&format!("took over run {name} (epoch {epoch})"));
-                                    app.spawn_driver(run, actions, pending, RunLock::Lease { epoch });
+                                    app.spawn_driver(
+                                        run,
+                                        actions,
+                                        pending,
+                                        RunLock::Lease { run: name.clone(), epoch },
+                                    );
                                 }
-                                Ok(_) => {}
-                                Err(e) => app.log.error(&format!("cannot go on with run {name}: {e:#}")),
+                                // nothing to drive: the lease is not kept
+                                Ok(_) => cluster.unfence(&name, epoch),
+                                Err(e) => {
+                                    cluster.unfence(&name, epoch);
+                                    app.log.error(&format!("cannot go on with run {name}: {e:#}"))
+                                }
                             }
                         }
                         Ok(())
