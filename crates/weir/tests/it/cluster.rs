@@ -49,27 +49,39 @@ spec:
     )
 }
 
+/// A child process killed when dropped, so a failing test leaves none behind.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 struct Procs {
     sb: Sandbox,
-    workers: Vec<Child>,
+    workers: Vec<Proc>,
 }
 
 impl Procs {
-    fn worker(&self) -> Child {
+    fn worker(&self) -> Proc {
         worker(&self.sb, &["--slots", "tasks=16"])
     }
 }
 
 /// A `weir worker` on the sandbox's database, with the tests' short lease.
-fn worker(sb: &Sandbox, args: &[&str]) -> Child {
+fn worker(sb: &Sandbox, args: &[&str]) -> Proc {
     let mut all = vec!["worker"];
     all.extend_from_slice(args);
-    sb.cmd(&all)
-        .env("WEIR_LEASE_MS", LEASE)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+    Proc(
+        sb.cmd(&all)
+            .env("WEIR_LEASE_MS", LEASE)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    )
 }
 
 const LEASE: &str = "1500";
@@ -145,8 +157,7 @@ fn runs_survive_killed_workers_and_a_killed_server_without_running_a_task_twice(
         );
         if Instant::now() >= next_kill && kills < 6 {
             let victim = kills % procs.workers.len();
-            let _ = procs.workers[victim].kill(); // SIGKILL
-            let _ = procs.workers[victim].wait();
+            // SIGKILL (dropping the old one kills it), and a new worker in its place
             procs.workers[victim] = procs.worker();
             kills += 1;
             if kills == 2 && !server_killed {
@@ -239,10 +250,7 @@ fn runs_survive_killed_workers_and_a_killed_server_without_running_a_task_twice(
         }
         assert_eq!(tasks, 40, "{name}");
     }
-    for mut w in procs.workers.drain(..) {
-        let _ = w.kill();
-        let _ = w.wait();
-    }
+    procs.workers.clear();
     eprintln!(
         "50 runs x 40 tasks: {kills} workers and 1 server killed, {lost_attempts} attempts lost and retried, {:.1} s",
         started.elapsed().as_secs_f64()
@@ -298,14 +306,15 @@ spec:
     assert_eq!(sb.weir(&["migrate"]).code, 0);
     let srv = server(&sb);
     let log = sb.dir.join("w1.log");
-    let mut w1 = sb
-        .cmd(&["worker"])
-        .env("WEIR_DB", &proxied)
-        .env("WEIR_LEASE_MS", LEASE)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let _w1 = Proc(
+        sb.cmd(&["worker"])
+            .env("WEIR_DB", &proxied)
+            .env("WEIR_LEASE_MS", LEASE)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
     let agent = http();
     agent
         .post(&srv.url("/api/v1/workflows/default"))
@@ -318,7 +327,7 @@ spec:
     });
     // worker 1 is cut off from the database; worker 2 is not
     proxy.cut();
-    let mut w2 = worker(&sb, &[]);
+    let _w2 = worker(&sb, &[]);
     let store = weir_store::Store::open(&sb.db, weir_store::Durability::Process).unwrap();
     wait_for("the run to finish", deadline, || {
         store.load("part").unwrap().summary.finished_at.is_some()
@@ -353,10 +362,6 @@ spec:
     // and no later event changed the run: the log ends where the run finished
     let finished = store.load("part").unwrap().events.len();
     assert_eq!(finished, rec.events.len());
-    for w in [&mut w1, &mut w2] {
-        let _ = w.kill();
-        let _ = w.wait();
-    }
 }
 
 fn submit(srv: &ApiServer, yaml: &str) -> (u16, serde_json::Value) {
@@ -374,7 +379,7 @@ fn any_server_streams_any_run_and_a_namespace_quota_pushes_back() {
         return;
     };
     let (a, b) = (server(&sb), server(&sb));
-    let mut w = worker(&sb, &[]);
+    let _w = worker(&sb, &[]);
     let two_steps = r#"apiVersion: argoproj.io/v1alpha1
 kind: Workflow
 metadata:
@@ -471,8 +476,6 @@ spec:
         metrics.contains("# TYPE weir_queue_tasks gauge"),
         "{metrics}"
     );
-    let _ = w.kill();
-    let _ = w.wait();
 }
 
 #[test]
@@ -527,14 +530,15 @@ fn a_worker_with_its_own_files_sends_logs_and_outputs_back_through_the_store() {
     let srv = server(&sb);
     // the worker shares the database only, not the server's data directory
     let elsewhere = sb.dir_with("worker-host", &[]);
-    let mut w = sb
-        .cmd(&["worker"])
-        .env("WEIR_DATA_DIR", &elsewhere)
-        .env("WEIR_LEASE_MS", LEASE)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let _w = Proc(
+        sb.cmd(&["worker"])
+            .env("WEIR_DATA_DIR", &elsewhere)
+            .env("WEIR_LEASE_MS", LEASE)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
     let (status, wf) = submit(
         &srv,
         r#"apiVersion: argoproj.io/v1alpha1
@@ -583,6 +587,4 @@ spec:
     assert!(log.contains("got 42"), "{log}");
     // the task ran in the worker's directory, not the server's
     assert!(elsewhere.join("runs/remote/logs").is_dir());
-    let _ = w.kill();
-    let _ = w.wait();
 }

@@ -197,10 +197,9 @@ const RESUMED: &[(&str, &[&str])] = &[
 
 /// Waits until the run's `approve` node is suspended, then resumes the run.
 fn resume_when_waiting(sb: &Sandbox, name: &str, params: &[&str], limit: Duration) {
-    let start = Instant::now();
-    while start.elapsed() < limit {
+    let waiting = || {
         let out = sb.weir(&["get", name, "-o", "json"]);
-        let waiting = serde_json::from_str::<serde_json::Value>(&out.stdout)
+        serde_json::from_str::<serde_json::Value>(&out.stdout)
             .ok()
             .and_then(|wf| {
                 wf["status"]["nodes"].as_object().map(|nodes| {
@@ -211,13 +210,28 @@ fn resume_when_waiting(sb: &Sandbox, name: &str, params: &[&str], limit: Duratio
                     })
                 })
             })
-            .unwrap_or(false);
-        if waiting {
-            let mut args = vec!["resume", name];
-            args.extend(params);
-            let out = sb.weir(&args);
-            assert_eq!(out.code, 0, "{}", out.all());
-            return;
+            .unwrap_or(false)
+    };
+    let start = Instant::now();
+    let mut resumed: Option<Instant> = None;
+    while start.elapsed() < limit {
+        match (waiting(), resumed) {
+            (false, Some(_)) => return,
+            // Resumed 10 s ago and still waiting: the request was not applied. This happened
+            // once in CI (see the closing notes of issue 7); resume again, and say so, rather
+            // than time the example out.
+            (true, Some(at)) if at.elapsed() > Duration::from_secs(10) => {
+                eprintln!("{name}: still suspended 10 s after `weir resume`; resuming again");
+                resumed = None;
+            }
+            (true, None) => {
+                let mut args = vec!["resume", name];
+                args.extend(params);
+                let out = sb.weir(&args);
+                assert_eq!(out.code, 0, "{}", out.all());
+                resumed = Some(Instant::now());
+            }
+            _ => {}
         }
         std::thread::sleep(Duration::from_millis(100));
     }
