@@ -135,17 +135,6 @@ impl Store {
         .collect()
     }
 
-    /// Renews the leases of the runs `owner` drives; returns how many it still holds.
-    pub fn renew_runs(&self, owner: &str, lease_ms: i64) -> Result<usize> {
-        let c = self.need_pg("run ownership")?;
-        c.exec(
-            &format!(
-                "UPDATE runs SET owner_until = {NOW_MS} + ?2 WHERE owner = ?1 AND finished_at IS NULL"
-            ),
-            p![owner, lease_ms],
-        )
-    }
-
     /// Renews the leases of these runs only (those a live driver of `owner` holds); returns how
     /// many it still holds.
     pub fn renew_held(&self, owner: &str, runs: &[&str], lease_ms: i64) -> Result<usize> {
@@ -166,16 +155,6 @@ impl Store {
     pub fn drop_tasks(&self, run: &str) -> Result<usize> {
         let c = self.need_pg("the task queue")?;
         c.exec("DELETE FROM tasks WHERE run = ?1", p![run])
-    }
-
-    /// Gives a run back (its driver stopped): another process may take it over at once.
-    pub fn release_run_owner(&self, run: &str, epoch: i64) -> Result<()> {
-        let c = self.need_pg("run ownership")?;
-        c.exec(
-            "UPDATE runs SET owner = NULL, owner_until = NULL WHERE name = ?1 AND owner_epoch = ?2",
-            p![run, epoch],
-        )?;
-        Ok(())
     }
 
     /// The owner and epoch of a run, if a process holds it and its lease has not expired.
@@ -724,13 +703,6 @@ impl Store {
             Channel::Queued => "LISTEN weir_queued",
             Channel::Done => "LISTEN weir_done",
         })
-    }
-
-    /// The database's clock.
-    pub fn db_now(&self) -> Result<Millis> {
-        let c = self.need_pg("the database clock")?;
-        c.row(&format!("SELECT {NOW_MS}"), p![])?
-            .map_or(Ok(0), |r| r.i(0))
     }
 }
 

@@ -533,7 +533,7 @@ fn a_run_has_one_owner_and_a_taken_over_driver_is_fenced(db: &Db) {
     )
     .unwrap();
     // server-a stops renewing: a short lease expires and server-b takes the run over
-    assert_eq!(s.renew_runs("server-a", 1).unwrap(), 1);
+    assert_eq!(s.renew_held("server-a", &["r"], 1).unwrap(), 1);
     std::thread::sleep(std::time::Duration::from_millis(20));
     let got = other.claim_orphans("server-b", 60_000, 10).unwrap();
     assert_eq!(got.len(), 1);
@@ -568,7 +568,9 @@ fn a_run_has_one_owner_and_a_taken_over_driver_is_fenced(db: &Db) {
     )
     .unwrap();
     assert_eq!(o.load("r").unwrap().events.len(), 2);
-    o.release_run_owner("r", e2).unwrap();
+    // a lease nobody renews runs out: the run is nobody's
+    assert_eq!(o.renew_held("server-b", &["r"], 1).unwrap(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(20));
     assert_eq!(o.run_owner("r").unwrap(), None);
 }
 

@@ -399,11 +399,11 @@ impl Executor for QueueExecutor {
         }
     }
 
+    /// (Its route goes when it is dropped.)
     fn shutdown(&self) {
         if let Some(l) = self.local.get() {
             l.shutdown();
         }
-        let _ = self.tx.send(Cmd::Unregister(self.run.clone()));
     }
 }
 

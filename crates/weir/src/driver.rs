@@ -425,6 +425,8 @@ pub fn drive(
             }
         }
         let now = now_ms();
+        // queued mode: nodes whose start this batch already carries
+        let mut started_now: std::collections::HashSet<String> = Default::default();
         for u in updates {
             // the queue may hand an update over twice (after a reconnection or a takeover)
             if queued {
@@ -444,7 +446,12 @@ pub fn drive(
                 }
             }
             match u {
-                Update::Started { node, pid } => batch.push((now, Event::Started { node, pid })),
+                Update::Started { node, pid } => {
+                    if queued {
+                        started_now.insert(node.clone());
+                    }
+                    batch.push((now, Event::Started { node, pid }))
+                }
                 Update::Ready { node } => batch.push((now, Event::Ready { node })),
                 Update::Fetched { node, results } => {
                     batch.push((now, Event::Fetched { node, results }))
@@ -457,9 +464,7 @@ pub fn drive(
                         && run
                             .node_by_id(&node)
                             .is_some_and(|n| n.phase == Phase::Pending)
-                        && !batch
-                            .iter()
-                            .any(|(_, e)| matches!(e, Event::Started { node: n, .. } if *n == node))
+                        && !started_now.contains(&node)
                     {
                         batch.push((
                             now,
