@@ -23,6 +23,8 @@ cleanup() {
     rm -rf "$dir"
 }
 trap cleanup EXIT
+# PG_STATS=1: also print the statements PostgreSQL spent most time on (pg_stat_statements)
+[ -n "${PG_STATS:-}" ] && export PG_OPTS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on"
 url=$(scripts/pg-start "$dir/pg")
 base=${url%/*}
 
@@ -63,27 +65,41 @@ spec:
 YAML
 cpu() { local t=0; for p in "$@"; do t=$(( t + $(awk '{print $14 + $15}' /proc/$p/stat 2>/dev/null || echo 0) )); done; echo "scale=2; $t / $(getconf CLK_TCK)" | bc; }
 pg_before=$(cpu $(pgrep -u postgres | tr '\n' ' '))
+idle() { awk '/^cpu /{print $5 + $6}' /proc/stat; }
+idle_before=$(idle)
 start=$(date +%s.%N)
 for _ in $(seq 1 "$runs"); do
     curl -fsS -o /dev/null -H 'content-type: application/yaml' --data-binary @"$dir/fan.yaml" "http://$addr/api/v1/workflows/default"
 done
+# One psql session polls, and the waits between polls fork nothing: a process per poll (psql,
+# its server backend, sleep, date) would take its CPU from the machine the benchmark measures.
+coproc POLL { psql -qtA "$base/weir"; }
+deadline=$(( ${EPOCHREALTIME%.*} + 600 ))
 while :; do
-    left=$(psql -qtA "$base/weir" -c "SELECT count(*) FROM runs WHERE finished_at IS NULL")
+    echo "SELECT count(*) FROM runs WHERE finished_at IS NULL;" >&"${POLL[1]}"
+    read -r left <&"${POLL[0]}"
     [ "$left" = 0 ] && break
-    if [ "$(echo "$(date +%s.%N) - $start > 600" | bc)" = 1 ]; then
+    if (( ${EPOCHREALTIME%.*} > deadline )); then
         echo "bench/pg-throughput.sh: $left runs still unfinished after 600 s; the workers said:" >&2
         tail -5 "$dir/worker.err" >&2
         exit 1
     fi
-    sleep 0.05
+    read -r -t 0.02 -u "${POLL[0]}" _ || true
 done
 end=$(date +%s.%N)
+idle_after=$(idle)
+kill "$POLL_PID" 2>/dev/null || true
 # CPU seconds each kind of process spent (user + system) while the tasks ran
 server_cpu=$(cpu "${pids[0]}")
 worker_cpu=$(cpu "${pids[@]:1}")
 pg_cpu=$(echo "$(cpu $(pgrep -u postgres | tr '\n' ' ')) - $pg_before" | bc)
 echo "CPU seconds: server $server_cpu, workers $worker_cpu (tasks' own processes not included), PostgreSQL $pg_cpu"
+echo "machine idle while the tasks ran: $(echo "scale=2; ($idle_after - $idle_before) / $(getconf CLK_TCK)" | bc) core-seconds of $(echo "scale=2; ($end - $start) * $(nproc)" | bc)"
 ok=$(psql -qtA "$base/weir" -c "SELECT count(*) FROM runs WHERE phase = 'Succeeded'")
+if [ -n "${PG_STATS:-}" ]; then
+    psql -q "$base/weir" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
+        -c "SELECT calls, round(total_exec_time::numeric) AS exec_ms, round(total_plan_time::numeric) AS plan_ms, rows, jit_functions AS jit_fns, round((jit_generation_time + jit_inlining_time + jit_optimization_time + jit_emission_time)::numeric) AS jit_ms, left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'weir') ORDER BY total_exec_time + total_plan_time DESC LIMIT 25"
+fi
 python3 - "$tasks" "$runs" "$ok" "$start" "$end" "$tps1" "$tpsw" "$workers" <<'PY'
 import sys
 tasks, runs, ok = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])

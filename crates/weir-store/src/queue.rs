@@ -65,6 +65,8 @@ pub enum TaskUpdate {
     Done {
         node: String,
         result: String,
+        /// Its worker kept its log in the store ([`Store::task_log`]).
+        logged: bool,
     },
 }
 
@@ -531,7 +533,9 @@ impl Store {
                             AND run IN (SELECT name FROM runs WHERE name = ANY(?1) AND owner = ?2)
                             AND ((state = 'running' AND pid IS NOT NULL AND reported = 0) OR (state = 'done' AND reported < 2))
                           ORDER BY id FOR UPDATE SKIP LOCKED)
-             RETURNING id, run, node, state, pid, result",
+             RETURNING id, run, node, state, pid, result,
+                       state = 'done' AND EXISTS (SELECT 1 FROM task_logs l
+                                                  WHERE l.run = tasks.run AND l.node = tasks.node)",
             &[P::TA(runs), owner.into()],
         )?;
         rows.sort_by_key(|r| r.i(0).unwrap_or(0));
@@ -544,6 +548,7 @@ impl Store {
                         TaskUpdate::Done {
                             node,
                             result: r.os(5)?.unwrap_or_default(),
+                            logged: r.i(6)? != 0,
                         }
                     } else {
                         let pid = r

@@ -668,7 +668,8 @@ fn tasks_are_claimed_once_and_a_late_result_is_refused(db: &Db) {
             "r2".to_string(),
             TaskUpdate::Done {
                 node: "x".into(),
-                result: "{\"error\":\"worker w-slow lost\"}".into()
+                result: "{\"error\":\"worker w-slow lost\"}".into(),
+                logged: false,
             }
         )]
     );
@@ -694,6 +695,46 @@ fn tasks_are_claimed_once_and_a_late_result_is_refused(db: &Db) {
     );
     s.ack_task_updates("r3", &["y"]).unwrap();
     assert!(!s.task_exists("r3", "y").unwrap());
+    // a result reported with its log says so: the run's server fetches the log then only
+    s2.create_run(&submission("r4", "ns", 1, &[])).unwrap();
+    s2.claim_run("r4", "owner", 60_000).unwrap().unwrap();
+    s2.enqueue(&[task("r4", "a", 0, "{}", 0), task("r4", "b", 0, "{}", 0)])
+        .unwrap();
+    let ab = s2.claim("w-live", &offer(2), 60_000).unwrap();
+    let done: Vec<_> = ab
+        .iter()
+        .map(|t| (t.id, t.epoch, "{}".to_string()))
+        .collect();
+    let logs: Vec<_> = ab
+        .iter()
+        .map(|t| (t.node == "a").then_some(("r4", "a", "hello\n")))
+        .collect();
+    assert_eq!(s2.report(&[], &done, &logs).unwrap(), [true, true]);
+    let mut got = s.task_updates(&["r4"], "owner").unwrap();
+    got.sort_by(|x, y| format!("{x:?}").cmp(&format!("{y:?}")));
+    assert_eq!(
+        got,
+        [
+            (
+                "r4".to_string(),
+                TaskUpdate::Done {
+                    node: "a".into(),
+                    result: "{}".into(),
+                    logged: true,
+                }
+            ),
+            (
+                "r4".to_string(),
+                TaskUpdate::Done {
+                    node: "b".into(),
+                    result: "{}".into(),
+                    logged: false,
+                }
+            )
+        ]
+    );
+    assert_eq!(s.task_log("r4", "a").unwrap().as_deref(), Some("hello\n"));
+    assert_eq!(s.task_log("r4", "b").unwrap(), None);
 }
 
 fn claims_honour_selectors_resources_quotas_and_priority(db: &Db) {

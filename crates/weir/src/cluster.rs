@@ -167,7 +167,8 @@ impl Cluster {
     /// Queues tasks, routes their updates to the drivers of their runs, removes the results
     /// the drivers recorded.
     fn dispatch_loop(&self, rx: Receiver<Cmd>) {
-        let mut routes: HashMap<String, Sender<Update>> = HashMap::new();
+        // run → (its driver, where its logs are read from)
+        let mut routes: HashMap<String, (Sender<Update>, std::path::PathBuf)> = HashMap::new();
         let mut polled = Instant::now();
         let mut pending: Vec<Cmd> = Vec::new();
         let mut store: Option<Store> = None;
@@ -198,10 +199,10 @@ impl Cluster {
                 let mut acks: BTreeMap<String, Vec<String>> = BTreeMap::new();
                 for c in &pending {
                     match c {
-                        Cmd::Register(run, tx) => {
+                        Cmd::Register(run, tx, logs) => {
                             // what an earlier owner was handed and did not record comes again
                             s.redeliver(run)?;
-                            routes.insert(run.clone(), tx.clone());
+                            routes.insert(run.clone(), (tx.clone(), logs.clone()));
                         }
                         Cmd::Unregister(run) => {
                             routes.remove(run);
@@ -238,7 +239,9 @@ impl Cluster {
                 let updates = s.task_updates(&runs, &self.owner)?;
                 let mut fresh = 0;
                 for (run, u) in updates {
-                    let Some(tx) = routes.get(&run) else { continue };
+                    let Some((tx, logs)) = routes.get(&run) else {
+                        continue;
+                    };
                     match u {
                         TaskUpdate::Started { node, pid } => {
                             let _ = tx.send(Update::Started {
@@ -247,7 +250,16 @@ impl Cluster {
                             });
                             fresh += 1;
                         }
-                        TaskUpdate::Done { node, result } => {
+                        TaskUpdate::Done {
+                            node,
+                            result,
+                            logged,
+                        } => {
+                            // its log, where this process's readers look (before the driver
+                            // records the result: a reader of a finished node finds its log)
+                            if logged && let Err(e) = materialize_log(logs, s, &run, &node) {
+                                eprintln!("weir: the log of {run}/{node}: {e:#}");
+                            }
                             let result =
                                 serde_json::from_str(&result).unwrap_or_else(|e| TaskResult {
                                     error: Some(format!("the task's result is unreadable: {e}")),
@@ -291,7 +303,8 @@ impl Cluster {
 }
 
 enum Cmd {
-    Register(String, Sender<Update>),
+    /// A run's route, and where its logs are read from.
+    Register(String, Sender<Update>, std::path::PathBuf),
     Unregister(String),
     Enqueue(NewTask),
     Cancel {
@@ -326,7 +339,11 @@ impl QueueExecutor {
     ) -> QueueExecutor {
         let sub = run.submission();
         let tx = cluster.dispatcher();
-        let _ = tx.send(Cmd::Register(sub.name.clone(), updates.clone()));
+        let _ = tx.send(Cmd::Register(
+            sub.name.clone(),
+            updates.clone(),
+            cfg.work_root.clone(),
+        ));
         QueueExecutor {
             run: sub.name.clone(),
             namespace: sub.namespace.clone(),
@@ -755,9 +772,10 @@ fn read_tail(path: &Path) -> Option<String> {
 }
 
 /// Writes a finished task's log, as its worker reported it, where this process's logs are
-/// read from, unless this process has it already (it shares the worker's data directory).
-pub fn materialize_log(env: &Env, store: &Store, run: &str, node: &str) -> Result<()> {
-    let path = ProcessExecutor::log_path(&env.work_root(), run, node);
+/// read from (under `work_root`), unless this process has it already (it shares the worker's
+/// data directory).
+pub fn materialize_log(work_root: &Path, store: &Store, run: &str, node: &str) -> Result<()> {
+    let path = ProcessExecutor::log_path(work_root, run, node);
     if path.exists() {
         return Ok(());
     }

@@ -474,11 +474,6 @@ pub fn drive(
                             },
                         ));
                     }
-                    if queued
-                        && let Err(e) = crate::cluster::materialize_log(env, &store, &name, &node)
-                    {
-                        watch.note(&format!("the log of {node}: {e:#}"));
-                    }
                     if !node.is_empty() {
                         batch.push((now, Event::Finished { node, result }))
                     }

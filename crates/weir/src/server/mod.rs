@@ -126,8 +126,9 @@ pub struct App {
     pool: Mutex<Vec<Store>>,
     /// Runs this process is driving now.
     driving: AtomicUsize,
-    /// Their names (PostgreSQL: the others' changes come from the database, see `follow`).
-    local: Mutex<std::collections::HashSet<String>>,
+    /// Their names, and when a run this process drove to its end ended (PostgreSQL: the others'
+    /// changes come from the database, see `follow`, which leaves these alone).
+    local: Mutex<HashMap<String, Option<std::time::Instant>>>,
 }
 
 impl App {
@@ -180,11 +181,11 @@ impl App {
         app.local
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(name.clone());
+            .insert(name.clone(), None);
         let spawned = std::thread::Builder::new()
             .name(format!("run {name}"))
             .spawn(move || {
-                let r = (|| -> Result<()> {
+                let r = (|| -> Result<bool> {
                     let store = Store::open(&app.env.db, app.env.durability)?;
                     let mut w = hub::HubWatch::new(app.hub.clone(), app.metrics.clone());
                     let phase = driver::drive(&app.env, store, run, actions, pending, &mut w)?;
@@ -198,16 +199,22 @@ impl App {
                                 .error(&format!("exporting the trace of {name}: {e}"));
                         }
                     }
-                    Ok(())
+                    Ok(phase.is_done())
                 })();
+                let ended = r.as_ref().is_ok_and(|done| *done);
                 if let Err(e) = r {
                     app.log.error(&format!("run {name}: {e:#}"));
                 }
                 drop(lock);
-                app.local
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&name);
+                let mut local = app.local.lock().unwrap_or_else(|e| e.into_inner());
+                if ended {
+                    // its watchers saw it end here: the follower need not load it again
+                    local.insert(name.clone(), Some(std::time::Instant::now()));
+                } else {
+                    // stopped early (taken over, an error): whoever drives it now is followed
+                    local.remove(&name);
+                }
+                drop(local);
                 app.driving.fetch_sub(1, Ordering::SeqCst);
             });
         if let Err(e) = spawned {
@@ -324,6 +331,8 @@ impl App {
             next: i64,
             watch: hub::HubWatch,
         }
+        // runs unfinished or finished this long ago
+        const RECENT_MS: i64 = 60_000;
         // the other processes' runs do not count in this server's metrics
         let metrics = Arc::new(metrics::Metrics::default());
         let mut followed: HashMap<String, Followed> = HashMap::new();
@@ -334,13 +343,19 @@ impl App {
                     store = Some(Store::open(&self.env.db, self.env.durability)?);
                 }
                 let Some(s) = &store else { return Ok(()) };
-                let active = s.recent_runs(now_ms() - 60_000)?;
-                let local = self.local.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let active = s.recent_runs(now_ms() - RECENT_MS)?;
+                let local = {
+                    let mut l = self.local.lock().unwrap_or_else(|e| e.into_inner());
+                    l.retain(|_, ended| {
+                        ended.is_none_or(|t| t.elapsed().as_millis() < 2 * RECENT_MS as u128)
+                    });
+                    l.clone()
+                };
                 followed.retain(|name, _| {
-                    active.iter().any(|(n, _)| n == name) && !local.contains(name)
+                    active.iter().any(|(n, _)| n == name) && !local.contains_key(name)
                 });
                 for (name, next) in active {
-                    if local.contains(&name) {
+                    if local.contains_key(&name) {
                         continue;
                     }
                     match followed.get_mut(&name) {
@@ -348,8 +363,12 @@ impl App {
                             for (seq, at, ev) in s.events_since(&name, f.next)? {
                                 if let Event::Finished { node, .. } = &ev {
                                     // its log, for this server's readers
-                                    let _ =
-                                        crate::cluster::materialize_log(&self.env, s, &name, node);
+                                    let _ = crate::cluster::materialize_log(
+                                        &self.env.work_root(),
+                                        s,
+                                        &name,
+                                        node,
+                                    );
                                 }
                                 f.run.step(ev, at);
                                 f.next = seq + 1;
