@@ -98,7 +98,7 @@ echo "machine idle while the tasks ran: $(echo "scale=2; ($idle_after - $idle_be
 ok=$(psql -qtA "$base/weir" -c "SELECT count(*) FROM runs WHERE phase = 'Succeeded'")
 if [ -n "${PG_STATS:-}" ]; then
     psql -q "$base/weir" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
-        -c "SELECT calls, round(total_exec_time::numeric) AS exec_ms, round(total_plan_time::numeric) AS plan_ms, rows, jit_functions AS jit_fns, round((jit_generation_time + jit_inlining_time + jit_optimization_time + jit_emission_time)::numeric) AS jit_ms, left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'weir') ORDER BY total_exec_time + total_plan_time DESC LIMIT 25"
+        -c "SELECT calls, round(total_exec_time::numeric) AS exec_ms, round(total_plan_time::numeric) AS plan_ms, rows, shared_blks_hit + shared_blks_read AS blocks, wal_bytes / 1024 AS wal_kib, left(regexp_replace(query, '\s+', ' ', 'g'), 110) AS query FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'weir') ORDER BY shared_blks_hit + shared_blks_read DESC LIMIT 25"
 fi
 python3 - "$tasks" "$runs" "$ok" "$start" "$end" "$tps1" "$tpsw" "$workers" <<'PY'
 import sys

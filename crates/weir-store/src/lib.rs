@@ -13,7 +13,7 @@ mod transfer;
 
 pub use access::{AuditEntry, LabelReq, LineageEdge, RunQuery, TemplateRecord, TokenRecord};
 pub use artifacts::LocalRepo;
-pub use queue::{Channel, Claimed, NewTask, Offer, Quota, TaskUpdate};
+pub use queue::{Channel, Claimed, NewTask, Offer, Quota, Since, TaskUpdate};
 pub use store::{
     Acquire, Durability, LockState, RunRecord, RunSummary, Store, is_postgres_url, redact_url,
 };

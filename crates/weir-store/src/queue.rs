@@ -9,7 +9,7 @@
 
 use weir_core::run::Millis;
 
-use crate::db::{Conn, P, p};
+use crate::db::{Conn, P, Row, V, p};
 use crate::{Error, Result, Store};
 
 /// The database's clock in milliseconds (one clock for every process, whatever their hosts').
@@ -68,6 +68,29 @@ pub enum TaskUpdate {
         /// Its worker kept its log in the store ([`Store::task_log`]).
         logged: bool,
     },
+}
+
+/// Where a reader of task changes is ([`Store::task_updates`]): the changes of transactions
+/// before it were read. The default reads everything.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Since(i64);
+
+/// A row of (node, state, pid, result, logged) from column `at` on.
+fn task_update(r: &Row, at: usize) -> Result<TaskUpdate> {
+    let node = r.s(at)?;
+    Ok(if r.s(at + 1)? == "done" {
+        TaskUpdate::Done {
+            node,
+            result: r.os(at + 3)?.unwrap_or_default(),
+            logged: r.i(at + 4)? != 0,
+        }
+    } else {
+        let pid = r
+            .oi(at + 2)?
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|p| *p > 0);
+        TaskUpdate::Started { node, pid }
+    })
 }
 
 /// What a connection listens for.
@@ -311,7 +334,7 @@ impl Store {
                 return Ok(Vec::new());
             }
             let mut claimed = c.rows(
-                "UPDATE tasks SET state = 'running', worker = ?2, epoch = epoch + 1, pid = NULL, reported = 0,
+                "UPDATE tasks SET state = 'running', worker = ?2, epoch = epoch + 1, pid = NULL, changed = NULL,
                         lease_until = clock_timestamp() + CAST(?3 AS BIGINT) * interval '1 millisecond'
                  WHERE id = ANY(?1)
                  RETURNING id, epoch, run, node, spec, cpu_milli, memory, gpu",
@@ -416,7 +439,8 @@ impl Store {
         let epochs: Vec<i64> = started.iter().map(|s| s.1).collect();
         let pids: Vec<i64> = started.iter().map(|s| s.2.map_or(0, i64::from)).collect();
         self.conn.exec(
-            "UPDATE tasks SET pid = u.pid FROM unnest(?1::bigint[], ?2::bigint[], ?3::bigint[]) AS u(id, epoch, pid)
+            "UPDATE tasks SET pid = u.pid, changed = pg_current_xact_id()
+             FROM unnest(?1::bigint[], ?2::bigint[], ?3::bigint[]) AS u(id, epoch, pid)
              WHERE tasks.id = u.id AND tasks.epoch = u.epoch AND tasks.state = 'running'",
             &[P::IA(&ids), P::IA(&epochs), P::IA(&pids)],
         )?;
@@ -436,7 +460,7 @@ impl Store {
             .conn
             .rows(
                 "UPDATE tasks SET state = 'done', result = u.result, lease_until = NULL,
-                        pid = coalesce(nullif(u.pid, 0), tasks.pid)
+                        pid = coalesce(nullif(u.pid, 0), tasks.pid), changed = pg_current_xact_id()
                  FROM unnest(?1::bigint[], ?2::bigint[], ?3::text[], ?4::bigint[]) AS u(id, epoch, result, pid)
                  WHERE tasks.id = u.id AND tasks.epoch = u.epoch AND tasks.state = 'running'
                  RETURNING tasks.id",
@@ -505,7 +529,9 @@ impl Store {
             for r in &expired {
                 let res = result(&r.s(3)?);
                 c.exec(
-                    "UPDATE tasks SET state = 'done', result = ?2, epoch = epoch + 1, lease_until = NULL WHERE id = ?1",
+                    "UPDATE tasks SET state = 'done', result = ?2, epoch = epoch + 1, lease_until = NULL,
+                            changed = pg_current_xact_id()
+                     WHERE id = ?1",
                     p![r.i(0)?, &res],
                 )?;
                 out.push((r.s(1)?, r.s(2)?));
@@ -517,61 +543,67 @@ impl Store {
         })
     }
 
-    /// What changed for these runs' tasks since last asked: tasks that started, and tasks that
-    /// finished (each handed over once, marked so in the same statement; see
-    /// [`Store::redeliver`] for a run's new owner).
-    pub fn task_updates(&self, runs: &[&str], owner: &str) -> Result<Vec<(String, TaskUpdate)>> {
+    /// What changed for these runs' tasks since `since`: tasks that started, and tasks that
+    /// finished, each as it is now; and where the next call goes on from.
+    ///
+    /// Nothing is written: every report stamps its rows with its transaction's id (`changed`),
+    /// and this reads the rows stamped by transactions from `since` up to the oldest one still
+    /// in progress — all of those have ended, so none of their rows can appear later. A change
+    /// may come twice (after [`Store::run_updates`], or when a reader starts over from
+    /// [`Since::default`]): its driver skips what it recorded already.
+    pub fn task_updates(
+        &self,
+        runs: &[&str],
+        owner: &str,
+        since: Since,
+    ) -> Result<(Vec<(String, TaskUpdate)>, Since)> {
         let c = self.need_pg("the task queue")?;
-        if runs.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut rows = c.rows(
-            // only runs `owner` still holds: a process that lost a run takes nothing of it; rows
-            // a worker is writing now are skipped: they come at the next call
-            "UPDATE tasks SET reported = CASE WHEN state = 'done' THEN 2 ELSE 1 END
-             WHERE id IN (SELECT id FROM tasks WHERE run = ANY(?1)
-                            AND run IN (SELECT name FROM runs WHERE name = ANY(?1) AND owner = ?2)
-                            AND ((state = 'running' AND pid IS NOT NULL AND reported = 0) OR (state = 'done' AND reported < 2))
-                          ORDER BY id FOR UPDATE SKIP LOCKED)
-             RETURNING id, run, node, state, pid, result,
-                       state = 'done' AND EXISTS (SELECT 1 FROM task_logs l
-                                                  WHERE l.run = tasks.run AND l.node = tasks.node)",
-            &[P::TA(runs), owner.into()],
+        // only runs `owner` still holds: a process that lost a run takes nothing of it
+        let rows = c.rows(
+            // the changed rows first, by their index (a plan prepared once must not go through
+            // every task of the runs instead)
+            "WITH s AS MATERIALIZED (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS upto),
+                  c AS MATERIALIZED (
+                      SELECT id, run, node, state, pid, result FROM tasks
+                      WHERE changed >= CAST(CAST(CAST(?3 AS BIGINT) AS TEXT) AS xid8)
+                        AND changed < (SELECT upto FROM s))
+             SELECT CAST(CAST(s.upto AS TEXT) AS BIGINT), c.run, c.node, c.state, c.pid, c.result,
+                    c.state = 'done' AND EXISTS (SELECT 1 FROM task_logs l
+                                                 WHERE l.run = c.run AND l.node = c.node)
+             FROM s LEFT JOIN c
+               ON c.run = ANY(?1) AND c.run IN (SELECT name FROM runs WHERE name = ANY(?1) AND owner = ?2)
+             ORDER BY c.id",
+            &[P::TA(runs), owner.into(), since.0.into()],
         )?;
-        rows.sort_by_key(|r| r.i(0).unwrap_or(0));
-        rows.iter()
-            .map(|r| {
-                let (run, node) = (r.s(1)?, r.s(2)?);
-                Ok((
-                    run,
-                    if r.s(3)? == "done" {
-                        TaskUpdate::Done {
-                            node,
-                            result: r.os(5)?.unwrap_or_default(),
-                            logged: r.i(6)? != 0,
-                        }
-                    } else {
-                        let pid = r
-                            .oi(4)?
-                            .and_then(|p| u32::try_from(p).ok())
-                            .filter(|p| *p > 0);
-                        TaskUpdate::Started { node, pid }
-                    },
-                ))
-            })
-            .collect()
+        let upto = match rows.first() {
+            Some(r) => Since(r.i(0)?),
+            None => since,
+        };
+        let updates = rows
+            .iter()
+            .filter(|r| !matches!(r.get(1), None | Some(V::Null)))
+            .map(|r| Ok((r.s(1)?, task_update(r, 2)?)))
+            .collect::<Result<_>>()?;
+        Ok((updates, upto))
     }
 
-    /// A run's task changes not yet recorded in its log are handed over again, starts and
-    /// results (its new owner registered it, or the connection that read them was lost).
-    pub fn redeliver(&self, run: &str) -> Result<()> {
+    /// Every start and result of a run's tasks not yet recorded in its log (for its new owner,
+    /// which may have been handed none of them; or a driver that starts over).
+    pub fn run_updates(&self, run: &str, owner: &str) -> Result<Vec<TaskUpdate>> {
         let c = self.need_pg("the task queue")?;
-        c.exec(
-            "UPDATE tasks SET reported = CASE WHEN state = 'done' THEN 1 ELSE 0 END
-             WHERE run = ?1 AND reported > 0",
-            p![run],
-        )?;
-        Ok(())
+        c.rows(
+            "SELECT t.node, t.state, t.pid, t.result,
+                    t.state = 'done' AND EXISTS (SELECT 1 FROM task_logs l
+                                                 WHERE l.run = t.run AND l.node = t.node)
+             FROM tasks t
+             WHERE t.run = ?1 AND t.changed IS NOT NULL
+               AND t.run IN (SELECT name FROM runs WHERE name = ?1 AND owner = ?2)
+             ORDER BY t.id",
+            p![run, owner],
+        )?
+        .iter()
+        .map(|r| task_update(r, 0))
+        .collect()
     }
 
     /// The driver recorded these finished tasks in its run's log: their rows go.
@@ -602,7 +634,8 @@ impl Store {
         let c = self.need_pg("the task queue")?;
         c.tx(|c| {
             c.exec(
-                "UPDATE tasks SET state = 'done', result = ?3, epoch = epoch + 1 WHERE run = ?1 AND node = ?2 AND state = 'queued'",
+                "UPDATE tasks SET state = 'done', result = ?3, epoch = epoch + 1, changed = pg_current_xact_id()
+                 WHERE run = ?1 AND node = ?2 AND state = 'queued'",
                 p![run, node, result],
             )?;
             c.exec(

@@ -268,13 +268,13 @@ CREATE TABLE tasks (
     pid         BIGINT,
     cancel      BIGINT NOT NULL DEFAULT 0,
     result      TEXT,
-    reported    BIGINT NOT NULL DEFAULT 0,
+    -- the transaction that reported its start or result last (what run drivers read from)
+    changed     xid8,
     UNIQUE (run, node)
 );
 -- few indexes: every change of a task's state writes each index whose predicate it enters
 CREATE INDEX tasks_queued ON tasks(priority DESC, id) WHERE state = 'queued';
-CREATE INDEX tasks_unreported ON tasks(run, id)
-    WHERE (state = 'running' AND pid IS NOT NULL AND reported = 0) OR (state = 'done' AND reported < 2);
+CREATE INDEX tasks_changed ON tasks(changed) WHERE changed IS NOT NULL;
 CREATE TABLE task_logs (
     run  TEXT NOT NULL REFERENCES runs(name) ON DELETE CASCADE,
     node TEXT NOT NULL,

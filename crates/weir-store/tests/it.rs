@@ -4,8 +4,8 @@
 
 use weir_core::run::{Event, Lock, Phase, Submission};
 use weir_store::{
-    Acquire, AuditEntry, Durability, Error, LabelReq, LineageEdge, NewTask, Offer, RunQuery, Store,
-    TaskUpdate, TokenRecord,
+    Acquire, AuditEntry, Durability, Error, LabelReq, LineageEdge, NewTask, Offer, RunQuery, Since,
+    Store, TaskUpdate, TokenRecord,
 };
 
 /// One database of the backend under test; `open` gives another connection to it.
@@ -102,6 +102,7 @@ postgres_only!(
     a_run_has_one_owner_and_a_taken_over_driver_is_fenced,
     tasks_are_claimed_once_and_a_late_result_is_refused,
     claims_honour_selectors_resources_quotas_and_priority,
+    a_change_committed_after_a_later_one_is_not_skipped,
 );
 
 fn submission(name: &str, ns: &str, created_at: i64, labels: &[(&str, &str)]) -> Submission {
@@ -639,8 +640,14 @@ fn tasks_are_claimed_once_and_a_late_result_is_refused(db: &Db) {
     s2.enqueue(&[task("r2", "x", 0, "{}", 0)]).unwrap();
     let c = s2.claim("w-slow", &offer(1), 1).unwrap().remove(0);
     s2.mark_started(&[(c.id, c.epoch, Some(42))]).unwrap();
+    // another process's run: nothing of it
+    let (other, _) = s
+        .task_updates(&["r2"], "someone else", Since::default())
+        .unwrap();
+    assert!(other.is_empty());
+    let (got, since) = read_changes(&s, "r2", Since::default(), 1);
     assert_eq!(
-        s.task_updates(&["r2"], "owner").unwrap(),
+        got,
         [(
             "r2".to_string(),
             TaskUpdate::Started {
@@ -649,8 +656,16 @@ fn tasks_are_claimed_once_and_a_late_result_is_refused(db: &Db) {
             }
         )]
     );
-    // handed over once
-    assert!(s.task_updates(&["r2"], "owner").unwrap().is_empty());
+    // read once from where the last read stopped; a new owner gets it all again
+    let (again, since) = s.task_updates(&["r2"], "owner", since).unwrap();
+    assert!(again.is_empty(), "{again:?}");
+    assert_eq!(
+        s.run_updates("r2", "owner").unwrap(),
+        [TaskUpdate::Started {
+            node: "x".into(),
+            pid: Some(42)
+        }]
+    );
     std::thread::sleep(std::time::Duration::from_millis(20));
     let reaped = s
         .reap_expired(&|w| format!("{{\"error\":\"worker {w} lost\"}}"))
@@ -663,7 +678,7 @@ fn tasks_are_claimed_once_and_a_late_result_is_refused(db: &Db) {
         [false]
     );
     assert_eq!(
-        s.task_updates(&["r2"], "owner").unwrap(),
+        read_changes(&s, "r2", since, 1).0,
         [(
             "r2".to_string(),
             TaskUpdate::Done {
@@ -710,7 +725,7 @@ fn tasks_are_claimed_once_and_a_late_result_is_refused(db: &Db) {
         .map(|t| (t.node == "a").then_some(("r4", "a", "hello\n")))
         .collect();
     assert_eq!(s2.report(&[], &done, &logs).unwrap(), [true, true]);
-    let mut got = s.task_updates(&["r4"], "owner").unwrap();
+    let (mut got, _) = read_changes(&s, "r4", Since::default(), 2);
     got.sort_by(|x, y| format!("{x:?}").cmp(&format!("{y:?}")));
     assert_eq!(
         got,
@@ -862,4 +877,63 @@ fn locks_are_granted_in_order_all_at_once_and_given_back(db: &Db) {
         b.try_acquire("r6", "n6", &db, 0).unwrap(),
         Acquire::Acquired
     );
+}
+
+/// Drivers read task changes from where their last read stopped, without marking anything: a
+/// report that commits after a later-started one must still be read.
+fn a_change_committed_after_a_later_one_is_not_skipped(db: &Db) {
+    let mut s = db.open();
+    s.create_run(&submission("r", "ns", 1, &[])).unwrap();
+    s.claim_run("r", "owner", 60_000).unwrap().unwrap();
+    s.enqueue(&[task("r", "slow", 0, "{}", 0), task("r", "fast", 0, "{}", 0)])
+        .unwrap();
+    let claimed = s.claim("w", &offer(2), 60_000).unwrap();
+    let id = |n: &str| claimed.iter().find(|t| t.node == n).unwrap();
+    // a worker's report stays open (its transaction began first)...
+    let mut slow = postgres_admin(&db.location);
+    let mut tx = slow.transaction().unwrap();
+    tx.execute(
+        "UPDATE tasks SET state = 'done', result = '{}', changed = pg_current_xact_id() WHERE id = $1",
+        &[&id("slow").id],
+    )
+    .unwrap();
+    // ...while another worker's report commits
+    let f = id("fast");
+    assert_eq!(s.complete(&[(f.id, f.epoch, "{}".into())]).unwrap(), [true]);
+    let (first, since) = s.task_updates(&["r"], "owner", Since::default()).unwrap();
+    assert!(first.is_empty(), "read past an open report: {first:?}");
+    tx.commit().unwrap();
+    let (mut then, since) = read_changes(&s, "r", since, 2);
+    then.sort_by(|x, y| format!("{x:?}").cmp(&format!("{y:?}")));
+    let nodes: Vec<_> = then
+        .iter()
+        .map(|(_, u)| match u {
+            TaskUpdate::Done { node, .. } => node.as_str(),
+            TaskUpdate::Started { node, .. } => panic!("{node} was not started"),
+        })
+        .collect();
+    assert_eq!(nodes, ["fast", "slow"]);
+    assert!(s.task_updates(&["r"], "owner", since).unwrap().0.is_empty());
+}
+
+/// Reads a run's task changes (of the run's owner, "owner") until `n` came or 10 s passed:
+/// the transactions of other tests on the same server may hold reading back for a moment (the
+/// horizon of what is read is the server's).
+fn read_changes(
+    s: &Store,
+    run: &str,
+    since: Since,
+    n: usize,
+) -> (Vec<(String, TaskUpdate)>, Since) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let (mut got, mut at) = (Vec::new(), since);
+    loop {
+        let (more, next) = s.task_updates(&[run], "owner", at).unwrap();
+        got.extend(more);
+        at = next;
+        if got.len() >= n || std::time::Instant::now() > deadline {
+            return (got, at);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
 }

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use weir_core::run::{ArtifactRef, S3Access, TaskResult, TaskSpec};
 use weir_exec::{Capacity, Executor, ProcessConfig, ProcessExecutor, Update};
-use weir_store::{Channel, Durability, NewTask, Offer, Store, TaskUpdate};
+use weir_store::{Channel, Durability, NewTask, Offer, Since, Store, TaskUpdate};
 
 use crate::driver::Env;
 
@@ -42,6 +42,34 @@ fn process_id(role: &str) -> String {
     let nonce = crate::driver::now_ms() % 1_000_000;
     format!("{role}-{host}-{}-{nonce}", std::process::id())
 }
+
+/// Hands a task's change to its run's driver; a finished task's log first goes where this
+/// process's readers look (under `logs`), so a reader of a finished node finds it.
+fn deliver(s: &Store, run: &str, tx: &Sender<Update>, logs: &Path, u: TaskUpdate) {
+    let _ = tx.send(match u {
+        TaskUpdate::Started { node, pid } => Update::Started {
+            node,
+            pid: pid.unwrap_or(0),
+        },
+        TaskUpdate::Done {
+            node,
+            result,
+            logged,
+        } => {
+            if logged && let Err(e) = materialize_log(logs, s, run, &node) {
+                eprintln!("weir: the log of {run}/{node}: {e:#}");
+            }
+            let result = serde_json::from_str(&result).unwrap_or_else(|e| TaskResult {
+                error: Some(format!("the task's result is unreadable: {e}")),
+                ..Default::default()
+            });
+            Update::Finished { node, result }
+        }
+    });
+}
+
+/// How long a task runs before its worker reports that it started (see [`work`]).
+const START_REPORT_DELAY: Duration = Duration::from_millis(50);
 
 /// The lease of runs and tasks: `WEIR_LEASE_MS`, 10 s by default.
 pub fn lease_ms() -> i64 {
@@ -172,6 +200,8 @@ impl Cluster {
         let mut polled = Instant::now();
         let mut pending: Vec<Cmd> = Vec::new();
         let mut store: Option<Store> = None;
+        // where the reading of task changes stands
+        let mut since = Since::default();
         loop {
             let wait = if routes.is_empty() && pending.is_empty() {
                 Duration::from_millis(200)
@@ -188,10 +218,9 @@ impl Cluster {
                 if store.is_none() {
                     let s = Store::connect(self.db.to_str().unwrap_or_default())?;
                     s.listen(Channel::Done)?;
-                    // after a reconnection, results not yet recorded are handed over again
-                    for run in routes.keys() {
-                        s.redeliver(run)?;
-                    }
+                    // after a reconnection, what was read may have been lost on the way: the
+                    // changes not yet recorded come again (the drivers skip what they have)
+                    since = Since::default();
                     store = Some(s);
                 }
                 let Some(s) = &store else { return Ok(()) };
@@ -201,7 +230,9 @@ impl Cluster {
                     match c {
                         Cmd::Register(run, tx, logs) => {
                             // what an earlier owner was handed and did not record comes again
-                            s.redeliver(run)?;
+                            for u in s.run_updates(run, &self.owner)? {
+                                deliver(s, run, tx, logs, u);
+                            }
                             routes.insert(run.clone(), (tx.clone(), logs.clone()));
                         }
                         Cmd::Unregister(run) => {
@@ -236,38 +267,13 @@ impl Cluster {
                     return Ok(());
                 }
                 let runs: Vec<&str> = routes.keys().map(String::as_str).collect();
-                let updates = s.task_updates(&runs, &self.owner)?;
+                let (updates, upto) = s.task_updates(&runs, &self.owner, since)?;
+                since = upto;
                 let mut fresh = 0;
                 for (run, u) in updates {
-                    let Some((tx, logs)) = routes.get(&run) else {
-                        continue;
-                    };
-                    match u {
-                        TaskUpdate::Started { node, pid } => {
-                            let _ = tx.send(Update::Started {
-                                node,
-                                pid: pid.unwrap_or(0),
-                            });
-                            fresh += 1;
-                        }
-                        TaskUpdate::Done {
-                            node,
-                            result,
-                            logged,
-                        } => {
-                            // its log, where this process's readers look (before the driver
-                            // records the result: a reader of a finished node finds its log)
-                            if logged && let Err(e) = materialize_log(logs, s, &run, &node) {
-                                eprintln!("weir: the log of {run}/{node}: {e:#}");
-                            }
-                            let result =
-                                serde_json::from_str(&result).unwrap_or_else(|e| TaskResult {
-                                    error: Some(format!("the task's result is unreadable: {e}")),
-                                    ..Default::default()
-                                });
-                            let _ = tx.send(Update::Finished { node, result });
-                            fresh += 1;
-                        }
+                    if let Some((tx, logs)) = routes.get(&run) {
+                        deliver(s, &run, tx, logs, u);
+                        fresh += 1;
                     }
                 }
                 if fresh == 0 {
@@ -601,7 +607,8 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
             .context("starting the heartbeat thread")?;
     }
     let mut store: Option<Store> = None;
-    let mut started: Vec<(i64, i64, Option<u32>)> = Vec::new();
+    // (id, epoch, pid, when it started)
+    let mut started: Vec<(i64, i64, Option<u32>, Instant)> = Vec::new();
     // (node, id, epoch, result, (run, log))
     #[allow(clippy::type_complexity)]
     let mut done: Vec<(String, i64, i64, String, Option<(String, String)>)> = Vec::new();
@@ -627,7 +634,7 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
                 match u {
                     Update::Started { node, pid } => {
                         if let Some(t) = h.get(&node) {
-                            started.push((t.id, t.epoch, Some(pid)));
+                            started.push((t.id, t.epoch, Some(pid), Instant::now()));
                         }
                     }
                     Update::Finished { node, result } => {
@@ -654,7 +661,16 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
                 store = Some(s);
             }
             let Some(s) = &store else { return Ok(false) };
-            if !started.is_empty() || !done.is_empty() {
+            // A start is reported once the task has run for a moment: most short tasks finish
+            // before, and are written once, finished (with their pid).
+            let finishing: std::collections::HashSet<i64> =
+                done.iter().map(|(_, id, ..)| *id).collect();
+            let report: Vec<(i64, i64, Option<u32>)> = started
+                .iter()
+                .filter(|s| finishing.contains(&s.0) || s.3.elapsed() >= START_REPORT_DELAY)
+                .map(|&(i, e, p, _)| (i, e, p))
+                .collect();
+            if !report.is_empty() || !done.is_empty() {
                 let batch: Vec<(i64, i64, String)> = done
                     .iter()
                     .map(|(_, i, e, r, _)| (*i, *e, r.clone()))
@@ -666,8 +682,9 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
                             .map(|(run, text)| (run.as_str(), node.as_str(), text.as_str()))
                     })
                     .collect();
-                let accepted = s.report(&started, &batch, &logs)?;
-                started.clear();
+                let accepted = s.report(&report, &batch, &logs)?;
+                let reported: std::collections::HashSet<i64> = report.iter().map(|r| r.0).collect();
+                started.retain(|s| !reported.contains(&s.0));
                 let mut h = held.lock().unwrap_or_else(|e| e.into_inner());
                 for ((node, ..), ok) in done.iter().zip(accepted) {
                     if !ok {
