@@ -8,7 +8,7 @@ use weir_core::run::{Event, Lock, Metric, Millis, Phase, Submission};
 use crate::db::{Conn, P, Row, p};
 use crate::{Error, Result};
 
-const SCHEMA_VERSION: i64 = 9;
+const SCHEMA_VERSION: i64 = 10;
 
 /// SQLite's schema, one step per version.
 const MIGRATIONS: &[&str] = &[
@@ -135,6 +135,8 @@ ALTER TABLE runs ADD COLUMN owner_epoch INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE runs ADD COLUMN owner_until INTEGER;
 ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
 ",
+    // 10: PostgreSQL's task queue only (how drivers read task changes)
+    "",
 ];
 
 /// PostgreSQL's schema: the same tables, integers as BIGINT, and explicit `rowid` columns where
@@ -268,13 +270,13 @@ CREATE TABLE tasks (
     pid         BIGINT,
     cancel      BIGINT NOT NULL DEFAULT 0,
     result      TEXT,
-    -- the transaction that reported its start or result last (what run drivers read from)
-    changed     xid8,
+    reported    BIGINT NOT NULL DEFAULT 0,
     UNIQUE (run, node)
 );
 -- few indexes: every change of a task's state writes each index whose predicate it enters
 CREATE INDEX tasks_queued ON tasks(priority DESC, id) WHERE state = 'queued';
-CREATE INDEX tasks_changed ON tasks(changed) WHERE changed IS NOT NULL;
+CREATE INDEX tasks_unreported ON tasks(run, id)
+    WHERE (state = 'running' AND pid IS NOT NULL AND reported = 0) OR (state = 'done' AND reported < 2);
 CREATE TABLE task_logs (
     run  TEXT NOT NULL REFERENCES runs(name) ON DELETE CASCADE,
     node TEXT NOT NULL,
@@ -293,6 +295,15 @@ CREATE TABLE quotas (
     max_tasks BIGINT,
     max_gpu   BIGINT
 );
+",
+    // 10: drivers read task changes by the transaction that made them, writing nothing; the
+    // starts and results a driver had not recorded yet are read again
+    "
+ALTER TABLE tasks ADD COLUMN changed xid8;
+UPDATE tasks SET changed = pg_current_xact_id() WHERE state = 'done' OR (state = 'running' AND pid IS NOT NULL);
+DROP INDEX tasks_unreported;
+ALTER TABLE tasks DROP COLUMN reported;
+CREATE INDEX tasks_changed ON tasks(changed) WHERE changed IS NOT NULL;
 "];
 
 /// What [`Store::try_acquire`] found.

@@ -103,6 +103,7 @@ postgres_only!(
     tasks_are_claimed_once_and_a_late_result_is_refused,
     claims_honour_selectors_resources_quotas_and_priority,
     a_change_committed_after_a_later_one_is_not_skipped,
+    a_queue_of_schema_9_keeps_its_unrecorded_changes_when_migrated,
 );
 
 fn submission(name: &str, ns: &str, created_at: i64, labels: &[(&str, &str)]) -> Submission {
@@ -936,4 +937,49 @@ fn read_changes(
         }
         std::thread::sleep(std::time::Duration::from_millis(5));
     }
+}
+
+/// Schema 9 marked the changes drivers had read (`reported`); 10 stamps them with their
+/// transaction. A database migrated with tasks in flight keeps every start and result not yet
+/// recorded for the run's driver.
+fn a_queue_of_schema_9_keeps_its_unrecorded_changes_when_migrated(db: &Db) {
+    let mut s = db.open();
+    s.create_run(&submission("r", "ns", 1, &[])).unwrap();
+    s.claim_run("r", "owner", 60_000).unwrap().unwrap();
+    drop(s);
+    // the queue as schema 9 had it, with a result handed over but not recorded, a start, and a
+    // queued task
+    let mut raw = postgres_admin(&db.location);
+    raw.batch_execute(
+        "DROP INDEX tasks_changed;
+         ALTER TABLE tasks DROP COLUMN changed;
+         ALTER TABLE tasks ADD COLUMN reported BIGINT NOT NULL DEFAULT 0;
+         CREATE INDEX tasks_unreported ON tasks(run, id)
+             WHERE (state = 'running' AND pid IS NOT NULL AND reported = 0) OR (state = 'done' AND reported < 2);
+         DELETE FROM weir_schema WHERE version = 10;
+         INSERT INTO tasks (run, node, namespace, spec, state, pid, result, reported) VALUES
+             ('r', 'finished', 'ns', '{}', 'done', 7, '{\"exit_code\":0}', 2),
+             ('r', 'started', 'ns', '{}', 'running', 8, NULL, 1),
+             ('r', 'waiting', 'ns', '{}', 'queued', NULL, NULL, 0);",
+    )
+    .unwrap();
+    drop(raw);
+    let s = db.open();
+    assert_eq!(s.schema_version().unwrap(), 10);
+    assert_eq!(
+        s.run_updates("r", "owner").unwrap(),
+        [
+            TaskUpdate::Done {
+                node: "finished".into(),
+                result: "{\"exit_code\":0}".into(),
+                logged: false,
+            },
+            TaskUpdate::Started {
+                node: "started".into(),
+                pid: Some(8),
+            },
+        ]
+    );
+    let (read, _) = read_changes(&s, "r", Since::default(), 2);
+    assert_eq!(read.len(), 2, "{read:?}");
 }

@@ -498,7 +498,7 @@ fn a_sqlite_history_moves_to_postgres_whole_or_not_at_all() {
 
     let out = pg.weir(&["migrate"]);
     assert_eq!(out.code, 0, "{}", out.all());
-    assert!(out.stdout.contains("schema version 9"), "{}", out.stdout);
+    assert!(out.stdout.contains("schema version 10"), "{}", out.stdout);
     let out = pg.weir(&["db", "import", file.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{}", out.all());
     // the run, replayed from its imported events, is what SQLite had
