@@ -465,13 +465,7 @@ spec:
     );
     assert_eq!(submit(&b, two_steps).0, 200);
     // the queue's depth is a metric
-    let metrics = http()
-        .get(a.url("/metrics"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let metrics = a.text("/metrics");
     assert!(
         metrics.contains("# TYPE weir_queue_tasks gauge"),
         "{metrics}"
@@ -576,13 +570,7 @@ spec:
         || store.load("remote").unwrap().summary.finished_at.is_some(),
     );
     assert_eq!(store.load("remote").unwrap().summary.phase, "Succeeded");
-    let log = http()
-        .get(srv.url("/api/v1/workflows/default/remote/log"))
-        .call()
-        .unwrap()
-        .body_mut()
-        .read_to_string()
-        .unwrap();
+    let log = srv.text("/api/v1/workflows/default/remote/log");
     assert!(log.contains("hello from the worker"), "{log}");
     assert!(log.contains("got 42"), "{log}");
     // the task ran in the worker's directory, not the server's

@@ -313,6 +313,17 @@ impl ApiServer {
         format!("{}{path}", self.base)
     }
 
+    /// The body of a GET of `path`, as text.
+    pub fn text(&self, path: &str) -> String {
+        http()
+            .get(self.url(path))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    }
+
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
