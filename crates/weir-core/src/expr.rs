@@ -12,6 +12,8 @@ use std::fmt;
 
 use serde_json::Value as Json;
 
+use crate::limits;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Govaluate,
@@ -610,7 +612,26 @@ fn lookup(env: &dyn Env, name: String) -> Val {
 }
 
 impl Evaluator<'_> {
+    /// Evaluates `ast`; a value larger than [`limits::MAX_TEXT`] bytes or
+    /// [`limits::MAX_LIST`] items is an error, so no expression grows without bound.
     fn eval(&self, ast: &Ast) -> R<Val> {
+        let v = self.eval_unbounded(ast)?;
+        match &v {
+            Val::Str(s) if s.len() > limits::MAX_TEXT => err(limits::exceeded(
+                "expression value (bytes)",
+                s.len(),
+                limits::MAX_TEXT,
+            )),
+            Val::List(l) if l.len() > limits::MAX_LIST => err(limits::exceeded(
+                "expression value (items)",
+                l.len(),
+                limits::MAX_LIST,
+            )),
+            _ => Ok(v),
+        }
+    }
+
+    fn eval_unbounded(&self, ast: &Ast) -> R<Val> {
         match ast {
             Ast::Lit(v) => Ok(v.clone()),
             Ast::Var(name) => Ok(lookup(self.env, name.clone())),
@@ -742,7 +763,18 @@ impl Evaluator<'_> {
             "startsWith" => Val::Bool(l.to_text().starts_with(&r.to_text())),
             "endsWith" => Val::Bool(l.to_text().ends_with(&r.to_text())),
             ".." => match (l.num(), r.num()) {
-                (Some(x), Some(y)) => Val::List((x as i64..=y as i64).map(Val::Int).collect()),
+                (Some(x), Some(y)) => {
+                    let (x, y) = (x as i64, y as i64);
+                    let n = (y as i128 - x as i128 + 1).max(0);
+                    if n > limits::MAX_LIST as i128 {
+                        return err(limits::exceeded(
+                            "`..` range (items)",
+                            n as usize,
+                            limits::MAX_LIST,
+                        ));
+                    }
+                    Val::List((x..=y).map(Val::Int).collect())
+                }
                 _ => return err("`..` needs integers"),
             },
             "+" => match (&l, &r) {
@@ -1055,16 +1087,35 @@ fn call(name: &str, args: &[Val]) -> R<Val> {
         ),
         "hasPrefix" => Val::Bool(text(args, 1).starts_with(&text(args, 0))),
         "hasSuffix" => Val::Bool(text(args, 1).ends_with(&text(args, 0))),
-        "repeat" => Val::Str(
-            text(args, 1).repeat(
+        "repeat" => {
+            let (t, n) = (
+                text(args, 1),
                 args.first()
                     .and_then(Val::num)
                     .unwrap_or(0.0)
-                    .clamp(0.0, 1e6) as usize,
-            ),
-        ),
+                    .clamp(0.0, 1e9) as usize,
+            );
+            if t.len().saturating_mul(n) > limits::MAX_TEXT {
+                return err(limits::exceeded(
+                    "repeat (bytes)",
+                    t.len().saturating_mul(n),
+                    limits::MAX_TEXT,
+                ));
+            }
+            Val::Str(t.repeat(n))
+        }
         "replace" if args.len() == 3 => {
-            Val::Str(text(args, 0).replace(&text(args, 1), &text(args, 2)))
+            let (t, from, to) = (text(args, 0), text(args, 1), text(args, 2));
+            let n = if from.is_empty() {
+                t.chars().count() + 1
+            } else {
+                t.matches(from.as_str()).count()
+            };
+            let size = t.len().saturating_add(n.saturating_mul(to.len()));
+            if size > limits::MAX_TEXT {
+                return err(limits::exceeded("replace (bytes)", size, limits::MAX_TEXT));
+            }
+            Val::Str(t.replace(&from, &to))
         }
         "split" => Val::List(
             text(args, 0)

@@ -6,7 +6,10 @@
 
 pub mod diag;
 pub mod expr;
+pub mod limits;
 pub mod load;
+pub mod mask;
+pub mod names;
 pub mod run;
 pub mod spec;
 pub mod subst;

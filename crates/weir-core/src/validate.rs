@@ -16,6 +16,17 @@ pub(crate) fn validate(sub: &Submission, lib: &Library) -> Vec<Problem> {
         lib,
         problems: Vec::new(),
     };
+    if let Err(e) = crate::names::check_name(&sub.name) {
+        v.push("metadata.name", &e);
+    }
+    if let Some(g) = &sub.workflow.metadata.generate_name
+        && let Err(e) = crate::names::check_generate_name(g)
+    {
+        v.push("metadata.generateName", &e);
+    }
+    if let Err(e) = crate::names::check_namespace(&sub.namespace) {
+        v.push("metadata.namespace", &e);
+    }
     let spec = &lib.spec;
     let from_template = sub.workflow.spec.workflow_template_ref.is_some();
     let base = if from_template {

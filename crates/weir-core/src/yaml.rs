@@ -33,6 +33,15 @@ impl Node {
             _ => None,
         }
     }
+    /// The number of nodes in this tree, itself included.
+    pub fn size(&self) -> usize {
+        1 + match &self.value {
+            Yaml::Seq(items) => items.iter().map(Node::size).sum(),
+            Yaml::Map(entries) => entries.iter().map(|(k, v)| k.size() + v.size()).sum(),
+            _ => 0,
+        }
+    }
+
     pub fn as_str(&self) -> Option<&str> {
         match &self.value {
             Yaml::Scalar(s, _) => Some(s),
@@ -117,7 +126,10 @@ fn parse_strict(src: &str) -> Result<Vec<Node>, SyntaxError> {
     let mut parser = Parser::new_from_str(src);
     let mut docs = Vec::new();
     let mut stack: Vec<Frame> = Vec::new();
-    let mut anchors: HashMap<usize, Node> = HashMap::new();
+    // anchored nodes with their sizes; aliases may add at most `MAX_ALIAS_NODES` nodes in all
+    // (a few lines of nested aliases otherwise expand to billions: the "billion laughs")
+    let mut anchors: HashMap<usize, (Node, usize)> = HashMap::new();
+    let mut aliased = 0usize;
     let mut finished: Option<Node> = None;
     let mut depth_guard = 0usize;
     while let Some(ev) = parser.next_event() {
@@ -143,13 +155,26 @@ fn parse_strict(src: &str) -> Result<Vec<Node>, SyntaxError> {
                 None
             }
             Event::Alias(id) => match anchors.get(&id) {
-                Some(n) => Some((
-                    Node {
-                        pos: p,
-                        value: n.value.clone(),
-                    },
-                    0,
-                )),
+                Some((n, size)) => {
+                    aliased = aliased.saturating_add(*size);
+                    if aliased > crate::limits::MAX_ALIAS_NODES {
+                        return Err(SyntaxError {
+                            pos: p,
+                            message: crate::limits::exceeded(
+                                "nodes added by aliases",
+                                aliased,
+                                crate::limits::MAX_ALIAS_NODES,
+                            ),
+                        });
+                    }
+                    Some((
+                        Node {
+                            pos: p,
+                            value: n.value.clone(),
+                        },
+                        0,
+                    ))
+                }
                 None => {
                     return Err(SyntaxError {
                         pos: p,
@@ -228,7 +253,8 @@ fn parse_strict(src: &str) -> Result<Vec<Node>, SyntaxError> {
         };
         if let Some((node, anchor)) = complete {
             if anchor != 0 {
-                anchors.insert(anchor, node.clone());
+                let size = node.size();
+                anchors.insert(anchor, (node.clone(), size));
             }
             match stack.last_mut() {
                 None => finished = Some(node),

@@ -224,7 +224,8 @@ pub(crate) fn load(
     if let Some(raw) = &a.raw {
         fs::write(dest, raw).map_err(err)?;
     } else if a.archived {
-        let mut file = fs::File::open(repo.path(&a.key)).map_err(err)?;
+        let src = repo.path(&a.key).map_err(|e| e.to_string())?;
+        let mut file = fs::File::open(src).map_err(err)?;
         // tar+zstd or tar+gzip, by the stream's magic number
         let mut magic = [0u8; 4];
         let zstd = io::Read::read_exact(&mut file, &mut magic).is_ok()
@@ -248,7 +249,8 @@ pub(crate) fn load(
         if entries.len() == 1 {
             let mut only = entries.remove(0).path();
             if let Some(sub) = a.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                only = only.join(sub.trim_start_matches('/'));
+                only = weir_store::within(&only, sub.trim_start_matches('/'))
+                    .map_err(|e| format!("artifact `{}`: subPath {e}", a.name))?;
                 if !only.exists() {
                     return Err(format!(
                         "artifact `{}`: subPath `{sub}` not found in it",
@@ -263,10 +265,10 @@ pub(crate) fn load(
         } else {
             fs::rename(&staging, dest).map_err(err)?;
         }
-    } else if repo.path(&a.key).is_dir() {
-        copy_tree(&repo.path(&a.key), dest).map_err(err)?;
+    } else if repo.path(&a.key).map_err(|e| e.to_string())?.is_dir() {
+        copy_tree(&repo.path(&a.key).map_err(|e| e.to_string())?, dest).map_err(err)?;
     } else {
-        let src = repo.path(&a.key);
+        let src = repo.path(&a.key).map_err(|e| e.to_string())?;
         if !src.exists() {
             return Err(format!(
                 "artifact `{}`: nothing stored under key `{}`",

@@ -18,7 +18,7 @@ impl Env for Data {
 
 /// Runs the task: its result text, or why it failed.
 pub(crate) fn run(repo: &LocalRepo, d: &DataTask) -> Result<String, String> {
-    let base = repo.path(&d.prefix);
+    let base = repo.path(&d.prefix).map_err(|e| e.to_string())?;
     let mut keys = Vec::new();
     if base.is_file() {
         keys.push(d.prefix.clone());

@@ -18,6 +18,7 @@ pub(crate) fn fetch(repo: &LocalRepo, url: &str) -> Result<ArtifactRef, String> 
     let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let tmp = repo
         .path("fetched")
+        .map_err(|e| e.to_string())?
         .join(format!(".git-{}-{n}", std::process::id()));
     let dir = tmp.join(
         std::path::Path::new(remote.trim_end_matches('/').trim_end_matches(".git"))

@@ -126,6 +126,19 @@ impl ProcessExecutor {
     }
 }
 
+/// `root/rel`, refused (as a task's error) if `rel` would leave `root`.
+fn within(root: &Path, rel: &str) -> Result<PathBuf, String> {
+    weir_store::within(root, rel).map_err(|e| e.to_string())
+}
+
+/// A task's run directory (`runs/RUN`) and work directory (`runs/RUN/work/NODE`), both confined
+/// to the work root.
+fn task_dirs(work_root: &Path, task: &TaskSpec) -> Result<(PathBuf, PathBuf), String> {
+    let run_dir = within(work_root, &task.run)?;
+    let work = within(&run_dir.join("work"), &task.node_id)?;
+    Ok((run_dir, work))
+}
+
 fn which(prog: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path)
@@ -514,20 +527,20 @@ impl Inner {
                 VolumeSource::Empty | VolumeSource::Files(_) => {
                     work.join(format!(".weir-vol-{}", m.name))
                 }
-                VolumeSource::Run(name) => run_dir.join("volumes").join(name),
-                VolumeSource::Claim(claim) => data_dir.join("volumes").join(claim),
+                VolumeSource::Run(name) => within(&run_dir.join("volumes"), name)?,
+                VolumeSource::Claim(claim) => within(&data_dir.join("volumes"), claim)?,
                 VolumeSource::Host(p) => PathBuf::from(p),
             };
             fs::create_dir_all(&host)
                 .map_err(|e| format!("volume `{}` at {}: {e}", m.name, host.display()))?;
             if let VolumeSource::Files(files) = &m.source {
                 for (name, content) in files {
-                    fs::write(host.join(name), content)
+                    fs::write(within(&host, name)?, content)
                         .map_err(|e| format!("volume `{}`: {name}: {e}", m.name))?;
                 }
             }
             if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                host = host.join(sub.trim_start_matches('/'));
+                host = within(&host, sub.trim_start_matches('/'))?;
                 fs::create_dir_all(&host)
                     .map_err(|e| format!("volume `{}` subPath {sub}: {e}", m.name))?;
             }
@@ -593,8 +606,7 @@ impl Inner {
             self.done(task.node_id.clone(), &task.requests, &gpus, result);
             return Ok(());
         }
-        let run_dir = self.cfg.work_root.join(&task.run);
-        let work = run_dir.join("work").join(&task.node_id);
+        let (run_dir, work) = task_dirs(&self.cfg.work_root, &task)?;
         let log_path = ProcessExecutor::log_path(&self.cfg.work_root, &task.run, &task.node_id);
         // A task that exchanges no files with weir gets a tmpfs as its private /tmp, made inside
         // its own mount namespace: nothing to create on the host, nothing to read back.
@@ -882,8 +894,7 @@ impl Inner {
         child: &weir_core::run::ChildRun,
         gpus: Vec<String>,
     ) -> Result<(), String> {
-        let run_dir = self.cfg.work_root.join(&task.run);
-        let work = run_dir.join("work").join(&task.node_id);
+        let (run_dir, work) = task_dirs(&self.cfg.work_root, task)?;
         let logs = run_dir.join("logs");
         for d in [&work, &logs] {
             fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
@@ -1030,12 +1041,13 @@ impl Inner {
                 } else {
                     format!("s3://{}/{}?{}", t.bucket, t.key, t.query)
                 };
-                match crate::s3::upload_path(
-                    &t.bucket,
-                    &t.key,
-                    &t.access,
-                    &self.cfg.repo.path(&saved.key),
-                ) {
+                let upload = self
+                    .cfg
+                    .repo
+                    .path(&saved.key)
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| crate::s3::upload_path(&t.bucket, &t.key, &t.access, &p));
+                match upload {
                     Ok(()) => saved.url = Some(url),
                     Err(e) => {
                         result.error.get_or_insert(format!(

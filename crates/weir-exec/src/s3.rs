@@ -173,7 +173,7 @@ pub fn download(full: &str, access: &S3Access, repo: &LocalRepo) -> Result<Artif
             Ok(())
         })
         .map_err(|e| e.to_string())?;
-    let archived = is_tar_gz(&repo.path(&key));
+    let archived = is_tar_gz(&repo.path(&key).map_err(|e| e.to_string())?);
     Ok(ArtifactRef {
         name: String::new(),
         key,

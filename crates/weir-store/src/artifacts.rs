@@ -20,9 +20,10 @@ impl LocalRepo {
         &self.root
     }
 
-    /// Where the object with `key` lives.
-    pub fn path(&self, key: &str) -> PathBuf {
-        self.root.join(key)
+    /// Where the object with `key` lives: always below the root (a key that would leave it,
+    /// absolute or with `..`, is refused).
+    pub fn path(&self, key: &str) -> Result<PathBuf> {
+        within(&self.root, key)
     }
 
     /// Stores the bytes written by `write` under `key`; returns (blake3 hex, size).
@@ -31,7 +32,7 @@ impl LocalRepo {
         key: &str,
         write: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
     ) -> Result<(String, u64)> {
-        let dest = self.path(key);
+        let dest = self.path(key)?;
         let io_err = |source| Error::Io {
             path: dest.clone(),
             source,
@@ -65,7 +66,7 @@ impl LocalRepo {
         let incoming = format!("{prefix}/.incoming-{:016x}", u64::from_le_bytes(n));
         let (hash, size) = self.put_with(&incoming, write)?;
         let key = format!("{prefix}/{hash}");
-        let (from, to) = (self.path(&incoming), self.path(&key));
+        let (from, to) = (self.path(&incoming)?, self.path(&key)?);
         let r = if to.exists() {
             fs::remove_file(&from)
         } else {
@@ -78,7 +79,12 @@ impl LocalRepo {
     /// Removes what is stored under `prefix`: one object, or everything below it (a run's
     /// artifacts).
     pub fn delete_prefix(&self, prefix: &str) -> Result<()> {
-        let p = self.path(prefix);
+        let p = self.path(prefix)?;
+        if p == self.root {
+            return Err(Error::InvalidName(
+                "refusing to delete the whole artifact repository".into(),
+            ));
+        }
         let r = if p.is_file() {
             fs::remove_file(&p)
         } else {
@@ -89,6 +95,42 @@ impl LocalRepo {
             _ => Ok(()),
         }
     }
+}
+
+/// `root` joined with `rel`, a relative path of plain names (`a/b.txt`, `./a` too): absolute
+/// paths, `..`, NUL and empty paths are refused, so the result is always below `root`. Every
+/// path built from a run name, node id or artifact key goes through here.
+pub fn within(root: &Path, rel: &str) -> Result<PathBuf> {
+    use std::path::Component;
+    let bad = |why: &str| {
+        Err(Error::InvalidName(format!(
+            "`{}` {why}",
+            rel.chars()
+                .take(80)
+                .flat_map(char::escape_debug)
+                .collect::<String>()
+        )))
+    };
+    if rel.contains('\0') {
+        return bad("contains NUL");
+    }
+    let mut out = root.to_path_buf();
+    let mut parts = 0;
+    for c in Path::new(rel).components() {
+        match c {
+            Component::Normal(n) => {
+                out.push(n);
+                parts += 1;
+            }
+            Component::CurDir => {}
+            Component::ParentDir => return bad("leaves its directory (`..`)"),
+            Component::RootDir | Component::Prefix(_) => return bad("is an absolute path"),
+        }
+    }
+    if parts == 0 {
+        return bad("is empty");
+    }
+    Ok(out)
 }
 
 struct HashingWriter<W> {
@@ -121,5 +163,29 @@ unsafe fn libc_getrandom(buf: &mut [u8; 8]) {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0);
         *buf = (t ^ u64::from(std::process::id())).to_le_bytes();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn within_stays_below_its_root() {
+        let root = Path::new("/data/artifacts");
+        assert_eq!(within(root, "a/b.txt").unwrap(), root.join("a/b.txt"));
+        assert_eq!(within(root, "./a/").unwrap(), root.join("a"));
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "a\0b",
+            "a/./..",
+        ] {
+            assert!(within(root, bad).is_err(), "{bad:?}");
+        }
     }
 }

@@ -12,7 +12,7 @@ mod store;
 mod transfer;
 
 pub use access::{AuditEntry, LabelReq, LineageEdge, RunQuery, TemplateRecord, TokenRecord};
-pub use artifacts::LocalRepo;
+pub use artifacts::{LocalRepo, within};
 pub use queue::{Channel, Claimed, NewTask, Offer, Quota, Since, TaskUpdate};
 pub use store::{
     Acquire, Durability, LockState, RunRecord, RunSummary, Store, is_postgres_url, redact_url,
@@ -28,6 +28,9 @@ pub enum Error {
     Ambiguous(String, String),
     #[error("a run named `{0}` already exists")]
     RunExists(String),
+    /// A name or key that would not stay a name: a path outside its root, a bad run name.
+    #[error("{0}")]
+    InvalidName(String),
     #[error("{path}: not a weir database ({source})")]
     NotADatabase {
         path: PathBuf,

@@ -603,6 +603,10 @@ impl Store {
 
     /// Records a new run. Fails if the name is taken.
     pub fn create_run(&mut self, sub: &Submission) -> Result<()> {
+        // the name becomes file names under the data directory: checked at the last door too
+        weir_core::names::check_name(&sub.name)
+            .and_then(|()| weir_core::names::check_namespace(&sub.namespace))
+            .map_err(Error::InvalidName)?;
         let body = serde_json::to_string(sub).map_err(|e| Error::Corrupt(e.to_string()))?;
         let labels = serde_json::to_string(&sub.workflow.metadata.labels)
             .map_err(|e| Error::Corrupt(e.to_string()))?;
@@ -1007,10 +1011,20 @@ impl Store {
 
     /// Every recorded sample, oldest first: (run, time, sample).
     pub fn metrics(&self) -> Result<Vec<(String, Millis, Metric)>> {
+        self.samples(None)
+    }
+
+    /// The samples of the runs of `namespace`, oldest first.
+    pub fn metrics_in(&self, namespace: &str) -> Result<Vec<(String, Millis, Metric)>> {
+        self.samples(Some(namespace))
+    }
+
+    fn samples(&self, namespace: Option<&str>) -> Result<Vec<(String, Millis, Metric)>> {
         self.conn
             .rows(
-                "SELECT run, at, sample FROM metrics ORDER BY at, rowid",
-                p![],
+                "SELECT m.run, m.at, m.sample FROM metrics m JOIN runs r ON r.name = m.run
+                 WHERE CAST(?1 AS TEXT) IS NULL OR r.namespace = ?1 ORDER BY m.at, m.rowid",
+                p![namespace],
             )?
             .iter()
             .map(|r| {

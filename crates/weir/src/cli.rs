@@ -106,7 +106,8 @@ struct Submit {
 enum CacheCmd {
     /// List memoized entries.
     List,
-    /// Delete the entries of a cache (the ConfigMap name in `memoize.cache`), or one key.
+    /// Delete the entries of a cache, or one key. CACHE is NAMESPACE/NAME as `weir cache list`
+    /// shows it, or the ConfigMap name of `memoize.cache` for the `default` namespace.
     Delete { cache: String, key: Option<String> },
 }
 
@@ -1418,6 +1419,11 @@ fn cache(env: &Env, cmd: CacheCmd) -> Result<ExitCode> {
             }
         }
         CacheCmd::Delete { cache, key } => {
+            let cache = if cache.contains('/') {
+                cache
+            } else {
+                crate::driver::memo_cache("default", &cache)
+            };
             let n = store.memo_delete(&cache, key.as_deref())?;
             println!(
                 "deleted {n} entr{} from {cache}",

@@ -64,9 +64,22 @@ impl Env {
     pub fn repo(&self) -> LocalRepo {
         LocalRepo::new(self.data_dir().join("artifacts"))
     }
-    fn lock_path(&self, run: &str) -> PathBuf {
-        self.data_dir().join("locks").join(format!("{run}.lock"))
+    /// A run's directory of work directories and logs (`runs/NAME`), never outside `runs/`.
+    pub fn run_dir(&self, run: &str) -> Result<PathBuf> {
+        Ok(weir_store::within(&self.work_root(), run)?)
     }
+    fn lock_path(&self, run: &str) -> Result<PathBuf> {
+        Ok(weir_store::within(
+            &self.data_dir().join("locks"),
+            &format!("{run}.lock"),
+        )?)
+    }
+}
+
+/// Where the memoized outputs of `cache` (a `memoize.cache.configMap.name`) of `namespace`
+/// are kept: `NAMESPACE/CACHE`.
+pub fn memo_cache(namespace: &str, cache: &str) -> String {
+    format!("{namespace}/{cache}")
 }
 
 pub fn now_ms() -> Millis {
@@ -89,12 +102,16 @@ pub fn delete_run(env: &Env, store: &mut Store, name: &str) -> Result<bool> {
         .filter(|k| !store.object_referenced(k, name).unwrap_or(true))
         .collect();
     store.delete(name)?;
-    remove_dir(&env.work_root().join(name))?;
-    env.repo().delete_prefix(name)?;
+    // a name stored before names were checked may not be a directory of ours: its row goes,
+    // and no file is touched
+    if weir_core::names::check_name(name).is_ok() {
+        remove_dir(&env.run_dir(name)?)?;
+        env.repo().delete_prefix(name)?;
+    }
     for k in unshared {
         env.repo().delete_prefix(&k)?;
     }
-    let _ = std::fs::remove_file(env.lock_path(name));
+    let _ = std::fs::remove_file(env.lock_path(name)?);
     Ok(true)
 }
 
@@ -133,7 +150,7 @@ pub fn try_lock(env: &Env, run: &str) -> Result<Option<RunLock>> {
             epoch,
         }));
     }
-    let path = env.lock_path(run);
+    let path = env.lock_path(run)?;
     if let Some(d) = path.parent() {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
@@ -188,7 +205,7 @@ pub fn recover(env: &Env, store: &Store, name: &str) -> Result<(Run, Vec<Action>
     };
     // pids recorded by the executor: kill what was dispatched but not yet known as started
     let pids: std::collections::HashMap<String, u32> =
-        std::fs::read_to_string(env.work_root().join(name).join("pids"))
+        std::fs::read_to_string(env.run_dir(name)?.join("pids"))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| {
@@ -237,6 +254,8 @@ pub fn drive(
     watch: &mut dyn Watch,
 ) -> Result<Phase> {
     let name = run.submission().name.clone();
+    // memoized outputs are the namespace's own: one namespace's cache is invisible to another
+    let namespace = run.submission().namespace.clone();
     let (tx, rx) = mpsc::channel();
     let cfg = ProcessConfig {
         work_root: env.work_root(),
@@ -305,6 +324,7 @@ pub fn drive(
                     key,
                     max_age_ms,
                 } => {
+                    let cache = memo_cache(&namespace, &cache);
                     let hit = store.memo_entry(&cache, &key, max_age_ms, now_ms())?;
                     let mut from = None;
                     let outputs = hit.and_then(|(o, run)| {
@@ -313,9 +333,9 @@ pub fn drive(
                     });
                     // reused outputs must still be there: a deleted run took its artifacts along
                     let outputs = outputs.filter(|o| {
-                        o.artifacts
-                            .iter()
-                            .all(|a| a.key.is_empty() || env.repo().path(&a.key).exists())
+                        o.artifacts.iter().all(|a| {
+                            a.key.is_empty() || env.repo().path(&a.key).is_ok_and(|p| p.exists())
+                        })
                     });
                     if outputs.is_none() {
                         from = None;
@@ -332,7 +352,7 @@ pub fn drive(
                     outputs,
                 } => {
                     store.memo_put(
-                        &cache,
+                        &memo_cache(&namespace, &cache),
                         &key,
                         &serde_json::to_string(&outputs)?,
                         now_ms(),
@@ -387,7 +407,10 @@ pub fn drive(
                                 .node_by_id(node)
                                 .is_some_and(|n| n.phase == Phase::Succeeded))
                     {
-                        remove_dir(&env.work_root().join(&name).join("work").join(node))?;
+                        remove_dir(&weir_store::within(
+                            &env.run_dir(&name)?.join("work"),
+                            node,
+                        )?)?;
                     }
                 }
             }
@@ -534,7 +557,7 @@ pub fn drive(
         let c = run.cleanup();
         let ok = run.phase() == Phase::Succeeded;
         if c.pod_gc == PodGc::OnWorkflowCompletion || (c.pod_gc == PodGc::OnWorkflowSuccess && ok) {
-            remove_dir(&env.work_root().join(&name).join("work"))?;
+            remove_dir(&env.run_dir(&name)?.join("work"))?;
         }
         for key in &c.artifacts_at_completion {
             // the copy in an S3-compatible store goes too

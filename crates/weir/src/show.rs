@@ -467,6 +467,33 @@ pub fn list_text(runs: &[RunSummary], wide: bool, now: Millis) -> String {
 }
 
 /// Metric samples in Prometheus' text format: a gauge's latest value, a counter's sum, a
+/// A label value in Prometheus' text format: `\`, `"` and newlines escaped, so a value cannot
+/// end its line and forge another sample.
+pub fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// A metric or label name as Prometheus takes it: `[a-zA-Z_:][a-zA-Z0-9_:]*`, any other
+/// character replaced by `_`.
+pub fn metric_name(n: &str) -> String {
+    let mut out: String = n
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '_' || c == ':' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if out.is_empty() || out.starts_with(|c: char| c.is_ascii_digit()) {
+        out.insert(0, '_');
+    }
+    out
+}
+
 /// histogram's cumulative buckets with `_sum` and `_count`, per name and label set.
 pub fn prometheus_text(samples: &[weir_core::run::Metric]) -> String {
     use std::collections::BTreeMap;
@@ -482,7 +509,7 @@ pub fn prometheus_text(samples: &[weir_core::run::Metric]) -> String {
         let labels = m
             .labels
             .iter()
-            .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
+            .map(|(k, v)| format!("{}=\"{}\"", metric_name(k), label_value(v)))
             .collect::<Vec<_>>()
             .join(",");
         let entry = by_name.entry(m.name.as_str()).or_insert((
@@ -511,6 +538,8 @@ pub fn prometheus_text(samples: &[weir_core::run::Metric]) -> String {
     }
     let mut out = String::new();
     for (name, (help, kind, series)) in by_name {
+        let name = metric_name(name);
+        let help = help.replace('\\', "\\\\").replace('\n', "\\n");
         let _ = writeln!(out, "# HELP {name} {help}");
         let _ = writeln!(out, "# TYPE {name} {kind}");
         for (labels, s) in series {

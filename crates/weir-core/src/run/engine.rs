@@ -10,6 +10,7 @@ use super::sync;
 use super::vars::{Vars, parse_duration, rfc3339};
 use super::*;
 use crate::expr::{self, Depends, Mode, Val};
+use crate::limits;
 use crate::spec::{Arguments, ContinueOn, Kind, Step, WorkflowSpec};
 use crate::subst::substitute;
 
@@ -448,7 +449,10 @@ impl Run {
             .insert("workflow.parameters.json".into(), all.clone());
         self.globals.insert("workflow.parameters".into(), all);
         if let Some(secs) = spec.active_deadline_seconds {
-            self.arm(Timer::Deadline, self.now + secs * 1000);
+            self.arm(
+                Timer::Deadline,
+                self.now.saturating_add(secs.saturating_mul(1000)),
+            );
         }
         if spec.suspend == Some(true) {
             self.suspended = true;
@@ -1214,7 +1218,43 @@ impl Run {
         self.execute(call)
     }
 
+    /// Runs `call`'s template, bounded: templates nested [`limits::MAX_DEPTH`] deep within one
+    /// step of the machine, or a run past [`limits::MAX_NODES`] nodes, get an errored node
+    /// instead (and a run that starts that way is refused, see `Run::start`).
     fn execute(&mut self, call: Call) -> usize {
+        let over = if self.depth >= limits::MAX_DEPTH {
+            Some(format!(
+                "Maximum recursion depth exceeded at template `{}`: {}",
+                call.tmpl.name,
+                limits::exceeded(
+                    "templates nested without a task in between",
+                    self.depth + 1,
+                    limits::MAX_DEPTH
+                )
+            ))
+        } else if self.nodes.len() >= limits::MAX_NODES {
+            Some(limits::exceeded(
+                "nodes of this run",
+                self.nodes.len() + 1,
+                limits::MAX_NODES,
+            ))
+        } else {
+            None
+        };
+        if let Some(msg) = over {
+            let i = self.new_node(&call, NodeType::Pod);
+            self.finish_node(i, Phase::Error, msg);
+            return i;
+        }
+        self.depth += 1;
+        // a nested call uses tens of KiB of stack in a debug build: grow it rather than depend
+        // on the thread it runs on (a 2 MiB worker thread holds about 60 levels)
+        let i = stacker::maybe_grow(256 << 10, 4 << 20, || self.execute_bounded(call));
+        self.depth -= 1;
+        i
+    }
+
+    fn execute_bounded(&mut self, call: Call) -> usize {
         if let Some(old) = self.reuse.get(&call.name).cloned() {
             let i = self.new_node(&call, old.node_type);
             let n = &mut self.nodes[i];
@@ -1490,7 +1530,10 @@ impl Run {
                         )
                         .unwrap_or(t);
                         if let Some(ms) = parse_duration(&t) {
-                            self.arm(Timer::PodTimeout(self.nodes[i].id.clone()), self.now + ms);
+                            self.arm(
+                                Timer::PodTimeout(self.nodes[i].id.clone()),
+                                self.now.saturating_add(ms),
+                            );
                         }
                     }
                     self.pod_ready(i);
@@ -1527,7 +1570,10 @@ impl Run {
                 )
                 .unwrap_or(d.clone());
                 match parse_duration(&d) {
-                    Some(ms) => self.arm(Timer::Resume(self.nodes[i].id.clone()), self.now + ms),
+                    Some(ms) => self.arm(
+                        Timer::Resume(self.nodes[i].id.clone()),
+                        self.now.saturating_add(ms),
+                    ),
                     None => self.finish_node(
                         i,
                         Phase::Error,
@@ -1732,12 +1778,7 @@ impl Run {
             run: self.sub.name.clone(),
             node_id: self.nodes[i].id.clone(),
             node_name: self.nodes[i].name.clone(),
-            secrets: self
-                .sub
-                .secrets
-                .iter()
-                .flat_map(|m| m.data.values().cloned())
-                .collect(),
+            secrets: self.secret_values(),
             child: Some(ChildRun { manifest, library }),
             ..TaskSpec::default()
         })
@@ -1833,7 +1874,7 @@ impl Run {
             run: self.sub.name.clone(),
             node_id: self.nodes[i].id.clone(),
             node_name: self.nodes[i].name.clone(),
-            secrets,
+            secrets: self.mask_forms(&secrets),
             http: Some(HttpRequest {
                 method: text("method")?
                     .unwrap_or_else(|| "GET".into())
@@ -2018,7 +2059,7 @@ impl Run {
             args: c.args.iter().map(|x| s(x)).collect::<Result<_, _>>()?,
             source: c.source.as_ref().map(|x| s(x)).transpose()?,
             env: envs,
-            secrets,
+            secrets: self.mask_forms(&secrets),
             working_dir: c.working_dir.as_ref().map(|x| s(x)).transpose()?,
             inputs,
             output_parameters,
@@ -3062,7 +3103,8 @@ impl Run {
         if let Some((dur, factor, max, cap)) = rt.backoff {
             let d = (dur as f64 * factor.powi(rt.attempts.saturating_sub(1) as i32)) as i64;
             delay = cap.map_or(d, |c| d.min(c));
-            over_max = max.is_some_and(|m| self.now + delay - started > m);
+            over_max =
+                max.is_some_and(|m| self.now.saturating_add(delay).saturating_sub(started) > m);
         }
         let expr_ok = match &rt.expression {
             None => true,
@@ -3120,7 +3162,10 @@ impl Run {
         }
         if delay > 0 {
             self.nodes[r].message = format!("Backoff for {}s", delay / 1000);
-            self.arm(Timer::Backoff(self.nodes[r].id.clone()), self.now + delay);
+            self.arm(
+                Timer::Backoff(self.nodes[r].id.clone()),
+                self.now.saturating_add(delay),
+            );
         } else {
             self.next_attempt(r);
         }
@@ -3327,6 +3372,20 @@ impl Run {
         .unwrap_or_else(|_| when.to_string())
     }
 
+    /// What a task's logs and errors must not show: the secrets it was given (`secrets`) and
+    /// every value of the run's Secrets, which a task may receive through a parameter, with
+    /// their lines and encodings.
+    fn mask_forms(&self, secrets: &[String]) -> Vec<String> {
+        crate::mask::forms(
+            secrets.iter().map(String::as_str).chain(
+                self.sub
+                    .secrets
+                    .iter()
+                    .flat_map(|s| s.data.values().map(String::as_str)),
+            ),
+        )
+    }
+
     /// A call used only to create a node (skipped, errored, or a loop's group).
     fn skeleton(&self, name: &str, display: &str, parent: usize, owner: usize, link: Link) -> Call {
         let (tmpl, scope) = match &self.rt[owner] {
@@ -3355,7 +3414,11 @@ impl Run {
         let env = Vars {
             layers: vec![vars, &self.globals],
         };
+        let too_many = |n: usize| Err(limits::exceeded("loop items", n, limits::MAX_LOOP_ITEMS));
         if let Some(items) = &step.with_items {
+            if items.len() > limits::MAX_LOOP_ITEMS {
+                return too_many(items.len());
+            }
             let mut out = Vec::new();
             for it in items {
                 out.push(subst_json(it, &env)?);
@@ -3365,6 +3428,7 @@ impl Run {
         if let Some(p) = &step.with_param {
             let text = substitute(p, &env).map_err(|e| format!("withParam: {e}"))?;
             return match serde_json::from_str::<Json>(&text) {
+                Ok(Json::Array(a)) if a.len() > limits::MAX_LOOP_ITEMS => too_many(a.len()),
                 Ok(Json::Array(a)) => Ok(Some(a)),
                 _ => Err(format!(
                     "withParam value could not be parsed as a JSON list: {}",
@@ -3387,13 +3451,18 @@ impl Run {
             };
             let start = get(&seq.start)?.unwrap_or(0);
             let (lo, hi) = match (get(&seq.count)?, get(&seq.end)?) {
-                (Some(c), None) => (start, start + c - 1),
+                (Some(c), None) if c <= 0 => return Ok(Some(Vec::new())),
+                (Some(c), None) => (start, start.saturating_add(c - 1)),
                 (None, Some(e)) => (start, e),
                 (Some(_), Some(_)) => {
                     return Err("withSequence: count and end are mutually exclusive".into());
                 }
                 (None, None) => return Err("withSequence: one of count or end is required".into()),
             };
+            let n = (hi as i128 - lo as i128).unsigned_abs() + 1;
+            if n > limits::MAX_LOOP_ITEMS as u128 {
+                return too_many(n.min(usize::MAX as u128) as usize);
+            }
             let fmt = seq.format.clone();
             let range: Vec<i64> = if lo <= hi {
                 (lo..=hi).collect()

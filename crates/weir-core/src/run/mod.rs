@@ -673,6 +673,8 @@ pub struct Run {
     hooks_active: usize,
     /// The run is done but for its running hooks.
     finish_waiting: bool,
+    /// Templates being executed within one another right now (see `limits::MAX_DEPTH`).
+    depth: usize,
     /// The run's labels and annotations: the submission's, with `workflowMetadata` applied.
     labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
@@ -688,6 +690,17 @@ impl Run {
         }
         let mut run = Run::empty(Arc::new(sub), Arc::new(library), HashMap::new());
         run.begin();
+        // a limit hit before any task ran is a property of the submission: refused, not stored
+        if let Some(n) = run
+            .nodes
+            .iter()
+            .find(|n| n.phase == Phase::Error && crate::limits::is_exceeded(&n.message))
+        {
+            return Err(vec![Problem {
+                path: "spec".into(),
+                message: format!("{}: {}", n.display_name, n.message),
+            }]);
+        }
         let actions = std::mem::take(&mut run.actions);
         Ok((run, actions))
     }
@@ -743,6 +756,7 @@ impl Run {
             pending_hooks: Vec::new(),
             hooks_active: 0,
             finish_waiting: false,
+            depth: 0,
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
         }
@@ -804,17 +818,15 @@ impl Run {
         &self.globals
     }
     /// Values that must be masked wherever this run's output is shown.
+    /// Every value of every Secret of the submission, with its lines and common encodings
+    /// (`mask::forms`), longest first.
     pub fn secret_values(&self) -> Vec<String> {
-        let mut v: Vec<String> = self
-            .sub
-            .secrets
-            .iter()
-            .flat_map(|s| s.data.values().cloned())
-            .filter(|v| v.len() >= 3)
-            .collect();
-        v.sort_by_key(|s| std::cmp::Reverse(s.len()));
-        v.dedup();
-        v
+        crate::mask::forms(
+            self.sub
+                .secrets
+                .iter()
+                .flat_map(|s| s.data.values().map(String::as_str)),
+        )
     }
 
     /// How to reach the S3-compatible store an artifact URL names (credentials from the run's

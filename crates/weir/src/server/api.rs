@@ -204,6 +204,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(middleware::from_fn(json_errors))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
 }
@@ -222,17 +223,43 @@ async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Resp
         .get::<axum::extract::MatchedPath>()
         .map(|m| m.as_str().to_string())
         .unwrap_or_else(|| path.clone());
-    let token = bearer(req.headers()).or_else(|| query_token(req.uri().query()));
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0.ip());
+    let now = now_ms();
+    // `access_token=` only where a browser cannot send a header: event streams, followed logs
+    // and artifact downloads, all GETs
+    let query_ok = method == Method::GET
+        && (route.starts_with("/api/v1/workflow-events/")
+            || route.starts_with("/api/v1/artifact-files/")
+            || route.ends_with("/log"));
+    let token = bearer(req.headers())
+        .or_else(|| query_ok.then(|| query_token(req.uri().query())).flatten());
     let caller = if app.opts.insecure_local {
-        Ok(Caller::Local)
+        local_request(req.headers(), &method).map(|()| Caller::Local)
+    } else if peer.is_some_and(|p| app.failures.limited(p, now)) {
+        Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_requests",
+            format!(
+                "more than {} wrong token secrets from this address in {} s; try again later",
+                super::auth::MAX_FAILURES,
+                super::auth::FAILURE_WINDOW_MS / 1000
+            ),
+        ))
     } else {
         match token {
             None => Err(ApiError::unauthenticated("a bearer token is required")),
             Some(t) => {
                 app.db(move |app, store| {
-                    app.verified
-                        .check(store, &t, now_ms())
-                        .map_err(|e| ApiError::unauthenticated(e.to_string()))
+                    app.verified.check(store, &t, now).map_err(|e| {
+                        // only a wrong secret cost an argon2 verification: those are counted
+                        if let (super::auth::Rejected::WrongSecret, Some(p)) = (&e, peer) {
+                            app.failures.record(p, now);
+                        }
+                        ApiError::unauthenticated(e.to_string())
+                    })
                 })
                 .await
             }
@@ -242,22 +269,32 @@ async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Resp
         Ok(c) => {
             let actor = c.actor();
             req.extensions_mut().insert(c);
-            (actor, next.run(req).await)
+            (Some(actor), next.run(req).await)
         }
-        Err(e) => ("anonymous".to_string(), e.into_response()),
+        Err(e) => (None, e.into_response()),
     };
     let status = resp.status().as_u16();
     let elapsed = started.elapsed();
     app.metrics
         .request(method.as_str(), &route, status, elapsed);
-    app.log
-        .request(method.as_str(), &path, status, elapsed, &actor);
-    if method != Method::GET && method != Method::HEAD {
+    app.log.request(
+        method.as_str(),
+        &path,
+        status,
+        elapsed,
+        actor.as_deref().unwrap_or("anonymous"),
+    );
+    // the audit log records what callers did; requests refused before anyone was identified are
+    // counted in the metrics (by status), not written there
+    if let Some(actor) = actor
+        && method != Method::GET
+        && method != Method::HEAD
+    {
         let entry = AuditEntry {
             id: 0,
             at: now_ms(),
             actor,
-            namespace: path_namespace(&path),
+            namespace: route_namespace(&route, &path),
             action: format!("{method} {route}"),
             target: path,
             status,
@@ -270,6 +307,108 @@ async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Resp
         }
     }
     resp
+}
+
+/// Every error answer is JSON with a stable code, including those axum makes itself (a query
+/// string it cannot parse, a method a route does not have: 405 keeps its `Allow` header).
+async fn json_errors(req: Request, next: Next) -> Response {
+    let resp = next.run(req).await;
+    let status = resp.status();
+    let json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || json {
+        return resp;
+    }
+    let (parts, body) = resp.into_parts();
+    let text = axum::body::to_bytes(body, 64 << 10)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&text).trim().to_string();
+    let code = match status.as_u16() {
+        400 | 422 => "bad_request",
+        401 => "unauthenticated",
+        403 => "forbidden",
+        404 => "not_found",
+        405 => "method_not_allowed",
+        409 => "conflict",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        429 => "too_many_requests",
+        503 => "unavailable",
+        _ if status.is_client_error() => "bad_request",
+        _ => "internal",
+    };
+    let message = if text.is_empty() {
+        status
+            .canonical_reason()
+            .unwrap_or("error")
+            .to_ascii_lowercase()
+    } else {
+        text
+    };
+    let mut r = ApiError::new(status, code, message).into_response();
+    for name in [header::ALLOW, header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
+        if let Some(v) = parts.headers.get(&name) {
+            r.headers_mut().insert(name, v.clone());
+        }
+    }
+    r
+}
+
+/// On an `--insecure-local` server, where anyone who reaches the port may act: the request must
+/// name a loopback host (a page of another site that rebinds its DNS name to 127.0.0.1 names
+/// its own host), and a request that changes anything must not come from another site's page.
+fn local_request(h: &HeaderMap, method: &Method) -> ApiResult<()> {
+    let host = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    if !is_loopback_host(host) {
+        return Err(ApiError::forbidden(format!(
+            "Host `{}` is not a loopback name: an --insecure-local server answers only \
+             localhost, 127.0.0.1 and [::1]",
+            host.chars().take(100).collect::<String>()
+        )));
+    }
+    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        return Ok(());
+    }
+    let site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
+    if matches!(site, Some("cross-site" | "same-site")) {
+        return Err(ApiError::forbidden(
+            "a cross-site request may not change anything on an --insecure-local server",
+        ));
+    }
+    if let Some(origin) = h.get(header::ORIGIN) {
+        let origin = origin.to_str().unwrap_or_default();
+        let origin_host = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"))
+            .unwrap_or("");
+        if origin_host != host || !is_loopback_host(origin_host) {
+            return Err(ApiError::forbidden(format!(
+                "Origin `{}` is not this server: an --insecure-local server takes changes only \
+                 from its own pages and from clients that send no Origin",
+                origin.chars().take(100).collect::<String>()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `localhost`, `127.0.0.1` (any 127/8 address) or `[::1]`, with or without a port.
+fn is_loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or_default()
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, _)| h)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn bearer(h: &HeaderMap) -> Option<String> {
@@ -286,9 +425,15 @@ fn query_token(q: Option<&str>) -> Option<String> {
         .map(|t| t.to_string())
 }
 
-/// `/api/v1/RESOURCE/NAMESPACE/…` → NAMESPACE.
-fn path_namespace(path: &str) -> String {
-    path.split('/').nth(4).unwrap_or_default().to_string()
+/// The namespace a request acts in, as its handler sees it: the path segment where the route
+/// has `{namespace}`, percent-decoded (`%61` is `a`); empty for cluster-scoped routes.
+fn route_namespace(route: &str, path: &str) -> String {
+    route
+        .split('/')
+        .position(|seg| seg == "{namespace}")
+        .and_then(|i| path.split('/').nth(i))
+        .map(percent_decode)
+        .unwrap_or_default()
 }
 
 pub(super) fn require(caller: &Caller, namespace: &str, role: Role) -> ApiResult<()> {
@@ -395,20 +540,7 @@ struct Named {
 }
 
 pub(super) fn ns_ok(namespace: &str) -> ApiResult<()> {
-    let ok = !namespace.is_empty()
-        && namespace.len() <= 63
-        && namespace
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !namespace.starts_with('-')
-        && !namespace.ends_with('-');
-    if ok {
-        Ok(())
-    } else {
-        Err(ApiError::bad_request(format!(
-            "namespace `{namespace}` is not a valid name (lowercase letters, digits and '-', at most 63)"
-        )))
-    }
+    weir_core::names::check_namespace(namespace).map_err(ApiError::bad_request)
 }
 
 /// The run `name` of `namespace`, replayed; 404 if it is in another namespace.
@@ -568,6 +700,7 @@ fn parse_submission(
     let (src, params, name) = if ctype.contains("json")
         || (!ctype.contains("yaml") && text.trim_start().starts_with('{'))
     {
+        no_duplicate_keys(text)?;
         let req: CreateRequest = serde_json::from_str(text).map_err(|e| {
             ApiError::bad_request(format!("request body:{}:{}: {e}", e.line(), e.column()))
         })?;
@@ -592,6 +725,61 @@ fn parse_submission(
     let loaded = weir_core::load::load_str(&src, &mut diags);
     invalid(&diags)?;
     Ok((loaded, params, name))
+}
+
+/// A JSON body with a key twice in one object is refused (serde would keep the last silently,
+/// and two readers of the same body could then disagree on what it says).
+pub(super) fn no_duplicate_keys(text: &str) -> ApiResult<()> {
+    use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess};
+    struct Check;
+    impl<'de> DeserializeSeed<'de> for Check {
+        type Value = ();
+        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+            d.deserialize_any(self)
+        }
+    }
+    impl<'de> serde::de::Visitor<'de> for Check {
+        type Value = ();
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("JSON")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
+            let mut seen = std::collections::HashSet::new();
+            while let Some(k) = m.next_key::<String>()? {
+                if !seen.insert(k.clone()) {
+                    return Err(A::Error::custom(format!("duplicate key `{k}`")));
+                }
+                m.next_value_seed(Check)?;
+            }
+            Ok(())
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
+            while s.next_element_seed(Check)?.is_some() {}
+            Ok(())
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_str<E>(self, _: &str) -> Result<(), E> {
+            Ok(())
+        }
+        fn visit_unit<E>(self) -> Result<(), E> {
+            Ok(())
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    Check.deserialize(&mut de).map_err(|e| {
+        ApiError::bad_request(format!("request body:{}:{}: {e}", e.line(), e.column()))
+    })
 }
 
 pub(super) fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {
@@ -1397,7 +1585,7 @@ async fn artifact_file(
                         p.node, p.name, p.artifact
                     ))
                 })?;
-            let path = app.env.repo().path(&art.key);
+            let path = app.env.repo().path(&art.key)?;
             let f = std::fs::File::open(&path).map_err(|e| {
                 ApiError::not_found(format!(
                     "artifact `{}` is gone from the repository: {e}",

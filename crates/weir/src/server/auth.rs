@@ -80,6 +80,8 @@ impl Caller {
 pub enum Rejected {
     Malformed,
     Unknown,
+    /// A known token id with the wrong secret (after an argon2 verification).
+    WrongSecret,
     Revoked,
     Expired,
 }
@@ -88,45 +90,61 @@ impl std::fmt::Display for Rejected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Rejected::Malformed => "the bearer token is malformed",
-            Rejected::Unknown => "the bearer token is not valid",
+            Rejected::Unknown | Rejected::WrongSecret => "the bearer token is not valid",
             Rejected::Revoked => "the bearer token has been revoked",
             Rejected::Expired => "the bearer token has expired",
         })
     }
 }
 
+/// Argon2 verifications that may run at once: each takes ~19 MiB and a core for a moment, so
+/// a burst of wrong secrets must queue rather than take the server's memory.
+const MAX_HASHING: usize = 2;
+
+/// Verified secrets (by token id) and the gate in front of argon2.
 #[derive(Default)]
-pub struct Verified(Mutex<HashMap<String, [u8; 32]>>);
+pub struct Verified {
+    known: Mutex<HashMap<String, [u8; 32]>>,
+    hashing: Mutex<usize>,
+    turn: std::sync::Condvar,
+}
 
 impl Verified {
-    /// Checks `token` against the store.
+    /// Checks `token` against the store: the cheap checks first (form, unknown id, revoked,
+    /// expired, a secret verified before), argon2 last and at most [`MAX_HASHING`] at a time.
     pub fn check(&self, store: &Store, token: &str, now: Millis) -> Result<Caller, Rejected> {
         let (id, secret) = split(token).ok_or(Rejected::Malformed)?;
         let rec = store
             .token(id)
             .map_err(|_| Rejected::Unknown)?
             .ok_or(Rejected::Unknown)?;
-        let digest = *blake3::hash(secret.as_bytes()).as_bytes();
-        let known = self
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(id)
-            .is_some_and(|d| *d == digest);
-        if !known {
-            Argon2::default()
-                .verify_password(secret.as_bytes(), rec.hash.as_str())
-                .map_err(|_| Rejected::Unknown)?;
-            self.0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(id.to_string(), digest);
-        }
         if rec.revoked_at.is_some() {
             return Err(Rejected::Revoked);
         }
         if rec.expires_at.is_some_and(|t| t <= now) {
             return Err(Rejected::Expired);
+        }
+        let digest = *blake3::hash(secret.as_bytes()).as_bytes();
+        let known = self
+            .known
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(id)
+            .is_some_and(|d| *d == digest);
+        if !known {
+            let verified = {
+                let _permit = self.permit();
+                Argon2::default()
+                    .verify_password(secret.as_bytes(), rec.hash.as_str())
+                    .is_ok()
+            };
+            if !verified {
+                return Err(Rejected::WrongSecret);
+            }
+            self.known
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .insert(id.to_string(), digest);
         }
         let role = Role::parse(&rec.role).ok_or(Rejected::Unknown)?;
         Ok(Caller::Token {
@@ -134,6 +152,58 @@ impl Verified {
             namespace: rec.namespace,
             role,
         })
+    }
+}
+
+impl Verified {
+    /// Waits for a turn at argon2; the turn ends when the permit is dropped.
+    fn permit(&self) -> Permit<'_> {
+        let mut n = self.hashing.lock().unwrap_or_else(|e| e.into_inner());
+        while *n >= MAX_HASHING {
+            n = self.turn.wait(n).unwrap_or_else(|e| e.into_inner());
+        }
+        *n += 1;
+        Permit(self)
+    }
+}
+
+struct Permit<'a>(&'a Verified);
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        *self.0.hashing.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
+        self.0.turn.notify_one();
+    }
+}
+
+/// Wrong secrets per client address, in windows of [`FAILURE_WINDOW_MS`]: past
+/// [`MAX_FAILURES`] in one window, the address is answered 429 until the window ends.
+#[derive(Default)]
+pub struct Failures(Mutex<HashMap<std::net::IpAddr, (Millis, u32)>>);
+
+pub const MAX_FAILURES: u32 = 20;
+pub const FAILURE_WINDOW_MS: Millis = 10_000;
+
+impl Failures {
+    /// Whether `addr` has failed too often in its current window.
+    pub fn limited(&self, addr: std::net::IpAddr, now: Millis) -> bool {
+        let m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&addr)
+            .is_some_and(|&(start, n)| now - start < FAILURE_WINDOW_MS && n >= MAX_FAILURES)
+    }
+
+    /// Counts one failure of `addr`.
+    pub fn record(&self, addr: std::net::IpAddr, now: Millis) {
+        let mut m = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        // old windows go, so the map stays the size of the addresses failing now
+        if m.len() > 10_000 {
+            m.retain(|_, (start, _)| now - *start < FAILURE_WINDOW_MS);
+        }
+        let e = m.entry(addr).or_insert((now, 0));
+        if now - e.0 >= FAILURE_WINDOW_MS {
+            *e = (now, 0);
+        }
+        e.1 += 1;
     }
 }
 
@@ -249,6 +319,12 @@ mod tests {
         wrong.replace_range(token.len() - 3.., "AAA");
         assert!(matches!(
             v.check(&store, &wrong, 2_000),
+            Err(Rejected::WrongSecret)
+        ));
+        // an unknown id costs no argon2 verification
+        let unknown = format!("weir_000000000000_{}", "A".repeat(43));
+        assert!(matches!(
+            v.check(&store, &unknown, 2_000),
             Err(Rejected::Unknown)
         ));
         assert!(matches!(

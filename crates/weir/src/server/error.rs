@@ -14,7 +14,7 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable: `bad_request`, `invalid_workflow`, `unauthenticated`, `forbidden`, `not_found`,
-    /// `conflict`, `payload_too_large`, `unsupported_media_type`, `internal`, `unavailable`.
+    /// `invalid_name`, `conflict`, `payload_too_large`, `unsupported_media_type`, `internal`, `unavailable`.
     pub code: String,
     pub message: String,
 }
@@ -69,6 +69,9 @@ impl From<anyhow::Error> for ApiError {
                 weir_store::Error::RunNotFound(_) => ApiError::not_found(s.to_string()),
                 weir_store::Error::Ambiguous(..) => ApiError::not_found(s.to_string()),
                 weir_store::Error::RunExists(_) => ApiError::conflict(s.to_string()),
+                weir_store::Error::InvalidName(m) => {
+                    ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", m.clone())
+                }
                 _ => ApiError::internal(s.to_string()),
             };
         }

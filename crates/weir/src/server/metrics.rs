@@ -12,6 +12,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 
 use super::App;
+use super::auth::{Caller, Role};
 use super::error::ApiError;
 
 const LATENCY_BUCKETS: &[f64] = &[
@@ -163,16 +164,38 @@ impl Metrics {
     }
 }
 
-pub async fn serve(State(app): State<Arc<App>>) -> Response {
+/// `/metrics`: the process's own metrics for anyone (a scraper needs no token); the metrics
+/// that workflows define only for a caller who may view them: every namespace's for a global
+/// viewer (or an `--insecure-local` server), one namespace's for a token of that namespace.
+pub async fn serve(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) -> Response {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
     let r = app
-        .db(|app, store| {
+        .db(move |app, store| {
             let runs = store.count_by_phase()?;
+            let caller = if app.opts.insecure_local {
+                Some(Caller::Local)
+            } else {
+                match token {
+                    Some(t) => Some(
+                        app.verified
+                            .check(store, &t, crate::driver::now_ms())
+                            .map_err(|e| ApiError::unauthenticated(e.to_string()))?,
+                    ),
+                    None => None,
+                }
+            };
+            let samples = match &caller {
+                None => Vec::new(),
+                Some(c) if c.is_global(Role::Viewer) => store.metrics()?,
+                Some(Caller::Token { namespace, .. }) => store.metrics_in(namespace)?,
+                Some(Caller::Local) => store.metrics()?,
+            };
             let spec = crate::show::prometheus_text(
-                &store
-                    .metrics()?
-                    .into_iter()
-                    .map(|(_, _, m)| m)
-                    .collect::<Vec<_>>(),
+                &samples.into_iter().map(|(_, _, m)| m).collect::<Vec<_>>(),
             );
             let driving = app.driving.load(std::sync::atomic::Ordering::SeqCst);
             // PostgreSQL: the task queue's depth, by state (queued, running, done)

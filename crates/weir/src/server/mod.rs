@@ -14,6 +14,7 @@ mod error;
 mod hub;
 mod layout;
 mod metrics;
+mod serve;
 mod templates;
 mod trace;
 mod ui;
@@ -123,6 +124,8 @@ pub struct App {
     metrics: Arc<metrics::Metrics>,
     log: Log,
     verified: auth::Verified,
+    /// Failed authentications per client address (429 past a burst).
+    failures: auth::Failures,
     pool: Mutex<Vec<Store>>,
     /// Runs this process is driving now.
     driving: AtomicUsize,
@@ -415,6 +418,7 @@ pub fn serve(env: Env, opts: Options) -> Result<ExitCode> {
             json: opts.json_logs,
         },
         verified: auth::Verified::default(),
+        failures: auth::Failures::default(),
         pool: Mutex::new(Vec::new()),
         driving: AtomicUsize::new(0),
         local: Mutex::default(),
@@ -435,9 +439,23 @@ pub fn serve(env: Env, opts: Options) -> Result<ExitCode> {
         match app.adopt(&mut store, &name, Vec::new()) {
             Ok(true) => adopted += 1,
             Ok(false) => {}
-            Err(e) => app
-                .log
-                .error(&format!("cannot go on with run {name}: {e:#}")),
+            Err(e) => {
+                // a run that cannot be loaded (stored before a limit existed, or corrupt) is
+                // marked Error with its reason, so it is not retried at every start
+                app.log
+                    .error(&format!("cannot go on with run {name}: {e:#}"));
+                let message = format!("cannot be loaded: {e:#}");
+                if let Err(e) = store.append(
+                    &name,
+                    &[],
+                    weir_core::run::Phase::Error,
+                    &message,
+                    Some(driver::now_ms()),
+                ) {
+                    app.log
+                        .error(&format!("cannot mark run {name} as Error: {e:#}"));
+                }
+            }
         }
     }
     app.give_store(store);
@@ -466,9 +484,10 @@ pub fn serve(env: Env, opts: Options) -> Result<ExitCode> {
         use std::io::Write;
         let _ = std::io::stdout().flush();
         let router = api::router(app.clone());
+        tokio::spawn(sweep_expired(app.clone()));
         // not a graceful shutdown: watch streams never end by themselves
         tokio::select! {
-            r = axum::serve(listener, router) => r.context("serving")?,
+            () = serve::serve(listener, router, serve::max_connections()) => {}
             _ = shutdown() => app.log.info("shutting down; unfinished runs go on when a server starts again on this database"),
         }
         anyhow::Ok(())
@@ -478,6 +497,28 @@ pub fn serve(env: Env, opts: Options) -> Result<ExitCode> {
     // runs still in flight go on when a server starts again on this database
     Ok(ExitCode::SUCCESS)
 }
+
+/// Deletes the runs whose time to live (`ttlStrategy`) is up, every [`SWEEP_EVERY`], as long
+/// as the server runs (a CLI command or a server start also does it once).
+async fn sweep_expired(app: Arc<App>) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let r = app
+            .db(|app, store| {
+                for name in store.expired(now_ms())? {
+                    driver::delete_run(&app.env, store, &name)?;
+                }
+                Ok(())
+            })
+            .await;
+        if let Err(e) = r {
+            app.log
+                .error(&format!("deleting expired runs: {}", e.message));
+        }
+    }
+}
+
+const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
 async fn shutdown() {
     use tokio::signal::unix::{SignalKind, signal};

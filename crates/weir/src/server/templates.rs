@@ -237,6 +237,13 @@ async fn do_put(
     allow(&caller, kind, &namespace, Role::Editor)?;
     let (def, src) = parse(kind, &headers, &body_bytes(body)?)?;
     let doc_name = def.metadata.name.clone().unwrap_or_default();
+    weir_core::names::check_name(&doc_name).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_name",
+            format!("metadata.name: {e}"),
+        )
+    })?;
     match (&name, &def.metadata.namespace) {
         (Some(n), _) if *n != doc_name => {
             return Err(ApiError::bad_request(format!(
@@ -680,6 +687,9 @@ pub fn submit(
             .entry("weir.dev/artifact-repository".into())
             .or_insert_with(|| repo.clone());
     }
+    // a taken `metadata.name` is a conflict, as in Argo (a retried POST must not make a second
+    // run); only `generateName` draws a fresh name
+    let name = name.or_else(|| wf.metadata.name.clone());
     let mut sub = files::submission(store, wf, &main, &lib, ps, name)?;
     crate::record::annotate(&mut sub, None);
     accept(app, store, sub)

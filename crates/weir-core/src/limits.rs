@@ -1,0 +1,32 @@
+//! Bounds on what one workflow may make the engine build. Every limit is checked where the
+//! thing is made (a node, a loop's items, an expression's value, a YAML alias's expansion), so a
+//! small file cannot make the engine allocate without bound or recurse off its stack. A limit
+//! hit while a run starts is a validation problem (the run is refused before it is stored); one
+//! hit later fails the node that hit it.
+
+/// Nodes one run may create (retries and loop members included).
+pub const MAX_NODES: usize = 200_000;
+/// Templates nested within one another without a task finishing in between: a template that
+/// calls itself unconditionally would otherwise recurse until the stack overflows. Argo's
+/// controller stops at the same depth ("Maximum recursion depth exceeded").
+pub const MAX_DEPTH: usize = 100;
+/// Items of one loop (`withItems`, `withParam`, `withSequence`).
+pub const MAX_LOOP_ITEMS: usize = 100_000;
+/// Bytes of one string an expression makes (`sprig.repeat`, `+`, `join`…).
+pub const MAX_TEXT: usize = 4 << 20;
+/// Items of one list an expression makes (`a..b`, `+` of lists, `split`…).
+pub const MAX_LIST: usize = 1_000_000;
+/// YAML nodes that aliases (`*anchor`) may add to one stream, counted as expanded.
+pub const MAX_ALIAS_NODES: usize = 100_000;
+
+const MARK: &str = "exceeds the limit of";
+
+/// The message of a limit that was hit: names the limit and what hit it.
+pub fn exceeded(what: &str, have: usize, max: usize) -> String {
+    format!("{what}: {have} {MARK} {max}")
+}
+
+/// Whether `message` (a node's, perhaps with context around it) says a limit was hit.
+pub fn is_exceeded(message: &str) -> bool {
+    message.contains(MARK)
+}
