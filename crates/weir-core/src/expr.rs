@@ -627,6 +627,25 @@ impl Evaluator<'_> {
                 l.len(),
                 limits::MAX_LIST,
             )),
+            // a list of big strings (`[x, x, x…]`) counts their bytes too
+            Val::List(l) => {
+                let bytes: usize = l
+                    .iter()
+                    .map(|x| match x {
+                        Val::Str(s) => s.len(),
+                        _ => 0,
+                    })
+                    .sum();
+                if bytes > limits::MAX_TEXT {
+                    err(limits::exceeded(
+                        "expression value (bytes)",
+                        bytes,
+                        limits::MAX_TEXT,
+                    ))
+                } else {
+                    Ok(v)
+                }
+            }
             _ => Ok(v),
         }
     }

@@ -19,6 +19,26 @@ pub const MAX_LIST: usize = 1_000_000;
 /// YAML nodes that aliases (`*anchor`) may add to one stream, counted as expanded.
 pub const MAX_ALIAS_NODES: usize = 100_000;
 
+/// The limits a run is held to; [`Limits::default`] is the constants above. Smaller ones suit
+/// a server that wants to refuse big runs early (and the fuzzer, which wants many cases fast).
+/// A run must be replayed with the limits it ran with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub max_nodes: usize,
+    pub max_depth: usize,
+    pub max_loop_items: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            max_nodes: MAX_NODES,
+            max_depth: MAX_DEPTH,
+            max_loop_items: MAX_LOOP_ITEMS,
+        }
+    }
+}
+
 const MARK: &str = "exceeds the limit of";
 
 /// The message of a limit that was hit: names the limit and what hit it.

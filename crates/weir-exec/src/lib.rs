@@ -18,7 +18,7 @@ mod sandbox;
 mod spawn;
 
 pub use admission::Capacity;
-pub use process::{ProcessConfig, ProcessExecutor};
+pub use process::{Isolation, ProcessConfig, ProcessExecutor};
 pub use sandbox::Sandbox;
 
 /// Deletes an artifact's object from an S3-compatible store (`artifactGC`).

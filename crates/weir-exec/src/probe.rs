@@ -13,13 +13,18 @@ use weir_core::run::{Probe, ProbeCheck};
 use crate::process::{LazyLog, lock};
 
 /// Probes until the check passes (true) or the task exits (false).
-pub(crate) fn wait_ready(p: &Probe, exited: &AtomicBool, log: &Mutex<LazyLog>) -> bool {
+pub(crate) fn wait_ready(
+    p: &Probe,
+    user: Option<(u32, u32)>,
+    exited: &AtomicBool,
+    log: &Mutex<LazyLog>,
+) -> bool {
     if pause(p.initial_delay_ms, exited) {
         return false;
     }
     let mut said = false;
     loop {
-        match check(&p.check) {
+        match check(&p.check, user) {
             Ok(()) => return true,
             Err(why) if !said => {
                 lock(log).line(&format!("weir: not ready yet: {why}"));
@@ -49,14 +54,20 @@ fn pause(ms: u64, exited: &AtomicBool) -> bool {
     }
 }
 
-fn check(c: &ProbeCheck) -> Result<(), String> {
+/// `user`: an exec probe runs as the task's user, as the task itself does.
+fn check(c: &ProbeCheck, user: Option<(u32, u32)>) -> Result<(), String> {
     let local = |port: u16| SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     match c {
         ProbeCheck::Exec(argv) => {
             let Some((prog, args)) = argv.split_first() else {
                 return Err("an exec probe with no command".into());
             };
-            let status = Command::new(prog)
+            let mut cmd = Command::new(prog);
+            if let Some((uid, gid)) = user {
+                use std::os::unix::process::CommandExt;
+                cmd.uid(uid).gid(gid);
+            }
+            let status = cmd
                 .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())

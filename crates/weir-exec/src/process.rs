@@ -33,6 +33,48 @@ pub struct ProcessConfig {
     pub stream_logs: bool,
     /// The database child runs (`resource` templates creating a Workflow) are recorded in.
     pub db: Option<PathBuf>,
+    /// Tasks run as an unprivileged user, away from weir's files (`weir server`, `weir worker`).
+    pub isolation: Option<Isolation>,
+}
+
+/// How tasks are kept from weir and from the host: they run as `uid`:`gid` with no way to
+/// regain privileges, weir's data directory is hidden from them (an empty read-only tmpfs in
+/// their mount namespace), and they may reach the host's files only through `host_paths`
+/// (`hostPath` volumes, outputs read where they are).
+#[derive(Clone, Debug)]
+pub struct Isolation {
+    pub uid: u32,
+    pub gid: u32,
+    pub host_paths: Vec<PathBuf>,
+}
+
+impl Isolation {
+    /// Whether `p` lies in one of the allowed host paths (both resolved: no symlink out).
+    fn allows(&self, p: &Path) -> bool {
+        let Ok(real) = fs::canonicalize(p) else {
+            return false;
+        };
+        self.host_paths
+            .iter()
+            .any(|h| fs::canonicalize(h).is_ok_and(|h| real.starts_with(h)))
+    }
+
+    /// The environment a child run (`weir run`, see `launch_child`) takes its isolation from.
+    fn child_env(&self) -> Vec<(String, String)> {
+        let mut env = vec![(
+            "WEIR_TASK_USER".to_string(),
+            format!("{}:{}", self.uid, self.gid),
+        )];
+        if !self.host_paths.is_empty() {
+            let paths: Vec<String> = self
+                .host_paths
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            env.push(("WEIR_ALLOW_HOST_PATHS".to_string(), paths.join(":")));
+        }
+        env
+    }
 }
 
 struct Inner {
@@ -79,6 +121,9 @@ struct Collect {
     reported: (Vec<MetricPoint>, Option<String>),
     param_paths: Vec<(String, PathBuf)>,
     art_paths: Vec<PathBuf>,
+    /// The task's work and run directories (what an isolated task's outputs may lie in).
+    work: PathBuf,
+    run_dir: PathBuf,
 }
 
 pub struct ProcessExecutor {
@@ -124,6 +169,18 @@ impl ProcessExecutor {
     pub fn log_path(work_root: &Path, run: &str, node: &str) -> PathBuf {
         work_root.join(run).join("logs").join(format!("{node}.log"))
     }
+}
+
+/// Gives `dir` and everything below it to `uid`:`gid` (symlinks themselves, never their
+/// targets).
+fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
+    if fs::symlink_metadata(dir)?.is_dir() {
+        for e in fs::read_dir(dir)? {
+            chown_tree(&e?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
 }
 
 /// `root/rel`, refused (as a task's error) if `rel` would leave `root`.
@@ -507,6 +564,74 @@ impl Inner {
 
     /// Prepares each volume's host directory and how it appears at its mount path. Returns the
     /// bind mounts that must come after the private /tmp (mount paths inside /tmp).
+    /// The data directory: the work root's parent (`runs/` is in it).
+    fn data_dir(&self) -> PathBuf {
+        self.cfg
+            .work_root
+            .parent()
+            .unwrap_or(&self.cfg.work_root)
+            .to_path_buf()
+    }
+
+    /// With isolation: what to hide from the task and whom it runs as; its work directory
+    /// (inputs, scripts and mount points included) becomes the task user's.
+    #[allow(clippy::type_complexity)]
+    fn isolated(&self, work: &Path) -> Result<(Vec<PathBuf>, Option<(u32, u32)>), String> {
+        let Some(iso) = &self.cfg.isolation else {
+            return Ok((Vec::new(), None));
+        };
+        if self.cfg.sandbox != Sandbox::Namespaces {
+            return Err(
+                "tasks run as another user need a private mount namespace, which this host \
+                 refuses (start weir as root, or with --allow-root-tasks to run them as weir's \
+                 own user)"
+                    .into(),
+            );
+        }
+        // a task that exchanges no files has no work directory (a tmpfs is its /tmp)
+        if work.exists() {
+            chown_tree(work, iso.uid, iso.gid)
+                .map_err(|e| format!("handing {} to the task user: {e}", work.display()))?;
+        }
+        let mut hide = vec![self.data_dir()];
+        if let Some(db_dir) = self
+            .cfg
+            .db
+            .as_deref()
+            .filter(|d| !d.to_string_lossy().contains("://"))
+            .and_then(Path::parent)
+            .filter(|d| !d.as_os_str().is_empty())
+            && !hide.iter().any(|h| h == db_dir)
+        {
+            hide.push(db_dir.to_path_buf());
+        }
+        Ok((hide, Some((iso.uid, iso.gid))))
+    }
+
+    /// With isolation, a path weir reads for a task after it ran (an output) must be one of
+    /// the task's own files: in `roots` once symlinks are resolved, or in an allowed host path.
+    fn readable_output(&self, path: &Path, roots: &[PathBuf]) -> Result<(), String> {
+        let Some(iso) = &self.cfg.isolation else {
+            return Ok(());
+        };
+        let Ok(real) = fs::canonicalize(path) else {
+            return Ok(()); // missing: reported as such by the caller
+        };
+        let inside = roots
+            .iter()
+            .any(|r| fs::canonicalize(r).is_ok_and(|r| real.starts_with(r)));
+        if inside || iso.allows(&real) {
+            Ok(())
+        } else {
+            Err(format!(
+                "output {} resolves to {}, outside the task's files: not read (a symlink, or \
+                 a host path not allowed on this server with --allow-host-path)",
+                path.display(),
+                real.display()
+            ))
+        }
+    }
+
     fn volumes(
         &self,
         task: &TaskSpec,
@@ -516,12 +641,7 @@ impl Inner {
     ) -> Result<Vec<(PathBuf, PathBuf)>, String> {
         use weir_core::run::VolumeSource;
         let mut late = Vec::new();
-        let data_dir = self
-            .cfg
-            .work_root
-            .parent()
-            .unwrap_or(&self.cfg.work_root)
-            .to_path_buf();
+        let data_dir = self.data_dir();
         for m in &task.mounts {
             let mut host = match &m.source {
                 VolumeSource::Empty | VolumeSource::Files(_) => {
@@ -529,10 +649,28 @@ impl Inner {
                 }
                 VolumeSource::Run(name) => within(&run_dir.join("volumes"), name)?,
                 VolumeSource::Claim(claim) => within(&data_dir.join("volumes"), claim)?,
-                VolumeSource::Host(p) => PathBuf::from(p),
+                VolumeSource::Host(p) => {
+                    if let Some(iso) = &self.cfg.isolation
+                        && !iso.allows(Path::new(p))
+                    {
+                        return Err(format!(
+                            "volume `{}`: hostPath {p} is not one of the host paths this \
+                             server lets tasks use (--allow-host-path)",
+                            m.name
+                        ));
+                    }
+                    PathBuf::from(p)
+                }
             };
             fs::create_dir_all(&host)
                 .map_err(|e| format!("volume `{}` at {}: {e}", m.name, host.display()))?;
+            // a volume of weir's (not a host path) is the task user's to write
+            if let Some(iso) = &self.cfg.isolation
+                && matches!(m.source, VolumeSource::Run(_) | VolumeSource::Claim(_))
+            {
+                std::os::unix::fs::lchown(&host, Some(iso.uid), Some(iso.gid))
+                    .map_err(|e| format!("volume `{}`: {e}", m.name))?;
+            }
             if let VolumeSource::Files(files) = &m.source {
                 for (name, content) in files {
                     fs::write(within(&host, name)?, content)
@@ -758,6 +896,7 @@ impl Inner {
         let log = Arc::new(Mutex::new(log));
         let stream = self.cfg.stream_logs.then(|| lock(&self.tx).clone());
         // init containers and sidecars share the task's view of the files and its environment
+        let (hide, user) = self.isolated(&work)?;
         let beside = |c: &weir_core::run::Sidecar| spawn::Spec {
             argv: c
                 .command
@@ -768,6 +907,8 @@ impl Inner {
             env: with_env(&env, &c.env, &view),
             cwd: cwd.clone(),
             binds: binds.clone(),
+            hide: hide.clone(),
+            user,
             namespaces: ns,
             tmpfs_tmp: light,
         };
@@ -824,6 +965,8 @@ impl Inner {
             env,
             cwd,
             binds,
+            hide,
+            user,
             namespaces: ns,
             tmpfs_tmp: light,
         };
@@ -859,7 +1002,7 @@ impl Inner {
                         std::thread::Builder::new()
                             .name("weir-probe".into())
                             .spawn(move || {
-                                if crate::probe::wait_ready(&p, &exited, &plog) {
+                                if crate::probe::wait_ready(&p, user, &exited, &plog) {
                                     me.send(Update::Ready { node });
                                 }
                             });
@@ -880,6 +1023,8 @@ impl Inner {
                 reported: (Vec::new(), None),
                 param_paths,
                 art_paths,
+                work: work.clone(),
+                run_dir: run_dir.clone(),
             })
         });
         self.reaper.watch(proc, Box::new(watch));
@@ -924,11 +1069,16 @@ impl Inner {
         if let Some(db) = &self.cfg.db {
             env.push(("WEIR_DB".into(), db.display().to_string()));
         }
+        if let Some(iso) = &self.cfg.isolation {
+            env.extend(iso.child_env());
+        }
         let spec = spawn::Spec {
             argv,
             env,
             cwd: work.clone(),
             binds: Vec::new(),
+            hide: Vec::new(),
+            user: None,
             namespaces: false,
             tmpfs_tmp: false,
         };
@@ -997,6 +1147,14 @@ impl Inner {
         };
         if let Err(e) = report::read_file(&c.metrics_file, &mut result.metrics) {
             result.error.get_or_insert(e);
+        }
+        let roots = [
+            c.work.clone(),
+            c.run_dir.join("volumes"),
+            self.data_dir().join("volumes"),
+        ];
+        for path in c.param_paths.iter().map(|(_, p)| p).chain(&c.art_paths) {
+            self.readable_output(path, &roots)?;
         }
         for (name, path) in &c.param_paths {
             let v = fs::read_to_string(path)

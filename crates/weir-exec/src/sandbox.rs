@@ -24,6 +24,8 @@ impl Sandbox {
             binds: Vec::new(),
             namespaces: true,
             tmpfs_tmp: true,
+            hide: Vec::new(),
+            user: None,
         };
         match crate::spawn::spawn(&probe).and_then(|p| crate::spawn::wait(p.pid)) {
             Ok(0) => Sandbox::Namespaces,

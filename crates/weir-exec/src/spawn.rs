@@ -24,6 +24,12 @@ pub(crate) struct Spec {
     pub namespaces: bool,
     /// With `namespaces`: mount a fresh tmpfs on /tmp (after the binds).
     pub tmpfs_tmp: bool,
+    /// With `namespaces`: directories covered by an empty read-only tmpfs before the binds
+    /// (weir's data directory: the task must not see the database or other runs' files).
+    pub hide: Vec<PathBuf>,
+    /// Run as this (uid, gid), with no supplementary groups and no way to gain privileges
+    /// again (`PR_SET_NO_NEW_PRIVS`), once the mounts are made.
+    pub user: Option<(u32, u32)>,
 }
 
 pub(crate) struct Proc {
@@ -48,6 +54,9 @@ struct Child {
     tmpfs: CString,
     tmp: CString,
     tmpfs_opts: CString,
+    hide: Vec<CString>,
+    hide_opts: CString,
+    user: Option<(u32, u32)>,
     namespaces: bool,
     tmpfs_tmp: bool,
     stdin: i32,
@@ -168,6 +177,22 @@ extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
                 }
                 *c.src_fds.add(k) = fd;
             }
+            // hidden before the binds: their sources are open already, and a bind target
+            // (the private /tmp) may cover the hidden path's parent; a path this view does not
+            // have is hidden already
+            for h in &c.hide {
+                if libc::mount(
+                    c.tmpfs.as_ptr(),
+                    h.as_ptr(),
+                    c.tmpfs.as_ptr(),
+                    libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                    c.hide_opts.as_ptr() as *const c_void,
+                ) != 0
+                    && *libc::__errno_location() != libc::ENOENT
+                {
+                    fail(9);
+                }
+            }
             for (k, (_, target)) in c.binds.iter().enumerate() {
                 let name = fd_path(*c.src_fds.add(k));
                 if libc::mount(
@@ -195,6 +220,17 @@ extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
         }
         if libc::chdir(c.cwd.as_ptr()) != 0 {
             fail(6);
+        }
+        // Raw system calls: glibc's setuid/setgid would apply the change to every thread of
+        // the process, and this child shares the engine's memory (CLONE_VM), thread list
+        // included. The kernel's calls change this process alone.
+        if let Some((uid, gid)) = c.user
+            && (libc::syscall(libc::SYS_setgroups, 0usize, std::ptr::null::<libc::gid_t>()) != 0
+                || libc::syscall(libc::SYS_setresgid, gid, gid, gid) != 0
+                || libc::syscall(libc::SYS_setresuid, uid, uid, uid) != 0
+                || libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0)
+        {
+            fail(10);
         }
         // execvp's rules: go on past a candidate that is missing or not permitted, report
         // EACCES if one was seen, else the last error
@@ -277,6 +313,13 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
         tmpfs: cstr(b"tmpfs")?,
         tmp: cstr(b"/tmp")?,
         tmpfs_opts: cstr(b"mode=1777")?,
+        hide: spec
+            .hide
+            .iter()
+            .map(|h| cstr(h.as_os_str().as_bytes()))
+            .collect::<io::Result<_>>()?,
+        hide_opts: cstr(b"size=4k,mode=0555")?,
+        user: spec.user,
         namespaces: spec.namespaces,
         tmpfs_tmp: spec.tmpfs_tmp,
         stdin: devnull,
@@ -331,7 +374,9 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
             "chdir",
             "exec",
             "mounting a tmpfs on /tmp",
-        ][step.clamp(0, 8) as usize];
+            "hiding weir's data directory",
+            "switching to the task user",
+        ][step.clamp(0, 10) as usize];
         return Err(io::Error::new(e.kind(), format!("{step}: {e}")));
     }
     drop(child);

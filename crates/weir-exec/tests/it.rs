@@ -21,6 +21,7 @@ fn executor(dir: &std::path::Path) -> (ProcessExecutor, Receiver<Update>) {
             capacity: Capacity::detect(),
             stream_logs: true,
             db: None,
+            isolation: None,
         },
         tx,
     )

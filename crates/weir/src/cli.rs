@@ -52,6 +52,23 @@ struct Cli {
     /// The namespace (with --server; and for `weir token create`).
     #[arg(short = 'n', long, env = "WEIR_NAMESPACE", global = true)]
     namespace: Option<String>,
+    /// Run tasks as this user (a name, or UID[:GID]), in a mount namespace that hides weir's
+    /// data directory. `weir server` and `weir worker` started as root use `nobody` unless told.
+    #[arg(long, env = "WEIR_TASK_USER", global = true)]
+    task_user: Option<String>,
+    /// Let `weir server` and `weir worker` started as root run tasks as root, with access to
+    /// everything weir can reach (its database and tokens included).
+    #[arg(long, env = "WEIR_ALLOW_ROOT_TASKS", global = true)]
+    allow_root_tasks: bool,
+    /// A host directory tasks run as another user may mount (`hostPath`) or leave outputs in
+    /// (repeatable; in the environment, separated by `:`).
+    #[arg(
+        long = "allow-host-path",
+        env = "WEIR_ALLOW_HOST_PATHS",
+        value_delimiter = ':',
+        global = true
+    )]
+    allow_host_paths: Vec<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -372,6 +389,67 @@ fn durability() -> Durability {
     }
 }
 
+/// Whom tasks run as. `weir server` and `weir worker` run code that editors submit: started
+/// as root, they run it as `task_user` (default `nobody`), never as root unless
+/// `allow_root_tasks`. `weir run` runs its user's own files as that user, unless `task_user`
+/// says otherwise.
+fn task_isolation(
+    task_user: Option<&str>,
+    allow_root_tasks: bool,
+    host_paths: &[PathBuf],
+    serves: bool,
+) -> Result<Option<weir_exec::Isolation>> {
+    // SAFETY: geteuid has no preconditions.
+    let euid = unsafe { libc::geteuid() };
+    let wanted = match task_user {
+        Some(u) => u,
+        None if serves && euid == 0 && !allow_root_tasks => "nobody",
+        None => return Ok(None),
+    };
+    let (uid, gid) = resolve_user(wanted)?;
+    if uid == 0 && !allow_root_tasks {
+        return Err(Usage(format!(
+            "--task-user {wanted} is root: tasks would reach everything weir can (its database \
+             and tokens); give an unprivileged user, or --allow-root-tasks"
+        ))
+        .into());
+    }
+    if uid == euid {
+        return Ok(None);
+    }
+    if euid != 0 {
+        return Err(Usage(format!(
+            "--task-user {wanted}: only root can run tasks as another user"
+        ))
+        .into());
+    }
+    Ok(Some(weir_exec::Isolation {
+        uid,
+        gid,
+        host_paths: host_paths.to_vec(),
+    }))
+}
+
+/// A user by name (from the password database) or as `UID[:GID]`.
+fn resolve_user(u: &str) -> Result<(u32, u32)> {
+    if let Some((uid, gid)) = u.split_once(':')
+        && let (Ok(uid), Ok(gid)) = (uid.parse(), gid.parse())
+    {
+        return Ok((uid, gid));
+    }
+    if let Ok(uid) = u.parse::<u32>() {
+        return Ok((uid, uid));
+    }
+    let name = std::ffi::CString::new(u).map_err(|_| Usage(format!("user `{u}` has a NUL")))?;
+    // SAFETY: getpwnam returns a pointer into static storage, read at once, on this thread.
+    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+    if pw.is_null() {
+        return Err(Usage(format!("--task-user: no user `{u}` on this host")).into());
+    }
+    // SAFETY: non-null: a valid passwd entry.
+    Ok(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
+}
+
 pub fn main() -> Result<ExitCode> {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -389,11 +467,19 @@ pub fn main() -> Result<ExitCode> {
         return remote_main(&remote, cli.cmd);
     }
     let db_given = cli.db.clone();
+    let serves = matches!(cli.cmd, Cmd::Server { .. } | Cmd::Worker { .. });
+    let isolation = task_isolation(
+        cli.task_user.as_deref(),
+        cli.allow_root_tasks,
+        &cli.allow_host_paths,
+        serves,
+    )?;
     let env = Env {
         db: cli.db.unwrap_or_else(default_db),
         durability: durability(),
         data: cli.data_dir.clone(),
         queue: false,
+        isolation,
     };
     match cli.cmd {
         Cmd::Run {

@@ -539,6 +539,7 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
                 capacity,
                 stream_logs: false,
                 db: Some(env.db.clone()),
+                isolation: env.isolation.clone(),
             },
             tx,
         )

@@ -27,6 +27,8 @@ pub struct Env {
     pub data: Option<PathBuf>,
     /// Tasks go to the PostgreSQL task queue for workers, rather than run in this process.
     pub queue: bool,
+    /// Tasks run as another user, away from weir's files (see `cli::task_isolation`).
+    pub isolation: Option<weir_exec::Isolation>,
 }
 
 impl Env {
@@ -268,6 +270,7 @@ pub fn drive(
         } else {
             std::path::absolute(&env.db).unwrap_or_else(|_| env.db.clone())
         }),
+        isolation: env.isolation.clone(),
     };
     let queued = env.queue && env.is_postgres();
     let exec: Box<dyn Executor> = if queued {

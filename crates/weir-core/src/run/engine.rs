@@ -1218,25 +1218,26 @@ impl Run {
         self.execute(call)
     }
 
-    /// Runs `call`'s template, bounded: templates nested [`limits::MAX_DEPTH`] deep within one
-    /// step of the machine, or a run past [`limits::MAX_NODES`] nodes, get an errored node
+    /// Runs `call`'s template, bounded: templates nested `max_depth` deep within one step of
+    /// the machine, or a run past `max_nodes` nodes (`Run::limits`), get an errored node
     /// instead (and a run that starts that way is refused, see `Run::start`).
     fn execute(&mut self, call: Call) -> usize {
-        let over = if self.depth >= limits::MAX_DEPTH {
+        let max = self.limits;
+        let over = if self.depth >= max.max_depth {
             Some(format!(
                 "Maximum recursion depth exceeded at template `{}`: {}",
                 call.tmpl.name,
                 limits::exceeded(
                     "templates nested without a task in between",
                     self.depth + 1,
-                    limits::MAX_DEPTH
+                    max.max_depth
                 )
             ))
-        } else if self.nodes.len() >= limits::MAX_NODES {
+        } else if self.nodes.len() >= max.max_nodes {
             Some(limits::exceeded(
                 "nodes of this run",
                 self.nodes.len() + 1,
-                limits::MAX_NODES,
+                max.max_nodes,
             ))
         } else {
             None
@@ -3414,9 +3415,10 @@ impl Run {
         let env = Vars {
             layers: vec![vars, &self.globals],
         };
-        let too_many = |n: usize| Err(limits::exceeded("loop items", n, limits::MAX_LOOP_ITEMS));
+        let max = self.limits.max_loop_items;
+        let too_many = |n: usize| Err(limits::exceeded("loop items", n, max));
         if let Some(items) = &step.with_items {
-            if items.len() > limits::MAX_LOOP_ITEMS {
+            if items.len() > max {
                 return too_many(items.len());
             }
             let mut out = Vec::new();
@@ -3428,7 +3430,7 @@ impl Run {
         if let Some(p) = &step.with_param {
             let text = substitute(p, &env).map_err(|e| format!("withParam: {e}"))?;
             return match serde_json::from_str::<Json>(&text) {
-                Ok(Json::Array(a)) if a.len() > limits::MAX_LOOP_ITEMS => too_many(a.len()),
+                Ok(Json::Array(a)) if a.len() > max => too_many(a.len()),
                 Ok(Json::Array(a)) => Ok(Some(a)),
                 _ => Err(format!(
                     "withParam value could not be parsed as a JSON list: {}",
@@ -3460,7 +3462,7 @@ impl Run {
                 (None, None) => return Err("withSequence: one of count or end is required".into()),
             };
             let n = (hi as i128 - lo as i128).unsigned_abs() + 1;
-            if n > limits::MAX_LOOP_ITEMS as u128 {
+            if n > max as u128 {
                 return too_many(n.min(usize::MAX as u128) as usize);
             }
             let fmt = seq.format.clone();

@@ -673,8 +673,9 @@ pub struct Run {
     hooks_active: usize,
     /// The run is done but for its running hooks.
     finish_waiting: bool,
-    /// Templates being executed within one another right now (see `limits::MAX_DEPTH`).
+    /// Templates being executed within one another right now (see `Limits::max_depth`).
     depth: usize,
+    limits: crate::limits::Limits,
     /// The run's labels and annotations: the submission's, with `workflowMetadata` applied.
     labels: BTreeMap<String, String>,
     annotations: BTreeMap<String, String>,
@@ -683,12 +684,21 @@ pub struct Run {
 impl Run {
     /// Validates a submission and starts it. Problems are returned all at once.
     pub fn start(sub: Submission) -> Result<(Run, Vec<Action>), Vec<Problem>> {
+        Run::start_with(sub, crate::limits::Limits::default())
+    }
+
+    /// [`Run::start`] held to other `limits`.
+    pub fn start_with(
+        sub: Submission,
+        limits: crate::limits::Limits,
+    ) -> Result<(Run, Vec<Action>), Vec<Problem>> {
         let library = Library::build(&sub)?;
         let problems = crate::validate::validate(&sub, &library);
         if !problems.is_empty() {
             return Err(problems);
         }
         let mut run = Run::empty(Arc::new(sub), Arc::new(library), HashMap::new());
+        run.limits = limits;
         run.begin();
         // a limit hit before any task ran is a property of the submission: refused, not stored
         if let Some(n) = run
@@ -757,6 +767,7 @@ impl Run {
             hooks_active: 0,
             finish_waiting: false,
             depth: 0,
+            limits: crate::limits::Limits::default(),
             labels: BTreeMap::new(),
             annotations: BTreeMap::new(),
         }

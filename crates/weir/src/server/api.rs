@@ -238,28 +238,26 @@ async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Resp
         .or_else(|| query_ok.then(|| query_token(req.uri().query())).flatten());
     let caller = if app.opts.insecure_local {
         local_request(req.headers(), &method).map(|()| Caller::Local)
-    } else if peer.is_some_and(|p| app.failures.limited(p, now)) {
-        Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too_many_requests",
-            format!(
-                "more than {} wrong token secrets from this address in {} s; try again later",
-                super::auth::MAX_FAILURES,
-                super::auth::FAILURE_WINDOW_MS / 1000
-            ),
-        ))
     } else {
         match token {
             None => Err(ApiError::unauthenticated("a bearer token is required")),
             Some(t) => {
                 app.db(move |app, store| {
-                    app.verified.check(store, &t, now).map_err(|e| {
-                        // only a wrong secret cost an argon2 verification: those are counted
-                        if let (super::auth::Rejected::WrongSecret, Some(p)) = (&e, peer) {
-                            app.failures.record(p, now);
-                        }
-                        ApiError::unauthenticated(e.to_string())
-                    })
+                    app.verified
+                        .check(store, &t, now, peer)
+                        .map_err(|e| match e {
+                            super::auth::Rejected::TooMany => ApiError::new(
+                                StatusCode::TOO_MANY_REQUESTS,
+                                "too_many_requests",
+                                format!(
+                                    "more than {} wrong token secrets from this address in {} s; \
+                                     try again later",
+                                    super::auth::MAX_FAILURES,
+                                    super::auth::FAILURE_WINDOW_MS / 1000
+                                ),
+                            ),
+                            e => ApiError::unauthenticated(e.to_string()),
+                        })
                 })
                 .await
             }

@@ -82,6 +82,8 @@ pub enum Rejected {
     Unknown,
     /// A known token id with the wrong secret (after an argon2 verification).
     WrongSecret,
+    /// An unverified secret from an address past its burst of wrong secrets.
+    TooMany,
     Revoked,
     Expired,
 }
@@ -93,26 +95,38 @@ impl std::fmt::Display for Rejected {
             Rejected::Unknown | Rejected::WrongSecret => "the bearer token is not valid",
             Rejected::Revoked => "the bearer token has been revoked",
             Rejected::Expired => "the bearer token has expired",
+            Rejected::TooMany => "too many wrong token secrets from this address; try again later",
         })
     }
 }
 
-/// Argon2 verifications that may run at once: each takes ~19 MiB and a core for a moment, so
-/// a burst of wrong secrets must queue rather than take the server's memory.
-const MAX_HASHING: usize = 2;
+/// Threads that run argon2 verifications: each takes ~19 MiB and a core for a moment, so a
+/// burst of wrong secrets queues for these few threads rather than taking the server's memory
+/// (run on the many request threads, each would leave its 19 MiB in its own malloc arena).
+const HASHERS: usize = 2;
 
-/// Verified secrets (by token id) and the gate in front of argon2.
+type Job = (String, String, std::sync::mpsc::Sender<bool>);
+
+/// Verified secrets (by token id) and the threads that verify new ones.
 #[derive(Default)]
 pub struct Verified {
     known: Mutex<HashMap<String, [u8; 32]>>,
-    hashing: Mutex<usize>,
-    turn: std::sync::Condvar,
+    hashers: std::sync::OnceLock<Mutex<std::sync::mpsc::Sender<Job>>>,
+    failures: Failures,
 }
 
 impl Verified {
     /// Checks `token` against the store: the cheap checks first (form, unknown id, revoked,
-    /// expired, a secret verified before), argon2 last and at most [`MAX_HASHING`] at a time.
-    pub fn check(&self, store: &Store, token: &str, now: Millis) -> Result<Caller, Rejected> {
+    /// expired, a secret verified before), argon2 last, on [`HASHERS`] threads. A client
+    /// address (`from`) whose wrong secrets passed [`MAX_FAILURES`] in a window gets no more
+    /// verifications until it ends; a secret verified before still works from there.
+    pub fn check(
+        &self,
+        store: &Store,
+        token: &str,
+        now: Millis,
+        from: Option<std::net::IpAddr>,
+    ) -> Result<Caller, Rejected> {
         let (id, secret) = split(token).ok_or(Rejected::Malformed)?;
         let rec = store
             .token(id)
@@ -132,13 +146,13 @@ impl Verified {
             .get(id)
             .is_some_and(|d| *d == digest);
         if !known {
-            let verified = {
-                let _permit = self.permit();
-                Argon2::default()
-                    .verify_password(secret.as_bytes(), rec.hash.as_str())
-                    .is_ok()
-            };
-            if !verified {
+            if from.is_some_and(|a| self.failures.limited(a, now)) {
+                return Err(Rejected::TooMany);
+            }
+            if !self.verify(secret, &rec.hash) {
+                if let Some(a) = from {
+                    self.failures.record(a, now);
+                }
                 return Err(Rejected::WrongSecret);
             }
             self.known
@@ -156,28 +170,45 @@ impl Verified {
 }
 
 impl Verified {
-    /// Waits for a turn at argon2; the turn ends when the permit is dropped.
-    fn permit(&self) -> Permit<'_> {
-        let mut n = self.hashing.lock().unwrap_or_else(|e| e.into_inner());
-        while *n >= MAX_HASHING {
-            n = self.turn.wait(n).unwrap_or_else(|e| e.into_inner());
-        }
-        *n += 1;
-        Permit(self)
-    }
-}
-
-struct Permit<'a>(&'a Verified);
-
-impl Drop for Permit<'_> {
-    fn drop(&mut self) {
-        *self.0.hashing.lock().unwrap_or_else(|e| e.into_inner()) -= 1;
-        self.0.turn.notify_one();
+    /// Whether `secret` matches the argon2 `hash`, checked on one of the [`HASHERS`] threads.
+    fn verify(&self, secret: &str, hash: &str) -> bool {
+        let jobs = self.hashers.get_or_init(|| {
+            let (tx, rx) = std::sync::mpsc::channel::<Job>();
+            let rx = std::sync::Arc::new(Mutex::new(rx));
+            for n in 0..HASHERS {
+                let rx = rx.clone();
+                let _ = std::thread::Builder::new()
+                    .name(format!("weir-argon2-{n}"))
+                    .spawn(move || {
+                        loop {
+                            let job = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                            let Ok((secret, hash, reply)) = job else {
+                                return;
+                            };
+                            let ok = argon2::PasswordHash::new(&hash).is_ok_and(|h| {
+                                Argon2::default()
+                                    .verify_password(secret.as_bytes(), &h)
+                                    .is_ok()
+                            });
+                            let _ = reply.send(ok);
+                        }
+                    });
+            }
+            Mutex::new(tx)
+        });
+        let (reply, answer) = std::sync::mpsc::channel();
+        let sent = jobs.lock().unwrap_or_else(|e| e.into_inner()).send((
+            secret.to_string(),
+            hash.to_string(),
+            reply,
+        ));
+        sent.is_ok() && answer.recv().unwrap_or(false)
     }
 }
 
 /// Wrong secrets per client address, in windows of [`FAILURE_WINDOW_MS`]: past
-/// [`MAX_FAILURES`] in one window, the address is answered 429 until the window ends.
+/// [`MAX_FAILURES`] in one window, the address's unverified secrets are refused (429) until
+/// the window ends.
 #[derive(Default)]
 pub struct Failures(Mutex<HashMap<std::net::IpAddr, (Millis, u32)>>);
 
@@ -306,7 +337,7 @@ mod tests {
         );
         store.create_token(&rec).unwrap();
         let v = Verified::default();
-        match v.check(&store, &token, 2_000) {
+        match v.check(&store, &token, 2_000, None) {
             Ok(Caller::Token {
                 namespace, role, ..
             }) => {
@@ -318,26 +349,26 @@ mod tests {
         let mut wrong = token.clone();
         wrong.replace_range(token.len() - 3.., "AAA");
         assert!(matches!(
-            v.check(&store, &wrong, 2_000),
+            v.check(&store, &wrong, 2_000, None),
             Err(Rejected::WrongSecret)
         ));
         // an unknown id costs no argon2 verification
         let unknown = format!("weir_000000000000_{}", "A".repeat(43));
         assert!(matches!(
-            v.check(&store, &unknown, 2_000),
+            v.check(&store, &unknown, 2_000, None),
             Err(Rejected::Unknown)
         ));
         assert!(matches!(
-            v.check(&store, &token, 10_000),
+            v.check(&store, &token, 10_000, None),
             Err(Rejected::Expired)
         ));
         assert!(store.revoke_token(&rec.id, 3_000).unwrap());
         assert!(matches!(
-            v.check(&store, &token, 2_000),
+            v.check(&store, &token, 2_000, None),
             Err(Rejected::Revoked)
         ));
         assert!(matches!(
-            v.check(&store, "weir_x", 2_000),
+            v.check(&store, "weir_x", 2_000, None),
             Err(Rejected::Malformed)
         ));
     }

@@ -182,7 +182,7 @@ pub async fn serve(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) 
                 match token {
                     Some(t) => Some(
                         app.verified
-                            .check(store, &t, crate::driver::now_ms())
+                            .check(store, &t, crate::driver::now_ms(), None)
                             .map_err(|e| ApiError::unauthenticated(e.to_string()))?,
                     ),
                     None => None,

@@ -124,8 +124,6 @@ pub struct App {
     metrics: Arc<metrics::Metrics>,
     log: Log,
     verified: auth::Verified,
-    /// Failed authentications per client address (429 past a burst).
-    failures: auth::Failures,
     pool: Mutex<Vec<Store>>,
     /// Runs this process is driving now.
     driving: AtomicUsize,
@@ -418,7 +416,7 @@ pub fn serve(env: Env, opts: Options) -> Result<ExitCode> {
             json: opts.json_logs,
         },
         verified: auth::Verified::default(),
-        failures: auth::Failures::default(),
+
         pool: Mutex::new(Vec::new()),
         driving: AtomicUsize::new(0),
         local: Mutex::default(),

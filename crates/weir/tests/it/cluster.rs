@@ -70,13 +70,16 @@ impl Procs {
     }
 }
 
-/// A `weir worker` on the sandbox's database, with the tests' short lease.
+/// A `weir worker` on the sandbox's database, with the tests' short lease. Its tasks run as
+/// root (`WEIR_ALLOW_ROOT_TASKS`): they count their runs in files the test shares with them,
+/// which an unprivileged task user could not write (the security tests cover that user).
 fn worker(sb: &Sandbox, args: &[&str]) -> Proc {
     let mut all = vec!["worker"];
     all.extend_from_slice(args);
     Proc(
         sb.cmd(&all)
             .env("WEIR_LEASE_MS", LEASE)
+            .env("WEIR_ALLOW_ROOT_TASKS", "true")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -91,7 +94,7 @@ fn server(sb: &Sandbox) -> ApiServer {
     ApiServer::start_with(
         sb,
         &["--insecure-local", "--no-worker"],
-        &[("WEIR_LEASE_MS", LEASE)],
+        &[("WEIR_LEASE_MS", LEASE), ("WEIR_ALLOW_ROOT_TASKS", "true")],
     )
 }
 
@@ -310,6 +313,7 @@ spec:
         sb.cmd(&["worker"])
             .env("WEIR_DB", &proxied)
             .env("WEIR_LEASE_MS", LEASE)
+            .env("WEIR_ALLOW_ROOT_TASKS", "true")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()
@@ -528,6 +532,7 @@ fn a_worker_with_its_own_files_sends_logs_and_outputs_back_through_the_store() {
         sb.cmd(&["worker"])
             .env("WEIR_DATA_DIR", &elsewhere)
             .env("WEIR_LEASE_MS", LEASE)
+            .env("WEIR_ALLOW_ROOT_TASKS", "true")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

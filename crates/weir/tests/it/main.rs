@@ -3,6 +3,7 @@
 mod browser;
 mod cluster;
 mod conformance;
+mod security;
 mod server;
 mod support;
 mod tidy;

@@ -644,7 +644,8 @@ fn a_run_accepted_by_a_killed_server_goes_on_when_the_server_restarts() {
         count = count.display(),
         gate = gate.display()
     );
-    let mut srv = ApiServer::start(&sb, &["--insecure-local"]);
+    // the tasks signal through files the test shares with them: they run as root
+    let mut srv = ApiServer::start(&sb, &["--insecure-local", "--allow-root-tasks"]);
     let agent = http();
     let (status, body) = answer(
         agent
@@ -672,7 +673,7 @@ fn a_run_accepted_by_a_killed_server_goes_on_when_the_server_restarts() {
     std::fs::write(&gate, "").unwrap();
 
     // a new server process on the same database takes the run over and finishes it
-    let srv = ApiServer::start(&sb, &["--insecure-local"]);
+    let srv = ApiServer::start(&sb, &["--insecure-local", "--allow-root-tasks"]);
     let events = agent
         .get(srv.url("/api/v1/workflow-events/default?name=durable"))
         .call()

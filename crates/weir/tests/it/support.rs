@@ -313,6 +313,11 @@ impl ApiServer {
         format!("{}{path}", self.base)
     }
 
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// The body of a GET of `path`, as text.
     pub fn text(&self, path: &str) -> String {
         http()
