@@ -898,6 +898,44 @@ fn malformed_synchronization_is_refused_with_its_path() {
 }
 
 #[test]
+fn parallelism_below_one_and_bad_names_are_refused_with_their_path() {
+    let y = "kind: Workflow\nmetadata: {name: wf, generateName: Bad_}\nspec:\n  entrypoint: t\n  parallelism: 0\n  templates:\n  - name: t\n    parallelism: -1\n    container: {image: x, command: [x]}\n";
+    let p = problems_of(y);
+    assert!(
+        p.iter()
+            .any(|x| x.starts_with("metadata.generateName: generateName `Bad_`")),
+        "{p:?}"
+    );
+    assert!(p.contains(&"spec.parallelism: parallelism must be at least 1, not 0".to_string()));
+    assert!(p.contains(
+        &"spec.templates[0].parallelism: parallelism must be at least 1, not -1".to_string()
+    ));
+}
+
+#[test]
+fn a_limit_hit_at_start_is_a_problem_and_replay_refuses_it_too() {
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: a\n  templates:\n  - name: a\n    steps:\n    - - {name: x, template: a}\n";
+    let Err(p) = Run::start(submission(y, &[])) else {
+        panic!("unbounded recursion started")
+    };
+    assert!(
+        p[0].message.contains("Maximum recursion depth exceeded"),
+        "{p:?}"
+    );
+    assert!(Run::replay(submission(y, &[]), &[]).is_err());
+    let small = crate::limits::Limits {
+        max_nodes: 10,
+        ..crate::limits::Limits::default()
+    };
+    let fan = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: a\n  templates:\n  - name: a\n    steps:\n    - - {name: x, template: b, withSequence: {count: '20'}}\n  - name: b\n    container: {image: x, command: [x]}\n";
+    assert!(Run::start(submission(fan, &[])).is_ok());
+    let Err(p) = Run::start_with(submission(fan, &[]), small) else {
+        panic!("20 items within 10 nodes")
+    };
+    assert!(p[0].message.contains("nodes of this run"), "{p:?}");
+}
+
+#[test]
 fn a_daemon_lets_its_scope_go_on_once_ready_and_is_stopped_when_the_scope_ends() {
     let yaml = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {name: server, template: server}\n    - - {name: client, template: client, arguments: {parameters: [{name: ip, value: '{{steps.server.ip}}'}]}}\n  - name: server\n    daemon: true\n    container:\n      image: a\n      command: [serve]\n      readinessProbe: {httpGet: {path: /ok, port: 8080}, initialDelaySeconds: 2}\n  - name: client\n    inputs: {parameters: [{name: ip}]}\n    container: {image: a, command: [get, '{{inputs.parameters.ip}}']}\n";
     let (mut run, actions) = Run::start(submission(yaml, &[])).expect("valid");

@@ -28,6 +28,12 @@ pub(crate) fn validate(sub: &Submission, lib: &Library) -> Vec<Problem> {
         v.push("metadata.namespace", &e);
     }
     let spec = &lib.spec;
+    if let Some(p) = spec.parallelism.filter(|p| *p < 1) {
+        v.push(
+            "spec.parallelism",
+            &format!("parallelism must be at least 1, not {p}"),
+        );
+    }
     let from_template = sub.workflow.spec.workflow_template_ref.is_some();
     let base = if from_template {
         "spec.workflowTemplateRef"
@@ -313,6 +319,12 @@ impl Validator<'_> {
     }
 
     fn template(&mut self, t: &Template, path: &str, scope: &TemplateScope) {
+        if let Some(p) = t.parallelism.filter(|p| *p < 1) {
+            self.push(
+                &format!("{path}.parallelism"),
+                &format!("parallelism must be at least 1, not {p}"),
+            );
+        }
         if let Some(sync) = &t.synchronization {
             self.synchronization(sync, &format!("{path}.synchronization"));
         }

@@ -631,6 +631,14 @@ impl Store {
         Ok(())
     }
 
+    /// The namespace of run `name`, if there is one (read without loading the run).
+    pub fn run_namespace(&self, name: &str) -> Result<Option<String>> {
+        self.conn
+            .row("SELECT namespace FROM runs WHERE name = ?1", p![name])?
+            .map(|r| r.s(0))
+            .transpose()
+    }
+
     pub fn name_taken(&self, name: &str) -> Result<bool> {
         Ok(self
             .conn

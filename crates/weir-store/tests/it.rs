@@ -231,7 +231,23 @@ fn memoized_outputs_age_and_go(db: &Db) {
 fn metrics_and_expiry(db: &Db) {
     let mut s = db.open();
     s.create_run(&submission("r1", "ns", 1, &[])).unwrap();
-    s.create_run(&submission("r2", "ns", 2, &[])).unwrap();
+    s.create_run(&submission("r2", "other", 2, &[])).unwrap();
+    assert_eq!(s.run_namespace("r2").unwrap().as_deref(), Some("other"));
+    assert_eq!(s.run_namespace("nope").unwrap(), None);
+    // names become paths: the store refuses what is not a DNS-1123 name
+    for bad in ["../x", "/abs", "objects", "A"] {
+        assert!(
+            matches!(
+                s.create_run(&submission(bad, "ns", 3, &[])),
+                Err(Error::InvalidName(_))
+            ),
+            "{bad}"
+        );
+    }
+    assert!(matches!(
+        s.create_run(&submission("ok", "Bad.NS", 3, &[])),
+        Err(Error::InvalidName(_))
+    ));
     let m = weir_core::run::Metric {
         name: "loss".into(),
         help: "h".into(),
@@ -250,6 +266,16 @@ fn metrics_and_expiry(db: &Db) {
         .map(|(r, at, _)| (r, at))
         .collect();
     assert_eq!(got, [("r2".to_string(), 3), ("r1".to_string(), 5)]);
+    let of = |ns: &str| -> Vec<String> {
+        s.metrics_in(ns)
+            .unwrap()
+            .into_iter()
+            .map(|(r, _, _)| r)
+            .collect()
+    };
+    assert_eq!(of("other"), ["r2"]);
+    assert_eq!(of("ns"), ["r1"]);
+    assert!(of("none").is_empty());
     s.set_expiry("r1", 100).unwrap();
     assert!(s.expired(99).unwrap().is_empty());
     assert_eq!(s.expired(100).unwrap(), ["r1"]);

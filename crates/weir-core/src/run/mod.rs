@@ -701,25 +701,34 @@ impl Run {
         run.limits = limits;
         run.begin();
         // a limit hit before any task ran is a property of the submission: refused, not stored
-        if let Some(n) = run
-            .nodes
-            .iter()
-            .find(|n| n.phase == Phase::Error && crate::limits::is_exceeded(&n.message))
-        {
-            return Err(vec![Problem {
-                path: "spec".into(),
-                message: format!("{}: {}", n.display_name, n.message),
-            }]);
-        }
+        run.limit_problems()?;
         let actions = std::mem::take(&mut run.actions);
         Ok((run, actions))
     }
 
-    /// Rebuilds a run's state from its submission and stored events.
+    /// A limit the run hit while it began (see `Run::start`), as a problem.
+    fn limit_problems(&self) -> Result<(), Vec<Problem>> {
+        match self
+            .nodes
+            .iter()
+            .find(|n| n.phase == Phase::Error && crate::limits::is_exceeded(&n.message))
+        {
+            Some(n) => Err(vec![Problem {
+                path: "spec".into(),
+                message: format!("{}: {}", n.display_name, n.message),
+            }]),
+            None => Ok(()),
+        }
+    }
+
+    /// Rebuilds a run's state from its submission and stored events. A submission that hits a
+    /// limit as it begins (stored by an older weir, or written behind its back) is refused as
+    /// `Run::start` would have refused it.
     pub fn replay(sub: Submission, events: &[(Millis, Event)]) -> Result<Run, Vec<Problem>> {
         let library = Library::build(&sub)?;
         let mut run = Run::empty(Arc::new(sub), Arc::new(library), HashMap::new());
         run.begin();
+        run.limit_problems()?;
         run.actions.clear();
         for (at, ev) in events {
             run.step(ev.clone(), *at);

@@ -543,19 +543,19 @@ pub(super) fn ns_ok(namespace: &str) -> ApiResult<()> {
 
 /// The run `name` of `namespace`, replayed; 404 if it is in another namespace.
 fn find_run(store: &Store, namespace: &str, name: &str) -> ApiResult<Run> {
-    let missing = || {
-        ApiError::not_found(format!(
+    in_namespace(store, namespace, name)?;
+    Ok(load_run(store, name)?)
+}
+
+/// 404 unless run `name` exists in `namespace` (checked without loading it: a run that cannot
+/// be loaded can still be deleted, and another namespace's learns nothing).
+fn in_namespace(store: &Store, namespace: &str, name: &str) -> ApiResult<()> {
+    match store.run_namespace(name)? {
+        Some(ns) if ns == namespace => Ok(()),
+        _ => Err(ApiError::not_found(format!(
             "workflow `{name}` not found in namespace `{namespace}`"
-        ))
-    };
-    if !store.name_taken(name)? {
-        return Err(missing());
+        ))),
     }
-    let run = load_run(store, name)?;
-    if run.submission().namespace != namespace {
-        return Err(missing());
-    }
-    Ok(run)
 }
 
 fn workflow_json(run: &Run) -> Value {
@@ -986,7 +986,7 @@ async fn delete_workflow(
 ) -> ApiResult<Json<Value>> {
     require(&caller, &namespace, Role::Editor)?;
     app.db(move |app, store| {
-        find_run(store, &namespace, &name)?;
+        in_namespace(store, &namespace, &name)?;
         if !driver::delete_run(&app.env, store, &name)? {
             return Err(ApiError::conflict(format!(
                 "run {name} is running; stop it first"

@@ -8,15 +8,19 @@ use serde_json::{Value, json};
 
 use crate::support::{ApiServer, Sandbox, answer, http, token, wait_for};
 
-/// POSTs a YAML workflow to `ns` with `auth` (a token, or none); status and body.
-fn post(srv: &ApiServer, ns: &str, auth: Option<&str>, query: &str, yaml: &str) -> (u16, Value) {
-    let mut req = http()
-        .post(srv.url(&format!("/api/v1/workflows/{ns}{query}")))
-        .content_type("application/yaml");
+/// POSTs `body` as `ctype` to `path` with `auth` (a token, or none); status and body.
+fn send(srv: &ApiServer, path: &str, auth: Option<&str>, ctype: &str, body: &str) -> (u16, Value) {
+    let mut req = http().post(srv.url(path)).content_type(ctype);
     if let Some(t) = auth {
         req = req.header("Authorization", &format!("Bearer {t}"));
     }
-    answer(req.send(yaml))
+    answer(req.send(body))
+}
+
+/// POSTs a YAML workflow to `ns`.
+fn post(srv: &ApiServer, ns: &str, auth: Option<&str>, query: &str, yaml: &str) -> (u16, Value) {
+    let path = format!("/api/v1/workflows/{ns}{query}");
+    send(srv, &path, auth, "application/yaml", yaml)
 }
 
 fn get(srv: &ApiServer, path: &str, auth: Option<&str>) -> (u16, Value) {
@@ -234,21 +238,37 @@ c.commit()
     assert!(st.success());
     let srv = ApiServer::start(&sb, &["--insecure-local"]);
     assert_eq!(srv.text("/healthz"), "ok\n");
-    let wf = finished(&srv, "default", "bomb", None);
-    assert_eq!(wf["status"]["phase"], "Failed", "{wf}");
-    assert!(wf.to_string().contains("exceeds the limit"), "{wf}");
-    let mut phase = String::new();
-    wait_for(Duration::from_secs(30), || {
-        let out = sb.weir(&["list", "-o", "json"]);
-        let v: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
-        phase = v
-            .as_array()
-            .and_then(|a| a.iter().find(|r| r["name"] == "garbage"))
-            .map(|r| format!("{} {}", r["phase"], r["message"]))
-            .unwrap_or_default();
-        phase.contains("Error")
-    });
-    assert!(phase.contains("cannot be loaded"), "{phase}");
+    let summary = |name: &str| {
+        let mut phase = String::new();
+        wait_for(Duration::from_secs(30), || {
+            let out = sb.weir(&["list", "-o", "json"]);
+            let v: Value = serde_json::from_str(&out.stdout).unwrap_or(Value::Null);
+            phase = v
+                .as_array()
+                .and_then(|a| a.iter().find(|r| r["name"] == name))
+                .map(|r| format!("{} {}", r["phase"], r["message"]))
+                .unwrap_or_default();
+            phase.contains("Error")
+        });
+        phase
+    };
+    let bomb = summary("bomb");
+    assert!(
+        bomb.contains("cannot be loaded") && bomb.contains("exceeds the limit"),
+        "{bomb}"
+    );
+    let garbage = summary("garbage");
+    assert!(garbage.contains("cannot be loaded"), "{garbage}");
+    assert_eq!(srv.text("/healthz"), "ok\n");
+    // and such runs can be deleted
+    for name in ["bomb", "garbage"] {
+        let (status, body) = answer(
+            http()
+                .delete(srv.url(&format!("/api/v1/workflows/default/{name}")))
+                .call(),
+        );
+        assert_eq!(status, 200, "{name}: {body}");
+    }
 }
 
 /// Finding 2: a local-executor task of `weir server` runs as an unprivileged user that cannot
@@ -443,12 +463,12 @@ fn the_audit_log_is_not_flooded_and_files_actions_where_they_act() {
     let (status, body) = post(&srv, "%61", Some(&editor), "", &echo("encoded"));
     assert_eq!(status, 200, "{body}");
     let tpl = "kind: ClusterWorkflowTemplate\nmetadata: {name: shared}\nspec:\n  templates:\n  - name: t\n    container: {image: x, command: [echo]}\n";
-    let (status, body) = answer(
-        http()
-            .post(srv.url("/api/v1/cluster-workflow-templates"))
-            .header("Authorization", &format!("Bearer {global}"))
-            .content_type("application/yaml")
-            .send(tpl),
+    let (status, body) = send(
+        &srv,
+        "/api/v1/cluster-workflow-templates",
+        Some(&global),
+        "application/yaml",
+        tpl,
     );
     assert_eq!(status, 200, "{body}");
     let items = get(&srv, "/api/v1/audit", Some(&global)).1["items"].clone();
@@ -707,13 +727,7 @@ fn overflows_ttl_and_error_shapes() {
     let (_, body) = answer(Ok(resp));
     assert_eq!(body["error"]["code"], "method_not_allowed", "{body}");
     let dup = r#"{"workflow": {"metadata": {"name": "one", "name": "two"}, "spec": {}}}"#;
-    let (status, body) = answer(
-        http()
-            .post(srv.url("/api/v1/workflows/a"))
-            .header("Authorization", &format!("Bearer {editor}"))
-            .content_type("application/json")
-            .send(dup),
-    );
+    let (status, body) = send(&srv, "/api/v1/workflows/a", auth, "application/json", dup);
     assert_eq!(status, 400, "{body}");
     assert!(body.to_string().contains("duplicate key"), "{body}");
     // access_token in the query is for streams and downloads, not for changes
