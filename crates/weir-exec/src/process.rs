@@ -822,9 +822,16 @@ impl Inner {
             // `command: [sh, -c]` runs the script file as a program
             use std::os::unix::fs::PermissionsExt;
             let _ = fs::set_permissions(&script, fs::Permissions::from_mode(0o755));
-            argv = task.command.iter().map(|s| view.rewrite(s)).collect();
+            // Argo appends the script's path to the container's args (`executeScript`:
+            // `mainCtr.Args = append(mainCtr.Args, common.ExecutorScriptSourcePath)`): it
+            // runs `command + args + [script]`
+            argv = task
+                .command
+                .iter()
+                .chain(&task.args)
+                .map(|s| view.rewrite(s))
+                .collect();
             argv.push(script_task);
-            argv.extend(task.args.iter().map(|s| view.rewrite(s)));
         }
         if argv.is_empty() {
             return Err("nothing to run: the template has no command or args".into());

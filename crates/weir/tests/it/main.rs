@@ -1,5 +1,6 @@
 //! End-to-end tests of the `weir` binary: real processes, a real SQLite database, real files.
 
+mod argo;
 mod browser;
 mod cluster;
 mod conformance;
