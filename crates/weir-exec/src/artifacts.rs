@@ -157,11 +157,14 @@ pub(crate) fn save_tree(
     let mut dirs = vec![src.to_path_buf()];
     while let Some(d) = dirs.pop() {
         for e in fs::read_dir(&d).map_err(|e| format!("{}: {e}", d.display()))? {
-            let p = e.map_err(|e| e.to_string())?.path();
-            if p.is_dir() {
-                dirs.push(p);
-            } else {
-                files.push(p);
+            let e = e.map_err(|e| e.to_string())?;
+            // the entry itself, not what a symlink points to: a task's symlink to a host file
+            // (or directory) must not make weir store that file
+            let kind = e.file_type().map_err(|e| e.to_string())?;
+            if kind.is_dir() {
+                dirs.push(e.path());
+            } else if kind.is_file() {
+                files.push(e.path());
             }
         }
     }

@@ -562,8 +562,6 @@ impl Inner {
         self.admit();
     }
 
-    /// Prepares each volume's host directory and how it appears at its mount path. Returns the
-    /// bind mounts that must come after the private /tmp (mount paths inside /tmp).
     /// The data directory: the work root's parent (`runs/` is in it).
     fn data_dir(&self) -> PathBuf {
         self.cfg
@@ -632,6 +630,8 @@ impl Inner {
         }
     }
 
+    /// Prepares each volume's host directory and how it appears at its mount path. Returns the
+    /// bind mounts that must come after the private /tmp (mount paths inside /tmp).
     fn volumes(
         &self,
         task: &TaskSpec,

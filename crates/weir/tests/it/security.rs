@@ -324,6 +324,20 @@ fn a_task_cannot_read_the_database_mint_a_token_or_read_host_files() {
     let wf = finished(&srv, "a", "shadow", Some(&editor));
     assert_ne!(wf["status"]["phase"], "Succeeded", "{wf}");
     assert!(!wf.to_string().contains("root:"), "{wf}");
+    // a symlink the task leaves at an output path, or inside an output directory, is not
+    // followed to the host file it names
+    let param = "kind: Workflow\nmetadata: {name: link-param}\nspec:\n  entrypoint: m\n  templates:\n  - name: m\n    container: {image: x, command: [ln, -s, /etc/shadow, /tmp/p]}\n    outputs:\n      parameters: [{name: p, valueFrom: {path: /tmp/p}}]\n";
+    assert_eq!(post(&srv, "a", Some(&editor), "", param).0, 200);
+    let wf = finished(&srv, "a", "link-param", Some(&editor));
+    assert_ne!(wf["status"]["phase"], "Succeeded", "{wf}");
+    assert!(wf.to_string().contains("outside the task's files"), "{wf}");
+    let dir = "kind: Workflow\nmetadata: {name: link-dir}\nspec:\n  entrypoint: m\n  templates:\n  - name: m\n    container: {image: x, command: [sh, -c, 'mkdir /tmp/d && echo ok > /tmp/d/f && ln -s /etc/shadow /tmp/d/s && ln -s /etc /tmp/d/etc']}\n    outputs:\n      artifacts: [{name: d, path: /tmp/d, archive: {none: {}}, s3: {key: link-dir/d}}]\n";
+    assert_eq!(post(&srv, "a", Some(&editor), "", dir).0, 200);
+    let wf = finished(&srv, "a", "link-dir", Some(&editor));
+    assert_eq!(wf["status"]["phase"], "Succeeded", "{wf}");
+    let stored = sb.dir.join("artifacts/link-dir/d");
+    assert!(stored.join("f").is_file());
+    assert!(!stored.join("s").exists() && !stored.join("etc").exists());
     let host = "kind: Workflow\nmetadata: {name: hostpath}\nspec:\n  entrypoint: m\n  volumes: [{name: etc, hostPath: {path: /etc}}]\n  templates:\n  - name: m\n    container: {image: x, command: [cat, /host/shadow], volumeMounts: [{name: etc, mountPath: /host}]}\n";
     let (status, body) = post(&srv, "a", Some(&editor), "", host);
     assert_eq!(status, 200, "{body}");
