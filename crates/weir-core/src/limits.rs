@@ -14,8 +14,9 @@ pub const MAX_DEPTH: usize = 100;
 pub const MAX_LOOP_ITEMS: usize = 100_000;
 /// Bytes of one string an expression makes (`sprig.repeat`, `+`, `join`…).
 pub const MAX_TEXT: usize = 4 << 20;
-/// Items of one list an expression makes (`a..b`, `+` of lists, `split`…).
-pub const MAX_LIST: usize = 1_000_000;
+/// Items of one list an expression makes (`a..b`, `+` of lists, `split`…): no more than a loop
+/// may take.
+pub const MAX_LIST: usize = MAX_LOOP_ITEMS;
 /// YAML nodes that aliases (`*anchor`) may add to one stream, counted as expanded.
 pub const MAX_ALIAS_NODES: usize = 100_000;
 
