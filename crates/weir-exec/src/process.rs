@@ -134,6 +134,15 @@ pub struct ProcessExecutor {
 impl ProcessExecutor {
     /// Fails only if the kernel refuses what watching tasks needs (epoll, eventfd, a thread).
     pub fn new(cfg: ProcessConfig, tx: Sender<Update>) -> std::io::Result<ProcessExecutor> {
+        if cfg.isolation.is_some() {
+            // the task user must not read weir's files from outside a task's namespace either
+            // (an exec readiness probe runs as that user on the host's view): only weir's own
+            // user enters the data directory
+            use std::os::unix::fs::PermissionsExt;
+            let data = cfg.work_root.parent().unwrap_or(&cfg.work_root);
+            fs::create_dir_all(data)?;
+            fs::set_permissions(data, fs::Permissions::from_mode(0o700))?;
+        }
         let python3_for_python = which("python").is_none() && which("python3").is_some();
         let reaper = Reaper::new()?;
         let inner = Arc::new(Inner {

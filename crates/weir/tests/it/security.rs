@@ -279,6 +279,9 @@ fn a_task_cannot_read_the_database_mint_a_token_or_read_host_files() {
     let sb = Sandbox::new();
     let editor = token(&sb, "a", "editor");
     let admin = token(&sb, "*", "admin");
+    // a data directory others may enter: the server closes it to all but its own user
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&sb.dir, std::fs::Permissions::from_mode(0o755)).unwrap();
     let srv = ApiServer::start(&sb, &[]);
     let weir = env!("CARGO_BIN_EXE_weir");
     let db = sb.db.display();
@@ -312,6 +315,8 @@ fn a_task_cannot_read_the_database_mint_a_token_or_read_host_files() {
     ] {
         assert!(!log.contains(mark), "{mark}: {log}");
     }
+    let mode = std::fs::metadata(&sb.dir).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700, "{mode:o}");
     // still exactly the two tokens the test made
     let (status, toks) = get(&srv, "/api/v1/tokens/a", Some(&admin));
     assert_eq!(status, 200, "{toks}");
