@@ -13,7 +13,7 @@ const RESERVED: &[&str] = &["objects", "fetched"];
 
 /// `Err` says why `name` is not a valid run or template name.
 pub fn check_name(name: &str) -> Result<(), String> {
-    subdomain(name, MAX_NAME)?;
+    subdomain("name", name, name, MAX_NAME)?;
     if RESERVED.contains(&name) {
         return Err(format!("`{name}` is reserved"));
     }
@@ -22,11 +22,13 @@ pub fn check_name(name: &str) -> Result<(), String> {
 
 /// `Err` says why `prefix` cannot start generated names (the prefix plus five characters).
 pub fn check_generate_name(prefix: &str) -> Result<(), String> {
-    if prefix.is_empty() {
-        return Err("generateName is empty".into());
-    }
-    subdomain(&format!("{prefix}x"), MAX_NAME - 5)
-        .map_err(|e| e.replace("name `", "generateName `").replace("x`", "`"))
+    // a prefix may end with `-` or `.`: checked as the shortest name it can start
+    subdomain(
+        "generateName",
+        prefix,
+        &format!("{prefix}x"),
+        MAX_NAME - 5 + 1,
+    )
 }
 
 /// `Err` says why `ns` is not a valid namespace.
@@ -34,18 +36,21 @@ pub fn check_namespace(ns: &str) -> Result<(), String> {
     if ns.contains('.') {
         return Err(format!("namespace `{}` must not contain `.`", shown(ns)));
     }
-    subdomain(ns, MAX_NAMESPACE).map_err(|e| e.replacen("name", "namespace", 1))
+    subdomain("namespace", ns, ns, MAX_NAMESPACE)
 }
 
-fn subdomain(name: &str, max: usize) -> Result<(), String> {
-    if name.is_empty() {
-        return Err("name is empty".into());
+/// Whether `name` (the `what` given as `given`) is a DNS-1123 subdomain of at most `max`.
+fn subdomain(what: &str, given: &str, name: &str, max: usize) -> Result<(), String> {
+    let g = shown(given);
+    if given.is_empty() {
+        return Err(format!("{what} is empty"));
     }
     if name.len() > max {
         return Err(format!(
-            "name `{}…` is {} characters, more than {max}",
-            shown(&name[..name.floor_char_boundary(40)]),
-            name.len()
+            "{what} `{}…` is {} characters, more than {}",
+            shown(&given[..given.floor_char_boundary(40)]),
+            given.len(),
+            max - (name.len() - given.len())
         ));
     }
     let ok = name
@@ -54,14 +59,13 @@ fn subdomain(name: &str, max: usize) -> Result<(), String> {
     let alnum = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
     if !ok || !alnum(name.bytes().next()) || !alnum(name.bytes().last()) {
         return Err(format!(
-            "name `{}` is not a DNS-1123 subdomain: lowercase letters, digits, `-` and `.`, \
-             starting and ending with a letter or digit",
-            shown(name)
+            "{what} `{g}` is not a DNS-1123 subdomain: lowercase letters, digits, `-` and `.`, \
+             starting and ending with a letter or digit"
         ));
     }
     // `a..b` is not a subdomain either (an empty label)
     if name.split('.').any(str::is_empty) {
-        return Err(format!("name `{}` has an empty label", shown(name)));
+        return Err(format!("{what} `{g}` has an empty label"));
     }
     Ok(())
 }

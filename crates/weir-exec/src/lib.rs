@@ -9,6 +9,7 @@ mod artifacts;
 mod data;
 mod git;
 mod http;
+mod isolation;
 mod probe;
 mod process;
 mod reaper;
@@ -18,7 +19,8 @@ mod sandbox;
 mod spawn;
 
 pub use admission::Capacity;
-pub use process::{Isolation, ProcessConfig, ProcessExecutor};
+pub use isolation::Isolation;
+pub use process::{ProcessConfig, ProcessExecutor};
 pub use sandbox::Sandbox;
 
 /// Deletes an artifact's object from an S3-compatible store (`artifactGC`).

@@ -14,6 +14,7 @@ use weir_core::run::{ArtifactRef, MetricPoint, Requests, S3Access, TaskResult, T
 use weir_store::LocalRepo;
 
 use crate::admission::{Capacity, Ledger};
+use crate::isolation::Isolation;
 use crate::reaper::{Reaper, Watch};
 use crate::report;
 use crate::sandbox::{Sandbox, View};
@@ -37,48 +38,10 @@ pub struct ProcessConfig {
     pub isolation: Option<Isolation>,
 }
 
-/// How tasks are kept from weir and from the host: they run as `uid`:`gid` with no way to
-/// regain privileges, weir's data directory is hidden from them (an empty read-only tmpfs in
-/// their mount namespace), and they may reach the host's files only through `host_paths`
-/// (`hostPath` volumes, outputs read where they are).
-#[derive(Clone, Debug)]
-pub struct Isolation {
-    pub uid: u32,
-    pub gid: u32,
-    pub host_paths: Vec<PathBuf>,
-}
-
-impl Isolation {
-    /// Whether `p` lies in one of the allowed host paths (both resolved: no symlink out).
-    fn allows(&self, p: &Path) -> bool {
-        let Ok(real) = fs::canonicalize(p) else {
-            return false;
-        };
-        self.host_paths
-            .iter()
-            .any(|h| fs::canonicalize(h).is_ok_and(|h| real.starts_with(h)))
-    }
-
-    /// The environment a child run (`weir run`, see `launch_child`) takes its isolation from.
-    fn child_env(&self) -> Vec<(String, String)> {
-        let mut env = vec![(
-            "WEIR_TASK_USER".to_string(),
-            format!("{}:{}", self.uid, self.gid),
-        )];
-        if !self.host_paths.is_empty() {
-            let paths: Vec<String> = self
-                .host_paths
-                .iter()
-                .map(|p| p.display().to_string())
-                .collect();
-            env.push(("WEIR_ALLOW_HOST_PATHS".to_string(), paths.join(":")));
-        }
-        env
-    }
-}
-
 struct Inner {
     cfg: ProcessConfig,
+    /// With isolation: what every task's mount namespace hides (`Isolation::prepare`).
+    hidden: Vec<PathBuf>,
     tx: Mutex<Sender<Update>>,
     state: Mutex<State>,
     python3_for_python: bool,
@@ -134,19 +97,25 @@ pub struct ProcessExecutor {
 impl ProcessExecutor {
     /// Fails only if the kernel refuses what watching tasks needs (epoll, eventfd, a thread).
     pub fn new(cfg: ProcessConfig, tx: Sender<Update>) -> std::io::Result<ProcessExecutor> {
-        if cfg.isolation.is_some() {
-            // the task user must not read weir's files from outside a task's namespace either
-            // (an exec readiness probe runs as that user on the host's view): only weir's own
-            // user enters the data directory
-            use std::os::unix::fs::PermissionsExt;
-            let data = cfg.work_root.parent().unwrap_or(&cfg.work_root);
-            fs::create_dir_all(data)?;
-            fs::set_permissions(data, fs::Permissions::from_mode(0o700))?;
-        }
+        let hidden = match &cfg.isolation {
+            None => Vec::new(),
+            Some(_) if cfg.sandbox != Sandbox::Namespaces => {
+                return Err(std::io::Error::other(
+                    "tasks run as another user need a private mount namespace, which this host \
+                     refuses (start weir as root, or with --allow-root-tasks to run them as \
+                     weir's own user)",
+                ));
+            }
+            Some(iso) => iso.prepare(
+                cfg.work_root.parent().unwrap_or(&cfg.work_root),
+                cfg.db.as_deref(),
+            )?,
+        };
         let python3_for_python = which("python").is_none() && which("python3").is_some();
         let reaper = Reaper::new()?;
         let inner = Arc::new(Inner {
             cfg,
+            hidden,
             tx: Mutex::new(tx),
             state: Mutex::new(State::default()),
             python3_for_python,
@@ -178,18 +147,6 @@ impl ProcessExecutor {
     pub fn log_path(work_root: &Path, run: &str, node: &str) -> PathBuf {
         work_root.join(run).join("logs").join(format!("{node}.log"))
     }
-}
-
-/// Gives `dir` and everything below it to `uid`:`gid` (symlinks themselves, never their
-/// targets).
-fn chown_tree(dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
-    std::os::unix::fs::lchown(dir, Some(uid), Some(gid))?;
-    if fs::symlink_metadata(dir)?.is_dir() {
-        for e in fs::read_dir(dir)? {
-            chown_tree(&e?.path(), uid, gid)?;
-        }
-    }
-    Ok(())
 }
 
 /// `root/rel`, refused (as a task's error) if `rel` would leave `root`.
@@ -580,63 +537,13 @@ impl Inner {
             .to_path_buf()
     }
 
-    /// With isolation: what to hide from the task and whom it runs as; its work directory
-    /// (inputs, scripts and mount points included) becomes the task user's.
-    #[allow(clippy::type_complexity)]
-    fn isolated(&self, work: &Path) -> Result<(Vec<PathBuf>, Option<(u32, u32)>), String> {
+    /// With isolation: the task's work directory becomes the task user's, who runs it.
+    fn task_user(&self, work: &Path) -> Result<Option<(u32, u32)>, String> {
         let Some(iso) = &self.cfg.isolation else {
-            return Ok((Vec::new(), None));
+            return Ok(None);
         };
-        if self.cfg.sandbox != Sandbox::Namespaces {
-            return Err(
-                "tasks run as another user need a private mount namespace, which this host \
-                 refuses (start weir as root, or with --allow-root-tasks to run them as weir's \
-                 own user)"
-                    .into(),
-            );
-        }
-        // a task that exchanges no files has no work directory (a tmpfs is its /tmp)
-        if work.exists() {
-            chown_tree(work, iso.uid, iso.gid)
-                .map_err(|e| format!("handing {} to the task user: {e}", work.display()))?;
-        }
-        let mut hide = vec![self.data_dir()];
-        if let Some(db_dir) = self
-            .cfg
-            .db
-            .as_deref()
-            .filter(|d| !d.to_string_lossy().contains("://"))
-            .and_then(Path::parent)
-            .filter(|d| !d.as_os_str().is_empty())
-            && !hide.iter().any(|h| h == db_dir)
-        {
-            hide.push(db_dir.to_path_buf());
-        }
-        Ok((hide, Some((iso.uid, iso.gid))))
-    }
-
-    /// With isolation, a path weir reads for a task after it ran (an output) must be one of
-    /// the task's own files: in `roots` once symlinks are resolved, or in an allowed host path.
-    fn readable_output(&self, path: &Path, roots: &[PathBuf]) -> Result<(), String> {
-        let Some(iso) = &self.cfg.isolation else {
-            return Ok(());
-        };
-        let Ok(real) = fs::canonicalize(path) else {
-            return Ok(()); // missing: reported as such by the caller
-        };
-        let inside = roots
-            .iter()
-            .any(|r| fs::canonicalize(r).is_ok_and(|r| real.starts_with(r)));
-        if inside || iso.allows(&real) {
-            Ok(())
-        } else {
-            Err(format!(
-                "output {} resolves to {}, outside the task's files: not read (a symlink, or \
-                 a host path not allowed on this server with --allow-host-path)",
-                path.display(),
-                real.display()
-            ))
-        }
+        iso.hand_over(work)?;
+        Ok(Some((iso.uid, iso.gid)))
     }
 
     /// Prepares each volume's host directory and how it appears at its mount path. Returns the
@@ -912,7 +819,7 @@ impl Inner {
         let log = Arc::new(Mutex::new(log));
         let stream = self.cfg.stream_logs.then(|| lock(&self.tx).clone());
         // init containers and sidecars share the task's view of the files and its environment
-        let (hide, user) = self.isolated(&work)?;
+        let (hide, user) = (self.hidden.clone(), self.task_user(&work)?);
         let beside = |c: &weir_core::run::Sidecar| spawn::Spec {
             argv: c
                 .command
@@ -1164,13 +1071,16 @@ impl Inner {
         if let Err(e) = report::read_file(&c.metrics_file, &mut result.metrics) {
             result.error.get_or_insert(e);
         }
-        let roots = [
-            c.work.clone(),
-            c.run_dir.join("volumes"),
-            self.data_dir().join("volumes"),
-        ];
-        for path in c.param_paths.iter().map(|(_, p)| p).chain(&c.art_paths) {
-            self.readable_output(path, &roots)?;
+        if let Some(iso) = &self.cfg.isolation {
+            let roots = [
+                c.work.clone(),
+                c.run_dir.join("volumes"),
+                self.data_dir().join("volumes"),
+            ];
+            iso.check_outputs(
+                c.param_paths.iter().map(|(_, p)| p).chain(&c.art_paths),
+                &roots,
+            )?;
         }
         for (name, path) in &c.param_paths {
             let v = fs::read_to_string(path)

@@ -7,12 +7,14 @@
 mod access;
 mod artifacts;
 mod db;
+mod paths;
 mod queue;
 mod store;
 mod transfer;
 
 pub use access::{AuditEntry, LabelReq, LineageEdge, RunQuery, TemplateRecord, TokenRecord};
-pub use artifacts::{LocalRepo, within};
+pub use artifacts::LocalRepo;
+pub use paths::within;
 pub use queue::{Channel, Claimed, NewTask, Offer, Quota, Since, TaskUpdate};
 pub use store::{
     Acquire, Durability, LockState, RunRecord, RunSummary, Store, is_postgres_url, redact_url,

@@ -389,67 +389,6 @@ fn durability() -> Durability {
     }
 }
 
-/// Whom tasks run as. `weir server` and `weir worker` run code that editors submit: started
-/// as root, they run it as `task_user` (default `nobody`), never as root unless
-/// `allow_root_tasks`. `weir run` runs its user's own files as that user, unless `task_user`
-/// says otherwise.
-fn task_isolation(
-    task_user: Option<&str>,
-    allow_root_tasks: bool,
-    host_paths: &[PathBuf],
-    serves: bool,
-) -> Result<Option<weir_exec::Isolation>> {
-    // SAFETY: geteuid has no preconditions.
-    let euid = unsafe { libc::geteuid() };
-    let wanted = match task_user {
-        Some(u) => u,
-        None if serves && euid == 0 && !allow_root_tasks => "nobody",
-        None => return Ok(None),
-    };
-    let (uid, gid) = resolve_user(wanted)?;
-    if uid == 0 && !allow_root_tasks {
-        return Err(Usage(format!(
-            "--task-user {wanted} is root: tasks would reach everything weir can (its database \
-             and tokens); give an unprivileged user, or --allow-root-tasks"
-        ))
-        .into());
-    }
-    if uid == euid {
-        return Ok(None);
-    }
-    if euid != 0 {
-        return Err(Usage(format!(
-            "--task-user {wanted}: only root can run tasks as another user"
-        ))
-        .into());
-    }
-    Ok(Some(weir_exec::Isolation {
-        uid,
-        gid,
-        host_paths: host_paths.to_vec(),
-    }))
-}
-
-/// A user by name (from the password database) or as `UID[:GID]`.
-fn resolve_user(u: &str) -> Result<(u32, u32)> {
-    if let Some((uid, gid)) = u.split_once(':')
-        && let (Ok(uid), Ok(gid)) = (uid.parse(), gid.parse())
-    {
-        return Ok((uid, gid));
-    }
-    if let Ok(uid) = u.parse::<u32>() {
-        return Ok((uid, uid));
-    }
-    let name = std::ffi::CString::new(u).map_err(|_| Usage(format!("user `{u}` has a NUL")))?;
-    // SAFETY: getpwnam returns a pointer into static storage, read at once, on this thread.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    if pw.is_null() {
-        return Err(Usage(format!("--task-user: no user `{u}` on this host")).into());
-    }
-    // SAFETY: non-null: a valid passwd entry.
-    Ok(unsafe { ((*pw).pw_uid, (*pw).pw_gid) })
-}
-
 pub fn main() -> Result<ExitCode> {
     let cli = match Cli::try_parse() {
         Ok(c) => c,
@@ -468,12 +407,13 @@ pub fn main() -> Result<ExitCode> {
     }
     let db_given = cli.db.clone();
     let serves = matches!(cli.cmd, Cmd::Server { .. } | Cmd::Worker { .. });
-    let isolation = task_isolation(
+    let isolation = weir_exec::Isolation::for_tasks(
         cli.task_user.as_deref(),
         cli.allow_root_tasks,
         &cli.allow_host_paths,
         serves,
-    )?;
+    )
+    .map_err(Usage)?;
     let env = Env {
         db: cli.db.unwrap_or_else(default_db),
         durability: durability(),

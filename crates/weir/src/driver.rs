@@ -27,7 +27,7 @@ pub struct Env {
     pub data: Option<PathBuf>,
     /// Tasks go to the PostgreSQL task queue for workers, rather than run in this process.
     pub queue: bool,
-    /// Tasks run as another user, away from weir's files (see `cli::task_isolation`).
+    /// Tasks run as another user, away from weir's files (`weir_exec::Isolation::for_tasks`).
     pub isolation: Option<weir_exec::Isolation>,
 }
 

@@ -841,12 +841,7 @@ impl Run {
     /// Every value of every Secret of the submission, with its lines and common encodings
     /// (`mask::forms`), longest first.
     pub fn secret_values(&self) -> Vec<String> {
-        crate::mask::forms(
-            self.sub
-                .secrets
-                .iter()
-                .flat_map(|s| s.data.values().map(String::as_str)),
-        )
+        self.templates.mask.clone()
     }
 
     /// How to reach the S3-compatible store an artifact URL names (credentials from the run's

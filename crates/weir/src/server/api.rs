@@ -204,7 +204,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .fallback(|| async { ApiError::not_found("no such route") })
-        .layer(middleware::from_fn(json_errors))
+        .layer(middleware::from_fn(super::guard::json_errors))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(app)
 }
@@ -237,7 +237,7 @@ async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Resp
     let token = bearer(req.headers())
         .or_else(|| query_ok.then(|| query_token(req.uri().query())).flatten());
     let caller = if app.opts.insecure_local {
-        local_request(req.headers(), &method).map(|()| Caller::Local)
+        super::guard::local_request(req.headers(), &method).map(|()| Caller::Local)
     } else {
         match token {
             None => Err(ApiError::unauthenticated("a bearer token is required")),
@@ -307,109 +307,7 @@ async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Resp
     resp
 }
 
-/// Every error answer is JSON with a stable code, including those axum makes itself (a query
-/// string it cannot parse, a method a route does not have: 405 keeps its `Allow` header).
-async fn json_errors(req: Request, next: Next) -> Response {
-    let resp = next.run(req).await;
-    let status = resp.status();
-    let json = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if !(status.is_client_error() || status.is_server_error()) || json {
-        return resp;
-    }
-    let (parts, body) = resp.into_parts();
-    let text = axum::body::to_bytes(body, 64 << 10)
-        .await
-        .unwrap_or_default();
-    let text = String::from_utf8_lossy(&text).trim().to_string();
-    let code = match status.as_u16() {
-        400 | 422 => "bad_request",
-        401 => "unauthenticated",
-        403 => "forbidden",
-        404 => "not_found",
-        405 => "method_not_allowed",
-        409 => "conflict",
-        413 => "payload_too_large",
-        415 => "unsupported_media_type",
-        429 => "too_many_requests",
-        503 => "unavailable",
-        _ if status.is_client_error() => "bad_request",
-        _ => "internal",
-    };
-    let message = if text.is_empty() {
-        status
-            .canonical_reason()
-            .unwrap_or("error")
-            .to_ascii_lowercase()
-    } else {
-        text
-    };
-    let mut r = ApiError::new(status, code, message).into_response();
-    for name in [header::ALLOW, header::WWW_AUTHENTICATE, header::RETRY_AFTER] {
-        if let Some(v) = parts.headers.get(&name) {
-            r.headers_mut().insert(name, v.clone());
-        }
-    }
-    r
-}
-
-/// On an `--insecure-local` server, where anyone who reaches the port may act: the request must
-/// name a loopback host (a page of another site that rebinds its DNS name to 127.0.0.1 names
-/// its own host), and a request that changes anything must not come from another site's page.
-fn local_request(h: &HeaderMap, method: &Method) -> ApiResult<()> {
-    let host = h
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    if !is_loopback_host(host) {
-        return Err(ApiError::forbidden(format!(
-            "Host `{}` is not a loopback name: an --insecure-local server answers only \
-             localhost, 127.0.0.1 and [::1]",
-            host.chars().take(100).collect::<String>()
-        )));
-    }
-    if matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        return Ok(());
-    }
-    let site = h.get("sec-fetch-site").and_then(|v| v.to_str().ok());
-    if matches!(site, Some("cross-site" | "same-site")) {
-        return Err(ApiError::forbidden(
-            "a cross-site request may not change anything on an --insecure-local server",
-        ));
-    }
-    if let Some(origin) = h.get(header::ORIGIN) {
-        let origin = origin.to_str().unwrap_or_default();
-        let origin_host = origin
-            .strip_prefix("http://")
-            .or_else(|| origin.strip_prefix("https://"))
-            .unwrap_or("");
-        if origin_host != host || !is_loopback_host(origin_host) {
-            return Err(ApiError::forbidden(format!(
-                "Origin `{}` is not this server: an --insecure-local server takes changes only \
-                 from its own pages and from clients that send no Origin",
-                origin.chars().take(100).collect::<String>()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// `localhost`, `127.0.0.1` (any 127/8 address) or `[::1]`, with or without a port.
-fn is_loopback_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or_default()
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-fn bearer(h: &HeaderMap) -> Option<String> {
+pub(super) fn bearer(h: &HeaderMap) -> Option<String> {
     let v = h.get(header::AUTHORIZATION)?.to_str().ok()?;
     v.strip_prefix("Bearer ")
         .or_else(|| v.strip_prefix("bearer "))
@@ -698,7 +596,7 @@ fn parse_submission(
     let (src, params, name) = if ctype.contains("json")
         || (!ctype.contains("yaml") && text.trim_start().starts_with('{'))
     {
-        no_duplicate_keys(text)?;
+        super::guard::no_duplicate_keys(text)?;
         let req: CreateRequest = serde_json::from_str(text).map_err(|e| {
             ApiError::bad_request(format!("request body:{}:{}: {e}", e.line(), e.column()))
         })?;
@@ -723,61 +621,6 @@ fn parse_submission(
     let loaded = weir_core::load::load_str(&src, &mut diags);
     invalid(&diags)?;
     Ok((loaded, params, name))
-}
-
-/// A JSON body with a key twice in one object is refused (serde would keep the last silently,
-/// and two readers of the same body could then disagree on what it says).
-pub(super) fn no_duplicate_keys(text: &str) -> ApiResult<()> {
-    use serde::de::{DeserializeSeed, Deserializer, Error, MapAccess, SeqAccess};
-    struct Check;
-    impl<'de> DeserializeSeed<'de> for Check {
-        type Value = ();
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-    impl<'de> serde::de::Visitor<'de> for Check {
-        type Value = ();
-        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-            f.write_str("JSON")
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut m: A) -> Result<(), A::Error> {
-            let mut seen = std::collections::HashSet::new();
-            while let Some(k) = m.next_key::<String>()? {
-                if !seen.insert(k.clone()) {
-                    return Err(A::Error::custom(format!("duplicate key `{k}`")));
-                }
-                m.next_value_seed(Check)?;
-            }
-            Ok(())
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut s: A) -> Result<(), A::Error> {
-            while s.next_element_seed(Check)?.is_some() {}
-            Ok(())
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_str<E>(self, _: &str) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_unit<E>(self) -> Result<(), E> {
-            Ok(())
-        }
-    }
-    let mut de = serde_json::Deserializer::from_str(text);
-    Check.deserialize(&mut de).map_err(|e| {
-        ApiError::bad_request(format!("request body:{}:{}: {e}", e.line(), e.column()))
-    })
 }
 
 pub(super) fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes> {

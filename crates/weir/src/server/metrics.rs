@@ -168,11 +168,7 @@ impl Metrics {
 /// that workflows define only for a caller who may view them: every namespace's for a global
 /// viewer (or an `--insecure-local` server), one namespace's for a token of that namespace.
 pub async fn serve(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) -> Response {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(|t| t.trim().to_string());
+    let token = super::api::bearer(&headers);
     let r = app
         .db(move |app, store| {
             let runs = store.count_by_phase()?;

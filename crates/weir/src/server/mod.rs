@@ -11,6 +11,7 @@ mod api;
 mod auth;
 pub mod config;
 mod error;
+mod guard;
 mod hub;
 mod layout;
 mod metrics;

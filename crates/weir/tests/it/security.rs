@@ -64,11 +64,12 @@ fn logs(srv: &ApiServer, ns: &str, name: &str, auth: Option<&str>) -> String {
 fn names_that_are_paths_are_refused_and_nothing_outside_the_data_directory_is_touched() {
     let sb = Sandbox::new();
     let editor = token(&sb, "a", "editor");
-    let victim = sb.dir.parent().unwrap().join(format!(
-        "victim-{}",
-        sb.dir.file_name().unwrap().to_string_lossy()
-    ));
-    std::fs::create_dir_all(&victim).unwrap();
+    // beside the data directory, removed when the test ends, passed or not
+    let outside = tempfile::Builder::new()
+        .prefix("victim-")
+        .tempdir_in(sb.dir.parent().unwrap())
+        .unwrap();
+    let victim = outside.path().to_path_buf();
     std::fs::write(victim.join("keep"), "precious").unwrap();
     let srv = ApiServer::start(&sb, &[]);
     let vname = victim.file_name().unwrap().to_string_lossy().to_string();
@@ -122,7 +123,6 @@ fn names_that_are_paths_are_refused_and_nothing_outside_the_data_directory_is_to
         "precious"
     );
     assert_eq!(get(&srv, "/api/v1/workflows/a", Some(&editor)).0, 200);
-    std::fs::remove_dir_all(&victim).unwrap();
 }
 
 /// The bombs of finding 3, each a small file.
@@ -658,7 +658,10 @@ fn idle_connections_are_closed_and_health_still_answers() {
     for s in idle.iter_mut().step_by(50) {
         s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
         let mut buf = [0u8; 64];
-        let n = s.read(&mut buf).unwrap_or(0);
+        // a read that times out (the server kept the connection) fails the test
+        let n = s
+            .read(&mut buf)
+            .expect("the server closes an idle connection");
         // hyper answers a timed-out header read with 408 or just closes
         let text = String::from_utf8_lossy(&buf[..n]);
         assert!(n == 0 || text.starts_with("HTTP/1.1 408"), "{text}");
@@ -670,7 +673,8 @@ fn idle_connections_are_closed_and_health_still_answers() {
     half.set_read_timeout(Some(Duration::from_secs(60)))
         .unwrap();
     let mut rest = Vec::new();
-    let _ = half.read_to_end(&mut rest);
+    half.read_to_end(&mut rest)
+        .expect("the server closes a half-sent request");
     assert!(
         rest.is_empty() || String::from_utf8_lossy(&rest).starts_with("HTTP/1.1 408"),
         "{}",

@@ -1,0 +1,66 @@
+//! Paths made from names: every path built from a run name, node id or artifact key goes
+//! through [`within`], so none can leave the directory it belongs in.
+
+use std::path::{Path, PathBuf};
+
+use crate::{Error, Result};
+
+/// `root` joined with `rel`, a relative path of plain names (`a/b.txt`, `./a` too): absolute
+/// paths, `..`, NUL and empty paths are refused, so the result is always below `root`. Every
+/// path built from a run name, node id or artifact key goes through here.
+pub fn within(root: &Path, rel: &str) -> Result<PathBuf> {
+    use std::path::Component;
+    let bad = |why: &str| {
+        Err(Error::InvalidName(format!(
+            "`{}` {why}",
+            rel.chars()
+                .take(80)
+                .flat_map(char::escape_debug)
+                .collect::<String>()
+        )))
+    };
+    if rel.contains('\0') {
+        return bad("contains NUL");
+    }
+    let mut out = root.to_path_buf();
+    let mut parts = 0;
+    for c in Path::new(rel).components() {
+        match c {
+            Component::Normal(n) => {
+                out.push(n);
+                parts += 1;
+            }
+            Component::CurDir => {}
+            Component::ParentDir => return bad("leaves its directory (`..`)"),
+            Component::RootDir | Component::Prefix(_) => return bad("is an absolute path"),
+        }
+    }
+    if parts == 0 {
+        return bad("is empty");
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn within_stays_below_its_root() {
+        let root = Path::new("/data/artifacts");
+        assert_eq!(within(root, "a/b.txt").unwrap(), root.join("a/b.txt"));
+        assert_eq!(within(root, "./a/").unwrap(), root.join("a"));
+        for bad in [
+            "",
+            ".",
+            "..",
+            "../x",
+            "a/../../x",
+            "/etc/passwd",
+            "a\0b",
+            "a/./..",
+        ] {
+            assert!(within(root, bad).is_err(), "{bad:?}");
+        }
+    }
+}
