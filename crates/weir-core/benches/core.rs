@@ -36,6 +36,7 @@ fn submission(yaml: &str) -> Submission {
     let mut d = Diags::new("bench.yaml");
     let loaded = load_str(yaml, &mut d);
     Submission {
+        key: None,
         name: loaded.definitions[0]
             .metadata
             .name

@@ -20,6 +20,15 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// `Err` says why `key` is not a run's key: a name, or `NAMESPACE~NAME` (see
+/// `Submission::key`).
+pub fn check_key(key: &str) -> Result<(), String> {
+    match key.split_once('~') {
+        Some((ns, name)) => check_namespace(ns).and_then(|()| check_name(name)),
+        None => check_name(key),
+    }
+}
+
 /// `Err` says why `prefix` cannot start generated names (the prefix plus five characters).
 pub fn check_generate_name(prefix: &str) -> Result<(), String> {
     // a prefix may end with `-` or `.`: checked as the shortest name it can start

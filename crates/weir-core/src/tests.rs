@@ -275,6 +275,7 @@ fn submission(yaml: &str, params: &[(&str, &str)]) -> Submission {
     let loaded = load_str(yaml, &mut d);
     assert!(!d.has_errors(), "{:?}", d.items);
     Submission {
+        key: None,
         name: "wf".into(),
         uid: "uid".into(),
         namespace: "default".into(),

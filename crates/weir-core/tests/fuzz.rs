@@ -177,6 +177,7 @@ fn start(yaml: &str) {
     }
     for def in loaded.definitions {
         let sub = Submission {
+            key: None,
             name: "fuzz".into(),
             uid: "uid".into(),
             namespace: "default".into(),

@@ -390,7 +390,7 @@ impl Store {
     pub fn query_runs(&self, q: &RunQuery) -> Result<(Vec<RunSummary>, bool)> {
         let pg = self.conn.is_pg();
         let mut sql = String::from(
-            "SELECT name, namespace, created_at, finished_at, phase, message FROM runs WHERE 1=1",
+            "SELECT name, namespace, created_at, finished_at, phase, message, local_name FROM runs WHERE 1=1",
         );
         let mut args: Vec<String> = Vec::new();
         let mut ints: Vec<(usize, i64)> = Vec::new();
@@ -404,7 +404,7 @@ impl Store {
         }
         if let Some(p) = &q.name_prefix {
             let p = bind(p.clone());
-            sql += &format!(" AND substr(name, 1, length(CAST({p} AS TEXT))) = {p}");
+            sql += &format!(" AND substr(local_name, 1, length(CAST({p} AS TEXT))) = {p}");
         }
         if !q.phases.is_empty() {
             let list: Vec<String> = q

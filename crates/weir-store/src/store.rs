@@ -8,7 +8,7 @@ use weir_core::run::{Event, Lock, Metric, Millis, Phase, Submission};
 use crate::db::{Conn, P, Row, p};
 use crate::{Error, Result};
 
-const SCHEMA_VERSION: i64 = 10;
+const SCHEMA_VERSION: i64 = 11;
 
 /// SQLite's schema, one step per version.
 const MIGRATIONS: &[&str] = &[
@@ -137,6 +137,12 @@ ALTER TABLE runs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
 ",
     // 10: PostgreSQL's task queue only (how drivers read task changes)
     "",
+    // 11: names are unique per namespace; `name` stays the run's key (see `Submission::key`)
+    "
+ALTER TABLE runs ADD COLUMN local_name TEXT NOT NULL DEFAULT '';
+UPDATE runs SET local_name = name;
+CREATE UNIQUE INDEX runs_local_name ON runs(namespace, local_name);
+",
 ];
 
 /// PostgreSQL's schema: the same tables, integers as BIGINT, and explicit `rowid` columns where
@@ -304,7 +310,14 @@ UPDATE tasks SET changed = pg_current_xact_id() WHERE state = 'done' OR (state =
 DROP INDEX tasks_unreported;
 ALTER TABLE tasks DROP COLUMN reported;
 CREATE INDEX tasks_changed ON tasks(changed) WHERE changed IS NOT NULL;
-"];
+",
+    // 11: names are unique per namespace; `name` stays the run's key (see `Submission::key`)
+    "
+ALTER TABLE runs ADD COLUMN local_name TEXT NOT NULL DEFAULT '';
+UPDATE runs SET local_name = name;
+CREATE UNIQUE INDEX runs_local_name ON runs(namespace, local_name);
+",
+];
 
 /// What [`Store::try_acquire`] found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -349,6 +362,9 @@ pub struct Store {
 
 #[derive(Debug, Clone)]
 pub struct RunSummary {
+    /// What the store and the CLI know the run by ([`Submission::key`]).
+    pub key: String,
+    /// Its name in its namespace.
     pub name: String,
     pub namespace: String,
     pub created_at: Millis,
@@ -601,48 +617,67 @@ impl Store {
         })
     }
 
-    /// Records a new run. Fails if the name is taken.
-    pub fn create_run(&mut self, sub: &Submission) -> Result<()> {
+    /// Records a new run. Fails if its namespace has a run of that name. Sets the run's key
+    /// ([`Submission::key`]): its name, or `NAMESPACE~NAME` where another namespace has a run of
+    /// that name.
+    pub fn create_run(&mut self, sub: &mut Submission) -> Result<()> {
         // the name becomes file names under the data directory: checked at the last door too
         weir_core::names::check_name(&sub.name)
             .and_then(|()| weir_core::names::check_namespace(&sub.namespace))
             .map_err(Error::InvalidName)?;
-        let body = serde_json::to_string(sub).map_err(|e| Error::Corrupt(e.to_string()))?;
+        sub.key = None;
         let labels = serde_json::to_string(&sub.workflow.metadata.labels)
             .map_err(|e| Error::Corrupt(e.to_string()))?;
         let priority = sub.workflow.spec.priority.unwrap_or(0);
-        let n = match &self.owner {
-            // owned from the start: no other server takes it over before its driver starts
-            Some((owner, lease)) if self.conn.is_pg() => self.conn.exec(
-                "INSERT INTO runs (name, namespace, created_at, phase, submission, labels, priority, owner, owner_epoch, owner_until)
-                 VALUES (?1, ?2, ?3, 'Running', ?4, ?5, ?6, ?7, 1, CAST(extract(epoch FROM clock_timestamp()) * 1000 AS BIGINT) + ?8)
-                 ON CONFLICT(name) DO NOTHING",
-                p![&sub.name, &sub.namespace, sub.created_at, &body, &labels, priority, owner.as_str(), *lease],
-            )?,
-            _ => self.conn.exec(
-                "INSERT INTO runs (name, namespace, created_at, phase, submission, labels, priority) VALUES (?1, ?2, ?3, 'Running', ?4, ?5, ?6)
-                 ON CONFLICT(name) DO NOTHING",
-                p![&sub.name, &sub.namespace, sub.created_at, &body, &labels, priority],
-            )?,
-        };
-        if n == 0 {
-            return Err(Error::RunExists(sub.name.clone()));
+        loop {
+            let body = serde_json::to_string(sub).map_err(|e| Error::Corrupt(e.to_string()))?;
+            let key = sub.key();
+            let n = match &self.owner {
+                // owned from the start: no other server takes it over before its driver starts
+                Some((owner, lease)) if self.conn.is_pg() => self.conn.exec(
+                    "INSERT INTO runs (name, local_name, namespace, created_at, phase, submission, labels, priority, owner, owner_epoch, owner_until)
+                     VALUES (?1, ?2, ?3, ?4, 'Running', ?5, ?6, ?7, ?8, 1, CAST(extract(epoch FROM clock_timestamp()) * 1000 AS BIGINT) + ?9)
+                     ON CONFLICT DO NOTHING",
+                    p![key, &sub.name, &sub.namespace, sub.created_at, &body, &labels, priority, owner.as_str(), *lease],
+                )?,
+                _ => self.conn.exec(
+                    "INSERT INTO runs (name, local_name, namespace, created_at, phase, submission, labels, priority) VALUES (?1, ?2, ?3, ?4, 'Running', ?5, ?6, ?7)
+                     ON CONFLICT DO NOTHING",
+                    p![key, &sub.name, &sub.namespace, sub.created_at, &body, &labels, priority],
+                )?,
+            };
+            if n == 1 {
+                return Ok(());
+            }
+            // a name taken in this namespace, or (once) a key taken by another namespace's run;
+            // no name holds `~`, so `NAMESPACE~NAME` is only ever this namespace's
+            if sub.key.is_some() || self.name_taken(&sub.namespace, &sub.name)? {
+                return Err(Error::RunExists(sub.name.clone()));
+            }
+            sub.key = Some(format!("{}~{}", sub.namespace, sub.name));
         }
-        Ok(())
     }
 
-    /// The namespace of run `name`, if there is one (read without loading the run).
-    pub fn run_namespace(&self, name: &str) -> Result<Option<String>> {
+    /// The key of run `name` of `namespace` ([`Submission::key`]), if there is one.
+    pub fn run_key(&self, namespace: &str, name: &str) -> Result<Option<String>> {
         self.conn
-            .row("SELECT namespace FROM runs WHERE name = ?1", p![name])?
+            .row(
+                "SELECT name FROM runs WHERE namespace = ?1 AND local_name = ?2",
+                p![namespace, name],
+            )?
             .map(|r| r.s(0))
             .transpose()
     }
 
-    pub fn name_taken(&self, name: &str) -> Result<bool> {
+    /// Whether `namespace` has a run named `name`.
+    pub fn name_taken(&self, namespace: &str, name: &str) -> Result<bool> {
+        Ok(self.run_key(namespace, name)?.is_some())
+    }
+
+    fn key_exists(&self, key: &str) -> Result<bool> {
         Ok(self
             .conn
-            .row("SELECT 1 FROM runs WHERE name = ?1", p![name])?
+            .row("SELECT 1 FROM runs WHERE name = ?1", p![key])?
             .is_some())
     }
 
@@ -732,7 +767,8 @@ impl Store {
         })
     }
 
-    /// Finds a run by exact name, unique prefix, or `@latest`.
+    /// Finds a run's key by its key, `NAMESPACE/NAME`, name, unique name prefix, or `@latest`
+    /// (the CLI's argument; the API names runs by namespace and name, see [`Store::run_key`]).
     pub fn resolve(&self, name: &str) -> Result<String> {
         if name == "@latest" {
             return self
@@ -745,22 +781,38 @@ impl Store {
                 .transpose()?
                 .ok_or_else(|| Error::RunNotFound(name.to_string()));
         }
-        if self.name_taken(name)? {
+        if let Some((ns, n)) = name.split_once('/') {
+            return self
+                .run_key(ns, n)?
+                .ok_or_else(|| Error::RunNotFound(name.to_string()));
+        }
+        if self.key_exists(name)? {
             return Ok(name.to_string());
         }
-        let names: Vec<String> = self
-            .conn
-            .rows(
-                "SELECT name FROM runs WHERE substr(name, 1, length(CAST(?1 AS TEXT))) = ?1 LIMIT 5",
-                p![name],
-            )?
-            .iter()
-            .map(|r| r.s(0))
-            .collect::<Result<_>>()?;
-        match names.len() {
+        let found = |sql: &str| -> Result<Vec<(String, String, String)>> {
+            self.conn
+                .rows(sql, p![name])?
+                .iter()
+                .map(|r| Ok((r.s(0)?, r.s(1)?, r.s(2)?)))
+                .collect()
+        };
+        let mut runs =
+            found("SELECT name, namespace, local_name FROM runs WHERE local_name = ?1 LIMIT 5")?;
+        if runs.is_empty() {
+            runs = found(
+                "SELECT name, namespace, local_name FROM runs WHERE substr(local_name, 1, length(CAST(?1 AS TEXT))) = ?1 LIMIT 5",
+            )?;
+        }
+        match runs.len() {
             0 => Err(Error::RunNotFound(name.to_string())),
-            1 => Ok(names.into_iter().next().unwrap_or_default()),
-            _ => Err(Error::Ambiguous(name.to_string(), names.join(", "))),
+            1 => Ok(runs.swap_remove(0).0),
+            _ => Err(Error::Ambiguous(
+                name.to_string(),
+                runs.iter()
+                    .map(|(_, ns, n)| format!("{ns}/{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            )),
         }
     }
 
@@ -768,12 +820,12 @@ impl Store {
         let row = self
             .conn
             .row(
-                "SELECT name, namespace, created_at, finished_at, phase, message, submission FROM runs WHERE name = ?1",
+                "SELECT name, namespace, created_at, finished_at, phase, message, local_name, submission FROM runs WHERE name = ?1",
                 p![name],
             )?
             .ok_or_else(|| Error::RunNotFound(name.to_string()))?;
         let summary = summary_row(&row)?;
-        let submission: Submission = serde_json::from_str(&row.s(6)?)
+        let submission: Submission = serde_json::from_str(&row.s(7)?)
             .map_err(|e| Error::Corrupt(format!("run {name}: submission: {e}")))?;
         let mut events = Vec::new();
         for r in self.conn.rows(
@@ -811,7 +863,7 @@ impl Store {
     pub fn list(&self, phases: &[String], limit: usize) -> Result<Vec<RunSummary>> {
         let mut out = Vec::new();
         for r in self.conn.rows(
-            "SELECT name, namespace, created_at, finished_at, phase, message FROM runs ORDER BY created_at DESC, rowid DESC",
+            "SELECT name, namespace, created_at, finished_at, phase, message, local_name FROM runs ORDER BY created_at DESC, rowid DESC",
             p![],
         )? {
             let r = summary_row(&r)?;
@@ -1144,7 +1196,8 @@ const PG_BASE: i64 = 8;
 
 pub(crate) fn summary_row(r: &Row) -> Result<RunSummary> {
     Ok(RunSummary {
-        name: r.s(0)?,
+        key: r.s(0)?,
+        name: r.s(6)?,
         namespace: r.s(1)?,
         created_at: r.i(2)?,
         finished_at: r.oi(3)?,

@@ -157,7 +157,7 @@ impl Store {
                             cols.len()
                         ))
                     })?;
-                let params: Vec<P<'_>> = row
+                let mut params: Vec<P<'_>> = row
                     .iter()
                     .map(|x| match x {
                         serde_json::Value::Number(n) => P::I(n.as_i64().unwrap_or(0)),
@@ -165,6 +165,14 @@ impl Store {
                         _ => P::Null,
                     })
                     .collect();
+                let mut cols = cols.to_vec();
+                if *table == "runs" {
+                    // a run's name in its namespace follows from its key (`NAMESPACE~NAME` or
+                    // the name): not exported, so exports of every schema import alike
+                    let key = row[0].as_str().unwrap_or_default();
+                    cols.push("local_name");
+                    params.push(P::T(key.split_once('~').map_or(key, |(_, n)| n)));
+                }
                 let placeholders: Vec<String> = (1..=cols.len()).map(|i| format!("?{i}")).collect();
                 let sql = format!(
                     "INSERT INTO {table} ({}) VALUES ({})",

@@ -82,6 +82,8 @@ conformance!(
     memoized_outputs_age_and_go,
     locks_are_granted_in_order_all_at_once_and_given_back,
     metrics_and_expiry,
+    names_are_unique_per_namespace,
+    runs_of_schema_10_keep_their_names,
     tokens_and_the_audit_log,
     templates_keep_every_version,
     lineage_links_runs_through_digests,
@@ -122,12 +124,12 @@ fn submission(name: &str, ns: &str, created_at: i64, labels: &[(&str, &str)]) ->
 
 fn runs_are_stored_as_their_events_and_found_by_name(db: &Db) {
     let mut s = db.open();
-    s.create_run(&submission("train-abc", "ml", 10, &[]))
+    s.create_run(&mut submission("train-abc", "ml", 10, &[]))
         .unwrap();
-    s.create_run(&submission("train-abd", "ml", 20, &[]))
+    s.create_run(&mut submission("train-abd", "ml", 20, &[]))
         .unwrap();
     assert!(matches!(
-        s.create_run(&submission("train-abc", "ml", 30, &[])),
+        s.create_run(&mut submission("train-abc", "ml", 30, &[])),
         Err(Error::RunExists(n)) if n == "train-abc"
     ));
     let evs = vec![
@@ -194,7 +196,7 @@ fn runs_are_stored_as_their_events_and_found_by_name(db: &Db) {
 
 fn controls_reach_the_driver_once(db: &Db) {
     let mut s = db.open();
-    s.create_run(&submission("r", "ns", 1, &[])).unwrap();
+    s.create_run(&mut submission("r", "ns", 1, &[])).unwrap();
     assert!(!s.has_controls("r").unwrap());
     let mut other = db.open();
     other.push_control("r", &Event::Suspend).unwrap();
@@ -228,24 +230,78 @@ fn memoized_outputs_age_and_go(db: &Db) {
     assert!(s.memo_list().unwrap().is_empty());
 }
 
+fn names_are_unique_per_namespace(db: &Db) {
+    let mut s = db.open();
+    let mut a = submission("train", "a", 1, &[]);
+    s.create_run(&mut a).unwrap();
+    assert_eq!(a.key(), "train");
+    // another namespace's run of the same name is kept apart, under its own key
+    let mut b = submission("train", "b", 2, &[]);
+    s.create_run(&mut b).unwrap();
+    assert_eq!(b.key(), "b~train");
+    assert!(matches!(
+        s.create_run(&mut submission("train", "b", 3, &[])),
+        Err(Error::RunExists(n)) if n == "train"
+    ));
+    assert!(matches!(
+        s.create_run(&mut submission("train", "a", 3, &[])),
+        Err(Error::RunExists(_))
+    ));
+    assert_eq!(s.run_key("a", "train").unwrap().as_deref(), Some("train"));
+    assert_eq!(s.run_key("b", "train").unwrap().as_deref(), Some("b~train"));
+    // each is loaded, listed and deleted as itself, under its own name
+    let rec = s.load("b~train").unwrap();
+    assert_eq!(rec.submission.key(), "b~train");
+    assert_eq!(
+        (rec.summary.name.as_str(), rec.summary.namespace.as_str()),
+        ("train", "b")
+    );
+    let listed: Vec<(String, String, String)> = s
+        .list(&[], 10)
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.key, r.namespace, r.name))
+        .collect();
+    assert_eq!(
+        listed,
+        [
+            ("b~train".into(), "b".into(), "train".into()),
+            ("train".into(), "a".into(), "train".into())
+        ]
+    );
+    // the CLI's argument: NAMESPACE/NAME, the key, or a name that is then ambiguous
+    assert_eq!(s.resolve("b/train").unwrap(), "b~train");
+    assert_eq!(s.resolve("b~train").unwrap(), "b~train");
+    assert_eq!(s.resolve("train").unwrap(), "train");
+    assert!(matches!(s.resolve("trai"), Err(Error::Ambiguous(..))));
+    s.delete("train").unwrap();
+    assert_eq!(s.resolve("trai").unwrap(), "b~train");
+    // the name is free again in `a`, and its key is the name once more
+    let mut again = submission("train", "a", 4, &[]);
+    s.create_run(&mut again).unwrap();
+    assert_eq!(again.key(), "train");
+}
+
 fn metrics_and_expiry(db: &Db) {
     let mut s = db.open();
-    s.create_run(&submission("r1", "ns", 1, &[])).unwrap();
-    s.create_run(&submission("r2", "other", 2, &[])).unwrap();
-    assert_eq!(s.run_namespace("r2").unwrap().as_deref(), Some("other"));
-    assert_eq!(s.run_namespace("nope").unwrap(), None);
+    s.create_run(&mut submission("r1", "ns", 1, &[])).unwrap();
+    s.create_run(&mut submission("r2", "other", 2, &[]))
+        .unwrap();
+    assert_eq!(s.run_key("other", "r2").unwrap().as_deref(), Some("r2"));
+    assert_eq!(s.run_key("ns", "r2").unwrap(), None);
+    assert_eq!(s.run_key("ns", "nope").unwrap(), None);
     // names become paths: the store refuses what is not a DNS-1123 name
     for bad in ["../x", "/abs", "objects", "A"] {
         assert!(
             matches!(
-                s.create_run(&submission(bad, "ns", 3, &[])),
+                s.create_run(&mut submission(bad, "ns", 3, &[])),
                 Err(Error::InvalidName(_))
             ),
             "{bad}"
         );
     }
     assert!(matches!(
-        s.create_run(&submission("ok", "Bad.NS", 3, &[])),
+        s.create_run(&mut submission("ok", "Bad.NS", 3, &[])),
         Err(Error::InvalidName(_))
     ));
     let m = weir_core::run::Metric {
@@ -387,8 +443,8 @@ fn templates_keep_every_version(db: &Db) {
 
 fn lineage_links_runs_through_digests(db: &Db) {
     let mut s = db.open();
-    s.create_run(&submission("a", "ml", 1, &[])).unwrap();
-    s.create_run(&submission("b", "web", 2, &[])).unwrap();
+    s.create_run(&mut submission("a", "ml", 1, &[])).unwrap();
+    s.create_run(&mut submission("b", "web", 2, &[])).unwrap();
     let edge = |run: &str, dir: &str, key: &str| LineageEdge {
         run: run.into(),
         node: format!("{run}-n"),
@@ -442,7 +498,7 @@ fn listings_filter_by_namespace_phase_labels_and_page(db: &Db) {
     .into_iter()
     .enumerate()
     {
-        s.create_run(&submission(name, ns, 10 * (i as i64 + 1), &labels))
+        s.create_run(&mut submission(name, ns, 10 * (i as i64 + 1), &labels))
             .unwrap();
     }
     s.append("p2", &[], Phase::Succeeded, "", Some(99)).unwrap();
@@ -526,6 +582,38 @@ fn a_newer_schema_is_refused(db: &Db) {
     }
 }
 
+/// A database of schema 10, when names were unique across namespaces, is migrated with each run
+/// named as before in its namespace.
+fn runs_of_schema_10_keep_their_names(db: &Db) {
+    let mut s = db.open();
+    s.create_run(&mut submission("old", "ns", 1, &[])).unwrap();
+    drop(s);
+    let undo = "DROP INDEX runs_local_name; ALTER TABLE runs DROP COLUMN local_name;";
+    if db.location.starts_with("postgres") {
+        let mut c = postgres_admin(&db.location);
+        c.batch_execute(&format!(
+            "{undo} DELETE FROM weir_schema WHERE version = 11;"
+        ))
+        .unwrap();
+    } else {
+        let out = std::process::Command::new("python3")
+            .args(["-c", &format!("import sqlite3; c=sqlite3.connect({:?}); c.executescript({undo:?}); c.execute('PRAGMA user_version=10'); c.commit()", db.location)])
+            .status()
+            .unwrap();
+        assert!(out.success());
+    }
+    let mut s = db.open();
+    assert_eq!(s.schema_version().unwrap(), 11);
+    assert_eq!(s.run_key("ns", "old").unwrap().as_deref(), Some("old"));
+    assert!(matches!(
+        s.create_run(&mut submission("old", "ns", 2, &[])),
+        Err(Error::RunExists(_))
+    ));
+    let mut other = submission("old", "other", 3, &[]);
+    s.create_run(&mut other).unwrap();
+    assert_eq!(other.key(), "other~old");
+}
+
 fn rusqlite_set_version(path: &str, v: i64) {
     // the store's connection is private: set the version with Python's sqlite3
     let out = std::process::Command::new("python3")
@@ -537,7 +625,7 @@ fn rusqlite_set_version(path: &str, v: i64) {
 
 fn a_run_has_one_owner_and_a_taken_over_driver_is_fenced(db: &Db) {
     let mut s = db.open();
-    s.create_run(&submission("r", "ns", 1, &[])).unwrap();
+    s.create_run(&mut submission("r", "ns", 1, &[])).unwrap();
     let other = db.open();
     let e1 = s
         .claim_run("r", "server-a", 60_000)
@@ -662,7 +750,7 @@ fn tasks_are_claimed_once_and_a_late_result_is_refused(db: &Db) {
     // a worker holds n0 with a short lease, reports it started, then goes silent
     let mut s2 = db.open();
     // task updates go to the process that owns the run
-    s2.create_run(&submission("r2", "ns", 1, &[])).unwrap();
+    s2.create_run(&mut submission("r2", "ns", 1, &[])).unwrap();
     s2.claim_run("r2", "owner", 60_000).unwrap().unwrap();
     s2.enqueue(&[task("r2", "x", 0, "{}", 0)]).unwrap();
     let c = s2.claim("w-slow", &offer(1), 1).unwrap().remove(0);
@@ -738,7 +826,7 @@ fn tasks_are_claimed_once_and_a_late_result_is_refused(db: &Db) {
     s.ack_task_updates("r3", &["y"]).unwrap();
     assert!(!s.task_exists("r3", "y").unwrap());
     // a result reported with its log says so: the run's server fetches the log then only
-    s2.create_run(&submission("r4", "ns", 1, &[])).unwrap();
+    s2.create_run(&mut submission("r4", "ns", 1, &[])).unwrap();
     s2.claim_run("r4", "owner", 60_000).unwrap().unwrap();
     s2.enqueue(&[task("r4", "a", 0, "{}", 0), task("r4", "b", 0, "{}", 0)])
         .unwrap();
@@ -910,7 +998,7 @@ fn locks_are_granted_in_order_all_at_once_and_given_back(db: &Db) {
 /// report that commits after a later-started one must still be read.
 fn a_change_committed_after_a_later_one_is_not_skipped(db: &Db) {
     let mut s = db.open();
-    s.create_run(&submission("r", "ns", 1, &[])).unwrap();
+    s.create_run(&mut submission("r", "ns", 1, &[])).unwrap();
     s.claim_run("r", "owner", 60_000).unwrap().unwrap();
     s.enqueue(&[task("r", "slow", 0, "{}", 0), task("r", "fast", 0, "{}", 0)])
         .unwrap();
@@ -970,7 +1058,7 @@ fn read_changes(
 /// recorded for the run's driver.
 fn a_queue_of_schema_9_keeps_its_unrecorded_changes_when_migrated(db: &Db) {
     let mut s = db.open();
-    s.create_run(&submission("r", "ns", 1, &[])).unwrap();
+    s.create_run(&mut submission("r", "ns", 1, &[])).unwrap();
     s.claim_run("r", "owner", 60_000).unwrap().unwrap();
     drop(s);
     // the queue as schema 9 had it, with a result handed over but not recorded, a start, and a
@@ -982,7 +1070,9 @@ fn a_queue_of_schema_9_keeps_its_unrecorded_changes_when_migrated(db: &Db) {
          ALTER TABLE tasks ADD COLUMN reported BIGINT NOT NULL DEFAULT 0;
          CREATE INDEX tasks_unreported ON tasks(run, id)
              WHERE (state = 'running' AND pid IS NOT NULL AND reported = 0) OR (state = 'done' AND reported < 2);
-         DELETE FROM weir_schema WHERE version = 10;
+         DROP INDEX runs_local_name;
+         ALTER TABLE runs DROP COLUMN local_name;
+         DELETE FROM weir_schema WHERE version >= 10;
          INSERT INTO tasks (run, node, namespace, spec, state, pid, result, reported) VALUES
              ('r', 'finished', 'ns', '{}', 'done', 7, '{\"exit_code\":0}', 2),
              ('r', 'started', 'ns', '{}', 'running', 8, NULL, 1),
@@ -991,7 +1081,9 @@ fn a_queue_of_schema_9_keeps_its_unrecorded_changes_when_migrated(db: &Db) {
     .unwrap();
     drop(raw);
     let s = db.open();
-    assert_eq!(s.schema_version().unwrap(), 10);
+    assert_eq!(s.schema_version().unwrap(), 11);
+    // 11 gave the run its name in its namespace
+    assert_eq!(s.run_key("ns", "r").unwrap().as_deref(), Some("r"));
     assert_eq!(
         s.run_updates("r", "owner").unwrap(),
         [

@@ -695,21 +695,13 @@ fn watcher(output: Option<Output>, no_logs: bool) -> Box<dyn Watch> {
 fn run(env: &Env, submit: Submit, output: Option<Output>, no_logs: bool) -> Result<ExitCode> {
     let mut store = env.store()?;
     let sub = prepare(&submit, &store)?;
-    let (run, actions) = start(sub.clone())?;
-    store.create_run(&sub)?;
-    let lock = driver::try_lock(env, &sub.name)?.context("another process holds this new run")?;
-    store.append(
-        &sub.name,
-        &[],
-        run.phase(),
-        run.message(),
-        run.finished_at(),
-    )?;
+    let driver::Admitted { run, actions, lock } = driver::admit(env, &mut store, sub)?;
+    let key = run.submission().key().to_string();
     driver::install_interrupt_handler();
     let mut watch = watcher(output, no_logs);
     let phase = driver::drive(env, store, run, actions, Vec::new(), watch.as_mut())?;
     drop(lock);
-    print_final(env, &sub.name, output)?;
+    print_final(env, &key, output)?;
     report_rusage();
     Ok(exit_for(phase))
 }
@@ -790,6 +782,7 @@ fn lint(paths: &[PathBuf], with: &[PathBuf]) -> Result<ExitCode> {
                 .filter(|x| x.value.is_none() && x.default.is_none())
                 .map(|x| (x.name.clone(), "x".to_string()));
             let sub = Submission {
+                key: None,
                 name: "lint".into(),
                 uid: String::new(),
                 namespace: "default".into(),
@@ -970,15 +963,14 @@ fn rerun(env: &Env, name: &str, no_logs: bool) -> Result<ExitCode> {
             serde_json::to_string(&expected)?,
         );
     }
-    let (run, actions) = start(sub.clone())?;
-    store.create_run(&sub)?;
-    let lock = driver::try_lock(env, &sub.name)?.context("lock")?;
-    println!("rerunning {name} as {}", sub.name);
+    let driver::Admitted { run, actions, lock } = driver::admit(env, &mut store, sub)?;
+    let key = run.submission().key().to_string();
+    println!("rerunning {name} as {}", run.submission().name);
     driver::install_interrupt_handler();
     let mut w = watcher(None, no_logs);
     let phase = driver::drive(env, store, run, actions, Vec::new(), w.as_mut())?;
     drop(lock);
-    let after = load_run(&env.store()?, &sub.name)?;
+    let after = load_run(&env.store()?, &key)?;
     // outputs by their node's path below the run (the run's own name differs)
     let digests = |r: &weir_core::run::Run| -> std::collections::BTreeMap<String, String> {
         let run = r.submission().name.clone();
@@ -1012,10 +1004,8 @@ fn resubmit(env: &Env, name: &str, params: &[String], no_logs: bool) -> Result<E
     let name = store.resolve(name)?;
     let rec = store.load(&name)?;
     let sub = files::resubmission(rec.submission, files::parameters(params, None)?);
-    let (run, actions) = start(sub.clone())?;
-    store.create_run(&sub)?;
-    let lock = driver::try_lock(env, &sub.name)?.context("lock")?;
-    println!("resubmitted {name} as {}", sub.name);
+    let driver::Admitted { run, actions, lock } = driver::admit(env, &mut store, sub)?;
+    println!("resubmitted {name} as {}", run.submission().name);
     driver::install_interrupt_handler();
     let mut w = watcher(None, no_logs);
     let phase = driver::drive(env, store, run, actions, Vec::new(), w.as_mut())?;
@@ -1499,7 +1489,7 @@ fn delete(env: &Env, runs: Vec<String>, all: bool) -> Result<ExitCode> {
         store
             .list(&[], usize::MAX)?
             .into_iter()
-            .map(|r| r.name)
+            .map(|r| r.key)
             .collect()
     } else {
         runs.iter()

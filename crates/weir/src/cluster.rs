@@ -346,12 +346,12 @@ impl QueueExecutor {
         let sub = run.submission();
         let tx = cluster.dispatcher();
         let _ = tx.send(Cmd::Register(
-            sub.name.clone(),
+            sub.key().to_string(),
             updates.clone(),
             cfg.work_root.clone(),
         ));
         QueueExecutor {
-            run: sub.name.clone(),
+            run: sub.key().to_string(),
             namespace: sub.namespace.clone(),
             priority: sub.workflow.spec.priority.unwrap_or(0),
             tx,

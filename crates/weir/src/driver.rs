@@ -10,7 +10,7 @@ use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use weir_core::run::{Action, Event, Lock, Millis, Phase, PodGc, Run, Timer};
+use weir_core::run::{Action, Event, Lock, Millis, Phase, PodGc, Run, Submission, Timer};
 use weir_exec::{Capacity, Executor, ProcessConfig, ProcessExecutor, Sandbox, Update};
 use weir_store::{Acquire, Durability, LocalRepo, Store};
 
@@ -91,6 +91,52 @@ pub fn now_ms() -> Millis {
         .unwrap_or(0)
 }
 
+/// A new run, recorded and locked: what [`drive`] takes.
+pub struct Admitted {
+    pub run: Run,
+    pub actions: Vec<Action>,
+    pub lock: RunLock,
+}
+
+/// The one way a new run enters the store, for the CLI (run, rerun, resubmit) and the API. It is
+/// checked by starting it before anything is stored; a generated name that another submission
+/// took meanwhile is drawn again; it is started again where the store keeps it apart from its
+/// name (another namespace has a run of that name); its first summary is written under its lock.
+pub fn admit(env: &Env, store: &mut Store, mut sub: Submission) -> Result<Admitted> {
+    let (mut run, mut actions) = crate::cli::start(sub.clone())?;
+    let generated = sub
+        .workflow
+        .metadata
+        .generate_name
+        .clone()
+        .filter(|g| sub.workflow.metadata.name.is_none() && sub.name.starts_with(g.as_str()));
+    let mut attempts = 0;
+    loop {
+        match store.create_run(&mut sub) {
+            Err(weir_store::Error::RunExists(_)) if generated.is_some() && attempts < 8 => {
+                attempts += 1;
+                let prefix = generated.as_deref().unwrap_or_default();
+                sub.name = format!("{prefix}{}", crate::files::random_suffix());
+            }
+            Err(e) => return Err(e.into()),
+            Ok(()) => break,
+        }
+    }
+    if attempts > 0 || sub.key.is_some() {
+        (run, actions) = crate::cli::start(sub.clone())?;
+    }
+    let lock =
+        try_lock(env, sub.key())?.with_context(|| format!("run {} is already driven", sub.name))?;
+    store.append(
+        sub.key(),
+        &[],
+        run.phase(),
+        run.message(),
+        run.finished_at(),
+    )?;
+    Ok(Admitted { run, actions, lock })
+}
+
 /// Deletes a run with its files (work directories, logs, artifacts); false if a process is
 /// driving it.
 pub fn delete_run(env: &Env, store: &mut Store, name: &str) -> Result<bool> {
@@ -106,7 +152,7 @@ pub fn delete_run(env: &Env, store: &mut Store, name: &str) -> Result<bool> {
     store.delete(name)?;
     // a name stored before names were checked may not be a directory of ours: its row goes,
     // and no file is touched
-    if weir_core::names::check_name(name).is_ok() {
+    if weir_core::names::check_key(name).is_ok() {
         remove_dir(&env.run_dir(name)?)?;
         env.repo().delete_prefix(name)?;
     }
@@ -255,9 +301,12 @@ pub fn drive(
     pending: Vec<Event>,
     watch: &mut dyn Watch,
 ) -> Result<Phase> {
-    let name = run.submission().name.clone();
+    // the run's key: names are unique only per namespace
+    let name = run.submission().key().to_string();
     // memoized outputs are the namespace's own: one namespace's cache is invisible to another
     let namespace = run.submission().namespace.clone();
+    // lock holders (the run's name and its node ids) of a run kept apart from its name
+    let holders = Holders::of(run.submission());
     let (tx, rx) = mpsc::channel();
     let cfg = ProcessConfig {
         work_root: env.work_root(),
@@ -304,12 +353,12 @@ pub fn drive(
                     priority,
                 } => {
                     locks.insert(holder, (wanted, priority));
-                    answers.extend(try_locks(store, &name, locks)?);
+                    answers.extend(try_locks(store, &name, &holders, locks)?);
                 }
                 Action::Metric(m) => store.record_metric(&name, &m, now_ms())?,
                 Action::Release { holder } => {
                     locks.remove(&holder);
-                    store.release(&holder)?;
+                    store.release(&holders.stored(&holder))?;
                 }
                 Action::Start(spec) => exec.start(*spec),
                 Action::Fetch {
@@ -532,7 +581,7 @@ pub fn drive(
             });
         }
         if !locks.is_empty() {
-            for ev in try_locks(&mut store, &name, &mut locks)? {
+            for ev in try_locks(&mut store, &name, &holders, &mut locks)? {
                 batch.push((now, ev));
             }
         }
@@ -604,7 +653,7 @@ fn lineage_edges(run: &Run, node: &str) -> Vec<weir_store::LineageEdge> {
     }
     let params = serde_json::to_string(&n.inputs).unwrap_or_default();
     let edge = |direction: &str, a: &weir_core::run::ArtifactRef| weir_store::LineageEdge {
-        run: run.submission().name.clone(),
+        run: run.submission().key().to_string(),
         node: n.id.clone(),
         node_name: n.display_name.clone(),
         template: n.template.clone(),
@@ -633,12 +682,36 @@ fn lineage_edges(run: &Run, node: &str) -> Vec<weir_store::LineageEdge> {
 /// Lock requests of this run still queued in the store: holder → (locks, priority).
 type Locks = BTreeMap<String, (Vec<Lock>, i64)>;
 
+/// How a run's lock holders are named in the store. The engine names them by the run's name and
+/// its node ids, both derived from the name; a run whose key is not its name (another namespace
+/// has a run of that name) prefixes them with its namespace, so the two never share a holder.
+struct Holders(Option<String>);
+
+impl Holders {
+    fn of(sub: &weir_core::run::Submission) -> Holders {
+        Holders((sub.key() != sub.name).then(|| format!("{}~", sub.namespace)))
+    }
+
+    fn stored(&self, holder: &str) -> String {
+        match &self.0 {
+            Some(prefix) => format!("{prefix}{holder}"),
+            None => holder.to_string(),
+        }
+    }
+}
+
 /// Asks the store again for every awaited lock; the granted and refused ones become events.
-fn try_locks(store: &mut Store, run: &str, locks: &mut Locks) -> Result<Vec<Event>> {
+fn try_locks(
+    store: &mut Store,
+    run: &str,
+    holders: &Holders,
+    locks: &mut Locks,
+) -> Result<Vec<Event>> {
     let mut answers = Vec::new();
     let mut settled = Vec::new();
     for (holder, (wanted, priority)) in locks.iter() {
-        let error = match store.try_acquire(run, holder, wanted, *priority)? {
+        let stored = holders.stored(holder);
+        let error = match store.try_acquire(run, &stored, wanted, *priority)? {
             Acquire::Acquired => None,
             Acquire::Refused(why) => Some(why),
             Acquire::Waiting(_) => continue,

@@ -283,14 +283,19 @@ pub fn submission(
     config_maps.extend(main.config_maps.iter().cloned());
     let mut secrets = library.secrets.clone();
     secrets.extend(main.secrets.iter().cloned());
+    let namespace = wf
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
     let name = match (name, &wf.metadata.name, &wf.metadata.generate_name) {
         (Some(n), _, _) => n,
-        (None, Some(n), _) if !store.name_taken(n)? => n.clone(),
+        (None, Some(n), _) if !store.name_taken(&namespace, n)? => n.clone(),
         (None, Some(n), _) => format!("{n}-{}", random_suffix()),
         (None, None, Some(g)) => loop {
             // five characters, as Kubernetes: names can repeat, so draw again until one is free
             let n = format!("{g}{}", random_suffix());
-            if !store.name_taken(&n)? {
+            if !store.name_taken(&namespace, &n)? {
                 break n;
             }
         },
@@ -298,11 +303,7 @@ pub fn submission(
     };
     Ok(weir_core::run::Submission {
         uid: random_uid(),
-        namespace: wf
-            .metadata
-            .namespace
-            .clone()
-            .unwrap_or_else(|| "default".into()),
+        namespace,
         name,
         created_at: crate::driver::now_ms(),
         workflow: wf,
@@ -310,6 +311,7 @@ pub fn submission(
         config_maps,
         secrets,
         parameters,
+        key: None,
     })
 }
 
@@ -325,6 +327,7 @@ pub fn resubmission(
         .clone()
         .unwrap_or_else(|| format!("{}-", meta.name.clone().unwrap_or(sub.name.clone())));
     sub.name = format!("{base}{}", random_suffix());
+    sub.key = None;
     sub.uid = random_uid();
     sub.created_at = crate::driver::now_ms();
     sub.parameters.extend(parameters);

@@ -84,11 +84,14 @@ pub fn query(
             node,
             artifact: which,
         } => {
-            let run = store.resolve(run)?;
+            // the API's caller names a run of its namespace exactly; the CLI, any run its way
+            let run = match namespace {
+                Some(ns) => store
+                    .run_key(ns, run)?
+                    .ok_or_else(|| weir_store::Error::RunNotFound(run.clone()))?,
+                None => store.resolve(run)?,
+            };
             let loaded = crate::cli::load_run(store, &run)?;
-            if namespace.is_some_and(|ns| loaded.submission().namespace != ns) {
-                return Err(weir_store::Error::RunNotFound(run).into());
-            }
             let id = loaded
                 .nodes()
                 .iter()

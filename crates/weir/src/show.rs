@@ -596,10 +596,10 @@ pub fn new_log_lines(
     offsets: &mut std::collections::HashMap<String, u64>,
 ) -> Vec<String> {
     let secrets = run.secret_values();
-    let name = &run.submission().name;
+    let key = run.submission().key();
     let mut out = Vec::new();
     for n in log_nodes(run, want) {
-        let path = weir_exec::ProcessExecutor::log_path(work_root, name, &n.id);
+        let path = weir_exec::ProcessExecutor::log_path(work_root, key, &n.id);
         let Ok(bytes) = std::fs::read(&path) else {
             continue;
         };

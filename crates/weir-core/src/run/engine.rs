@@ -1784,7 +1784,7 @@ impl Run {
             .collect::<Vec<_>>()
             .join("\n---\n");
         Ok(TaskSpec {
-            run: self.sub.name.clone(),
+            run: self.sub.key().to_string(),
             node_id: self.nodes[i].id.clone(),
             node_name: self.nodes[i].name.clone(),
             secrets: self.secret_values(),
@@ -1817,7 +1817,7 @@ impl Run {
             .map(str::to_string)
             .collect();
         Ok(TaskSpec {
-            run: self.sub.name.clone(),
+            run: self.sub.key().to_string(),
             node_id: self.nodes[i].id.clone(),
             node_name: self.nodes[i].name.clone(),
             data: Some(DataTask {
@@ -1880,7 +1880,7 @@ impl Run {
                 .unwrap_or_default(),
         };
         Ok(TaskSpec {
-            run: self.sub.name.clone(),
+            run: self.sub.key().to_string(),
             node_id: self.nodes[i].id.clone(),
             node_name: self.nodes[i].name.clone(),
             secrets: self.mask_forms(&secrets),
@@ -2018,7 +2018,7 @@ impl Run {
                                         .collect::<Vec<_>>()
                                         .join("/")
                                 }
-                                None => [prefix, &self.sub.name, &self.nodes[i].id, &file]
+                                None => [prefix, self.sub.key(), &self.nodes[i].id, &file]
                                     .iter()
                                     .filter(|p| !p.is_empty())
                                     .cloned()
@@ -2060,7 +2060,7 @@ impl Run {
             .map(|r| requests(&r.requests, &r.limits))
             .unwrap_or_default();
         Ok(TaskSpec {
-            run: self.sub.name.clone(),
+            run: self.sub.key().to_string(),
             node_id: self.nodes[i].id.clone(),
             node_name: self.nodes[i].name.clone(),
             image: c.image.clone(),

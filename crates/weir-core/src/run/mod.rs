@@ -100,6 +100,19 @@ pub struct Submission {
     /// `-p name=value` overrides of the workflow's arguments.
     #[serde(default)]
     pub parameters: Vec<(String, String)>,
+    /// The run's key in the store where it is not its name: names are unique per namespace, and
+    /// a run named like one of another namespace is kept as `NAMESPACE~NAME` (set only by the
+    /// store when it records the run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+impl Submission {
+    /// What identifies the run across namespaces: the key of its record, its lock, its work
+    /// directory and its tasks. Its `name` is what users see and what node ids derive from.
+    pub fn key(&self) -> &str {
+        self.key.as_deref().unwrap_or(&self.name)
+    }
 }
 
 /// A stored artifact: where the executor put it and what it contains.

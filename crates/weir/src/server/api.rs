@@ -29,7 +29,7 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::hub::{self, mask_value};
 use super::layout::{Graph, GraphEdge, GraphNode};
 use super::templates as tpl;
-use crate::cli::{load_run, start};
+use crate::cli::load_run;
 use crate::driver::{self, now_ms};
 use crate::{files, show};
 
@@ -439,21 +439,19 @@ pub(super) fn ns_ok(namespace: &str) -> ApiResult<()> {
     weir_core::names::check_namespace(namespace).map_err(ApiError::bad_request)
 }
 
-/// The run `name` of `namespace`, replayed; 404 if it is in another namespace.
+/// The run `name` of `namespace`, replayed; 404 if `namespace` has none.
 fn find_run(store: &Store, namespace: &str, name: &str) -> ApiResult<Run> {
-    in_namespace(store, namespace, name)?;
-    Ok(load_run(store, name)?)
+    Ok(load_run(store, &run_key(store, namespace, name)?)?)
 }
 
-/// 404 unless run `name` exists in `namespace` (checked without loading it: a run that cannot
-/// be loaded can still be deleted, and another namespace's learns nothing).
-fn in_namespace(store: &Store, namespace: &str, name: &str) -> ApiResult<()> {
-    match store.run_namespace(name)? {
-        Some(ns) if ns == namespace => Ok(()),
-        _ => Err(ApiError::not_found(format!(
+/// The key of run `name` of `namespace` ([`weir_core::run::Submission::key`]); 404 if there is
+/// none (found without loading the run: a run that cannot be loaded can still be deleted).
+fn run_key(store: &Store, namespace: &str, name: &str) -> ApiResult<String> {
+    store.run_key(namespace, name)?.ok_or_else(|| {
+        ApiError::not_found(format!(
             "workflow `{name}` not found in namespace `{namespace}`"
-        ))),
-    }
+        ))
+    })
 }
 
 fn workflow_json(run: &Run) -> Value {
@@ -745,10 +743,8 @@ async fn create_workflow(
 pub(super) fn accept(
     app: &Arc<App>,
     store: &mut Store,
-    mut sub: weir_core::run::Submission,
+    sub: weir_core::run::Submission,
 ) -> ApiResult<Value> {
-    // checked before anything is stored
-    let (mut run, mut actions) = start(sub.clone())?;
     // backpressure: a namespace at its quota of unfinished runs takes no more for now
     if store.is_postgres()
         && let Some(max) = store.quota(&sub.namespace)?.and_then(|q| q.max_runs)
@@ -765,38 +761,7 @@ pub(super) fn accept(
             ));
         }
     }
-    // a generated name another submission took meanwhile: draw another (the name was free
-    // when drawn, but submissions run concurrently)
-    let generated = sub
-        .workflow
-        .metadata
-        .generate_name
-        .clone()
-        .filter(|g| sub.workflow.metadata.name.is_none() && sub.name.starts_with(g.as_str()));
-    let mut attempts = 0;
-    loop {
-        match store.create_run(&sub) {
-            Err(weir_store::Error::RunExists(_)) if generated.is_some() && attempts < 8 => {
-                attempts += 1;
-                let prefix = generated.as_deref().unwrap_or_default();
-                sub.name = format!("{prefix}{}", files::random_suffix());
-            }
-            Err(e) => return Err(e.into()),
-            Ok(()) => break,
-        }
-    }
-    if attempts > 0 {
-        (run, actions) = start(sub.clone())?;
-    }
-    let lock = driver::try_lock(&app.env, &sub.name)?
-        .ok_or_else(|| ApiError::conflict(format!("run {} is already driven", sub.name)))?;
-    store.append(
-        &sub.name,
-        &[],
-        run.phase(),
-        run.message(),
-        run.finished_at(),
-    )?;
+    let driver::Admitted { run, actions, lock } = driver::admit(&app.env, store, sub)?;
     let v = workflow_json(&run);
     app.spawn_driver(run, actions, Vec::new(), lock);
     Ok(v)
@@ -829,8 +794,8 @@ async fn delete_workflow(
 ) -> ApiResult<Json<Value>> {
     require(&caller, &namespace, Role::Editor)?;
     app.db(move |app, store| {
-        in_namespace(store, &namespace, &name)?;
-        if !driver::delete_run(&app.env, store, &name)? {
+        let key = run_key(store, &namespace, &name)?;
+        if !driver::delete_run(&app.env, store, &key)? {
             return Err(ApiError::conflict(format!(
                 "run {name} is running; stop it first"
             )));
@@ -860,8 +825,9 @@ fn control(
             run.phase()
         )));
     }
-    if !app.adopt(store, name, vec![ev.clone()])? {
-        store.push_control(name, &ev)?;
+    let key = run.submission().key();
+    if !app.adopt(store, key, vec![ev.clone()])? {
+        store.push_control(key, &ev)?;
     }
     Ok(workflow_json(&run))
 }
@@ -982,7 +948,7 @@ async fn retry_workflow(
                 run.phase()
             )));
         }
-        let lock = driver::try_lock(&app.env, &name)?.ok_or_else(|| {
+        let lock = driver::try_lock(&app.env, run.submission().key())?.ok_or_else(|| {
             ApiError::conflict(format!(
                 "run {name} is being driven by another weir process"
             ))
@@ -1068,7 +1034,7 @@ async fn run_events(
     app.db(move |_, store| {
         let run = find_run(store, &namespace, &name)?;
         let secrets = run.secret_values();
-        let rec = store.load(&name)?;
+        let rec = store.load(run.submission().key())?;
         let items = rec
             .events
             .iter()
@@ -1538,10 +1504,7 @@ async fn workflow_events(
             let snaps = app
                 .db(move |_, store| {
                     let names = match only2 {
-                        Some(n) => {
-                            find_run(store, &ns2, &n)?;
-                            vec![n]
-                        }
+                        Some(n) => vec![run_key(store, &ns2, &n)?],
                         None => store
                             .query_runs(&RunQuery {
                                 namespace: Some(ns2.clone()),
@@ -1551,7 +1514,7 @@ async fn workflow_events(
                             })?
                             .0
                             .into_iter()
-                            .map(|r| r.name)
+                            .map(|r| r.key)
                             .collect(),
                     };
                     let mut out = Vec::new();
@@ -1828,7 +1791,7 @@ async fn healthz() -> &'static str {
     responses((status = 200, description = "The store answers", body = String),
         (status = 503, body = ErrorBody)))]
 async fn readyz(State(app): State<Arc<App>>) -> ApiResult<&'static str> {
-    app.db(|_, store| Ok(store.name_taken("")?))
+    app.db(|_, store| Ok(store.name_taken("", "")?))
         .await
         .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.message))?;
     Ok("ready\n")

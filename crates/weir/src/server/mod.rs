@@ -178,7 +178,7 @@ impl App {
         lock: RunLock,
     ) {
         let app = self.clone();
-        let name = run.submission().name.clone();
+        let name = run.submission().key().to_string();
         app.driving.fetch_add(1, Ordering::SeqCst);
         app.local
             .lock()

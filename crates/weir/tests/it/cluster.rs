@@ -488,6 +488,13 @@ fn a_sqlite_history_moves_to_postgres_whole_or_not_at_all() {
     );
     let out = lite.weir(&["run", wf.to_str().unwrap(), "--no-logs"]);
     assert_eq!(out.code, 0, "{}", out.all());
+    // a run of the same name in another namespace, kept apart under its own key
+    let other = lite.write(
+        "other.yaml",
+        "apiVersion: argoproj.io/v1alpha1\nkind: Workflow\nmetadata:\n  name: hello\n  namespace: ml\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    container: {image: alpine, command: [echo, other]}\n",
+    );
+    let out = lite.weir(&["run", other.to_str().unwrap(), "--no-logs"]);
+    assert_eq!(out.code, 0, "{}", out.all());
     let out = lite.weir(&["token", "create", "-n", "ml", "--role", "viewer"]);
     assert_eq!(out.code, 0, "{}", out.all());
     let file = lite.dir.join("export.jsonl");
@@ -496,7 +503,7 @@ fn a_sqlite_history_moves_to_postgres_whole_or_not_at_all() {
 
     let out = pg.weir(&["migrate"]);
     assert_eq!(out.code, 0, "{}", out.all());
-    assert!(out.stdout.contains("schema version 10"), "{}", out.stdout);
+    assert!(out.stdout.contains("schema version 11"), "{}", out.stdout);
     let out = pg.weir(&["db", "import", file.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{}", out.all());
     // the run, replayed from its imported events, is what SQLite had
@@ -504,6 +511,9 @@ fn a_sqlite_history_moves_to_postgres_whole_or_not_at_all() {
     let after = pg.json(&["get", "hello", "-o", "json"]);
     assert_eq!(after["status"]["phase"], "Succeeded");
     assert_eq!(after["status"]["nodes"], before["status"]["nodes"]);
+    let theirs = pg.json(&["get", "ml/hello", "-o", "json"]);
+    assert_eq!(theirs["metadata"]["namespace"], "ml", "{theirs}");
+    assert_eq!(theirs["status"]["phase"], "Succeeded", "{theirs}");
     let tokens = pg.weir(&["token", "list", "-n", "ml"]);
     assert_eq!(tokens.code, 0, "{}", tokens.all());
     assert!(tokens.stdout.contains("viewer"), "{}", tokens.stdout);
@@ -514,7 +524,7 @@ fn a_sqlite_history_moves_to_postgres_whole_or_not_at_all() {
     let list = pg.weir(&["list", "-o", "name"]);
     assert_eq!(
         list.stdout.lines().filter(|l| l.contains("hello")).count(),
-        1,
+        2,
         "{}",
         list.stdout
     );

@@ -643,6 +643,62 @@ fn concurrent_submissions_of_one_name_make_one_run() {
     assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
 }
 
+/// Finding 11: names are unique per namespace. A name taken in another namespace is free in this
+/// one (a 409 would tell it the other has such a run); each run is its own through every route
+/// (get, logs, artifacts, delete), concurrently with the other; a name taken in this namespace is
+/// a 409.
+#[test]
+fn a_name_taken_in_another_namespace_is_free_in_this_one() {
+    let sb = Sandbox::new();
+    let a = token(&sb, "a", "editor");
+    let b = token(&sb, "b", "editor");
+    let srv = ApiServer::start(&sb, &[]);
+    let wf = |value: &str| {
+        format!(
+            "kind: Workflow\nmetadata: {{name: same}}\nspec:\n  entrypoint: m\n  templates:\n  - name: m\n    outputs: {{artifacts: [{{name: out, path: /tmp/out, archive: {{none: {{}}}}}}]}}\n    container: {{image: x, command: [sh, -c, 'echo {value}; echo {value} > /tmp/out']}}\n"
+        )
+    };
+    let (status, body) = post(&srv, "a", Some(&a), "", &wf("from-a"));
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = post(&srv, "b", Some(&b), "", &wf("from-b"));
+    assert_eq!(status, 200, "b may use a name a has: {body}");
+    assert_eq!(body["metadata"]["name"], "same", "{body}");
+    let (status, body) = post(&srv, "b", Some(&b), "", &wf("again"));
+    assert_eq!(status, 409, "{body}");
+    for (ns, tok, value, other) in [("a", &a, "from-a", "from-b"), ("b", &b, "from-b", "from-a")] {
+        let done = finished(&srv, ns, "same", Some(tok));
+        assert_eq!(done["status"]["phase"], "Succeeded", "{done}");
+        assert_eq!(done["metadata"]["namespace"], ns, "{done}");
+        let log = logs(&srv, ns, "same", Some(tok));
+        assert!(log.contains(value) && !log.contains(other), "{ns}: {log}");
+        let (status, arts) = get(
+            &srv,
+            &format!("/api/v1/workflows/{ns}/same/artifacts"),
+            Some(tok),
+        );
+        assert_eq!(status, 200, "{arts}");
+        let url = arts["items"][0]["url"].as_str().unwrap();
+        let mut req = http().get(srv.url(url));
+        req = req.header("Authorization", &format!("Bearer {tok}"));
+        let bytes = req.call().unwrap().body_mut().read_to_vec().unwrap();
+        let text = String::from_utf8_lossy(&bytes).to_string();
+        assert_eq!(text.trim(), value, "{ns}'s artifact");
+    }
+    // each namespace lists its own; deleting b's leaves a's
+    let (_, list) = get(&srv, "/api/v1/workflows/b", Some(&b));
+    assert_eq!(list["items"].as_array().unwrap().len(), 1, "{list}");
+    let mut req = http().delete(srv.url("/api/v1/workflows/b/same"));
+    req = req.header("Authorization", &format!("Bearer {b}"));
+    assert_eq!(answer(req.call()).0, 200);
+    assert_eq!(get(&srv, "/api/v1/workflows/b/same", Some(&b)).0, 404);
+    let kept = get(&srv, "/api/v1/workflows/a/same", Some(&a));
+    assert_eq!(
+        (kept.0, kept.1["status"]["phase"].clone()),
+        (200, json!("Succeeded"))
+    );
+    assert!(logs(&srv, "a", "same", Some(&a)).contains("from-a"));
+}
+
 /// Finding 12: connections that send nothing are closed by the server's header-read timeout,
 /// and `/healthz` answers meanwhile.
 #[test]
