@@ -51,3 +51,43 @@ pub fn exceeded(what: &str, have: usize, max: usize) -> String {
 pub fn is_exceeded(message: &str) -> bool {
     message.contains(MARK)
 }
+
+/// The longest duration a workflow may give (timeouts, deadlines, backoffs, suspensions, cache
+/// ages, TTLs): 100 years. Durations become milliseconds since the epoch in an `i64`; a bigger
+/// one is a mistake, refused rather than wrapped, and a computed one (a backoff) is capped.
+pub const MAX_DURATION_MS: i64 = 100 * 365 * 86_400_000;
+/// The largest `retryStrategy.backoff.factor`: the delay multiplies by it on each retry.
+pub const MAX_BACKOFF_FACTOR: f64 = 1_000.0;
+
+/// `Err` says why `ms` milliseconds is too long a duration.
+pub fn check_duration_ms(ms: i64) -> Result<i64, String> {
+    if ms > MAX_DURATION_MS {
+        Err("longer than 100 years, the longest duration weir takes".into())
+    } else {
+        Ok(ms)
+    }
+}
+
+/// `Err` says why `secs` seconds is too long a duration.
+pub fn check_seconds(secs: i64) -> Result<i64, String> {
+    check_duration_ms(secs.saturating_mul(1000))
+}
+
+/// Milliseconds of the duration text `s` (`30`, `1h30m`, `500ms`): `Ok(None)` when it is not a
+/// duration (each field says what it does then), `Err` when it is too long.
+pub fn duration_ms(s: &str) -> Result<Option<i64>, String> {
+    crate::run::parse_duration(s)
+        .map(|ms| check_duration_ms(ms).map_err(|e| format!("`{}` is {e}", s.trim())))
+        .transpose()
+}
+
+/// `Err` says why `factor` cannot be a backoff factor.
+pub fn check_factor(factor: f64) -> Result<f64, String> {
+    if factor.is_finite() && factor <= MAX_BACKOFF_FACTOR {
+        Ok(factor)
+    } else {
+        Err(format!(
+            "`{factor}` is not a factor: it must be a number of at most {MAX_BACKOFF_FACTOR}"
+        ))
+    }
+}

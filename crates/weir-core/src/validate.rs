@@ -5,6 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::expr::{self, Depends, Mode};
+use crate::limits;
 use crate::run::{Problem, Submission, TemplateScope};
 use crate::spec::{Step, Template};
 
@@ -78,6 +79,7 @@ pub(crate) fn validate(sub: &Submission, lib: &Library) -> Vec<Problem> {
             );
         }
     }
+    v.workflow_durations(spec);
     if let Some(sync) = &spec.synchronization {
         v.synchronization(sync, "spec.synchronization");
     }
@@ -318,6 +320,125 @@ impl Validator<'_> {
         });
     }
 
+    /// The workflow's own durations: deadline, default retry backoff, TTLs.
+    fn workflow_durations(&mut self, spec: &crate::spec::WorkflowSpec) {
+        if let Some(secs) = spec.active_deadline_seconds {
+            let field = "spec.activeDeadlineSeconds";
+            self.check(field, limits::check_seconds(secs));
+        }
+        if let Some(rs) = &spec.retry_strategy {
+            self.backoff(rs, "spec.retryStrategy");
+        }
+        for k in [
+            "secondsAfterCompletion",
+            "secondsAfterSuccess",
+            "secondsAfterFailure",
+        ] {
+            if let Some(secs) = spec.ttl_strategy.as_ref().and_then(|t| t.get(k)) {
+                let field = format!("spec.ttlStrategy.{k}");
+                self.json_seconds(secs, &field);
+            }
+        }
+    }
+
+    /// Durations of a template, checked where they are written as literals (a `{{…}}` one is
+    /// checked when the node starts): too long a one would overflow the engine's clock.
+    fn durations(&mut self, t: &Template, path: &str) {
+        let text = [
+            ("timeout", t.timeout.as_ref()),
+            ("activeDeadlineSeconds", t.active_deadline_seconds.as_ref()),
+            (
+                "suspend.duration",
+                t.suspend.as_ref().and_then(|s| s.duration.as_ref()),
+            ),
+        ];
+        for (field, value) in text {
+            if let Some(v) = value {
+                self.duration_text(v, &format!("{path}.{field}"));
+            }
+        }
+        if let Some(age) = t
+            .memoize
+            .as_ref()
+            .and_then(|m| m.get("maxAge"))
+            .and_then(|a| a.as_str())
+        {
+            self.duration_text(age, &format!("{path}.memoize.maxAge"));
+        }
+        if let Some(rs) = &t.retry_strategy {
+            self.backoff(rs, &format!("{path}.retryStrategy"));
+        }
+        if let Some(secs) = t.http.as_ref().and_then(|h| h.get("timeoutSeconds")) {
+            self.json_seconds(secs, &format!("{path}.http.timeoutSeconds"));
+        }
+        let probes = t
+            .container
+            .iter()
+            .map(|c| (format!("{path}.container"), c))
+            .chain(t.script.iter().map(|c| (format!("{path}.script"), c)))
+            .chain(
+                t.sidecars
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| (format!("{path}.sidecars[{i}]"), c)),
+            );
+        for (at, c) in probes {
+            let Some(probe) = &c.readiness_probe else {
+                continue;
+            };
+            for k in ["initialDelaySeconds", "periodSeconds", "timeoutSeconds"] {
+                if let Some(secs) = probe.get(k) {
+                    self.json_seconds(secs, &format!("{at}.readinessProbe.{k}"));
+                }
+            }
+        }
+    }
+
+    fn backoff(&mut self, rs: &crate::spec::RetryStrategy, path: &str) {
+        let Some(b) = &rs.backoff else { return };
+        for (field, value) in [
+            ("duration", &b.duration),
+            ("maxDuration", &b.max_duration),
+            ("cap", &b.cap),
+        ] {
+            if let Some(v) = value {
+                self.duration_text(v, &format!("{path}.backoff.{field}"));
+            }
+        }
+        if let Some(f) = b.factor.as_deref().filter(|f| !f.contains("{{"))
+            && let Ok(x) = f.trim().parse::<f64>()
+        {
+            let field = format!("{path}.backoff.factor");
+            self.check(&field, limits::check_factor(x));
+        }
+    }
+
+    fn duration_text(&mut self, v: &str, field: &str) {
+        if !v.contains("{{") {
+            self.check(field, limits::duration_ms(v));
+        }
+    }
+
+    /// A number of seconds in a JSON field (an integer, or a string of one).
+    fn json_seconds(&mut self, v: &serde_json::Value, field: &str) {
+        let secs = match v {
+            serde_json::Value::Number(n) => n.as_f64(),
+            serde_json::Value::String(s) if !s.contains("{{") => s.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        if let Some(secs) = secs {
+            // saturating: 1e300 seconds is too long, not a wrapped negative
+            self.check(field, limits::check_duration_ms((secs * 1000.0) as i64));
+        }
+    }
+
+    /// Records a limit's refusal of `field`.
+    fn check<T>(&mut self, field: &str, r: Result<T, String>) {
+        if let Err(e) = r {
+            self.push(field, &e);
+        }
+    }
+
     fn template(&mut self, t: &Template, path: &str, scope: &TemplateScope) {
         if let Some(p) = t.parallelism.filter(|p| *p < 1) {
             self.push(
@@ -328,6 +449,7 @@ impl Validator<'_> {
         if let Some(sync) = &t.synchronization {
             self.synchronization(sync, &format!("{path}.synchronization"));
         }
+        self.durations(t, path);
         if let Some(set) = &t.container_set {
             self.container_set(t, set, &format!("{path}.containerSet"));
         }

@@ -234,6 +234,15 @@ impl Conn {
         })))
     }
 
+    /// Whether the connection is gone (PostgreSQL closed it, or the network did): a pool drops
+    /// such a connection rather than handing it out again.
+    pub fn is_broken(&self) -> bool {
+        match self {
+            Conn::Pg(c) => c.borrow().client.is_closed(),
+            _ => false,
+        }
+    }
+
     pub fn is_pg(&self) -> bool {
         matches!(self, Conn::Pg(_))
     }

@@ -504,6 +504,29 @@ impl Store {
         &self.path
     }
 
+    /// Whether the database connection is gone: see [`crate::db`]'s `is_broken`.
+    pub fn is_broken(&self) -> bool {
+        self.conn.is_broken()
+    }
+
+    /// Whether a failure is the database being out of reach (a refused or lost connection),
+    /// which a caller may retry, rather than a fault of the request or the data.
+    pub fn is_unavailable(e: &Error) -> bool {
+        match e {
+            Error::Connect { .. } => true,
+            Error::Pg(p) => {
+                p.is_closed()
+                    || p.as_db_error().is_none()
+                    || p.code().is_some_and(|c| {
+                        // too many connections, the server shutting down or starting, cannot connect now
+                        let c = c.code();
+                        c.starts_with("08") || c == "53300" || c.starts_with("57P")
+                    })
+            }
+            _ => false,
+        }
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.conn.is_pg()
     }

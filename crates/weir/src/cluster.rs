@@ -11,6 +11,7 @@
 //! - The lease reaper (one server at a time, under an advisory lock) settles the tasks of a
 //!   worker that stopped heartbeating as lost, which the run retries per its retryStrategy.
 
+use std::io::Write as _;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -550,7 +551,9 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
     let slots_json = serde_json::json!({"cpu_milli": opts.cpu_milli, "memory": opts.memory,
         "gpu": opts.gpu, "tasks": opts.max_tasks})
     .to_string();
-    println!(
+    // a closed stdout (a server whose starter stopped reading) must not end the worker
+    let _ = writeln!(
+        std::io::stdout().lock(),
         "weir worker {id}: claiming tasks from {}",
         weir_store::redact_url(&url)
     );

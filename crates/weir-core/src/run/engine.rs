@@ -1394,7 +1394,8 @@ impl Run {
             let max_age_ms = m
                 .get("maxAge")
                 .and_then(Json::as_str)
-                .and_then(parse_duration);
+                .and_then(parse_duration)
+                .map(|ms| ms.min(limits::MAX_DURATION_MS));
             let node_type = if tmpl.steps.is_some() {
                 NodeType::Steps
             } else if tmpl.dag.is_some() {
@@ -1479,14 +1480,23 @@ impl Run {
             let limit = sub(&rs.limit).and_then(|l| l.trim().parse::<u32>().ok());
             let backoff = rs.backoff.as_ref().map(|b| {
                 (
+                    // literals were checked before the run started; what a `{{…}}` gave is
+                    // capped, so the delay stays within the engine's clock
                     sub(&b.duration)
                         .and_then(|d| parse_duration(&d))
-                        .unwrap_or(1000),
+                        .unwrap_or(1000)
+                        .min(limits::MAX_DURATION_MS),
                     sub(&b.factor)
                         .and_then(|f| f.trim().parse::<f64>().ok())
-                        .unwrap_or(2.0),
-                    sub(&b.max_duration).and_then(|d| parse_duration(&d)),
-                    sub(&b.cap).and_then(|d| parse_duration(&d)),
+                        .filter(|f| f.is_finite())
+                        .unwrap_or(2.0)
+                        .min(limits::MAX_BACKOFF_FACTOR),
+                    sub(&b.max_duration)
+                        .and_then(|d| parse_duration(&d))
+                        .map(|d| d.min(limits::MAX_DURATION_MS)),
+                    sub(&b.cap)
+                        .and_then(|d| parse_duration(&d))
+                        .map(|d| d.min(limits::MAX_DURATION_MS)),
                 )
             });
             self.rt[i] = Rt::Retry(Box::new(RetryRt {
@@ -1538,11 +1548,16 @@ impl Run {
                             },
                         )
                         .unwrap_or(t);
-                        if let Some(ms) = parse_duration(&t) {
-                            self.arm(
+                        match limits::duration_ms(&t) {
+                            Ok(Some(ms)) => self.arm(
                                 Timer::PodTimeout(self.nodes[i].id.clone()),
                                 self.now.saturating_add(ms),
-                            );
+                            ),
+                            Ok(None) => {}
+                            Err(e) => {
+                                self.finish_node(i, Phase::Error, format!("timeout: {e}"));
+                                return i;
+                            }
                         }
                     }
                     self.pod_ready(i);
@@ -1578,12 +1593,13 @@ impl Run {
                     },
                 )
                 .unwrap_or(d.clone());
-                match parse_duration(&d) {
-                    Some(ms) => self.arm(
+                match limits::duration_ms(&d) {
+                    Ok(Some(ms)) => self.arm(
                         Timer::Resume(self.nodes[i].id.clone()),
                         self.now.saturating_add(ms),
                     ),
-                    None => self.finish_node(
+                    Err(e) => self.finish_node(i, Phase::Error, format!("suspend.duration: {e}")),
+                    Ok(None) => self.finish_node(
                         i,
                         Phase::Error,
                         format!("suspend.duration `{d}` is not a duration"),
@@ -1891,7 +1907,12 @@ impl Run {
                 url: text("url")?.unwrap_or_default(),
                 headers,
                 body,
-                timeout_ms: h.get("timeoutSeconds").and_then(Json::as_u64).unwrap_or(30) * 1000,
+                timeout_ms: h
+                    .get("timeoutSeconds")
+                    .and_then(Json::as_u64)
+                    .unwrap_or(30)
+                    .saturating_mul(1000)
+                    .min(limits::MAX_DURATION_MS as u64),
                 insecure: h.get("insecureSkipVerify").and_then(Json::as_bool) == Some(true),
             }),
             ..TaskSpec::default()
@@ -3110,7 +3131,9 @@ impl Run {
         let mut delay = 0i64;
         let mut over_max = false;
         if let Some((dur, factor, max, cap)) = rt.backoff {
-            let d = (dur as f64 * factor.powi(rt.attempts.saturating_sub(1) as i32)) as i64;
+            // saturating (a float cast), then within the engine's clock
+            let d = ((dur as f64 * factor.powi(rt.attempts.saturating_sub(1) as i32)) as i64)
+                .min(limits::MAX_DURATION_MS);
             delay = cap.map_or(d, |c| d.min(c));
             over_max =
                 max.is_some_and(|m| self.now.saturating_add(delay).saturating_sub(started) > m);
@@ -4353,7 +4376,7 @@ fn probe(p: &Json) -> Result<Probe, String> {
     let ms = |k: &str, default: u64| {
         p.get(k)
             .and_then(Json::as_u64)
-            .map(|s| s * 1000)
+            .map(|s| s.saturating_mul(1000).min(limits::MAX_DURATION_MS as u64))
             .unwrap_or(default)
     };
     let port = |v: Option<&Json>| -> Result<u16, String> {

@@ -941,7 +941,7 @@ impl Run {
         }
         .or_else(|| secs("secondsAfterCompletion"))
         .filter(|_| self.phase.is_done())
-        .map(|s| s.max(0) * 1000);
+        .map(|s| s.clamp(0, crate::limits::MAX_DURATION_MS / 1000) * 1000);
         let strategy = |v: &Option<serde_json::Value>| {
             v.as_ref()
                 .and_then(|x| x.get("strategy"))

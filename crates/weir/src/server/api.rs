@@ -256,6 +256,7 @@ async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Resp
                                     super::auth::FAILURE_WINDOW_MS / 1000
                                 ),
                             ),
+                            super::auth::Rejected::Unavailable(e) => ApiError::unavailable(e),
                             e => ApiError::unauthenticated(e.to_string()),
                         })
                 })
@@ -272,6 +273,9 @@ async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Resp
         Err(e) => (None, e.into_response()),
     };
     let status = resp.status().as_u16();
+    if let Some(super::error::Internal(detail)) = resp.extensions().get() {
+        app.log.error(&format!("{method} {path}: {detail}"));
+    }
     let elapsed = started.elapsed();
     app.metrics
         .request(method.as_str(), &route, status, elapsed);
@@ -1793,6 +1797,9 @@ async fn healthz() -> &'static str {
 async fn readyz(State(app): State<Arc<App>>) -> ApiResult<&'static str> {
     app.db(|_, store| Ok(store.name_taken("", "")?))
         .await
-        .map_err(|e| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", e.message))?;
+        .map_err(|e| match e.status {
+            StatusCode::SERVICE_UNAVAILABLE => e,
+            _ => ApiError::unavailable(e.message),
+        })?;
     Ok("ready\n")
 }

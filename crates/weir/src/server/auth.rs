@@ -86,6 +86,8 @@ pub enum Rejected {
     TooMany,
     Revoked,
     Expired,
+    /// The token store could not be read (what went wrong, for the server's log).
+    Unavailable(String),
 }
 
 impl std::fmt::Display for Rejected {
@@ -96,6 +98,7 @@ impl std::fmt::Display for Rejected {
             Rejected::Revoked => "the bearer token has been revoked",
             Rejected::Expired => "the bearer token has expired",
             Rejected::TooMany => "too many wrong token secrets from this address; try again later",
+            Rejected::Unavailable(_) => "the token store is unavailable; try again later",
         })
     }
 }
@@ -130,7 +133,7 @@ impl Verified {
         let (id, secret) = split(token).ok_or(Rejected::Malformed)?;
         let rec = store
             .token(id)
-            .map_err(|_| Rejected::Unknown)?
+            .map_err(|e| Rejected::Unavailable(e.to_string()))?
             .ok_or(Rejected::Unknown)?;
         if rec.revoked_at.is_some() {
             return Err(Rejected::Revoked);

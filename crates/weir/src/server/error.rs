@@ -24,7 +24,15 @@ pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: String,
+    /// What went wrong inside, for the server's log only: a 500 tells the client no more than
+    /// a reference to the log line.
+    detail: Option<String>,
 }
+
+/// The inside story of a 5xx, handed from its response to the server's log
+/// ([`ApiError::internal`]).
+#[derive(Clone, Debug)]
+pub struct Internal(pub String);
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
@@ -32,6 +40,7 @@ impl ApiError {
             status,
             code,
             message: message.into(),
+            detail: None,
         }
     }
     pub fn bad_request(m: impl Into<String>) -> ApiError {
@@ -49,8 +58,29 @@ impl ApiError {
     pub fn forbidden(m: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, "forbidden", m)
     }
-    pub fn internal(m: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", m)
+    /// A fault of the server: the client is told only that, with a reference to the log line
+    /// that holds `detail` (internal text, paths and SQL stay in the server's log).
+    pub fn internal(detail: impl Into<String>) -> ApiError {
+        let reference = crate::files::random_suffix();
+        ApiError {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "internal",
+            message: format!(
+                "internal error; the server's log has the details under reference {reference}"
+            ),
+            detail: Some(format!("{reference}: {}", detail.into())),
+        }
+    }
+    /// The database is out of reach for now: try again.
+    pub fn unavailable(detail: impl Into<String>) -> ApiError {
+        ApiError {
+            detail: Some(detail.into()),
+            ..ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the database is unavailable; try again later",
+            )
+        }
     }
 }
 
@@ -72,6 +102,7 @@ impl From<anyhow::Error> for ApiError {
                 weir_store::Error::InvalidName(m) => {
                     ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", m.clone())
                 }
+                e if weir_store::Store::is_unavailable(e) => ApiError::unavailable(s.to_string()),
                 _ => ApiError::internal(s.to_string()),
             };
         }
@@ -97,6 +128,9 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if let Some(detail) = self.detail {
+            r.extensions_mut().insert(Internal(detail));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

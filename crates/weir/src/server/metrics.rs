@@ -179,7 +179,10 @@ pub async fn serve(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) 
                     Some(t) => Some(
                         app.verified
                             .check(store, &t, crate::driver::now_ms(), None)
-                            .map_err(|e| ApiError::unauthenticated(e.to_string()))?,
+                            .map_err(|e| match e {
+                                super::auth::Rejected::Unavailable(e) => ApiError::unavailable(e),
+                                e => ApiError::unauthenticated(e.to_string()),
+                            })?,
                     ),
                     None => None,
                 }

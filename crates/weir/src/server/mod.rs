@@ -147,6 +147,10 @@ impl App {
     }
 
     fn give_store(&self, s: Store) {
+        if s.is_broken() {
+            // the database closed it: the next request connects anew
+            return;
+        }
         let mut p = self.pool.lock().unwrap_or_else(|e| e.into_inner());
         if p.len() < 8 {
             p.push(s);
@@ -160,7 +164,9 @@ impl App {
     ) -> Result<T, error::ApiError> {
         let app = self.clone();
         tokio::task::spawn_blocking(move || {
-            let mut store = app.take_store()?;
+            let mut store = app
+                .take_store()
+                .map_err(|e| error::ApiError::unavailable(format!("{e:#}")))?;
             let r = f(&app, &mut store);
             app.give_store(store);
             r

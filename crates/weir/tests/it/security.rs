@@ -699,6 +699,89 @@ fn a_name_taken_in_another_namespace_is_free_in_this_one() {
     assert!(logs(&srv, "a", "same", Some(&a)).contains("from-a"));
 }
 
+/// A fault inside the server is a 500 `internal` that tells the client nothing of it (no stored
+/// text, no path, no SQL), only a reference to the server's log line that holds the detail.
+#[test]
+fn a_500_tells_nothing_but_a_reference_to_the_log() {
+    let sb = Sandbox::new();
+    let ok = sb.write("ok.yaml", &echo("victim"));
+    assert_eq!(
+        sb.weir(&["run", ok.to_str().unwrap(), "--name", "broken"])
+            .code,
+        0
+    );
+    // its stored submission replaced behind weir's back by text that is not JSON
+    let script = "import sqlite3, sys\nc = sqlite3.connect(sys.argv[1])\nc.execute(\"UPDATE runs SET submission='{not json at /srv/secret' WHERE name='broken'\")\nc.commit()\n";
+    let st = std::process::Command::new("python3")
+        .args(["-c", script, sb.db.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let log = sb.dir.join("server.log");
+    let srv = ApiServer::start_logged(&sb, &["--insecure-local"], &log);
+    let (status, body) = get(&srv, "/api/v1/workflows/default/broken", None);
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["error"]["code"], "internal", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    for inside in [
+        "json",
+        "secret",
+        "corrupt",
+        "submission",
+        sb.db.to_str().unwrap(),
+    ] {
+        assert!(!message.to_lowercase().contains(inside), "{message}");
+    }
+    let reference = message.rsplit(' ').next().unwrap();
+    assert_eq!(reference.len(), 5, "{message}");
+    let mut logged = String::new();
+    wait_for(Duration::from_secs(10), || {
+        logged = std::fs::read_to_string(&log).unwrap_or_default();
+        logged.contains(&format!("{reference}: "))
+    });
+    let line = logged.lines().find(|l| l.contains(reference)).unwrap();
+    assert!(
+        line.contains("broken") && line.contains("corrupt"),
+        "{line}"
+    );
+}
+
+/// A database out of reach during a token check is a 503 `unavailable` (not a 401 that would
+/// send the client to fetch another token), and the server answers again once it is back.
+#[test]
+fn a_database_out_of_reach_during_a_token_check_is_503() {
+    let Some(sb) = Sandbox::postgres() else {
+        return;
+    };
+    let first = token(&sb, "ml", "viewer");
+    let second = token(&sb, "ml", "viewer");
+    let srv = ApiServer::start(&sb, &[]);
+    assert_eq!(get(&srv, "/api/v1/workflows/ml", Some(&first)).0, 200);
+    let url = sb.db.to_str().unwrap().to_string();
+    let db = url.rsplit('/').next().unwrap().to_string();
+    let base = std::env::var("WEIR_TEST_PG").unwrap();
+    let mut admin = postgres::Client::connect(&base, postgres::NoTls).unwrap();
+    // nobody may connect, and the server's connections are cut
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {db} ALLOW_CONNECTIONS false; \
+             SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}';"
+        ))
+        .unwrap();
+    // a token not seen before needs the store: each try finds it out of reach
+    for _ in 0..3 {
+        let (status, body) = get(&srv, "/api/v1/workflows/ml", Some(&second));
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(body["error"]["code"], "unavailable", "{body}");
+    }
+    admin
+        .batch_execute(&format!("ALTER DATABASE {db} ALLOW_CONNECTIONS true"))
+        .unwrap();
+    wait_for(Duration::from_secs(30), || {
+        get(&srv, "/api/v1/workflows/ml", Some(&second)).0 == 200
+    });
+}
+
 /// Finding 12: connections that send nothing are closed by the server's header-read timeout,
 /// and `/healthz` answers meanwhile.
 #[test]
@@ -739,23 +822,31 @@ fn idle_connections_are_closed_and_health_still_answers() {
     assert_eq!(srv.text("/healthz"), "ok\n");
 }
 
-/// Finding 13: huge numbers do not wrap, the running server applies `ttlStrategy`, and every
-/// error answer is JSON.
+/// Finding 13: huge numbers are refused rather than wrapped, the running server applies
+/// `ttlStrategy`, and every error answer is JSON.
 #[test]
 fn overflows_ttl_and_error_shapes() {
     let sb = Sandbox::new();
     let editor = token(&sb, "a", "editor");
     let srv = ApiServer::start(&sb, &[]);
     let auth = Some(editor.as_str());
-    // an effectively infinite deadline does not fail the run at once
+    // a deadline or a backoff factor past what the clock holds is refused, naming its field
     let deadline = "kind: Workflow\nmetadata: {name: deadline}\nspec:\n  entrypoint: m\n  activeDeadlineSeconds: 9223372036854775807\n  templates:\n  - name: m\n    container: {image: x, command: [echo, hi]}\n";
-    assert_eq!(post(&srv, "a", auth, "", deadline).0, 200);
-    assert_eq!(
-        finished(&srv, "a", "deadline", auth)["status"]["phase"],
-        "Succeeded"
+    let (status, body) = post(&srv, "a", auth, "", deadline);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string().contains("spec.activeDeadlineSeconds"),
+        "{body}"
     );
-    // a backoff of 1e300 waits (for ever) rather than retrying back to back
-    let backoff = "kind: Workflow\nmetadata: {name: backoff}\nspec:\n  entrypoint: m\n  templates:\n  - name: m\n    retryStrategy: {limit: 3, backoff: {duration: '1', factor: '1e300'}}\n    container: {image: x, command: [sh, -c, 'exit 1']}\n";
+    let huge = "kind: Workflow\nmetadata: {name: huge}\nspec:\n  entrypoint: m\n  templates:\n  - name: m\n    retryStrategy: {limit: 3, backoff: {duration: '1', factor: '1e300'}}\n    container: {image: x, command: [sh, -c, 'exit 1']}\n";
+    let (status, body) = post(&srv, "a", auth, "", huge);
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string().contains("retryStrategy.backoff.factor"),
+        "{body}"
+    );
+    // the largest factor waits (for ever, here) rather than retrying back to back
+    let backoff = "kind: Workflow\nmetadata: {name: backoff}\nspec:\n  entrypoint: m\n  templates:\n  - name: m\n    retryStrategy: {limit: 3, backoff: {duration: '1', factor: '1000'}}\n    container: {image: x, command: [sh, -c, 'exit 1']}\n";
     assert_eq!(post(&srv, "a", auth, "", backoff).0, 200);
     let mut wf = Value::Null;
     let failed_pods = |wf: &Value| {
@@ -819,7 +910,7 @@ fn overflows_ttl_and_error_shapes() {
     assert_eq!(status, 401, "{body}");
     let stream = http()
         .get(srv.url(&format!(
-            "/api/v1/workflow-events/a?access_token={editor}&name=deadline"
+            "/api/v1/workflow-events/a?access_token={editor}&name=backoff"
         )))
         .call()
         .unwrap();

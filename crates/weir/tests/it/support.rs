@@ -283,6 +283,16 @@ impl ApiServer {
 
     /// [`ApiServer::start`] with more environment variables.
     pub fn start_with(sb: &Sandbox, extra: &[&str], env: &[(&str, &str)]) -> ApiServer {
+        ApiServer::spawn(sb, extra, env, Stdio::inherit())
+    }
+
+    /// [`ApiServer::start`] with its log (stderr) written to `log`.
+    pub fn start_logged(sb: &Sandbox, extra: &[&str], log: &std::path::Path) -> ApiServer {
+        let f = std::fs::File::create(log).unwrap();
+        ApiServer::spawn(sb, extra, &[], Stdio::from(f))
+    }
+
+    fn spawn(sb: &Sandbox, extra: &[&str], env: &[(&str, &str)], stderr: Stdio) -> ApiServer {
         use std::io::BufRead;
         let mut args = vec!["server", "--listen", "127.0.0.1:0"];
         args.extend_from_slice(extra);
@@ -290,7 +300,7 @@ impl ApiServer {
             .cmd(&args)
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .unwrap();
         let mut line = String::new();
