@@ -11,8 +11,8 @@
 //! - The lease reaper (one server at a time, under an advisory lock) settles the tasks of a
 //!   worker that stopped heartbeating as lost, which the run retries per its retryStrategy.
 
-use std::io::Write as _;
 use std::collections::{BTreeMap, HashMap};
+use std::io::Write as _;
 use std::path::Path;
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};

@@ -1,0 +1,147 @@
+//! Lifecycle hooks and exit handlers.
+
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::expr::{self, Mode};
+use crate::run::vars::Vars;
+use crate::run::*;
+use crate::spec::Step;
+use crate::subst::substitute;
+
+impl Run {
+    /// A lifecycle hook as it waits to run.
+    pub(super) fn lifecycle(
+        &self,
+        key: &str,
+        h: &crate::spec::LifecycleHook,
+        scope: &TemplateScope,
+    ) -> Result<LifecycleRt, String> {
+        let hstep = Step {
+            template: h.template.clone(),
+            template_ref: h.template_ref.clone(),
+            ..Step::default()
+        };
+        let (tmpl, hscope) = self.templates.resolve(&hstep, scope)?;
+        Ok(LifecycleRt {
+            name: key.to_string(),
+            expression: h.expression.clone().unwrap_or_default(),
+            hook: ExitHook {
+                tmpl,
+                scope: hscope,
+                args: h.arguments.clone(),
+            },
+        })
+    }
+
+    /// Starts the lifecycle hooks whose expression now holds (each runs once). A step's hooks
+    /// see `steps.NAME.status` / `tasks.NAME.status`; all see the workflow's variables.
+    pub(in crate::run) fn fire_hooks(&mut self) {
+        if self.pending_hooks.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending_hooks);
+        let mut keep = Vec::new();
+        for (owner, h) in pending {
+            let mut vars = BTreeMap::new();
+            if let Some(o) = owner
+                && let Some(k) = &self.meta[o].link.key
+            {
+                vars.insert(
+                    format!("{k}.status"),
+                    self.nodes[o].phase.as_str().to_string(),
+                );
+            }
+            let env = Vars {
+                layers: vec![&vars, &self.globals],
+            };
+            let holds = expr::eval(&h.expression, Mode::Expr, &env)
+                .and_then(|v| v.truthy())
+                .unwrap_or(false);
+            if holds {
+                self.start_lifecycle(owner, &h);
+            } else if !self.phase.is_done() && owner.is_none_or(|o| !self.nodes[o].phase.is_done())
+            {
+                keep.push((owner, h));
+            }
+        }
+        keep.append(&mut self.pending_hooks);
+        self.pending_hooks = keep;
+    }
+
+    pub(super) fn start_lifecycle(&mut self, owner: Option<usize>, h: &LifecycleRt) {
+        let (base, display) = match owner {
+            Some(o) => (
+                self.nodes[o].name.clone(),
+                self.nodes[o].display_name.clone(),
+            ),
+            None => (self.sub.name.clone(), self.sub.name.clone()),
+        };
+        let vars = owner.map(|o| self.scope_vars(o)).unwrap_or_default();
+        let env = Vars {
+            layers: vec![&vars, &self.globals],
+        };
+        let params = h
+            .hook
+            .args
+            .parameters
+            .iter()
+            .map(|p| {
+                let v = p.value.as_deref().unwrap_or_default();
+                (p.name.clone(), substitute(v, &env).unwrap_or_default())
+            })
+            .collect();
+        let call = Call {
+            name: format!("{base}.hooks.{}", h.name),
+            display: format!("{display}.hooks.{}", h.name),
+            parent: None,
+            tmpl: h.hook.tmpl.clone(),
+            scope: h.hook.scope.clone(),
+            params,
+            artifacts: Vec::new(),
+            link: Link::default(),
+            attempt: None,
+        };
+        self.hooks_active += 1;
+        let n = self.execute(call);
+        self.meta[n].lifecycle = true;
+    }
+
+    pub(super) fn start_hook(&mut self, owner: usize, hook: &ExitHook) {
+        let name = format!("{}.onExit", self.nodes[owner].name);
+        let mut vars = self.scope_vars(owner);
+        let n = &self.nodes[owner];
+        vars.insert("status".into(), n.phase.as_str().into());
+        let key_prefix = self.meta[owner].link.key.clone();
+        if let Some(k) = key_prefix {
+            publish(&mut vars, &k, n);
+        }
+        let env = Vars {
+            layers: vec![&vars, &self.globals],
+        };
+        let params = hook
+            .args
+            .parameters
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    substitute(p.value.as_deref().unwrap_or_default(), &env).unwrap_or_default(),
+                )
+            })
+            .collect();
+        let call = Call {
+            name: name.clone(),
+            display: format!("{}.onExit", self.nodes[owner].display_name),
+            parent: self.nodes[owner].parent,
+            tmpl: hook.tmpl.clone(),
+            scope: hook.scope.clone(),
+            params,
+            artifacts: Vec::new(),
+            link: Link::default(),
+            attempt: None,
+        };
+        let h = self.execute(call);
+        self.nodes[h].hook_for = Some(owner);
+    }
+}
