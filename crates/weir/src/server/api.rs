@@ -2,21 +2,17 @@
 //! handler is annotated for the OpenAPI document (`/api/v1/openapi.json`), which is generated
 //! from these annotations.
 
-use std::collections::{BTreeMap, VecDeque};
-use std::convert::Infallible;
+use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, RawQuery, Request, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::middleware::{self, Next};
-use axum::response::sse::{Event as Sse_, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Extension, Json, Router};
-use futures_util::Stream;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, OpenApi, ToSchema};
@@ -26,9 +22,10 @@ use weir_store::{AuditEntry, LabelReq, RunQuery, Store};
 use super::App;
 use super::auth::{Caller, Role};
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::hub::{self, mask_value};
+use super::hub::mask_value;
 use super::layout::{Graph, GraphEdge, GraphNode};
 use super::templates as tpl;
+use super::{access, artifacts, inspect, streams};
 use crate::cli::load_run;
 use crate::driver::{self, now_ms};
 use crate::{files, show};
@@ -39,24 +36,32 @@ use crate::{files, show};
     paths(
         list_workflows, create_workflow, get_workflow, delete_workflow, stop_workflow,
         terminate_workflow, suspend_workflow, resume_workflow, set_workflow, retry_workflow,
-        resubmit_workflow, workflow_logs, list_artifacts, artifact_file, workflow_events,
-        create_token, list_tokens, revoke_token, audit_log, healthz, readyz,
+        resubmit_workflow, healthz, readyz,
+        streams::workflow_logs, streams::workflow_events,
+        artifacts::list_artifacts, artifacts::artifact_file, artifacts::lineage,
+        access::create_token, access::list_tokens, access::revoke_token, access::audit_log,
+        access::userinfo,
+        inspect::workflow_graph, inspect::run_events, inspect::run_metrics,
         tpl::submit_from, tpl::list_templates, tpl::create_template, tpl::get_template,
         tpl::update_template, tpl::delete_template, tpl::template_versions, tpl::list_crons,
         tpl::create_cron, tpl::get_cron, tpl::update_cron, tpl::delete_cron, tpl::cron_versions,
         tpl::list_cluster, tpl::create_cluster, tpl::get_cluster, tpl::update_cluster,
-        tpl::delete_cluster, tpl::cluster_versions, workflow_graph, userinfo, run_events, run_metrics, lineage
+        tpl::delete_cluster, tpl::cluster_versions
     ),
     components(schemas(ErrorBody, CreateRequest, WorkflowList, WorkflowSummary, ResumeRequest,
-        SetRequest, ResubmitRequest, TokenRequest, TokenCreated, TokenInfo, AuditLog, AuditItem,
-        ArtifactList, ArtifactItem, tpl::TemplateList, tpl::VersionList, tpl::VersionItem,
-        tpl::SubmitRequest, tpl::SubmitOptions, Graph, GraphNode, GraphEdge, UserInfo, RunEvents, RunEvent, RunMetrics)),
+        SetRequest, ResubmitRequest, Graph, GraphNode, GraphEdge,
+        access::TokenRequest, access::TokenCreated, access::TokenInfo, access::AuditLog,
+        access::AuditItem, access::UserInfo,
+        artifacts::ArtifactList, artifacts::ArtifactItem,
+        inspect::RunEvents, inspect::RunEvent, inspect::RunMetrics,
+        tpl::TemplateList, tpl::VersionList, tpl::VersionItem, tpl::SubmitRequest,
+        tpl::SubmitOptions)),
     modifiers(&BearerAuth),
     security(("bearer" = []))
 )]
-struct ApiDoc;
+pub(super) struct ApiDoc;
 
-struct BearerAuth;
+pub(super) struct BearerAuth;
 
 impl utoipa::Modify for BearerAuth {
     fn modify(&self, api: &mut utoipa::openapi::OpenApi) {
@@ -114,39 +119,45 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route(
             "/api/v1/workflows/{namespace}/{name}/log",
-            get(workflow_logs),
+            get(streams::workflow_logs),
         )
         .route(
             "/api/v1/workflows/{namespace}/{name}/artifacts",
-            get(list_artifacts),
+            get(artifacts::list_artifacts),
         )
         .route(
             "/api/v1/artifact-files/{namespace}/workflows/{name}/{node}/outputs/{artifact}",
-            get(artifact_file),
+            get(artifacts::artifact_file),
         )
-        .route("/api/v1/workflow-events/{namespace}", get(workflow_events))
+        .route(
+            "/api/v1/workflow-events/{namespace}",
+            get(streams::workflow_events),
+        )
         .route(
             "/api/v1/tokens/{namespace}",
-            get(list_tokens).post(create_token),
+            get(access::list_tokens).post(access::create_token),
         )
         .route(
             "/api/v1/tokens/{namespace}/{id}",
-            axum::routing::delete(revoke_token),
+            axum::routing::delete(access::revoke_token),
         )
-        .route("/api/v1/audit", get(audit_log))
-        .route("/api/v1/userinfo", get(userinfo))
-        .route("/api/v1/lineage/{namespace}", get(lineage))
+        .route("/api/v1/audit", get(access::audit_log))
+        .route("/api/v1/userinfo", get(access::userinfo))
+        .route(
+            "/api/v1/lineage/{namespace}",
+            get(artifacts::lineage),
+        )
         .route(
             "/api/v1/workflows/{namespace}/{name}/graph",
-            get(workflow_graph),
+            get(inspect::workflow_graph),
         )
         .route(
             "/api/v1/workflows/{namespace}/{name}/events",
-            get(run_events),
+            get(inspect::run_events),
         )
         .route(
             "/api/v1/workflows/{namespace}/{name}/metrics",
-            get(run_metrics),
+            get(inspect::run_metrics),
         )
         .route(
             "/api/v1/workflows/{namespace}/submit",
@@ -214,7 +225,7 @@ pub fn router(app: Arc<App>) -> Router {
 
 /// Authenticates every API request (401 without a valid token) and records every mutating one
 /// in the audit log with its outcome.
-async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
+pub(super) async fn gate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Response {
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
@@ -319,7 +330,7 @@ pub(super) fn bearer(h: &HeaderMap) -> Option<String> {
 }
 
 /// `access_token=` in the query: browsers' EventSource cannot send headers.
-fn query_token(q: Option<&str>) -> Option<String> {
+pub(super) fn query_token(q: Option<&str>) -> Option<String> {
     q?.split('&')
         .find_map(|kv| kv.strip_prefix("access_token="))
         .map(|t| t.to_string())
@@ -327,7 +338,7 @@ fn query_token(q: Option<&str>) -> Option<String> {
 
 /// The namespace a request acts in, as its handler sees it: the path segment where the route
 /// has `{namespace}`, percent-decoded (`%61` is `a`); empty for cluster-scoped routes.
-fn route_namespace(route: &str, path: &str) -> String {
+pub(super) fn route_namespace(route: &str, path: &str) -> String {
     route
         .split('/')
         .position(|seg| seg == "{namespace}")
@@ -434,9 +445,9 @@ pub struct ResubmitRequest {
 }
 
 #[derive(Deserialize)]
-struct Named {
-    namespace: String,
-    name: String,
+pub(super) struct Named {
+    pub(super) namespace: String,
+    pub(super) name: String,
 }
 
 pub(super) fn ns_ok(namespace: &str) -> ApiResult<()> {
@@ -444,13 +455,13 @@ pub(super) fn ns_ok(namespace: &str) -> ApiResult<()> {
 }
 
 /// The run `name` of `namespace`, replayed; 404 if `namespace` has none.
-fn find_run(store: &Store, namespace: &str, name: &str) -> ApiResult<Run> {
+pub(super) fn find_run(store: &Store, namespace: &str, name: &str) -> ApiResult<Run> {
     Ok(load_run(store, &run_key(store, namespace, name)?)?)
 }
 
 /// The key of run `name` of `namespace` ([`weir_core::run::Submission::key`]); 404 if there is
 /// none (found without loading the run: a run that cannot be loaded can still be deleted).
-fn run_key(store: &Store, namespace: &str, name: &str) -> ApiResult<String> {
+pub(super) fn run_key(store: &Store, namespace: &str, name: &str) -> ApiResult<String> {
     store.run_key(namespace, name)?.ok_or_else(|| {
         ApiError::not_found(format!(
             "workflow `{name}` not found in namespace `{namespace}`"
@@ -458,11 +469,11 @@ fn run_key(store: &Store, namespace: &str, name: &str) -> ApiResult<String> {
     })
 }
 
-fn workflow_json(run: &Run) -> Value {
+pub(super) fn workflow_json(run: &Run) -> Value {
     mask_value(show::run_json(run), &run.secret_values())
 }
 
-fn millis(s: &str) -> ApiResult<i64> {
+pub(super) fn millis(s: &str) -> ApiResult<i64> {
     if let Ok(n) = s.parse::<i64>() {
         return Ok(n);
     }
@@ -473,7 +484,7 @@ fn millis(s: &str) -> ApiResult<i64> {
         })
 }
 
-fn label_selector(s: &str) -> ApiResult<Vec<LabelReq>> {
+pub(super) fn label_selector(s: &str) -> ApiResult<Vec<LabelReq>> {
     let mut out = Vec::new();
     for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let bad = || {
@@ -508,7 +519,7 @@ fn label_selector(s: &str) -> ApiResult<Vec<LabelReq>> {
     params(("namespace" = String, Path), ListQuery),
     responses((status = 200, body = WorkflowList), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn list_workflows(
+pub(super) async fn list_workflows(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
     Path(namespace): Path<String>,
@@ -585,7 +596,7 @@ pub(super) fn invalid(diags: &weir_core::diag::Diags) -> ApiResult<()> {
 }
 
 /// The documents of a request body: YAML as a file holds them, or Argo's `{"workflow": …}`.
-fn parse_submission(
+pub(super) fn parse_submission(
     headers: &HeaderMap,
     body: &[u8],
 ) -> ApiResult<(weir_core::load::Loaded, Vec<String>, Option<String>)> {
@@ -640,7 +651,7 @@ pub(super) fn body_bytes(body: Result<Bytes, BytesRejection>) -> ApiResult<Bytes
 }
 
 /// A JSON body; an empty body is the default request.
-fn json_body<T: serde::de::DeserializeOwned + Default>(b: &[u8]) -> ApiResult<T> {
+pub(super) fn json_body<T: serde::de::DeserializeOwned + Default>(b: &[u8]) -> ApiResult<T> {
     if b.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
@@ -669,7 +680,7 @@ pub struct CreateQuery {
 }
 
 /// `%XX` and `+` decoded.
-fn percent_decode(s: &str) -> String {
+pub(super) fn percent_decode(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -694,7 +705,7 @@ fn percent_decode(s: &str) -> String {
 }
 
 /// Every value of a query key, decoded.
-fn query_values(q: Option<&str>, key: &str) -> Vec<String> {
+pub(super) fn query_values(q: Option<&str>, key: &str) -> Vec<String> {
     q.unwrap_or("")
         .split('&')
         .filter_map(|kv| kv.split_once('='))
@@ -709,7 +720,7 @@ fn query_values(q: Option<&str>, key: &str) -> Vec<String> {
     responses((status = 200, description = "The accepted run (Argo's Workflow shape)", body = Object),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 409, body = ErrorBody), (status = 413, body = ErrorBody)))]
-async fn create_workflow(
+pub(super) async fn create_workflow(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
     Path(namespace): Path<String>,
@@ -775,7 +786,7 @@ pub(super) fn accept(
     params(("namespace" = String, Path), ("name" = String, Path)),
     responses((status = 200, description = "The run (Argo's Workflow shape)", body = Object),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn get_workflow(
+pub(super) async fn get_workflow(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
     Path(Named { namespace, name }): Path<Named>,
@@ -791,7 +802,7 @@ async fn get_workflow(
     params(("namespace" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "The run is still running", body = ErrorBody)))]
-async fn delete_workflow(
+pub(super) async fn delete_workflow(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
     Path(Named { namespace, name }): Path<Named>,
@@ -815,7 +826,7 @@ async fn delete_workflow(
 }
 
 /// Sends `ev` to the run's driver: the process that drives it, or this one after taking it over.
-fn control(
+pub(super) fn control(
     app: &Arc<App>,
     store: &mut Store,
     namespace: &str,
@@ -877,7 +888,7 @@ control_route!(
     params(("namespace" = String, Path), ("name" = String, Path)), request_body = ResumeRequest,
     responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn resume_workflow(
+pub(super) async fn resume_workflow(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
     Path(Named { namespace, name }): Path<Named>,
@@ -889,7 +900,7 @@ async fn resume_workflow(
     resume(app, namespace, name, ps, req.node_field_selector).await
 }
 
-async fn resume(
+pub(super) async fn resume(
     app: Arc<App>,
     namespace: String,
     name: String,
@@ -921,7 +932,7 @@ async fn resume(
     params(("namespace" = String, Path), ("name" = String, Path)), request_body = SetRequest,
     responses((status = 200, body = Object), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 403, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn set_workflow(
+pub(super) async fn set_workflow(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
     Path(Named { namespace, name }): Path<Named>,
@@ -938,7 +949,7 @@ async fn set_workflow(
     params(("namespace" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = Object), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody), (status = 409, description = "Not Failed or Error, or being driven", body = ErrorBody)))]
-async fn retry_workflow(
+pub(super) async fn retry_workflow(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
     Path(Named { namespace, name }): Path<Named>,
@@ -968,7 +979,7 @@ async fn retry_workflow(
     params(("namespace" = String, Path), ("name" = String, Path)), request_body = ResubmitRequest,
     responses((status = 200, description = "The new run", body = Object), (status = 400, body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn resubmit_workflow(
+pub(super) async fn resubmit_workflow(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
     Path(Named { namespace, name }): Path<Named>,
@@ -985,816 +996,19 @@ async fn resubmit_workflow(
     .await
 }
 
-#[utoipa::path(get, path = "/api/v1/workflows/{namespace}/{name}/graph", tag = "workflows",
-    params(("namespace" = String, Path), ("name" = String, Path)),
-    responses((status = 200, description = "The run's graph, laid out (large groups collapsed)", body = Graph),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn workflow_graph(
-    State(app): State<Arc<App>>,
-    Extension(caller): Extension<Caller>,
-    Path(Named { namespace, name }): Path<Named>,
-) -> ApiResult<Json<Graph>> {
-    require(&caller, &namespace, Role::Viewer)?;
-    app.db(move |_, store| {
-        let run = find_run(store, &namespace, &name)?;
-        let mut g = super::layout::layout(&run);
-        let secrets = run.secret_values();
-        if !secrets.is_empty() {
-            for n in &mut g.nodes {
-                n.label = weir_exec::mask(&n.label, &secrets);
-            }
-        }
-        Ok(Json(g))
-    })
-    .await
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct RunEvents {
-    /// The run's stored events, oldest first: what the state machine was told, in order.
-    items: Vec<RunEvent>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct RunEvent {
-    /// Position in the run's log.
-    seq: usize,
-    at: String,
-    /// The event as stored (`{"Started": {...}}`, `{"Finished": {...}}`, `"Stop"`…).
-    #[schema(value_type = Object)]
-    event: Value,
-}
-
-#[utoipa::path(get, path = "/api/v1/workflows/{namespace}/{name}/events", tag = "workflows",
-    params(("namespace" = String, Path), ("name" = String, Path)),
-    responses((status = 200, description = "The run's event log", body = RunEvents),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn run_events(
-    State(app): State<Arc<App>>,
-    Extension(caller): Extension<Caller>,
-    Path(Named { namespace, name }): Path<Named>,
-) -> ApiResult<Json<RunEvents>> {
-    require(&caller, &namespace, Role::Viewer)?;
-    app.db(move |_, store| {
-        let run = find_run(store, &namespace, &name)?;
-        let secrets = run.secret_values();
-        let rec = store.load(run.submission().key())?;
-        let items = rec
-            .events
-            .iter()
-            .enumerate()
-            .map(|(seq, (at, ev))| RunEvent {
-                seq,
-                at: weir_core::run::rfc3339_pub(*at),
-                event: mask_value(serde_json::to_value(ev).unwrap_or(Value::Null), &secrets),
-            })
-            .collect();
-        Ok(Json(RunEvents { items }))
-    })
-    .await
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct RunMetrics {
-    /// The parameters the run ran with.
-    parameters: BTreeMap<String, String>,
-    /// Each (node, metric) series: `{nodeId, nodeName, name, points: [{step, value}]}`.
-    #[schema(value_type = Vec<Object>)]
-    series: Vec<Value>,
-    /// Each metric's final value.
-    #[serde(rename = "final")]
-    last: BTreeMap<String, f64>,
-    phase: String,
-}
-
-#[utoipa::path(get, path = "/api/v1/workflows/{namespace}/{name}/metrics", tag = "workflows",
-    params(("namespace" = String, Path), ("name" = String, Path)),
-    responses((status = 200, description = "What the run's tasks reported (experiment tracking)", body = RunMetrics),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn run_metrics(
-    State(app): State<Arc<App>>,
-    Extension(caller): Extension<Caller>,
-    Path(Named { namespace, name }): Path<Named>,
-) -> ApiResult<Json<RunMetrics>> {
-    require(&caller, &namespace, Role::Viewer)?;
-    app.db(move |_, store| {
-        let run = find_run(store, &namespace, &name)?;
-        let secrets = run.secret_values();
-        let (series, last) = show::run_metrics(&run);
-        let parameters = show::run_parameters(&run)
-            .into_iter()
-            .map(|(k, v)| (k, weir_exec::mask(&v, &secrets)))
-            .collect();
-        Ok(Json(RunMetrics {
-            parameters,
-            series,
-            last,
-            phase: run.phase().as_str().to_string(),
-        }))
-    })
-    .await
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct LineageQuery {
-    /// A blake3 digest (8+ hex digits), RUN/NODE or RUN/NODE/ARTIFACT (required).
-    target: Option<String>,
-    /// `upstream` (what produced it, the default) or `downstream` (what used it).
-    direction: Option<String>,
-}
-
-#[utoipa::path(get, path = "/api/v1/lineage/{namespace}", tag = "artifacts",
-    params(("namespace" = String, Path), LineageQuery),
-    responses((status = 200, description = "The lineage graph, nested: artifacts with producedBy/usedBy nodes, nodes with their parameters and inputs/outputs", body = Object),
-        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
-async fn lineage(
-    State(app): State<Arc<App>>,
-    Extension(caller): Extension<Caller>,
-    Path(namespace): Path<String>,
-    Query(q): Query<LineageQuery>,
-) -> ApiResult<Json<Value>> {
-    require(&caller, &namespace, Role::Viewer)?;
-    let target = q.target.ok_or_else(|| {
-        ApiError::bad_request(
-            "`target` is required: a blake3 digest, RUN/NODE or RUN/NODE/ARTIFACT",
-        )
-    })?;
-    let downstream = match q.direction.as_deref() {
-        None | Some("upstream") => false,
-        Some("downstream") => true,
-        Some(d) => {
-            return Err(ApiError::bad_request(format!(
-                "direction `{d}` is not upstream or downstream"
-            )));
-        }
-    };
-    app.db(move |_, store| {
-        let start = crate::lineage::parse(&target)?;
-        let v =
-            crate::lineage::query(store, &start, !downstream, Some(&namespace)).map_err(|e| {
-                // "no such digest or node" is a 404, not a malformed request
-                let api = ApiError::from(e);
-                if api.code == "bad_request" && api.message.contains("no ") {
-                    ApiError::not_found(api.message)
-                } else {
-                    api
-                }
-            })?;
-        Ok(Json(v))
-    })
-    .await
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct UserInfo {
-    /// `token:ID`, or `local` on an `--insecure-local` server.
-    actor: String,
-    /// The namespace the caller's role holds in; `*` for every namespace.
-    namespace: String,
-    role: Role,
-}
-
-#[utoipa::path(get, path = "/api/v1/userinfo", tag = "access",
-    responses((status = 200, body = UserInfo), (status = 401, body = ErrorBody)))]
-async fn userinfo(Extension(caller): Extension<Caller>) -> Json<UserInfo> {
-    let (namespace, role) = match &caller {
-        Caller::Local => ("*".to_string(), Role::Admin),
-        Caller::Token {
-            namespace, role, ..
-        } => (namespace.clone(), *role),
-    };
-    Json(UserInfo {
-        actor: caller.actor(),
-        namespace,
-        role,
-    })
-}
-
-// ---------------------------------------------------------------------------------------------
-// logs and artifacts
-
-#[derive(Deserialize, IntoParams)]
-#[serde(rename_all = "camelCase")]
-#[into_params(parameter_in = Query)]
-pub struct LogQuery {
-    /// One node (id, name or display name); all task nodes without it.
-    node_id: Option<String>,
-    /// Stream as Server-Sent Events (`log` events, then `end`) until the node or run finishes.
-    follow: Option<bool>,
-}
-
-#[utoipa::path(get, path = "/api/v1/workflows/{namespace}/{name}/log", tag = "workflows",
-    params(("namespace" = String, Path), ("name" = String, Path), LogQuery),
-    responses((status = 200, description = "Log lines (text/plain), or an event stream with follow=true", content_type = "text/plain", body = String),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn workflow_logs(
-    State(app): State<Arc<App>>,
-    Extension(caller): Extension<Caller>,
-    Path(Named { namespace, name }): Path<Named>,
-    Query(q): Query<LogQuery>,
-) -> ApiResult<Response> {
-    require(&caller, &namespace, Role::Viewer)?;
-    let want = q.node_id.clone();
-    let (ns2, name2, want2) = (namespace.clone(), name.clone(), want.clone());
-    let (text, _) = app
-        .db(move |app, store| {
-            let run = find_run(store, &ns2, &name2)?;
-            if let Some(w) = &want2
-                && show::log_nodes(&run, Some(w)).is_empty()
-                && run.node_by_id(w).is_none()
-            {
-                return Err(ApiError::not_found(format!(
-                    "run {name2} has no task node `{w}`"
-                )));
-            }
-            let mut offsets = Default::default();
-            Ok((
-                show::new_log_lines(&app.env.work_root(), &run, want2.as_deref(), &mut offsets),
-                (),
-            ))
-        })
-        .await?;
-    if q.follow != Some(true) {
-        let mut body = text.join("\n");
-        if !body.is_empty() {
-            body.push('\n');
-        }
-        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response());
-    }
-    struct St {
-        app: Arc<App>,
-        namespace: String,
-        name: String,
-        want: Option<String>,
-        offsets: std::collections::HashMap<String, u64>,
-        queue: VecDeque<Sse_>,
-        done: bool,
-    }
-    let st = St {
-        app,
-        namespace,
-        name,
-        want,
-        offsets: Default::default(),
-        queue: VecDeque::new(),
-        done: false,
-    };
-    let stream = futures_util::stream::unfold(st, |mut st| async move {
-        loop {
-            if let Some(e) = st.queue.pop_front() {
-                return Some((Ok::<_, Infallible>(e), st));
-            }
-            if st.done {
-                return None;
-            }
-            let (ns, name, want, offsets) = (
-                st.namespace.clone(),
-                st.name.clone(),
-                st.want.clone(),
-                std::mem::take(&mut st.offsets),
-            );
-            let r = st
-                .app
-                .db(move |app, store| {
-                    let run = find_run(store, &ns, &name)?;
-                    let mut offsets = offsets;
-                    let lines = show::new_log_lines(
-                        &app.env.work_root(),
-                        &run,
-                        want.as_deref(),
-                        &mut offsets,
-                    );
-                    let done = run.phase().is_done()
-                        || want.as_deref().is_some_and(|w| {
-                            let ns = show::log_nodes(&run, Some(w));
-                            !ns.is_empty() && ns.iter().all(|n| n.phase.is_done())
-                        });
-                    Ok((lines, offsets, done))
-                })
-                .await;
-            match r {
-                Ok((lines, offsets, done)) => {
-                    st.offsets = offsets;
-                    st.queue.extend(
-                        lines
-                            .into_iter()
-                            .map(|l| Sse_::default().event("log").data(l)),
-                    );
-                    if done {
-                        st.queue.push_back(Sse_::default().event("end").data(""));
-                        st.done = true;
-                    }
-                }
-                Err(e) => {
-                    st.queue
-                        .push_back(Sse_::default().event("error").data(e.message));
-                    st.done = true;
-                }
-            }
-            if st.queue.is_empty() {
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    });
-    Ok(Sse::new(stream)
-        .keep_alive(KeepAlive::new())
-        .into_response())
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct ArtifactItem {
-    node_id: String,
-    node_name: String,
-    name: String,
-    key: String,
-    size: u64,
-    /// blake3 of the stored bytes.
-    blake3: String,
-    /// The stored bytes are a tar.gz of the path.
-    archived: bool,
-    /// Where to download it.
-    url: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct ArtifactList {
-    items: Vec<ArtifactItem>,
-}
-
-#[utoipa::path(get, path = "/api/v1/workflows/{namespace}/{name}/artifacts", tag = "artifacts",
-    params(("namespace" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = ArtifactList), (status = 401, body = ErrorBody),
-        (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn list_artifacts(
-    State(app): State<Arc<App>>,
-    Extension(caller): Extension<Caller>,
-    Path(Named { namespace, name }): Path<Named>,
-) -> ApiResult<Json<ArtifactList>> {
-    require(&caller, &namespace, Role::Viewer)?;
-    app.db(move |_, store| {
-        let run = find_run(store, &namespace, &name)?;
-        let mut items = Vec::new();
-        for n in run.nodes() {
-            for a in n.outputs.artifacts.iter().filter(|a| !a.key.is_empty()) {
-                items.push(ArtifactItem {
-                    node_id: n.id.clone(),
-                    node_name: n.display_name.clone(),
-                    name: a.name.clone(),
-                    key: a.key.clone(),
-                    size: a.size,
-                    blake3: a.hash.clone(),
-                    archived: a.archived,
-                    url: format!(
-                        "/api/v1/artifact-files/{namespace}/workflows/{name}/{}/outputs/{}",
-                        n.id, a.name
-                    ),
-                });
-            }
-        }
-        Ok(Json(ArtifactList { items }))
-    })
-    .await
-}
-
-#[derive(Deserialize)]
-struct ArtifactPath {
-    namespace: String,
-    name: String,
-    node: String,
-    artifact: String,
-}
-
-#[utoipa::path(get, path = "/api/v1/artifact-files/{namespace}/workflows/{name}/{node}/outputs/{artifact}", tag = "artifacts",
-    params(("namespace" = String, Path), ("name" = String, Path), ("node" = String, Path, description = "Node id"),
-        ("artifact" = String, Path)),
-    responses((status = 200, description = "The stored bytes (a tar.gz when archived)", content_type = "application/octet-stream", body = Vec<u8>),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn artifact_file(
-    State(app): State<Arc<App>>,
-    Extension(caller): Extension<Caller>,
-    Path(p): Path<ArtifactPath>,
-) -> ApiResult<Response> {
-    require(&caller, &p.namespace, Role::Viewer)?;
-    let (file, art) = app
-        .db(move |app, store| {
-            let run = find_run(store, &p.namespace, &p.name)?;
-            let art = run
-                .node_by_id(&p.node)
-                .and_then(|n| {
-                    n.outputs
-                        .artifacts
-                        .iter()
-                        .find(|a| a.name == p.artifact && !a.key.is_empty())
-                })
-                .cloned()
-                .ok_or_else(|| {
-                    ApiError::not_found(format!(
-                        "node `{}` of {} has no stored artifact `{}`",
-                        p.node, p.name, p.artifact
-                    ))
-                })?;
-            let path = app.env.repo().path(&art.key)?;
-            let f = std::fs::File::open(&path).map_err(|e| {
-                ApiError::not_found(format!(
-                    "artifact `{}` is gone from the repository: {e}",
-                    art.key
-                ))
-            })?;
-            Ok((f, art))
-        })
-        .await?;
-    // streamed in chunks read on the blocking pool: an artifact is never held whole in memory
-    let (tx, rx) = tokio::sync::mpsc::channel::<std::io::Result<Bytes>>(4);
-    tokio::task::spawn_blocking(move || {
-        use std::io::Read;
-        let mut f = file;
-        loop {
-            let mut buf = vec![0u8; 256 * 1024];
-            match f.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => {
-                    buf.truncate(n);
-                    if tx.blocking_send(Ok(Bytes::from(buf))).is_err() {
-                        break;
-                    }
-                }
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    break;
-                }
-            }
-        }
-    });
-    let body = Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|x| (x, rx))
-    }));
-    let ctype = if art.archived {
-        "application/gzip"
-    } else {
-        "application/octet-stream"
-    };
-    let fname = if art.archived {
-        format!("{}.tgz", art.name)
-    } else {
-        art.name.clone()
-    };
-    Ok((
-        [
-            (header::CONTENT_TYPE, ctype.to_string()),
-            (header::CONTENT_LENGTH, art.size.to_string()),
-            (
-                header::CONTENT_DISPOSITION,
-                format!("attachment; filename=\"{}\"", fname.replace('"', "")),
-            ),
-            (
-                header::HeaderName::from_static("x-weir-blake3"),
-                art.hash.clone(),
-            ),
-        ],
-        body,
-    )
-        .into_response())
-}
-
-// ---------------------------------------------------------------------------------------------
-// live updates
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct EventsQuery {
-    /// Only this run; it begins with a `SNAPSHOT` of the run.
-    name: Option<String>,
-}
-
-#[utoipa::path(get, path = "/api/v1/workflow-events/{namespace}", tag = "workflows",
-    params(("namespace" = String, Path), EventsQuery,
-        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
-    responses((status = 200, description = "Server-Sent Events: `workflow` events whose data is {type: SNAPSHOT|MODIFIED|DELETED, namespace, run, phase, message, nodes}", content_type = "text/event-stream", body = String),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
-async fn workflow_events(
-    State(app): State<Arc<App>>,
-    Extension(caller): Extension<Caller>,
-    Path(namespace): Path<String>,
-    Query(q): Query<EventsQuery>,
-    headers: HeaderMap,
-) -> ApiResult<Sse<impl Stream<Item = Result<Sse_, Infallible>>>> {
-    require(&caller, &namespace, Role::Viewer)?;
-    let last: Option<u64> = headers
-        .get("last-event-id")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|s| s.trim().parse().ok());
-    let mut rx = app.hub.subscribe(&namespace);
-    rx.mark_unchanged();
-    let ns: Arc<str> = namespace.as_str().into();
-    let only: Option<Arc<str>> = q.name.as_deref().map(Into::into);
-    let keep = {
-        let (ns, only) = (ns.clone(), only.clone());
-        move |e: &hub::Event| e.namespace == ns && only.as_ref().is_none_or(|n| *n == e.run)
-    };
-    // from where: after Last-Event-ID if the hub still has what followed it, else snapshots
-    let mut cursor = app.hub.latest();
-    let mut queue = VecDeque::new();
-    let caught_up = last.and_then(|l| app.hub.since(l, &keep));
-    match caught_up {
-        Some((evs, upto)) => {
-            queue.extend(evs.iter().map(sse_event));
-            cursor = cursor.max(upto);
-        }
-        None if only.is_some() || last.is_some() => {
-            let (ns2, only2) = (namespace.clone(), q.name.clone());
-            let snaps = app
-                .db(move |_, store| {
-                    let names = match only2 {
-                        Some(n) => vec![run_key(store, &ns2, &n)?],
-                        None => store
-                            .query_runs(&RunQuery {
-                                namespace: Some(ns2.clone()),
-                                phases: vec!["Running".into(), "Pending".into()],
-                                limit: 1000,
-                                ..Default::default()
-                            })?
-                            .0
-                            .into_iter()
-                            .map(|r| r.key)
-                            .collect(),
-                    };
-                    let mut out = Vec::new();
-                    for n in names {
-                        let run = load_run(store, &n)?;
-                        out.push(mask_value(hub::snapshot(&run), &run.secret_values()));
-                    }
-                    Ok(out)
-                })
-                .await?;
-            for s in snaps {
-                queue.push_back(
-                    Sse_::default()
-                        .event("workflow")
-                        .id(cursor.to_string())
-                        .data(s.to_string()),
-                );
-            }
-        }
-        None => {}
-    }
-    struct St<K> {
-        app: Arc<App>,
-        rx: tokio::sync::watch::Receiver<u64>,
-        cursor: u64,
-        queue: VecDeque<Sse_>,
-        keep: K,
-    }
-    let st = St {
-        app,
-        rx,
-        cursor,
-        queue,
-        keep,
-    };
-    let stream = futures_util::stream::unfold(st, |mut st| async move {
-        loop {
-            if let Some(e) = st.queue.pop_front() {
-                return Some((Ok(e), st));
-            }
-            st.rx.changed().await.ok()?;
-            st.rx.borrow_and_update();
-            match st.app.hub.since(st.cursor, &st.keep) {
-                Some((evs, upto)) => {
-                    st.queue.extend(evs.iter().map(sse_event));
-                    st.cursor = upto;
-                }
-                None => {
-                    // fell behind the ring: tell the client to start over from a snapshot
-                    st.cursor = st.app.hub.latest();
-                    st.queue.push_back(
-                        Sse_::default()
-                            .event("resync")
-                            .id(st.cursor.to_string())
-                            .data("{}"),
-                    );
-                }
-            }
-        }
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
-}
-
-fn sse_event(e: &hub::Event) -> Sse_ {
-    Sse_::default()
-        .event("workflow")
-        .id(e.id.to_string())
-        .data(&*e.data)
-}
-
-// ---------------------------------------------------------------------------------------------
-// tokens and audit
-
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TokenRequest {
-    /// viewer, editor or admin.
-    role: String,
-    #[serde(default)]
-    description: String,
-    /// Lifetime in seconds; no expiry without it.
-    #[serde(default)]
-    #[schema(minimum = 1)]
-    expires_in_seconds: Option<u64>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct TokenCreated {
-    id: String,
-    /// The bearer token: shown once, stored only as a hash.
-    token: String,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TokenInfo {
-    id: String,
-    namespace: String,
-    role: String,
-    description: String,
-    created_at: String,
-    expires_at: Option<String>,
-    revoked_at: Option<String>,
-}
-
-#[utoipa::path(post, path = "/api/v1/tokens/{namespace}", tag = "access",
-    params(("namespace" = String, Path)), request_body = TokenRequest,
-    responses((status = 200, body = TokenCreated), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn create_token(
-    State(app): State<Arc<App>>,
-    Extension(caller): Extension<Caller>,
-    Path(namespace): Path<String>,
-    body: Result<Bytes, BytesRejection>,
-) -> ApiResult<Json<TokenCreated>> {
-    ns_ok(&namespace)?;
-    require(&caller, &namespace, Role::Admin)?;
-    let b = body_bytes(body)?;
-    let req: TokenRequest = parse_json(&b)?;
-    let role = Role::parse(&req.role).ok_or_else(|| {
-        ApiError::bad_request(format!(
-            "role `{}` is not viewer, editor or admin",
-            req.role
-        ))
-    })?;
-    let now = now_ms();
-    let expires = req
-        .expires_in_seconds
-        .map(|s| {
-            i64::try_from(s)
-                .ok()
-                .and_then(|s| s.checked_mul(1000))
-                .and_then(|ms| now.checked_add(ms))
-        })
-        .map(|t| t.ok_or_else(|| ApiError::bad_request("expiresInSeconds is too large")))
-        .transpose()?;
-    app.db(move |_, store| {
-        let (rec, token) = super::new_token(&namespace, role, &req.description, now, expires)?;
-        store.create_token(&rec)?;
-        Ok(Json(TokenCreated { id: rec.id, token }))
-    })
-    .await
-}
-
-fn token_info(t: weir_store::TokenRecord) -> TokenInfo {
-    TokenInfo {
-        id: t.id,
-        namespace: t.namespace,
-        role: t.role,
-        description: t.description,
-        created_at: weir_core::run::rfc3339_pub(t.created_at),
-        expires_at: t.expires_at.map(weir_core::run::rfc3339_pub),
-        revoked_at: t.revoked_at.map(weir_core::run::rfc3339_pub),
-    }
-}
-
-#[utoipa::path(get, path = "/api/v1/tokens/{namespace}", tag = "access",
-    params(("namespace" = String, Path)),
-    responses((status = 200, body = Vec<TokenInfo>), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn list_tokens(
-    State(app): State<Arc<App>>,
-    Extension(caller): Extension<Caller>,
-    Path(namespace): Path<String>,
-) -> ApiResult<Json<Vec<TokenInfo>>> {
-    require(&caller, &namespace, Role::Admin)?;
-    app.db(move |_, store| {
-        Ok(Json(
-            store
-                .tokens(Some(&namespace))?
-                .into_iter()
-                .map(token_info)
-                .collect(),
-        ))
-    })
-    .await
-}
-
-#[utoipa::path(delete, path = "/api/v1/tokens/{namespace}/{id}", tag = "access",
-    params(("namespace" = String, Path), ("id" = String, Path)),
-    responses((status = 200, body = TokenInfo), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
-async fn revoke_token(
-    State(app): State<Arc<App>>,
-    Extension(caller): Extension<Caller>,
-    Path((namespace, id)): Path<(String, String)>,
-) -> ApiResult<Json<TokenInfo>> {
-    require(&caller, &namespace, Role::Admin)?;
-    app.db(move |_, store| {
-        let missing = || ApiError::not_found(format!("no token `{id}` in namespace `{namespace}`"));
-        let t = store.token(&id)?.ok_or_else(missing)?;
-        if t.namespace != namespace {
-            return Err(missing());
-        }
-        store.revoke_token(&id, now_ms())?;
-        let t = store.token(&id)?.ok_or_else(missing)?;
-        Ok(Json(token_info(t)))
-    })
-    .await
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AuditItem {
-    id: i64,
-    at: String,
-    actor: String,
-    namespace: String,
-    action: String,
-    target: String,
-    status: u16,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AuditLog {
-    items: Vec<AuditItem>,
-}
-
-#[derive(Deserialize, IntoParams)]
-#[into_params(parameter_in = Query)]
-pub struct AuditQuery {
-    /// Only this namespace (required unless the token is for every namespace).
-    namespace: Option<String>,
-    /// Entries older than this id (paging backwards).
-    before: Option<i64>,
-    #[param(minimum = 1, maximum = 1000)]
-    limit: Option<u32>,
-}
-
-#[utoipa::path(get, path = "/api/v1/audit", tag = "access", params(AuditQuery),
-    responses((status = 200, body = AuditLog), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
-async fn audit_log(
-    State(app): State<Arc<App>>,
-    Extension(caller): Extension<Caller>,
-    Query(q): Query<AuditQuery>,
-) -> ApiResult<Json<AuditLog>> {
-    match &q.namespace {
-        Some(ns) => require(&caller, ns, Role::Admin)?,
-        None if caller.is_global(Role::Admin) => {}
-        None => {
-            return Err(ApiError::forbidden(
-                "the whole audit log needs an admin token for every namespace; pass ?namespace=",
-            ));
-        }
-    }
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000) as usize;
-    app.db(move |_, store| {
-        let items = store
-            .audit(q.namespace.as_deref(), q.before, limit)?
-            .into_iter()
-            .map(|e| AuditItem {
-                id: e.id,
-                at: weir_core::run::rfc3339_pub(e.at),
-                actor: e.actor,
-                namespace: e.namespace,
-                action: e.action,
-                target: e.target,
-                status: e.status,
-            })
-            .collect();
-        Ok(Json(AuditLog { items }))
-    })
-    .await
-}
-
 // ---------------------------------------------------------------------------------------------
 // health
 
 #[utoipa::path(get, path = "/healthz", tag = "health", security(()),
     responses((status = 200, description = "The process serves requests", body = String)))]
-async fn healthz() -> &'static str {
+pub(super) async fn healthz() -> &'static str {
     "ok\n"
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "health", security(()),
     responses((status = 200, description = "The store answers", body = String),
         (status = 503, body = ErrorBody)))]
-async fn readyz(State(app): State<Arc<App>>) -> ApiResult<&'static str> {
+pub(super) async fn readyz(State(app): State<Arc<App>>) -> ApiResult<&'static str> {
     app.db(|_, store| Ok(store.name_taken("", "")?))
         .await
         .map_err(|e| match e.status {

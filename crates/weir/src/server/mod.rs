@@ -7,15 +7,19 @@
 //! the [`hub::Hub`] that SSE watchers read. A restarted server takes over every unfinished run
 //! that no other process drives.
 
+mod access;
 mod api;
+mod artifacts;
 mod auth;
 pub mod config;
 mod error;
 mod guard;
 mod hub;
+mod inspect;
 mod layout;
 mod metrics;
 mod serve;
+mod streams;
 mod templates;
 mod trace;
 mod ui;

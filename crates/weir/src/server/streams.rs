@@ -1,0 +1,286 @@
+//! Logs and events as they happen: the log lines of a run (text, or followed as SSE) and the
+//! workflow event stream of a namespace.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Extension;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, header};
+use axum::response::sse::{Event as Sse_, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde::Deserialize;
+use utoipa::IntoParams;
+use weir_store::RunQuery;
+
+use super::App;
+use super::api::*;
+use super::auth::{Caller, Role};
+use super::error::{ApiError, ApiResult, ErrorBody};
+use super::hub::{self, mask_value};
+use crate::cli::load_run;
+use crate::show;
+
+// ---------------------------------------------------------------------------------------------
+// logs and artifacts
+
+#[derive(Deserialize, IntoParams)]
+#[serde(rename_all = "camelCase")]
+#[into_params(parameter_in = Query)]
+pub struct LogQuery {
+    /// One node (id, name or display name); all task nodes without it.
+    node_id: Option<String>,
+    /// Stream as Server-Sent Events (`log` events, then `end`) until the node or run finishes.
+    follow: Option<bool>,
+}
+
+#[utoipa::path(get, path = "/api/v1/workflows/{namespace}/{name}/log", tag = "workflows",
+    params(("namespace" = String, Path), ("name" = String, Path), LogQuery),
+    responses((status = 200, description = "Log lines (text/plain), or an event stream with follow=true", content_type = "text/plain", body = String),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn workflow_logs(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(Named { namespace, name }): Path<Named>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Response> {
+    require(&caller, &namespace, Role::Viewer)?;
+    let want = q.node_id.clone();
+    let (ns2, name2, want2) = (namespace.clone(), name.clone(), want.clone());
+    let (text, _) = app
+        .db(move |app, store| {
+            let run = find_run(store, &ns2, &name2)?;
+            if let Some(w) = &want2
+                && show::log_nodes(&run, Some(w)).is_empty()
+                && run.node_by_id(w).is_none()
+            {
+                return Err(ApiError::not_found(format!(
+                    "run {name2} has no task node `{w}`"
+                )));
+            }
+            let mut offsets = Default::default();
+            Ok((
+                show::new_log_lines(&app.env.work_root(), &run, want2.as_deref(), &mut offsets),
+                (),
+            ))
+        })
+        .await?;
+    if q.follow != Some(true) {
+        let mut body = text.join("\n");
+        if !body.is_empty() {
+            body.push('\n');
+        }
+        return Ok(([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], body).into_response());
+    }
+    struct St {
+        app: Arc<App>,
+        namespace: String,
+        name: String,
+        want: Option<String>,
+        offsets: std::collections::HashMap<String, u64>,
+        queue: VecDeque<Sse_>,
+        done: bool,
+    }
+    let st = St {
+        app,
+        namespace,
+        name,
+        want,
+        offsets: Default::default(),
+        queue: VecDeque::new(),
+        done: false,
+    };
+    let stream = futures_util::stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(e) = st.queue.pop_front() {
+                return Some((Ok::<_, Infallible>(e), st));
+            }
+            if st.done {
+                return None;
+            }
+            let (ns, name, want, offsets) = (
+                st.namespace.clone(),
+                st.name.clone(),
+                st.want.clone(),
+                std::mem::take(&mut st.offsets),
+            );
+            let r = st
+                .app
+                .db(move |app, store| {
+                    let run = find_run(store, &ns, &name)?;
+                    let mut offsets = offsets;
+                    let lines = show::new_log_lines(
+                        &app.env.work_root(),
+                        &run,
+                        want.as_deref(),
+                        &mut offsets,
+                    );
+                    let done = run.phase().is_done()
+                        || want.as_deref().is_some_and(|w| {
+                            let ns = show::log_nodes(&run, Some(w));
+                            !ns.is_empty() && ns.iter().all(|n| n.phase.is_done())
+                        });
+                    Ok((lines, offsets, done))
+                })
+                .await;
+            match r {
+                Ok((lines, offsets, done)) => {
+                    st.offsets = offsets;
+                    st.queue.extend(
+                        lines
+                            .into_iter()
+                            .map(|l| Sse_::default().event("log").data(l)),
+                    );
+                    if done {
+                        st.queue.push_back(Sse_::default().event("end").data(""));
+                        st.done = true;
+                    }
+                }
+                Err(e) => {
+                    st.queue
+                        .push_back(Sse_::default().event("error").data(e.message));
+                    st.done = true;
+                }
+            }
+            if st.queue.is_empty() {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new())
+        .into_response())
+}
+
+// ---------------------------------------------------------------------------------------------
+// live updates
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct EventsQuery {
+    /// Only this run; it begins with a `SNAPSHOT` of the run.
+    name: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/v1/workflow-events/{namespace}", tag = "workflows",
+    params(("namespace" = String, Path), EventsQuery,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
+    responses((status = 200, description = "Server-Sent Events: `workflow` events whose data is {type: SNAPSHOT|MODIFIED|DELETED, namespace, run, phase, message, nodes}", content_type = "text/event-stream", body = String),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub(super) async fn workflow_events(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(namespace): Path<String>,
+    Query(q): Query<EventsQuery>,
+    headers: HeaderMap,
+) -> ApiResult<Sse<impl Stream<Item = Result<Sse_, Infallible>>>> {
+    require(&caller, &namespace, Role::Viewer)?;
+    let last: Option<u64> = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.trim().parse().ok());
+    let mut rx = app.hub.subscribe(&namespace);
+    rx.mark_unchanged();
+    let ns: Arc<str> = namespace.as_str().into();
+    let only: Option<Arc<str>> = q.name.as_deref().map(Into::into);
+    let keep = {
+        let (ns, only) = (ns.clone(), only.clone());
+        move |e: &hub::Event| e.namespace == ns && only.as_ref().is_none_or(|n| *n == e.run)
+    };
+    // from where: after Last-Event-ID if the hub still has what followed it, else snapshots
+    let mut cursor = app.hub.latest();
+    let mut queue = VecDeque::new();
+    let caught_up = last.and_then(|l| app.hub.since(l, &keep));
+    match caught_up {
+        Some((evs, upto)) => {
+            queue.extend(evs.iter().map(sse_event));
+            cursor = cursor.max(upto);
+        }
+        None if only.is_some() || last.is_some() => {
+            let (ns2, only2) = (namespace.clone(), q.name.clone());
+            let snaps = app
+                .db(move |_, store| {
+                    let names = match only2 {
+                        Some(n) => vec![run_key(store, &ns2, &n)?],
+                        None => store
+                            .query_runs(&RunQuery {
+                                namespace: Some(ns2.clone()),
+                                phases: vec!["Running".into(), "Pending".into()],
+                                limit: 1000,
+                                ..Default::default()
+                            })?
+                            .0
+                            .into_iter()
+                            .map(|r| r.key)
+                            .collect(),
+                    };
+                    let mut out = Vec::new();
+                    for n in names {
+                        let run = load_run(store, &n)?;
+                        out.push(mask_value(hub::snapshot(&run), &run.secret_values()));
+                    }
+                    Ok(out)
+                })
+                .await?;
+            for s in snaps {
+                queue.push_back(
+                    Sse_::default()
+                        .event("workflow")
+                        .id(cursor.to_string())
+                        .data(s.to_string()),
+                );
+            }
+        }
+        None => {}
+    }
+    struct St<K> {
+        app: Arc<App>,
+        rx: tokio::sync::watch::Receiver<u64>,
+        cursor: u64,
+        queue: VecDeque<Sse_>,
+        keep: K,
+    }
+    let st = St {
+        app,
+        rx,
+        cursor,
+        queue,
+        keep,
+    };
+    let stream = futures_util::stream::unfold(st, |mut st| async move {
+        loop {
+            if let Some(e) = st.queue.pop_front() {
+                return Some((Ok(e), st));
+            }
+            st.rx.changed().await.ok()?;
+            st.rx.borrow_and_update();
+            match st.app.hub.since(st.cursor, &st.keep) {
+                Some((evs, upto)) => {
+                    st.queue.extend(evs.iter().map(sse_event));
+                    st.cursor = upto;
+                }
+                None => {
+                    // fell behind the ring: tell the client to start over from a snapshot
+                    st.cursor = st.app.hub.latest();
+                    st.queue.push_back(
+                        Sse_::default()
+                            .event("resync")
+                            .id(st.cursor.to_string())
+                            .data("{}"),
+                    );
+                }
+            }
+        }
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+pub(super) fn sse_event(e: &hub::Event) -> Sse_ {
+    Sse_::default()
+        .event("workflow")
+        .id(e.id.to_string())
+        .data(&*e.data)
+}
