@@ -143,10 +143,7 @@ pub fn router(app: Arc<App>) -> Router {
         )
         .route("/api/v1/audit", get(access::audit_log))
         .route("/api/v1/userinfo", get(access::userinfo))
-        .route(
-            "/api/v1/lineage/{namespace}",
-            get(artifacts::lineage),
-        )
+        .route("/api/v1/lineage/{namespace}", get(artifacts::lineage))
         .route(
             "/api/v1/workflows/{namespace}/{name}/graph",
             get(inspect::workflow_graph),
