@@ -7,18 +7,19 @@
 mod access;
 mod artifacts;
 mod db;
+mod memo;
 mod paths;
 mod queue;
 mod store;
+mod sync;
 mod transfer;
 
 pub use access::{AuditEntry, LabelReq, LineageEdge, RunQuery, TemplateRecord, TokenRecord};
 pub use artifacts::LocalRepo;
 pub use paths::within;
 pub use queue::{Channel, Claimed, NewTask, Offer, Quota, Since, TaskUpdate};
-pub use store::{
-    Acquire, Durability, LockState, RunRecord, RunSummary, Store, is_postgres_url, redact_url,
-};
+pub use store::{Durability, RunRecord, RunSummary, Store, is_postgres_url, redact_url};
+pub use sync::{Acquire, LockState};
 
 use std::path::PathBuf;
 

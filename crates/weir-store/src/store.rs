@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use weir_core::run::{Event, Lock, Metric, Millis, Phase, Submission};
+use weir_core::run::{Event, Metric, Millis, Phase, Submission};
 
 use crate::db::{Conn, P, Row, p};
 use crate::{Error, Result};
@@ -318,26 +318,6 @@ UPDATE runs SET local_name = name;
 CREATE UNIQUE INDEX runs_local_name ON runs(namespace, local_name);
 ",
 ];
-
-/// What [`Store::try_acquire`] found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Acquire {
-    /// The holder now holds every lock it asked for.
-    Acquired,
-    /// Still queued: why, for display (`Waiting for K lock. Lock status: 1/1`).
-    Waiting(String),
-    /// The request cannot be served (a database semaphore without a limit).
-    Refused(String),
-}
-
-/// One lock's state, for `weir sync list`.
-#[derive(Debug, Clone)]
-pub struct LockState {
-    pub key: String,
-    pub limit: i64,
-    pub holders: Vec<String>,
-    pub waiting: Vec<String>,
-}
 
 /// How hard each commit works to survive a crash.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -943,145 +923,6 @@ impl Store {
         })
     }
 
-    /// A memoized entry's outputs and the run that stored them, if younger than `max_age_ms`
-    /// (any age if `None`).
-    pub fn memo_entry(
-        &self,
-        cache: &str,
-        key: &str,
-        max_age_ms: Option<i64>,
-        now: Millis,
-    ) -> Result<Option<(String, String)>> {
-        let Some(r) = self.conn.row(
-            "SELECT outputs, created_at, run FROM memo WHERE cache = ?1 AND key = ?2",
-            p![cache, key],
-        )?
-        else {
-            return Ok(None);
-        };
-        let at = r.i(1)?;
-        max_age_ms
-            .is_none_or(|m| now - at <= m)
-            .then(|| Ok((r.s(0)?, r.s(2)?)))
-            .transpose()
-    }
-
-    pub fn memo_put(
-        &mut self,
-        cache: &str,
-        key: &str,
-        outputs: &str,
-        now: Millis,
-        run: &str,
-    ) -> Result<()> {
-        self.conn.exec(
-            "INSERT INTO memo (cache, key, outputs, created_at, run) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(cache, key) DO UPDATE SET outputs = excluded.outputs, created_at = excluded.created_at, run = excluded.run",
-            p![cache, key, outputs, now, run],
-        )?;
-        Ok(())
-    }
-
-    /// Memoized entries: (cache, key, created_at, run).
-    pub fn memo_list(&self) -> Result<Vec<(String, String, Millis, String)>> {
-        self.conn
-            .rows(
-                "SELECT cache, key, created_at, run FROM memo ORDER BY cache, key",
-                p![],
-            )?
-            .iter()
-            .map(|r| Ok((r.s(0)?, r.s(1)?, r.i(2)?, r.s(3)?)))
-            .collect()
-    }
-
-    /// Deletes entries of `cache` (all of them, or one key). Returns how many.
-    pub fn memo_delete(&mut self, cache: &str, key: Option<&str>) -> Result<usize> {
-        match key {
-            Some(k) => self.conn.exec(
-                "DELETE FROM memo WHERE cache = ?1 AND key = ?2",
-                p![cache, k],
-            ),
-            None => self
-                .conn
-                .exec("DELETE FROM memo WHERE cache = ?1", p![cache]),
-        }
-    }
-
-    /// Asks for every lock in `locks` at once for `holder` (a node id, or a run name for a
-    /// workflow-level lock), queueing the request if it is new. Granted only when the holder is
-    /// within the free places of every lock's queue (priority first, then arrival), so a holder
-    /// never keeps part of what it needs, and a later request cannot pass an earlier one.
-    pub fn try_acquire(
-        &mut self,
-        run: &str,
-        holder: &str,
-        locks: &[Lock],
-        priority: i64,
-    ) -> Result<Acquire> {
-        self.conn.tx(|c| {
-            if c.is_pg() {
-                // one lock-queue decision at a time across the database, as SQLite's single writer gives
-                c.exec("SELECT pg_advisory_xact_lock(?1)", p![LOCK_SYNC])?;
-            }
-            let mut waiting = Vec::new();
-            for lock in locks {
-                let limit: i64 = match lock.limit {
-                    Some(l) => i64::from(l),
-                    None => match c.row(
-                        "SELECT lim FROM sync_limits WHERE key = ?1",
-                        p![&lock.key],
-                    )? {
-                        Some(r) => r.i(0)?,
-                        None => {
-                            return Ok(Acquire::Refused(format!(
-                                "database semaphore `{}` has no limit; set one with `weir sync limit {} N`",
-                                lock.key, lock.key
-                            )));
-                        }
-                    },
-                };
-                c.exec(
-                    "INSERT INTO sync_requests (key, holder, run, priority, lim) VALUES (?1, ?2, ?3, ?4, ?5)
-                     ON CONFLICT(key, holder) DO UPDATE SET lim = excluded.lim",
-                    p![&lock.key, holder, run, priority, limit],
-                )?;
-                let r = c
-                    .row(
-                        "SELECT CAST(coalesce(sum(held), 0) AS BIGINT), max(held) FILTER (WHERE holder = ?2) FROM sync_requests WHERE key = ?1",
-                        p![&lock.key, holder],
-                    )?
-                    .ok_or_else(|| Error::Corrupt("no aggregate row".into()))?;
-                let (held, mine) = (r.i(0)?, r.oi(1)?.unwrap_or(0));
-                if mine == 1 {
-                    continue;
-                }
-                // waiting requests ahead of this one
-                let ahead = c
-                    .row(
-                        "SELECT count(*) FROM sync_requests o, sync_requests me
-                         WHERE o.key = ?1 AND me.key = ?1 AND me.holder = ?2 AND o.held = 0
-                           AND (o.priority > me.priority OR (o.priority = me.priority AND o.rowid < me.rowid))",
-                        p![&lock.key, holder],
-                    )?
-                    .map_or(Ok(0), |r| r.i(0))?;
-                if held + ahead >= limit {
-                    waiting.push(format!(
-                        "Waiting for {} lock. Lock status: {held}/{limit}",
-                        lock.key
-                    ));
-                }
-            }
-            if !waiting.is_empty() {
-                return Ok(Acquire::Waiting(waiting.join("; ")));
-            }
-            c.exec(
-                "UPDATE sync_requests SET held = 1 WHERE holder = ?1",
-                p![holder],
-            )?;
-            Ok(Acquire::Acquired)
-        })
-    }
-
     /// Records a metric sample of a run.
     pub fn record_metric(&mut self, run: &str, m: &Metric, at: Millis) -> Result<()> {
         let sample = serde_json::to_string(m).map_err(|e| Error::Corrupt(e.to_string()))?;
@@ -1137,69 +978,6 @@ impl Store {
             .iter()
             .map(|r| r.s(0))
             .collect()
-    }
-
-    /// Gives back what `holder` holds and withdraws what it waits for.
-    pub fn release(&mut self, holder: &str) -> Result<()> {
-        self.conn
-            .exec("DELETE FROM sync_requests WHERE holder = ?1", p![holder])?;
-        Ok(())
-    }
-
-    /// Gives back every lock of a run (it finished, or is deleted).
-    pub fn release_run(&mut self, run: &str) -> Result<()> {
-        self.conn
-            .exec("DELETE FROM sync_requests WHERE run = ?1", p![run])?;
-        Ok(())
-    }
-
-    /// Sets (or with `None` removes) the limit of a database semaphore.
-    pub fn set_sync_limit(&mut self, key: &str, limit: Option<u32>) -> Result<()> {
-        match limit {
-            Some(l) => self.conn.exec(
-                "INSERT INTO sync_limits (key, lim) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET lim = excluded.lim",
-                p![key, l],
-            )?,
-            None => self
-                .conn
-                .exec("DELETE FROM sync_limits WHERE key = ?1", p![key])?,
-        };
-        Ok(())
-    }
-
-    /// Every lock with a holder, a waiter or a database limit.
-    pub fn sync_list(&self) -> Result<Vec<LockState>> {
-        let mut out: std::collections::BTreeMap<String, LockState> = Default::default();
-        for r in self.conn.rows("SELECT key, lim FROM sync_limits", p![])? {
-            let key = r.s(0)?;
-            out.insert(
-                key.clone(),
-                LockState {
-                    key,
-                    limit: r.i(1)?,
-                    holders: Vec::new(),
-                    waiting: Vec::new(),
-                },
-            );
-        }
-        for r in self.conn.rows(
-            "SELECT key, holder, lim, held FROM sync_requests ORDER BY key, priority DESC, rowid",
-            p![],
-        )? {
-            let key = r.s(0)?;
-            let e = out.entry(key.clone()).or_insert(LockState {
-                key,
-                limit: r.i(2)?,
-                holders: Vec::new(),
-                waiting: Vec::new(),
-            });
-            if r.i(3)? == 1 {
-                e.holders.push(r.s(1)?);
-            } else {
-                e.waiting.push(r.s(1)?);
-            }
-        }
-        Ok(out.into_values().collect())
     }
 
     pub fn has_controls(&self, run: &str) -> Result<bool> {
