@@ -4,6 +4,7 @@
 //! Architecture invariant: nothing here does IO, reads the clock, the environment or randomness.
 //! Time, ids and task outcomes arrive as arguments.
 
+pub mod base64;
 pub mod diag;
 pub mod expr;
 pub mod limits;
@@ -13,7 +14,6 @@ pub mod names;
 pub mod run;
 pub mod spec;
 pub mod subst;
-pub mod validate;
 pub mod yaml;
 
 #[cfg(test)]

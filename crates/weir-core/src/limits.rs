@@ -73,14 +73,6 @@ pub fn check_seconds(secs: i64) -> Result<i64, String> {
     check_duration_ms(secs.saturating_mul(1000))
 }
 
-/// Milliseconds of the duration text `s` (`30`, `1h30m`, `500ms`): `Ok(None)` when it is not a
-/// duration (each field says what it does then), `Err` when it is too long.
-pub fn duration_ms(s: &str) -> Result<Option<i64>, String> {
-    crate::run::parse_duration(s)
-        .map(|ms| check_duration_ms(ms).map_err(|e| format!("`{}` is {e}", s.trim())))
-        .transpose()
-}
-
 /// `Err` says why `factor` cannot be a backoff factor.
 pub fn check_factor(factor: f64) -> Result<f64, String> {
     if factor.is_finite() && factor <= MAX_BACKOFF_FACTOR {

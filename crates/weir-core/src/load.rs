@@ -199,7 +199,7 @@ fn load_data_map(doc: &Node, secret: bool, diags: &mut Diags) -> Option<DataMap>
                 }
             };
             let text = if decode {
-                match base64_decode(&text) {
+                match crate::base64::decode(&text) {
                     Some(t) => t,
                     None => {
                         diags.error(
@@ -220,32 +220,6 @@ fn load_data_map(doc: &Node, secret: bool, diags: &mut Diags) -> Option<DataMap>
         name: name.to_string(),
         data,
     })
-}
-
-/// Standard base64 with optional padding, decoded to UTF-8 text.
-pub fn base64_decode(s: &str) -> Option<String> {
-    let mut bits = 0u32;
-    let mut nbits = 0;
-    let mut out = Vec::new();
-    for c in s.bytes().filter(|c| !c.is_ascii_whitespace()) {
-        let v = match c {
-            b'A'..=b'Z' => c - b'A',
-            b'a'..=b'z' => c - b'a' + 26,
-            b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
-            b'=' => continue,
-            _ => return None,
-        } as u32;
-        bits = (bits << 6) | v;
-        nbits += 6;
-        if nbits >= 8 {
-            nbits -= 8;
-            out.push((bits >> nbits) as u8);
-            bits &= (1 << nbits) - 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 struct Converter<'a> {

@@ -16,6 +16,7 @@ mod reaper;
 mod report;
 mod s3;
 mod sandbox;
+mod shared;
 mod spawn;
 
 pub use admission::Capacity;

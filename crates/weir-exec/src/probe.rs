@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use weir_core::run::{Probe, ProbeCheck};
 
-use crate::process::{LazyLog, lock};
+use crate::shared::{LazyLog, lock};
 
 /// Probes until the check passes (true) or the task exits (false).
 pub(crate) fn wait_ready(

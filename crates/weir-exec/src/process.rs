@@ -18,6 +18,7 @@ use crate::isolation::Isolation;
 use crate::reaper::{Reaper, Watch};
 use crate::report;
 use crate::sandbox::{Sandbox, View};
+use crate::shared::{LazyLog, lock};
 use crate::spawn;
 use crate::{Executor, Update, artifacts, mask};
 
@@ -230,10 +231,6 @@ fn kill_group(pgid: i32) {
     unsafe {
         libc::kill(-pgid, libc::SIGKILL);
     }
-}
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 fn failed(msg: String) -> TaskResult {
@@ -1144,27 +1141,5 @@ impl Inner {
             result.artifacts.push(saved);
         }
         Ok(result)
-    }
-}
-
-/// A task's log file, created when the first line arrives: most tasks of a large fan-out print
-/// nothing, and creating files is what costs most per task on some filesystems.
-pub(crate) struct LazyLog {
-    path: PathBuf,
-    file: Option<fs::File>,
-}
-
-impl LazyLog {
-    pub(crate) fn line(&mut self, text: &str) {
-        if self.file.is_none() {
-            self.file = fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .ok();
-        }
-        if let Some(f) = &mut self.file {
-            let _ = writeln!(f, "{text}");
-        }
     }
 }

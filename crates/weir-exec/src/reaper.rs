@@ -81,7 +81,7 @@ impl Reaper {
 
     /// Watches a started process until it exits (its pipes are non-blocking).
     pub fn watch(&self, proc: Proc, watch: Box<dyn Watch>) {
-        crate::process::lock(&self.shared.new).push_back((proc, watch));
+        crate::shared::lock(&self.shared.new).push_back((proc, watch));
         self.shared.wake();
     }
 
@@ -89,7 +89,7 @@ impl Reaper {
     pub fn shutdown(&self) {
         self.shared.stop.store(true, Ordering::SeqCst);
         self.shared.wake();
-        if let Some(t) = crate::process::lock(&self.thread).take() {
+        if let Some(t) = crate::shared::lock(&self.thread).take() {
             let _ = t.join();
         }
     }
@@ -249,7 +249,7 @@ fn run(sh: &Shared) {
                         8,
                     );
                 }
-                let new: Vec<_> = crate::process::lock(&sh.new).drain(..).collect();
+                let new: Vec<_> = crate::shared::lock(&sh.new).drain(..).collect();
                 for (proc, watch) in new {
                     let i = free.pop().unwrap_or_else(|| {
                         slots.push(None);
@@ -303,7 +303,7 @@ fn run(sh: &Shared) {
             }
             finish(&mut slots, &mut free, &mut live, i);
         }
-        if live == 0 && sh.stop.load(Ordering::SeqCst) && crate::process::lock(&sh.new).is_empty() {
+        if live == 0 && sh.stop.load(Ordering::SeqCst) && crate::shared::lock(&sh.new).is_empty() {
             return;
         }
     }

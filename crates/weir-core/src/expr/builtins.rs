@@ -214,9 +214,13 @@ pub(super) fn call(name: &str, args: &[Val]) -> R<Val> {
             matches!(args.first(), None | Some(Val::Null))
                 || args.first().is_some_and(|v| v.to_text().is_empty()),
         ),
-        "b64enc" => Val::Str(base64_encode(text(args, 0).as_bytes())),
+        "b64enc" => Val::Str(crate::base64::encode(
+            text(args, 0).as_bytes(),
+            crate::base64::STD,
+            true,
+        )),
         "b64dec" => Val::Str(
-            crate::load::base64_decode(&text(args, 0))
+            crate::base64::decode(&text(args, 0))
                 .ok_or_else(|| Error("b64dec: invalid base64".into()))?,
         ),
         "regexMatch" => Val::Bool(regex_match(&text(args, 1), &text(args, 0))?),
@@ -383,25 +387,6 @@ pub fn go_time_format(layout: &str, secs: i64) -> String {
         let c = rest.chars().next().unwrap_or(' ');
         out.push(c);
         rest = &rest[c.len_utf8()..];
-    }
-    out
-}
-
-pub(super) fn base64_encode(b: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in b.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |acc, (i, &x)| acc | (x as u32) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
     }
     out
 }

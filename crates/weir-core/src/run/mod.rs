@@ -12,6 +12,7 @@ pub(crate) mod container_set;
 mod engine;
 mod metrics;
 pub(crate) mod sync;
+mod validate;
 mod vars;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -27,7 +28,7 @@ pub use engine::TemplateScope;
 pub use engine::go_sprintf as go_sprintf_pub;
 pub use engine::quantity;
 pub use metrics::Metric;
-pub use vars::{parse_duration, rfc3339 as rfc3339_pub};
+pub use vars::{duration_ms, parse_duration, rfc3339 as rfc3339_pub};
 
 /// Milliseconds since the Unix epoch; the only clock the core knows is the one passed in.
 pub type Millis = i64;
@@ -706,7 +707,7 @@ impl Run {
         limits: crate::limits::Limits,
     ) -> Result<(Run, Vec<Action>), Vec<Problem>> {
         let library = Library::build(&sub)?;
-        let problems = crate::validate::validate(&sub, &library);
+        let problems = validate::validate(&sub, &library);
         if !problems.is_empty() {
             return Err(problems);
         }

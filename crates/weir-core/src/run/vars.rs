@@ -47,6 +47,17 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
     (if m <= 2 { y + 1 } else { y }, m, d)
 }
 
+/// Milliseconds of the duration text `s` (`30`, `1h30m`, `500ms`): `Ok(None)` when it is not a
+/// duration (each field says what it does then), `Err` when it is too long
+/// ([`crate::limits::MAX_DURATION_MS`]).
+pub fn duration_ms(s: &str) -> Result<Option<i64>, String> {
+    parse_duration(s)
+        .map(|ms| {
+            crate::limits::check_duration_ms(ms).map_err(|e| format!("`{}` is {e}", s.trim()))
+        })
+        .transpose()
+}
+
 /// Parses Argo/Go durations: `30`, `30s`, `2m`, `1h30m`, `500ms`. Returns milliseconds.
 pub fn parse_duration(s: &str) -> Option<i64> {
     let s = s.trim();

@@ -424,7 +424,7 @@ impl Run {
                             },
                         )
                         .unwrap_or(t);
-                        match limits::duration_ms(&t) {
+                        match crate::run::duration_ms(&t) {
                             Ok(Some(ms)) => self.arm(
                                 Timer::PodTimeout(self.nodes[i].id.clone()),
                                 self.now.saturating_add(ms),
@@ -469,7 +469,7 @@ impl Run {
                     },
                 )
                 .unwrap_or(d.clone());
-                match limits::duration_ms(&d) {
+                match crate::run::duration_ms(&d) {
                     Ok(Some(ms)) => self.arm(
                         Timer::Resume(self.nodes[i].id.clone()),
                         self.now.saturating_add(ms),

@@ -485,7 +485,7 @@ impl Run {
                 .pointer("/bodyFrom/bytes")
                 .and_then(Json::as_str)
                 .map(|b| {
-                    crate::load::base64_decode(b.trim())
+                    crate::base64::decode(b.trim())
                         .ok_or_else(|| "http bodyFrom.bytes: not base64 text".to_string())
                 })
                 .transpose()?

@@ -415,7 +415,7 @@ impl Validator<'_> {
 
     fn duration_text(&mut self, v: &str, field: &str) {
         if !v.contains("{{") {
-            self.check(field, limits::duration_ms(v));
+            self.check(field, crate::run::duration_ms(v));
         }
     }
 
