@@ -3,33 +3,22 @@
 mod local;
 mod remote;
 
-use std::fmt;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand, ValueEnum};
+use local::*;
+use remote::*;
 use weir_core::run::Event;
-use weir_store::Durability;
 
-use crate::driver::Env;
+use crate::driver::load_run;
+use crate::env::Env;
+use crate::env::default_db;
+use crate::env::durability;
 use crate::files;
 use crate::show;
-use local::*;
-pub use local::{load_run, start};
-use remote::*;
-
-/// A usage or validation error: exit code 2.
-#[derive(Debug)]
-pub struct Usage(pub String);
-
-impl fmt::Display for Usage {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for Usage {}
+use crate::usage::Usage;
 
 #[derive(Parser)]
 #[command(
@@ -370,26 +359,6 @@ enum Cmd {
         #[arg(long)]
         all: bool,
     },
-}
-
-pub(super) fn default_db() -> PathBuf {
-    default_data_dir().join("weir.db")
-}
-
-pub fn default_data_dir() -> PathBuf {
-    let base = std::env::var_os("XDG_DATA_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share")))
-        .unwrap_or_else(|| PathBuf::from("."));
-    base.join("weir")
-}
-
-pub(super) fn durability() -> Durability {
-    match std::env::var("WEIR_DURABILITY").as_deref() {
-        Ok("power") | Ok("full") => Durability::Power,
-        Ok("relaxed") | Ok("off") => Durability::Relaxed,
-        _ => Durability::Process,
-    }
 }
 
 pub fn main() -> Result<ExitCode> {

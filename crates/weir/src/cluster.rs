@@ -23,7 +23,7 @@ use weir_core::run::{ArtifactRef, S3Access, TaskResult, TaskSpec};
 use weir_exec::{Capacity, Executor, ProcessConfig, ProcessExecutor, Update};
 use weir_store::{Channel, Durability, NewTask, Offer, Since, Store, TaskUpdate};
 
-use crate::driver::Env;
+use crate::env::Env;
 
 /// This process in the cluster: its owner id and the lease every claim takes.
 pub struct Cluster {
@@ -40,7 +40,7 @@ fn process_id(role: &str) -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "host".into());
-    let nonce = crate::driver::now_ms() % 1_000_000;
+    let nonce = crate::ambient::now_ms() % 1_000_000;
     format!("{role}-{host}-{}-{nonce}", std::process::id())
 }
 
@@ -536,7 +536,7 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
             ProcessConfig {
                 work_root: env.work_root(),
                 repo: env.repo(),
-                sandbox: crate::driver::sandbox(),
+                sandbox: crate::env::sandbox(),
                 capacity,
                 stream_logs: false,
                 db: Some(env.db.clone()),

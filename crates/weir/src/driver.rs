@@ -4,50 +4,24 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use weir_core::run::{Action, Event, Lock, Millis, Phase, PodGc, Run, Submission, Timer};
-use weir_exec::{Capacity, Executor, ProcessConfig, ProcessExecutor, Sandbox, Update};
-use weir_store::{Acquire, Durability, LocalRepo, Store};
+use weir_exec::{Capacity, Executor, ProcessConfig, ProcessExecutor, Update};
+use weir_store::{Acquire, Store};
 
-use crate::watch::Watch;
+use crate::ambient::now_ms;
+use crate::env::Env;
+use crate::env::sandbox;
+use crate::files;
+use crate::usage::Usage;
 
-/// Where things live, from `--db` / `WEIR_DB` and `--data-dir` / `WEIR_DATA_DIR`.
-#[derive(Debug, Clone)]
-pub struct Env {
-    /// A SQLite file, or a PostgreSQL URL (`postgres://…`).
-    pub db: PathBuf,
-    pub durability: Durability,
-    /// Work directories, logs and the local artifact repository: beside a SQLite database by
-    /// default; to be given (shared by every process) with PostgreSQL.
-    pub data: Option<PathBuf>,
-    /// Tasks go to the PostgreSQL task queue for workers, rather than run in this process.
-    pub queue: bool,
-    /// Tasks run as another user, away from weir's files (`weir_exec::Isolation::for_tasks`).
-    pub isolation: Option<weir_exec::Isolation>,
-}
-
+/// Opening the store is the driver's: the run's owner on PostgreSQL, and the runs whose time to
+/// live is up deleted first.
 impl Env {
-    pub fn is_postgres(&self) -> bool {
-        self.db.to_str().is_some_and(weir_store::is_postgres_url)
-    }
-
-    pub fn data_dir(&self) -> PathBuf {
-        if let Some(d) = &self.data {
-            return d.clone();
-        }
-        if self.is_postgres() {
-            return crate::cli::default_data_dir();
-        }
-        self.db
-            .parent()
-            .map(|p| p.to_path_buf())
-            .unwrap_or_else(|| PathBuf::from("."))
-    }
     /// Opens the database, first deleting the runs whose time to live (`ttlStrategy`) is up.
     pub fn store(&self) -> Result<Store> {
         let mut store = Store::open(&self.db, self.durability)?;
@@ -60,22 +34,6 @@ impl Env {
         }
         Ok(store)
     }
-    pub fn work_root(&self) -> PathBuf {
-        self.data_dir().join("runs")
-    }
-    pub fn repo(&self) -> LocalRepo {
-        LocalRepo::new(self.data_dir().join("artifacts"))
-    }
-    /// A run's directory of work directories and logs (`runs/NAME`), never outside `runs/`.
-    pub fn run_dir(&self, run: &str) -> Result<PathBuf> {
-        Ok(weir_store::within(&self.work_root(), run)?)
-    }
-    fn lock_path(&self, run: &str) -> Result<PathBuf> {
-        Ok(weir_store::within(
-            &self.data_dir().join("locks"),
-            &format!("{run}.lock"),
-        )?)
-    }
 }
 
 /// Where the memoized outputs of `cache` (a `memoize.cache.configMap.name`) of `namespace`
@@ -84,11 +42,31 @@ pub fn memo_cache(namespace: &str, cache: &str) -> String {
     format!("{namespace}/{cache}")
 }
 
-pub fn now_ms() -> Millis {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
+/// What the driver tells whoever watches a run: the terminal (`watch.rs`), the server's hub, or
+/// nobody.
+pub trait Watch {
+    fn wants_logs(&self) -> bool;
+    fn log(&mut self, run: &Run, node: &str, line: &str);
+    fn update(&mut self, run: &Run);
+    fn tick(&mut self, run: &Run);
+    fn note(&mut self, msg: &str);
+    fn finish(&mut self, run: &Run);
+}
+
+/// A run started from its submission, checked before anything is stored: its problems located
+/// in the files they came from.
+pub fn start(sub: Submission) -> Result<(Run, Vec<weir_core::run::Action>)> {
+    let wf = sub.workflow.clone();
+    let lib = sub.library.clone();
+    Run::start(sub).map_err(|problems| Usage(files::locate(&problems, &wf, &lib)).into())
+}
+
+/// A stored run's state, rebuilt by replaying its events.
+pub fn load_run(store: &Store, name: &str) -> Result<Run> {
+    let name = store.resolve(name)?;
+    let rec = store.load(&name)?;
+    Run::replay(rec.submission, &rec.events)
+        .map_err(|p| anyhow::anyhow!("run {name} cannot be replayed: {p:?}"))
 }
 
 /// A new run, recorded and locked: what [`drive`] takes.
@@ -103,7 +81,7 @@ pub struct Admitted {
 /// took meanwhile is drawn again; it is started again where the store keeps it apart from its
 /// name (another namespace has a run of that name); its first summary is written under its lock.
 pub fn admit(env: &Env, store: &mut Store, mut sub: Submission) -> Result<Admitted> {
-    let (mut run, mut actions) = crate::cli::start(sub.clone())?;
+    let (mut run, mut actions) = start(sub.clone())?;
     let generated = sub
         .workflow
         .metadata
@@ -116,14 +94,14 @@ pub fn admit(env: &Env, store: &mut Store, mut sub: Submission) -> Result<Admitt
             Err(weir_store::Error::RunExists(_)) if generated.is_some() && attempts < 8 => {
                 attempts += 1;
                 let prefix = generated.as_deref().unwrap_or_default();
-                sub.name = format!("{prefix}{}", crate::files::random_suffix());
+                sub.name = format!("{prefix}{}", crate::ambient::random_suffix());
             }
             Err(e) => return Err(e.into()),
             Ok(()) => break,
         }
     }
     if attempts > 0 || sub.key.is_some() {
-        (run, actions) = crate::cli::start(sub.clone())?;
+        (run, actions) = start(sub.clone())?;
     }
     let lock =
         try_lock(env, sub.key())?.with_context(|| format!("run {} is already driven", sub.name))?;
@@ -726,16 +704,4 @@ fn try_locks(
         locks.remove(&h);
     }
     Ok(answers)
-}
-
-pub(crate) fn sandbox() -> Sandbox {
-    use std::sync::OnceLock;
-    static S: OnceLock<Sandbox> = OnceLock::new();
-    *S.get_or_init(|| {
-        let s = Sandbox::detect();
-        if s == Sandbox::Rewrite {
-            eprintln!("weir: warning: Linux mount namespaces are not available; task paths under /tmp are rewritten into each task's work directory instead");
-        }
-        s
-    })
 }

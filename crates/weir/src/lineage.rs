@@ -7,7 +7,7 @@ use anyhow::Result;
 use serde_json::{Value, json};
 use weir_store::{LineageEdge, Store};
 
-use crate::cli::Usage;
+use crate::usage::Usage;
 
 /// Where a lineage query starts.
 pub enum Start {
@@ -91,7 +91,7 @@ pub fn query(
                     .ok_or_else(|| weir_store::Error::RunNotFound(run.clone()))?,
                 None => store.resolve(run)?,
             };
-            let loaded = crate::cli::load_run(store, &run)?;
+            let loaded = crate::driver::load_run(store, &run)?;
             let id = loaded
                 .nodes()
                 .iter()

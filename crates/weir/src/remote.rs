@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::cli::Usage;
+use crate::usage::Usage;
 
 pub struct Remote {
     base: String,

@@ -658,3 +658,17 @@ pub fn run_parameters(run: &Run) -> std::collections::BTreeMap<String, String> {
         .and_then(|j| serde_json::from_str::<std::collections::BTreeMap<String, String>>(j).ok())
         .unwrap_or_default()
 }
+
+/// Secret values replaced in every string (and key) of a JSON value.
+pub fn mask_value(v: Value, secrets: &[String]) -> Value {
+    match v {
+        Value::String(s) => Value::String(weir_exec::mask(&s, secrets)),
+        Value::Array(a) => Value::Array(a.into_iter().map(|x| mask_value(x, secrets)).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, x)| (weir_exec::mask(&k, secrets), mask_value(x, secrets)))
+                .collect(),
+        ),
+        other => other,
+    }
+}

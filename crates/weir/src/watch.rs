@@ -7,17 +7,9 @@ use std::time::{Duration, Instant};
 
 use weir_core::run::{NodeType, Phase, Run};
 
-use crate::driver::now_ms;
+use crate::ambient::now_ms;
+use crate::driver::Watch;
 use crate::show;
-
-pub trait Watch {
-    fn wants_logs(&self) -> bool;
-    fn log(&mut self, run: &Run, node: &str, line: &str);
-    fn update(&mut self, run: &Run);
-    fn tick(&mut self, run: &Run);
-    fn note(&mut self, msg: &str);
-    fn finish(&mut self, run: &Run);
-}
 
 pub struct Terminal {
     tty: bool,

@@ -11,10 +11,13 @@ use weir_core::run::{Event, Phase, Run, Submission};
 use weir_store::Store;
 
 use super::*;
-use crate::driver::{self, Env, now_ms};
+use crate::ambient::now_ms;
+use crate::driver::Watch;
+use crate::driver::{self, load_run};
+use crate::env::Env;
 use crate::files;
 use crate::show;
-use crate::watch::{Silent, Terminal, Watch};
+use crate::watch::{Silent, Terminal};
 
 pub(super) fn exit_for(phase: Phase) -> ExitCode {
     if phase == Phase::Succeeded {
@@ -69,12 +72,6 @@ pub(super) fn prepare(submit: &Submit, store: &Store) -> Result<Submission> {
     let file = (submit.file != std::path::Path::new("-")).then_some(submit.file.as_path());
     crate::record::annotate(&mut sub, file);
     Ok(sub)
-}
-
-pub fn start(sub: Submission) -> Result<(Run, Vec<weir_core::run::Action>)> {
-    let wf = sub.workflow.clone();
-    let lib = sub.library.clone();
-    Run::start(sub).map_err(|problems| Usage(files::locate(&problems, &wf, &lib)).into())
 }
 
 pub(super) fn watcher(output: Option<Output>, no_logs: bool) -> Box<dyn Watch> {
@@ -254,14 +251,6 @@ pub(super) fn list(
         ),
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A stored run's state, rebuilt by replaying its events.
-pub fn load_run(store: &Store, name: &str) -> Result<Run> {
-    let name = store.resolve(name)?;
-    let rec = store.load(&name)?;
-    Run::replay(rec.submission, &rec.events)
-        .map_err(|p| anyhow::anyhow!("run {name} cannot be replayed: {p:?}"))
 }
 
 pub(super) fn get(env: &Env, name: &str, output: Option<Output>) -> Result<ExitCode> {

@@ -10,10 +10,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::App;
-use super::api::*;
 use super::auth::{Caller, Role};
 use super::error::{ApiError, ApiResult, ErrorBody};
-use crate::driver::now_ms;
+use super::request::*;
+use crate::ambient::now_ms;
 
 #[derive(Serialize, ToSchema)]
 pub struct UserInfo {

@@ -12,9 +12,9 @@ use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::App;
-use super::api::*;
 use super::auth::{Caller, Role};
 use super::error::{ApiError, ApiResult, ErrorBody};
+use super::request::*;
 
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::cli::Usage;
+use crate::usage::Usage;
 
 /// What a `weir.toml` may hold.
 #[derive(Debug, Default, Deserialize)]

@@ -61,7 +61,7 @@ impl ApiError {
     /// A fault of the server: the client is told only that, with a reference to the log line
     /// that holds `detail` (internal text, paths and SQL stay in the server's log).
     pub fn internal(detail: impl Into<String>) -> ApiError {
-        let reference = crate::files::random_suffix();
+        let reference = crate::ambient::random_suffix();
         ApiError {
             status: StatusCode::INTERNAL_SERVER_ERROR,
             code: "internal",
@@ -86,7 +86,7 @@ impl ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> ApiError {
-        if let Some(u) = e.downcast_ref::<crate::cli::Usage>() {
+        if let Some(u) = e.downcast_ref::<crate::usage::Usage>() {
             let code = if u.0.contains(": error: ") {
                 "invalid_workflow"
             } else {

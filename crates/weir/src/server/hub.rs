@@ -14,8 +14,9 @@ use serde_json::{Value, json};
 use tokio::sync::watch;
 use weir_core::run::{Phase, Run};
 
+use crate::driver::Watch;
 use crate::show;
-use crate::watch::Watch;
+use crate::show::mask_value;
 
 /// How many recent events a reconnecting watcher can catch up from.
 const RING: usize = 200_000;
@@ -205,19 +206,5 @@ impl Watch for HubWatch {
             self.metrics
                 .node_gone(&format!("{:?}", n.node_type), phase.as_str());
         }
-    }
-}
-
-/// Secret values replaced in every string (and key) of a JSON value.
-pub fn mask_value(v: Value, secrets: &[String]) -> Value {
-    match v {
-        Value::String(s) => Value::String(weir_exec::mask(&s, secrets)),
-        Value::Array(a) => Value::Array(a.into_iter().map(|x| mask_value(x, secrets)).collect()),
-        Value::Object(o) => Value::Object(
-            o.into_iter()
-                .map(|(k, x)| (weir_exec::mask(&k, secrets), mask_value(x, secrets)))
-                .collect(),
-        ),
-        other => other,
     }
 }

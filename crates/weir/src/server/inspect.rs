@@ -10,12 +10,12 @@ use serde_json::Value;
 use utoipa::ToSchema;
 
 use super::App;
-use super::api::*;
 use super::auth::{Caller, Role};
 use super::error::{ApiResult, ErrorBody};
-use super::hub::mask_value;
 use super::layout::Graph;
+use super::request::*;
 use crate::show;
+use crate::show::mask_value;
 
 #[utoipa::path(get, path = "/api/v1/workflows/{namespace}/{name}/graph", tag = "workflows",
     params(("namespace" = String, Path), ("name" = String, Path)),

@@ -168,7 +168,7 @@ impl Metrics {
 /// that workflows define only for a caller who may view them: every namespace's for a global
 /// viewer (or an `--insecure-local` server), one namespace's for a token of that namespace.
 pub async fn serve(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) -> Response {
-    let token = super::api::bearer(&headers);
+    let token = super::request::bearer(&headers);
     let r = app
         .db(move |app, store| {
             let runs = store.count_by_phase()?;
@@ -178,7 +178,7 @@ pub async fn serve(State(app): State<Arc<App>>, headers: axum::http::HeaderMap) 
                 match token {
                     Some(t) => Some(
                         app.verified
-                            .check(store, &t, crate::driver::now_ms(), None)
+                            .check(store, &t, crate::ambient::now_ms(), None)
                             .map_err(|e| match e {
                                 super::auth::Rejected::Unavailable(e) => ApiError::unavailable(e),
                                 e => ApiError::unauthenticated(e.to_string()),

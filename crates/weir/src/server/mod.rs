@@ -18,6 +18,7 @@ mod hub;
 mod inspect;
 mod layout;
 mod metrics;
+mod request;
 mod serve;
 mod streams;
 mod templates;
@@ -31,11 +32,16 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, Result, bail};
+pub use auth::{Role, new_token, parse_duration};
 use weir_core::run::{Action, Event, Run};
 use weir_store::Store;
 
-use crate::driver::{self, Env, RunLock, now_ms};
-pub use auth::{Role, new_token, parse_duration};
+use crate::ambient::now_ms;
+use crate::driver::{self, RunLock};
+use crate::env::Env;
+use crate::server::error::ApiError;
+use crate::server::error::ApiResult;
+use crate::server::request::workflow_json;
 
 pub struct Options {
     pub listen: SocketAddr,
@@ -137,6 +143,34 @@ pub struct App {
     local: Mutex<HashMap<String, Option<std::time::Instant>>>,
 }
 
+/// Stores a new run and starts driving it.
+pub(super) fn accept(
+    app: &Arc<App>,
+    store: &mut Store,
+    sub: weir_core::run::Submission,
+) -> ApiResult<serde_json::Value> {
+    // backpressure: a namespace at its quota of unfinished runs takes no more for now
+    if store.is_postgres()
+        && let Some(max) = store.quota(&sub.namespace)?.and_then(|q| q.max_runs)
+    {
+        let running = store.running_runs(&sub.namespace)?;
+        if running >= max {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                "quota_exceeded",
+                format!(
+                    "namespace {} has {running} unfinished runs, its quota (max_runs {max}); submit again when one finishes",
+                    sub.namespace
+                ),
+            ));
+        }
+    }
+    let driver::Admitted { run, actions, lock } = driver::admit(&app.env, store, sub)?;
+    let v = workflow_json(&run);
+    app.spawn_driver(run, actions, Vec::new(), lock);
+    Ok(v)
+}
+
 impl App {
     fn take_store(&self) -> Result<Store> {
         if let Some(s) = self.pool.lock().unwrap_or_else(|e| e.into_inner()).pop() {
@@ -205,7 +239,7 @@ impl App {
                         && phase.is_done()
                     {
                         let store = Store::open(&app.env.db, app.env.durability)?;
-                        let run = crate::cli::load_run(&store, &name)?;
+                        let run = crate::driver::load_run(&store, &name)?;
                         if let Err(e) = trace::send(endpoint, headers, &trace::export(&run)) {
                             app.log
                                 .error(&format!("exporting the trace of {name}: {e}"));
@@ -337,7 +371,7 @@ impl App {
     /// hub, so its event streams follow every run (a load balancer may send a watcher to any
     /// server). Each such run is replayed once, then stepped through the events appended to it.
     fn follow(self: &Arc<Self>) {
-        use crate::watch::Watch;
+        use crate::driver::Watch;
         struct Followed {
             run: Run,
             next: i64,
@@ -459,7 +493,7 @@ pub fn serve(env: Env, opts: Options) -> Result<ExitCode> {
                     &[],
                     weir_core::run::Phase::Error,
                     &message,
-                    Some(driver::now_ms()),
+                    Some(crate::ambient::now_ms()),
                 ) {
                     app.log
                         .error(&format!("cannot mark run {name} as Error: {e:#}"));

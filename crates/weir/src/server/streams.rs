@@ -17,12 +17,13 @@ use utoipa::IntoParams;
 use weir_store::RunQuery;
 
 use super::App;
-use super::api::*;
 use super::auth::{Caller, Role};
 use super::error::{ApiError, ApiResult, ErrorBody};
-use super::hub::{self, mask_value};
-use crate::cli::load_run;
+use super::hub;
+use super::request::*;
+use crate::driver::load_run;
 use crate::show;
+use crate::show::mask_value;
 
 // ---------------------------------------------------------------------------------------------
 // logs and artifacts

@@ -17,10 +17,11 @@ use weir_core::spec::{Definition, Kind};
 use weir_store::{Store, TemplateRecord};
 
 use super::App;
-use super::api::{accept, body_bytes, invalid, ns_ok, params, parse_json, require};
+use super::accept;
 use super::auth::{Caller, Role};
 use super::error::{ApiError, ApiResult, ErrorBody};
-use crate::driver::now_ms;
+use super::request::{body_bytes, invalid, ns_ok, params, parse_json, require};
+use crate::ambient::now_ms;
 use crate::files;
 
 /// The annotation on a run listing the stored templates it was given, `KIND/NAMESPACE/NAME=VERSION`.

@@ -34,7 +34,7 @@ pub fn export(run: &Run) -> Value {
     let sub = run.submission();
     let trace = hex(&blake3::hash(sub.uid.as_bytes()).as_bytes()[..16]);
     let root = span_id(&sub.uid, "");
-    let end = run.finished_at().unwrap_or_else(crate::driver::now_ms);
+    let end = run.finished_at().unwrap_or_else(crate::ambient::now_ms);
     let secrets = run.secret_values();
     let mask = |s: &str| weir_exec::mask(s, &secrets);
     let mut spans = vec![json!({
