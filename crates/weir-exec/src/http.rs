@@ -1,7 +1,8 @@
-//! `http` templates: one request with ureq (rustls, the Mozilla root certificates; with
+//! `http` templates: one request with reqwest (rustls, the platform's certificates; with
 //! `insecureSkipVerify`, any certificate). Every status is an answer: whether it means success
 //! is the state machine's call (`successCondition`, else 2xx).
 
+use std::io::Read;
 use std::time::Duration;
 
 use weir_core::run::{HttpRequest, HttpResponse};
@@ -11,25 +12,18 @@ const BODY_LIMIT: u64 = 16 * 1024 * 1024;
 
 /// Sends the request; the response's status, headers and body.
 pub(crate) fn send(r: &HttpRequest) -> Result<(HttpResponse, String), String> {
-    let tls = ureq::tls::TlsConfig::builder()
-        .disable_verification(r.insecure)
-        .build();
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_millis(r.timeout_ms.max(1))))
-        .http_status_as_error(false)
-        .tls_config(tls)
+    let fail = |e: &dyn std::error::Error| format!("{}: {}", r.url, chain(e));
+    let client = reqwest::blocking::Client::builder()
+        .timeout(Duration::from_millis(r.timeout_ms.max(1)))
+        .danger_accept_invalid_certs(r.insecure)
         .build()
-        .into();
-    let mut req = ureq::http::Request::builder()
-        .method(r.method.as_str())
-        .uri(&r.url);
+        .map_err(|e| fail(&e))?;
+    let method = reqwest::Method::from_bytes(r.method.as_bytes()).map_err(|e| fail(&e))?;
+    let mut req = client.request(method, &r.url);
     for (k, v) in &r.headers {
         req = req.header(k.as_str(), v.as_str());
     }
-    let req = req
-        .body(r.body.clone())
-        .map_err(|e| format!("{}: {e}", r.url))?;
-    let mut resp = agent.run(req).map_err(|e| format!("{}: {e}", r.url))?;
+    let resp = req.body(r.body.clone()).send().map_err(|e| fail(&e))?;
     let status = resp.status().as_u16();
     let headers = resp
         .headers()
@@ -41,14 +35,29 @@ pub(crate) fn send(r: &HttpRequest) -> Result<(HttpResponse, String), String> {
             )
         })
         .collect();
-    let body = resp
-        .body_mut()
-        .with_config()
-        .limit(BODY_LIMIT)
-        .lossy_utf8(true)
-        .read_to_string()
-        .map_err(|e| format!("{}: reading the answer: {e}", r.url))?;
-    Ok((HttpResponse { status, headers }, body))
+    let mut bytes = Vec::new();
+    resp.take(BODY_LIMIT)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("{}: reading the answer: {}", r.url, chain(&e)))?;
+    Ok((
+        HttpResponse { status, headers },
+        String::from_utf8_lossy(&bytes).into_owned(),
+    ))
+}
+
+/// An error with its causes (`error sending request: connection refused`): reqwest's own
+/// message names only the outermost.
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !out.contains(&text) {
+            out = format!("{out}: {text}");
+        }
+        cause = c.source();
+    }
+    out
 }
 
 /// A header name as Go's `http.Header` keys it (`content-type` → `Content-Type`), which is how
@@ -74,20 +83,21 @@ pub(crate) fn fetch(
     repo: &weir_store::LocalRepo,
     url: &str,
 ) -> Result<weir_core::run::ArtifactRef, String> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_connect(Some(Duration::from_secs(30)))
-        .http_status_as_error(false)
+    // no overall timeout: a large download takes as long as it takes
+    let client = reqwest::blocking::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .timeout(None)
         .build()
-        .into();
+        .map_err(|e| format!("GET {url}: {}", chain(&e)))?;
     let mut last = String::new();
     for attempt in 0..3u32 {
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(250 << attempt));
         }
-        let resp = match agent.get(url).call() {
+        let mut resp = match client.get(url).send() {
             Ok(r) => r,
             Err(e) => {
-                last = format!("GET {url}: {e}");
+                last = format!("GET {url}: {}", chain(&e));
                 continue;
             }
         };
@@ -99,8 +109,7 @@ pub(crate) fn fetch(
             last = format!("GET {url}: {status}");
             continue;
         }
-        let mut body = resp.into_body().into_reader();
-        match repo.put_addressed("fetched", |w| std::io::copy(&mut body, w).map(|_| ())) {
+        match repo.put_addressed("fetched", |w| std::io::copy(&mut resp, w).map(|_| ())) {
             Ok((key, hash, size)) => {
                 return Ok(weir_core::run::ArtifactRef {
                     name: String::new(),

@@ -374,7 +374,7 @@ pub fn main() -> Result<ExitCode> {
         && !matches!(cli.cmd, Cmd::Lint { .. })
     {
         let ns = cli.namespace.clone().unwrap_or_else(|| "default".into());
-        let remote = crate::remote::Remote::new(server, cli.token.clone(), ns);
+        let remote = crate::remote::Remote::new(server, cli.token.clone(), ns)?;
         return remote_main(&remote, cli.cmd);
     }
     let db_given = cli.db.clone();

@@ -13,7 +13,7 @@ pub struct Remote {
     base: String,
     token: Option<String>,
     pub namespace: String,
-    agent: ureq::Agent,
+    client: reqwest::blocking::Client,
 }
 
 /// Percent-encodes a path segment or query value.
@@ -29,16 +29,17 @@ fn enc(s: &str) -> String {
 }
 
 impl Remote {
-    pub fn new(base: &str, token: Option<String>, namespace: String) -> Remote {
-        Remote {
+    pub fn new(base: &str, token: Option<String>, namespace: String) -> Result<Remote> {
+        Ok(Remote {
             base: base.trim_end_matches('/').to_string(),
             token,
             namespace,
-            agent: ureq::Agent::config_builder()
-                .http_status_as_error(false)
+            // no overall timeout: followed logs and event streams last as long as the run
+            client: reqwest::blocking::Client::builder()
+                .timeout(None)
                 .build()
-                .into(),
-        }
+                .context("starting the HTTP client")?,
+        })
     }
 
     fn request(
@@ -46,45 +47,29 @@ impl Remote {
         method: &str,
         path: &str,
         body: Option<(&str, String)>,
-    ) -> Result<ureq::http::Response<ureq::Body>> {
+    ) -> Result<reqwest::blocking::Response> {
         let url = format!("{}{path}", self.base);
-        let auth = self.token.as_ref().map(|t| format!("Bearer {t}"));
-        let r = match (method, body) {
-            ("GET", _) => {
-                let mut rq = self.agent.get(&url);
-                if let Some(a) = &auth {
-                    rq = rq.header("Authorization", a);
-                }
-                rq.call()
-            }
-            ("DELETE", _) => {
-                let mut rq = self.agent.delete(&url);
-                if let Some(a) = &auth {
-                    rq = rq.header("Authorization", a);
-                }
-                rq.call()
-            }
-            (m, body) => {
-                let mut rq = if m == "POST" {
-                    self.agent.post(&url)
-                } else {
-                    self.agent.put(&url)
-                };
-                if let Some(a) = &auth {
-                    rq = rq.header("Authorization", a);
-                }
-                let (ctype, text) = body.unwrap_or(("application/json", "{}".into()));
-                rq.content_type(ctype).send(text)
-            }
+        let mut rq = match method {
+            "GET" => self.client.get(&url),
+            "DELETE" => self.client.delete(&url),
+            "POST" => self.client.post(&url),
+            _ => self.client.put(&url),
         };
-        r.with_context(|| format!("{method} {url}"))
+        if let Some(t) = &self.token {
+            rq = rq.header("Authorization", format!("Bearer {t}"));
+        }
+        if matches!(method, "POST" | "PUT") {
+            let (ctype, text) = body.unwrap_or(("application/json", "{}".into()));
+            rq = rq.header("Content-Type", ctype).body(text);
+        }
+        rq.send().with_context(|| format!("{method} {url}"))
     }
 
     /// A JSON answer; an API error becomes a usage error (exit 2) with the server's message.
     fn call(&self, method: &str, path: &str, body: Option<(&str, String)>) -> Result<Value> {
-        let mut r = self.request(method, path, body)?;
+        let r = self.request(method, path, body)?;
         let status = r.status().as_u16();
-        let text = r.body_mut().read_to_string().unwrap_or_default();
+        let text = r.text().unwrap_or_default();
         let v: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
         if status >= 400 {
             let msg = v["error"]["message"].as_str().unwrap_or("").to_string();
@@ -254,8 +239,8 @@ impl Remote {
 }
 
 /// (event, data) pairs of a Server-Sent Events response.
-fn sse(r: ureq::http::Response<ureq::Body>) -> impl Iterator<Item = (String, String)> {
-    let mut lines = BufReader::new(r.into_body().into_reader()).lines();
+fn sse(r: reqwest::blocking::Response) -> impl Iterator<Item = (String, String)> {
+    let mut lines = BufReader::new(r).lines();
     std::iter::from_fn(move || {
         let (mut event, mut data) = (String::new(), String::new());
         for line in lines.by_ref() {

@@ -93,22 +93,21 @@ pub fn send(
     } else {
         format!("{}/v1/traces", endpoint.trim_end_matches('/'))
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(std::time::Duration::from_secs(10)))
+    let client = reqwest::blocking::Client::builder()
+        .timeout(std::time::Duration::from_secs(10))
         .build()
-        .into();
+        .map_err(|e| format!("{url}: {e}"))?;
     let text = body.to_string();
     let mut last = String::new();
     for attempt in 0..3 {
         if attempt > 0 {
             std::thread::sleep(std::time::Duration::from_millis(200 << attempt));
         }
-        let mut rq = agent.post(&url).content_type("application/json");
+        let mut rq = client.post(&url).header("Content-Type", "application/json");
         for (k, v) in headers {
             rq = rq.header(k, v);
         }
-        match rq.send(&text) {
+        match rq.body(text.clone()).send() {
             Ok(r) if r.status().is_success() => return Ok(()),
             Ok(r) if r.status().is_client_error() => {
                 return Err(format!("{url} refused the traces: {}", r.status()));

@@ -1182,28 +1182,79 @@ fn outputs_at_existing_system_paths_are_read_where_they_are() {
 fn https_templates_verify_certificates_unless_told_not_to() {
     let sb = Sandbox::new();
     let site = sb.dir_with("tls-site", &[("ok.txt", "over tls")]);
-    let (cert, key) = (sb.dir.join("cert.pem"), sb.dir.join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-        ])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap();
-    assert!(
-        made.status.success(),
-        "{}",
-        String::from_utf8_lossy(&made.stderr)
+    // a certificate authority of our own, and the site's certificate signed by it
+    let (ca, ca_key) = (sb.dir.join("ca.pem"), sb.dir.join("ca.key"));
+    let (cert, key, csr) = (
+        sb.dir.join("cert.pem"),
+        sb.dir.join("key.pem"),
+        sb.dir.join("cert.csr"),
     );
+    let ext = sb.write(
+        "ext.cnf",
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    );
+    let openssl = |args: &[&std::ffi::OsStr]| {
+        let made = std::process::Command::new("openssl")
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            made.status.success(),
+            "{}",
+            String::from_utf8_lossy(&made.stderr)
+        );
+    };
+    let s = |x: &str| std::ffi::OsStr::new(x).to_owned();
+    let p = |x: &std::path::Path| x.as_os_str().to_owned();
+    for args in [
+        vec![
+            s("req"),
+            s("-x509"),
+            s("-newkey"),
+            s("rsa:2048"),
+            s("-nodes"),
+            s("-days"),
+            s("1"),
+            s("-subj"),
+            s("/CN=weir test CA"),
+            s("-keyout"),
+            p(&ca_key),
+            s("-out"),
+            p(&ca),
+        ],
+        vec![
+            s("req"),
+            s("-newkey"),
+            s("rsa:2048"),
+            s("-nodes"),
+            s("-subj"),
+            s("/CN=127.0.0.1"),
+            s("-keyout"),
+            p(&key),
+            s("-out"),
+            p(&csr),
+        ],
+        vec![
+            s("x509"),
+            s("-req"),
+            s("-in"),
+            p(&csr),
+            s("-CA"),
+            p(&ca),
+            s("-CAkey"),
+            p(&ca_key),
+            s("-CAcreateserial"),
+            s("-days"),
+            s("1"),
+            s("-extfile"),
+            p(&ext),
+            s("-out"),
+            p(&cert),
+        ],
+    ] {
+        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
+        openssl(&refs);
+    }
     let web = WebServer::serve(&site, Some((&cert, &key)));
     let port = web.1;
     let wf = sb.write(
@@ -1241,6 +1292,28 @@ spec:
             .contains("certificate"),
         "{checking}"
     );
+    // with the authority in the platform's trust store (`SSL_CERT_FILE` here), it is verified
+    let web = WebServer::serve(&site, Some((&cert, &key)));
+    let again = sb.write(
+        "https-trusted.yaml",
+        &format!(
+            "kind: Workflow\nmetadata: {{name: https-trusted}}\nspec:\n  entrypoint: verified\n  templates:\n  - name: verified\n    http: {{url: 'https://127.0.0.1:{}/ok.txt'}}\n",
+            web.1
+        ),
+    );
+    let out = sb
+        .cmd(&["run", again.to_str().unwrap()])
+        .env("SSL_CERT_FILE", &ca)
+        .output()
+        .unwrap();
+    drop(web);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let wf = sb.json(&["get", "https-trusted", "-o", "json"]);
+    assert_eq!(wf["status"]["phase"], "Succeeded", "{wf}");
 }
 
 #[test]
