@@ -5,8 +5,8 @@ use std::fs;
 use std::io;
 use std::path::Path;
 
+use crate::repo::LocalRepo;
 use weir_core::run::ArtifactRef;
-use weir_store::LocalRepo;
 
 /// Stores the file or directory at `src` under `key`.
 /// Where an artifact goes: a key of the caller's (key-only artifacts), or its content's place.
@@ -252,7 +252,7 @@ pub(crate) fn load(
         if entries.len() == 1 {
             let mut only = entries.remove(0).path();
             if let Some(sub) = a.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                only = weir_store::within(&only, sub.trim_start_matches('/'))
+                only = crate::paths::within(&only, sub.trim_start_matches('/'))
                     .map_err(|e| format!("artifact `{}`: subPath {e}", a.name))?;
                 if !only.exists() {
                     return Err(format!(

@@ -4,9 +4,9 @@
 
 use std::path::Path;
 
+use crate::repo::LocalRepo;
 use weir_core::expr::{self, Env, Mode, Val};
 use weir_core::run::DataTask;
-use weir_store::LocalRepo;
 
 struct Data(Val);
 

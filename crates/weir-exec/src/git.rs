@@ -3,8 +3,8 @@
 
 use std::process::{Command, Stdio};
 
+use crate::repo::LocalRepo;
 use weir_core::run::ArtifactRef;
-use weir_store::LocalRepo;
 
 /// Fetches `git+REPO#REVISION[?depth=N]`.
 pub(crate) fn fetch(repo: &LocalRepo, url: &str) -> Result<ArtifactRef, String> {

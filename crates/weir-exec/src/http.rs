@@ -80,7 +80,7 @@ fn canonical(name: &str) -> String {
 /// Downloads `url` into the repository under `fetched/BLAKE3`, streaming (never held whole in
 /// memory); a server error or a broken connection is tried again, twice, with backoff.
 pub(crate) fn fetch(
-    repo: &weir_store::LocalRepo,
+    repo: &crate::repo::LocalRepo,
     url: &str,
 ) -> Result<weir_core::run::ArtifactRef, String> {
     // no overall timeout: a large download takes as long as it takes

@@ -10,9 +10,11 @@ mod data;
 mod git;
 mod http;
 mod isolation;
+mod paths;
 mod probe;
 mod process;
 mod reaper;
+mod repo;
 mod report;
 mod s3;
 mod sandbox;
@@ -21,7 +23,9 @@ mod spawn;
 
 pub use admission::Capacity;
 pub use isolation::Isolation;
+pub use paths::{InvalidPath, within};
 pub use process::{ProcessConfig, ProcessExecutor};
+pub use repo::{LocalRepo, RepoError};
 pub use sandbox::Sandbox;
 
 /// Deletes an artifact's object from an S3-compatible store (`artifactGC`).

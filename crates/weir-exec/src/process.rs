@@ -10,8 +10,8 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+use crate::repo::LocalRepo;
 use weir_core::run::{ArtifactRef, MetricPoint, Requests, S3Access, TaskResult, TaskSpec};
-use weir_store::LocalRepo;
 
 use crate::admission::{Capacity, Ledger};
 use crate::isolation::Isolation;
@@ -152,7 +152,7 @@ impl ProcessExecutor {
 
 /// `root/rel`, refused (as a task's error) if `rel` would leave `root`.
 fn within(root: &Path, rel: &str) -> Result<PathBuf, String> {
-    weir_store::within(root, rel).map_err(|e| e.to_string())
+    crate::paths::within(root, rel).map_err(|e| e.to_string())
 }
 
 /// A task's run directory (`runs/RUN`) and work directory (`runs/RUN/work/NODE`), both confined

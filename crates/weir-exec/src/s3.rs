@@ -7,11 +7,11 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
+use crate::repo::LocalRepo;
 use futures_util::StreamExt;
 use object_store::aws::AmazonS3Builder;
 use object_store::{ObjectStore, ObjectStoreExt, WriteMultipart};
 use weir_core::run::{ArtifactRef, S3Access};
-use weir_store::LocalRepo;
 
 /// Parts of 8 MiB, at most four in flight: the most an upload holds in memory is ~40 MiB.
 const PART: usize = 8 << 20;

@@ -8,8 +8,8 @@ use std::time::Duration;
 use weir_core::run::{
     Daemon, Mount, Probe, ProbeCheck, Sidecar, TaskResult, TaskSpec, VolumeSource,
 };
+use weir_exec::LocalRepo;
 use weir_exec::{Capacity, Executor, ProcessConfig, ProcessExecutor, Sandbox, Update};
-use weir_store::LocalRepo;
 
 fn executor(dir: &std::path::Path) -> (ProcessExecutor, Receiver<Update>) {
     let (tx, rx) = mpsc::channel();

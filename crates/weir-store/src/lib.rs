@@ -5,18 +5,14 @@
 //! machine rebuilds the state by replaying it. A summary row per run serves listings.
 
 mod access;
-mod artifacts;
 mod db;
 mod memo;
-mod paths;
 mod queue;
 mod store;
 mod sync;
 mod transfer;
 
 pub use access::{AuditEntry, LabelReq, LineageEdge, RunQuery, TemplateRecord, TokenRecord};
-pub use artifacts::LocalRepo;
-pub use paths::within;
 pub use queue::{Channel, Claimed, NewTask, Offer, Quota, Since, TaskUpdate};
 pub use store::{Durability, RunRecord, RunSummary, Store, is_postgres_url, redact_url};
 pub use sync::{Acquire, LockState};

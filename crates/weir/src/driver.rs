@@ -437,10 +437,7 @@ pub fn drive(
                                 .node_by_id(node)
                                 .is_some_and(|n| n.phase == Phase::Succeeded))
                     {
-                        remove_dir(&weir_store::within(
-                            &env.run_dir(&name)?.join("work"),
-                            node,
-                        )?)?;
+                        remove_dir(&weir_exec::within(&env.run_dir(&name)?.join("work"), node)?)?;
                     }
                 }
             }

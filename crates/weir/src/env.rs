@@ -4,8 +4,9 @@
 
 use std::path::PathBuf;
 
+use weir_exec::LocalRepo;
 use weir_exec::Sandbox;
-use weir_store::{Durability, LocalRepo};
+use weir_store::Durability;
 
 /// Where things live, from `--db` / `WEIR_DB` and `--data-dir` / `WEIR_DATA_DIR`.
 #[derive(Debug, Clone)]
@@ -49,13 +50,13 @@ impl Env {
     }
 
     /// A run's directory of work directories and logs (`runs/KEY`), never outside `runs/`.
-    pub fn run_dir(&self, run: &str) -> weir_store::Result<PathBuf> {
-        weir_store::within(&self.work_root(), run)
+    pub fn run_dir(&self, run: &str) -> Result<PathBuf, weir_exec::InvalidPath> {
+        weir_exec::within(&self.work_root(), run)
     }
 
     /// The file whose lock says a process drives the run (SQLite; PostgreSQL leases runs).
-    pub fn lock_path(&self, run: &str) -> weir_store::Result<PathBuf> {
-        weir_store::within(&self.data_dir().join("locks"), &format!("{run}.lock"))
+    pub fn lock_path(&self, run: &str) -> Result<PathBuf, weir_exec::InvalidPath> {
+        weir_exec::within(&self.data_dir().join("locks"), &format!("{run}.lock"))
     }
 }
 

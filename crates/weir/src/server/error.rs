@@ -94,6 +94,14 @@ impl From<anyhow::Error> for ApiError {
             };
             return ApiError::new(StatusCode::BAD_REQUEST, code, u.0.clone());
         }
+        if let Some(weir_exec::InvalidPath(m)) =
+            e.downcast_ref().or_else(|| match e.downcast_ref() {
+                Some(weir_exec::RepoError::InvalidName(p)) => Some(p),
+                _ => None,
+            })
+        {
+            return ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", m.clone());
+        }
         if let Some(s) = e.downcast_ref::<weir_store::Error>() {
             return match s {
                 weir_store::Error::RunNotFound(_) => ApiError::not_found(s.to_string()),
@@ -107,6 +115,17 @@ impl From<anyhow::Error> for ApiError {
             };
         }
         ApiError::internal(format!("{e:#}"))
+    }
+}
+
+impl From<weir_exec::RepoError> for ApiError {
+    fn from(e: weir_exec::RepoError) -> ApiError {
+        match e {
+            weir_exec::RepoError::InvalidName(weir_exec::InvalidPath(m)) => {
+                ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", m)
+            }
+            e => ApiError::internal(e.to_string()),
+        }
     }
 }
 

@@ -3,15 +3,18 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::{Error, Result};
+/// A path made from a name or key that would not stay below its directory.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidPath(pub String);
 
 /// `root` joined with `rel`, a relative path of plain names (`a/b.txt`, `./a` too): absolute
 /// paths, `..`, NUL and empty paths are refused, so the result is always below `root`. Every
 /// path built from a run name, node id or artifact key goes through here.
-pub fn within(root: &Path, rel: &str) -> Result<PathBuf> {
+pub fn within(root: &Path, rel: &str) -> Result<PathBuf, InvalidPath> {
     use std::path::Component;
     let bad = |why: &str| {
-        Err(Error::InvalidName(format!(
+        Err(InvalidPath(format!(
             "`{}` {why}",
             rel.chars()
                 .take(80)

@@ -4,8 +4,20 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use crate::paths::within;
-use crate::{Error, Result};
+use crate::paths::{InvalidPath, within};
+
+/// What the repository could not do: a key that is not a plain relative path, or a file it
+/// could not write, read or remove.
+#[derive(Debug, thiserror::Error)]
+pub enum RepoError {
+    /// A key or name that would not stay below its directory.
+    #[error(transparent)]
+    InvalidName(#[from] InvalidPath),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+pub type Result<T, E = RepoError> = std::result::Result<T, E>;
 
 #[derive(Debug, Clone)]
 pub struct LocalRepo {
@@ -24,7 +36,7 @@ impl LocalRepo {
     /// Where the object with `key` lives: always below the root (a key that would leave it,
     /// absolute or with `..`, is refused).
     pub fn path(&self, key: &str) -> Result<PathBuf> {
-        within(&self.root, key)
+        Ok(within(&self.root, key)?)
     }
 
     /// Stores the bytes written by `write` under `key`; returns (blake3 hex, size).
@@ -34,7 +46,7 @@ impl LocalRepo {
         write: impl FnOnce(&mut dyn io::Write) -> io::Result<()>,
     ) -> Result<(String, u64)> {
         let dest = self.path(key)?;
-        let io_err = |source| Error::Io {
+        let io_err = |source| RepoError::Io {
             path: dest.clone(),
             source,
         };
@@ -73,7 +85,7 @@ impl LocalRepo {
         } else {
             fs::rename(&from, &to)
         };
-        r.map_err(|source| Error::Io { path: to, source })?;
+        r.map_err(|source| RepoError::Io { path: to, source })?;
         Ok((key, hash, size))
     }
 
@@ -82,9 +94,9 @@ impl LocalRepo {
     pub fn delete_prefix(&self, prefix: &str) -> Result<()> {
         let p = self.path(prefix)?;
         if p == self.root {
-            return Err(Error::InvalidName(
+            return Err(RepoError::InvalidName(InvalidPath(
                 "refusing to delete the whole artifact repository".into(),
-            ));
+            )));
         }
         let r = if p.is_file() {
             fs::remove_file(&p)
@@ -92,7 +104,9 @@ impl LocalRepo {
             fs::remove_dir_all(&p)
         };
         match r {
-            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(Error::Io { path: p, source: e }),
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                Err(RepoError::Io { path: p, source: e })
+            }
             _ => Ok(()),
         }
     }
