@@ -17,7 +17,7 @@ use crate::ambient::now_ms;
 use crate::env::Env;
 use crate::env::sandbox;
 use crate::files;
-use crate::usage::Usage;
+use crate::usage::{Conflict, Usage};
 
 /// Opening the store is the driver's: the run's owner on PostgreSQL, and the runs whose time to
 /// live is up deleted first.
@@ -67,6 +67,65 @@ pub fn load_run(store: &Store, name: &str) -> Result<Run> {
     let rec = store.load(&name)?;
     Run::replay(rec.submission, &rec.events)
         .map_err(|p| anyhow::anyhow!("run {name} cannot be replayed: {p:?}"))
+}
+
+/// Where a control request (stop, terminate, suspend, resume, set) went.
+pub enum Delivered {
+    /// To the process that drives the run: it applies the request at its next poll.
+    Sent,
+    /// Nowhere: the run had already finished.
+    Finished(Phase),
+    /// No process drove the run: this one took it over (its lock held), recovered it, and the
+    /// request waits first among its pending events. The caller drives it, or records them.
+    Adopted {
+        run: Box<Run>,
+        actions: Vec<Action>,
+        pending: Vec<Event>,
+        lock: RunLock,
+    },
+}
+
+/// The one way a control request reaches a run, for the CLI and the API: through the
+/// `controls` table to the process that drives it, or by taking the run over when none does.
+pub fn deliver(env: &Env, store: &mut Store, key: &str, requests: Vec<Event>) -> Result<Delivered> {
+    let Some(lock) = try_lock(env, key)? else {
+        for ev in &requests {
+            store.push_control(key, ev)?;
+        }
+        return Ok(Delivered::Sent);
+    };
+    let (run, actions, mut pending) = recover(env, store, key)?;
+    if run.phase().is_done() {
+        // a driver that died after the last event may have left its locks
+        store.release_run(key)?;
+        return Ok(Delivered::Finished(run.phase()));
+    }
+    pending.extend(requests);
+    Ok(Delivered::Adopted {
+        run: Box::new(run),
+        actions,
+        pending,
+        lock,
+    })
+}
+
+/// A finished run taken up again from its failed nodes (`weir retry`, `PUT …/retry`): locked,
+/// replayed, and checked to be Failed or Error; [`drive`] it with [`Event::Retry`] pending.
+pub fn retry(env: &Env, store: &Store, key: &str) -> Result<(Run, RunLock)> {
+    let Some(lock) = try_lock(env, key)? else {
+        return Err(Conflict(format!("run {key} is being driven by another weir process")).into());
+    };
+    // a finished run has nothing in flight: replaying it is all recovery would do
+    let run = load_run(store, key)?;
+    if !matches!(run.phase(), Phase::Failed | Phase::Error) {
+        return Err(Conflict(format!(
+            "run {} is {}; only Failed or Errored runs can be retried",
+            run.submission().name,
+            run.phase()
+        ))
+        .into());
+    }
+    Ok((run, lock))
 }
 
 /// A new run, recorded and locked: what [`drive`] takes.

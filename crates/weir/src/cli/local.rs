@@ -307,18 +307,7 @@ pub(super) fn logs(env: &Env, name: &str, node: Option<&str>, follow: bool) -> R
 pub(super) fn retry(env: &Env, name: &str, no_logs: bool) -> Result<ExitCode> {
     let store = env.store()?;
     let name = store.resolve(name)?;
-    let Some(lock) = driver::try_lock(env, &name)? else {
-        bail!("run {name} is being driven by another weir process");
-    };
-    // a finished run has nothing in flight: replaying it is all recovery would do
-    let run = load_run(&store, &name)?;
-    if !matches!(run.phase(), Phase::Failed | Phase::Error) {
-        return Err(Usage(format!(
-            "run {name} is {}; only Failed or Errored runs can be retried",
-            run.phase()
-        ))
-        .into());
-    }
+    let (run, lock) = driver::retry(env, &store, &name)?;
     driver::install_interrupt_handler();
     let mut w = watcher(None, no_logs);
     let phase = driver::drive(env, store, run, Vec::new(), vec![Event::Retry], w.as_mut())?;
@@ -419,33 +408,32 @@ pub(super) fn resume_run(
     if !problems.is_empty() {
         return Err(Usage(problems.join("\n")).into());
     }
-    let Some(lock) = driver::try_lock(env, &name)? else {
-        store.push_control(
-            &name,
-            &Event::Resume {
-                parameters: params,
-                selector,
-            },
-        )?;
-        println!("run {name} resumed");
-        return Ok(ExitCode::SUCCESS);
-    };
-    let (run, actions, mut pending) = driver::recover(env, &store, &name)?;
-    if run.phase().is_done() {
-        // a driver that died after the last event may have left its locks
-        store.release_run(&name)?;
-        println!("run {name} already finished: {}", run.phase());
-        return Ok(exit_for(run.phase()));
-    }
-    pending.push(Event::Resume {
+    let resume = Event::Resume {
         parameters: params,
         selector,
-    });
-    driver::install_interrupt_handler();
-    let mut w = watcher(None, no_logs);
-    let phase = driver::drive(env, store, run, actions, pending, w.as_mut())?;
-    drop(lock);
-    Ok(exit_for(phase))
+    };
+    match driver::deliver(env, &mut store, &name, vec![resume])? {
+        driver::Delivered::Sent => {
+            println!("run {name} resumed");
+            Ok(ExitCode::SUCCESS)
+        }
+        driver::Delivered::Finished(phase) => {
+            println!("run {name} already finished: {phase}");
+            Ok(exit_for(phase))
+        }
+        driver::Delivered::Adopted {
+            run,
+            actions,
+            pending,
+            lock,
+        } => {
+            driver::install_interrupt_handler();
+            let mut w = watcher(None, no_logs);
+            let phase = driver::drive(env, store, *run, actions, pending, w.as_mut())?;
+            drop(lock);
+            Ok(exit_for(phase))
+        }
+    }
 }
 
 /// stop / terminate / suspend: sent to the live driver, or applied here if there is none.
@@ -457,32 +445,35 @@ pub(super) fn control(env: &Env, name: &str, ev: Event, drive_after: bool) -> Re
         Event::Terminate => "terminated",
         _ => "suspended",
     };
-    let Some(lock) = driver::try_lock(env, &name)? else {
-        store.push_control(&name, &ev)?;
-        println!("run {name} {verb}");
-        return Ok(ExitCode::SUCCESS);
-    };
-    let (run, actions, mut pending) = driver::recover(env, &store, &name)?;
-    if run.phase().is_done() {
-        store.release_run(&name)?;
-        println!("run {name} already finished: {}", run.phase());
-        return Ok(ExitCode::SUCCESS);
-    }
-    pending.push(ev.clone());
-    if drive_after || matches!(ev, Event::Terminate) {
-        let mut w = Silent;
-        driver::drive(env, store, run, actions, pending, &mut w)?;
-    } else {
-        // suspend with no live driver: record it; `weir resume` continues the run
-        let mut run = run;
-        let now = now_ms();
-        let batch: Vec<_> = pending.into_iter().map(|e| (now, e)).collect();
-        for (at, e) in &batch {
-            run.step(e.clone(), *at);
+    let terminate = matches!(ev, Event::Terminate);
+    match driver::deliver(env, &mut store, &name, vec![ev])? {
+        driver::Delivered::Sent => {}
+        driver::Delivered::Finished(phase) => {
+            println!("run {name} already finished: {phase}");
+            return Ok(ExitCode::SUCCESS);
         }
-        store.append(&name, &batch, run.phase(), run.message(), run.finished_at())?;
+        driver::Delivered::Adopted {
+            run,
+            actions,
+            pending,
+            lock,
+        } => {
+            if drive_after || terminate {
+                let mut w = Silent;
+                driver::drive(env, store, *run, actions, pending, &mut w)?;
+            } else {
+                // suspend with no live driver: record it; `weir resume` continues the run
+                let mut run = *run;
+                let now = now_ms();
+                let batch: Vec<_> = pending.into_iter().map(|e| (now, e)).collect();
+                for (at, e) in &batch {
+                    run.step(e.clone(), *at);
+                }
+                store.append(&name, &batch, run.phase(), run.message(), run.finished_at())?;
+            }
+            drop(lock);
+        }
     }
-    drop(lock);
     println!("run {name} {verb}");
     Ok(ExitCode::SUCCESS)
 }

@@ -16,7 +16,7 @@ use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::{IntoParams, OpenApi, ToSchema};
-use weir_core::run::{Event, Phase};
+use weir_core::run::Event;
 use weir_store::{AuditEntry, LabelReq, RunQuery, Store};
 
 use super::App;
@@ -671,9 +671,12 @@ pub(super) fn control(
             run.phase()
         )));
     }
-    let key = run.submission().key();
-    if !app.adopt(store, key, vec![ev.clone()])? {
-        store.push_control(key, &ev)?;
+    if let super::Delivery::Finished(phase) =
+        app.deliver(store, run.submission().key(), vec![ev])?
+    {
+        return Err(ApiError::conflict(format!(
+            "run {name} already finished: {phase}"
+        )));
     }
     Ok(workflow_json(&run))
 }
@@ -787,18 +790,8 @@ pub(super) async fn retry_workflow(
 ) -> ApiResult<Json<Value>> {
     require(&caller, &namespace, Role::Editor)?;
     app.db(move |app, store| {
-        let run = find_run(store, &namespace, &name)?;
-        if !matches!(run.phase(), Phase::Failed | Phase::Error) {
-            return Err(ApiError::conflict(format!(
-                "run {name} is {}; only Failed or Errored runs can be retried",
-                run.phase()
-            )));
-        }
-        let lock = driver::try_lock(&app.env, run.submission().key())?.ok_or_else(|| {
-            ApiError::conflict(format!(
-                "run {name} is being driven by another weir process"
-            ))
-        })?;
+        let key = run_key(store, &namespace, &name)?;
+        let (run, lock) = driver::retry(&app.env, store, &key)?;
         let v = workflow_json(&run);
         app.spawn_driver(run, Vec::new(), vec![Event::Retry], lock);
         Ok(Json(v))

@@ -102,6 +102,9 @@ impl From<anyhow::Error> for ApiError {
         {
             return ApiError::new(StatusCode::BAD_REQUEST, "invalid_name", m.clone());
         }
+        if let Some(c) = e.downcast_ref::<crate::usage::Conflict>() {
+            return ApiError::conflict(c.0.clone());
+        }
         if let Some(s) = e.downcast_ref::<weir_store::Error>() {
             return match s {
                 weir_store::Error::RunNotFound(_) => ApiError::not_found(s.to_string()),

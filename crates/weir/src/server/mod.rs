@@ -269,21 +269,38 @@ impl App {
         }
     }
 
-    /// Takes over a run no process drives (after a restart, or to apply a control verb); false
-    /// if another process drives it or it is finished.
-    fn adopt(self: &Arc<Self>, store: &mut Store, name: &str, extra: Vec<Event>) -> Result<bool> {
-        let Some(lock) = driver::try_lock(&self.env, name)? else {
-            return Ok(false);
-        };
-        let (run, actions, mut pending) = driver::recover(&self.env, store, name)?;
-        if run.phase().is_done() {
-            store.release_run(name)?;
-            return Ok(false);
-        }
-        pending.extend(extra);
-        self.spawn_driver(run, actions, pending, lock);
-        Ok(true)
+    /// Sends control requests to a run ([`driver::deliver`]); one that no process drives is
+    /// taken over and driven here, with the requests pending (after a restart, with none).
+    fn deliver(
+        self: &Arc<Self>,
+        store: &mut Store,
+        key: &str,
+        requests: Vec<Event>,
+    ) -> Result<Delivery> {
+        Ok(match driver::deliver(&self.env, store, key, requests)? {
+            driver::Delivered::Adopted {
+                run,
+                actions,
+                pending,
+                lock,
+            } => {
+                self.spawn_driver(*run, actions, pending, lock);
+                Delivery::DrivenHere
+            }
+            driver::Delivered::Sent => Delivery::Sent,
+            driver::Delivered::Finished(phase) => Delivery::Finished(phase),
+        })
     }
+}
+
+/// Where [`App::deliver`] took a run's control requests.
+enum Delivery {
+    /// To the process that drives the run.
+    Sent,
+    /// This server drives the run now.
+    DrivenHere,
+    /// The run had already finished.
+    Finished(weir_core::run::Phase),
 }
 
 impl App {
@@ -479,9 +496,9 @@ pub fn serve(env: Env, opts: Options) -> Result<ExitCode> {
         store.unfinished()?
     };
     for name in unfinished {
-        match app.adopt(&mut store, &name, Vec::new()) {
-            Ok(true) => adopted += 1,
-            Ok(false) => {}
+        match app.deliver(&mut store, &name, Vec::new()) {
+            Ok(Delivery::DrivenHere) => adopted += 1,
+            Ok(Delivery::Sent | Delivery::Finished(_)) => {}
             Err(e) => {
                 // a run that cannot be loaded (stored before a limit existed, or corrupt) is
                 // marked Error with its reason, so it is not retried at every start
