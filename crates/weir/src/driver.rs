@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
@@ -263,7 +263,9 @@ pub fn install_interrupt_handler() {
 
 /// Kills a process group left over from an earlier driver.
 fn kill_group(pid: u32) {
-    if pid > 1 {
+    // a pid from the store that is no process group of ours (0, 1, or past i32, which would
+    // turn negative and name every process) is left alone
+    if pid > 1 && pid <= i32::MAX as u32 {
         // SAFETY: signals the task's own process group (its pgid is its pid).
         unsafe {
             libc::kill(-(pid as i32), libc::SIGKILL);
@@ -332,18 +334,12 @@ pub fn recover(env: &Env, store: &Store, name: &str) -> Result<(Run, Vec<Action>
 /// Drives `run` until it finishes. `pending` events are applied first (recovery, control verbs).
 pub fn drive(
     env: &Env,
-    mut store: Store,
-    mut run: Run,
+    store: Store,
+    run: Run,
     initial: Vec<Action>,
     pending: Vec<Event>,
     watch: &mut dyn Watch,
 ) -> Result<Phase> {
-    // the run's key: names are unique only per namespace
-    let name = run.submission().key().to_string();
-    // memoized outputs are the namespace's own: one namespace's cache is invisible to another
-    let namespace = run.submission().namespace.clone();
-    // lock holders (the run's name and its node ids) of a run kept apart from its name
-    let holders = Holders::of(run.submission());
     let (tx, rx) = mpsc::channel();
     let cfg = ProcessConfig {
         work_root: env.work_root(),
@@ -367,6 +363,29 @@ pub fn drive(
             ProcessExecutor::new(cfg, tx).context("starting the task executor (epoll, eventfd)")?,
         )
     };
+    drive_with(env, store, run, initial, pending, watch, exec, rx)
+}
+
+/// [`drive`] with the executor given, and the channel its updates arrive on: what tests drive
+/// in-process with an executor of their own.
+#[allow(clippy::too_many_arguments)]
+pub fn drive_with(
+    env: &Env,
+    mut store: Store,
+    mut run: Run,
+    initial: Vec<Action>,
+    pending: Vec<Event>,
+    watch: &mut dyn Watch,
+    exec: Box<dyn Executor>,
+    rx: Receiver<Update>,
+) -> Result<Phase> {
+    // the run's key: names are unique only per namespace
+    let name = run.submission().key().to_string();
+    // memoized outputs are the namespace's own: one namespace's cache is invisible to another
+    let namespace = run.submission().namespace.clone();
+    // lock holders (the run's name and its node ids) of a run kept apart from its name
+    let holders = Holders::of(run.submission());
+    let queued = env.queue && env.is_postgres();
     if env.is_postgres() {
         // appends name the epoch of this process's ownership: refused once another took over
         store.set_fence(crate::cluster::Cluster::get(&env.db).fence(&name));
@@ -761,3 +780,6 @@ fn try_locks(
     }
     Ok(answers)
 }
+
+#[cfg(test)]
+mod tests;
