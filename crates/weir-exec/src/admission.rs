@@ -14,9 +14,9 @@ pub struct Capacity {
 }
 
 impl Capacity {
-    /// This machine: CPUs and memory from the OS, GPUs from `WEIR_GPUS` (comma-separated ids)
-    /// or `nvidia-smi -L`.
-    pub fn detect() -> Capacity {
+    /// This machine: CPUs and memory from the OS, GPUs as given (ids, `CUDA_VISIBLE_DEVICES`
+    /// values) or else from `nvidia-smi -L`.
+    pub fn detect(gpus: Option<Vec<String>>) -> Capacity {
         let cpus = std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(1) as u64;
@@ -33,15 +33,7 @@ impl Capacity {
             })
             .map(|kb| kb * 1024)
             .unwrap_or(u64::MAX);
-        let gpus = match std::env::var("WEIR_GPUS") {
-            Ok(v) => v
-                .split(',')
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(str::to_string)
-                .collect(),
-            Err(_) => detect_gpus(),
-        };
+        let gpus = gpus.unwrap_or_else(detect_gpus);
         Capacity {
             cpu_millis: cpus * 1000,
             memory_bytes: mem,

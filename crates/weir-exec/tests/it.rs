@@ -18,7 +18,7 @@ fn executor(dir: &std::path::Path) -> (ProcessExecutor, Receiver<Update>) {
             work_root: dir.join("runs"),
             repo: LocalRepo::new(dir.join("artifacts")),
             sandbox: Sandbox::detect(),
-            capacity: Capacity::detect(),
+            capacity: Capacity::detect(None),
             stream_logs: true,
             db: None,
             isolation: None,

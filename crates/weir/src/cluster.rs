@@ -72,15 +72,6 @@ fn deliver(s: &Store, run: &str, tx: &Sender<Update>, logs: &Path, u: TaskUpdate
 /// How long a task runs before its worker reports that it started (see [`work`]).
 const START_REPORT_DELAY: Duration = Duration::from_millis(50);
 
-/// The lease of runs and tasks: `WEIR_LEASE_MS`, 10 s by default.
-pub fn lease_ms() -> i64 {
-    std::env::var("WEIR_LEASE_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .filter(|v| *v >= 100)
-        .unwrap_or(10_000)
-}
-
 static CLUSTER: OnceLock<Arc<Cluster>> = OnceLock::new();
 
 impl Cluster {
@@ -91,7 +82,7 @@ impl Cluster {
             .get_or_init(|| {
                 let c = Arc::new(Cluster {
                     owner: process_id("weir"),
-                    lease_ms: lease_ms(),
+                    lease_ms: crate::env::lease_ms(),
                     db: db.to_path_buf(),
                     dispatcher: OnceLock::new(),
                     fences: Mutex::default(),
@@ -494,7 +485,7 @@ pub fn parse_slots(s: &str, base: &mut WorkerOptions) -> Result<()> {
 
 impl WorkerOptions {
     pub fn detect() -> WorkerOptions {
-        let c = Capacity::detect();
+        let c = crate::env::capacity();
         WorkerOptions {
             labels: BTreeMap::new(),
             cpu_milli: c.cpu_millis as i64,
@@ -523,7 +514,7 @@ struct Held {
 pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool) -> Result<()> {
     let url = env.db.to_str().unwrap_or_default().to_string();
     let id = process_id("worker");
-    let lease = lease_ms();
+    let lease = crate::env::lease_ms();
     let (tx, rx) = mpsc::channel();
     let capacity = Capacity {
         cpu_millis: opts.cpu_milli.max(0) as u64,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use weir_core::run::{Action, Event, Lock, Millis, Phase, PodGc, Run, Submission, Timer};
-use weir_exec::{Capacity, Executor, ProcessConfig, ProcessExecutor, Update};
+use weir_exec::{Executor, ProcessConfig, ProcessExecutor, Update};
 use weir_store::{Acquire, Store};
 
 use crate::ambient::now_ms;
@@ -345,7 +345,7 @@ pub fn drive(
         work_root: env.work_root(),
         repo: env.repo(),
         sandbox: sandbox(),
-        capacity: Capacity::detect(),
+        capacity: crate::env::capacity(),
         stream_logs: watch.wants_logs(),
         db: Some(if env.is_postgres() {
             env.db.clone()

@@ -3,9 +3,9 @@
 //! and `WEIR_*`/XDG variables by the front ends; everything below them takes an `Env`.
 
 use std::path::PathBuf;
+use std::sync::OnceLock;
 
-use weir_exec::LocalRepo;
-use weir_exec::Sandbox;
+use weir_exec::{Capacity, LocalRepo, Sandbox};
 use weir_store::Durability;
 
 /// Where things live, from `--db` / `WEIR_DB` and `--data-dir` / `WEIR_DATA_DIR`.
@@ -72,22 +72,118 @@ pub fn default_db() -> PathBuf {
     default_data_dir().join("weir.db")
 }
 
-pub fn durability() -> Durability {
-    match std::env::var("WEIR_DURABILITY").as_deref() {
-        Ok("power") | Ok("full") => Durability::Power,
-        Ok("relaxed") | Ok("off") => Durability::Relaxed,
-        _ => Durability::Process,
+/// The settings only the environment gives (no flag): read once, here and nowhere else, so the
+/// library crates below take values, never variables.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// `WEIR_DURABILITY`: `power` (fsync every commit), `relaxed` (no sync), else `process`.
+    pub durability: Durability,
+    /// `WEIR_SANDBOX=rewrite`: no mount namespaces even where they are permitted.
+    pub rewrite_paths: bool,
+    /// `WEIR_GPUS`: the GPU ids tasks may be given (comma-separated); unset, `nvidia-smi -L`.
+    pub gpus: Option<Vec<String>>,
+    /// `WEIR_LEASE_MS`: the lease of runs and tasks on PostgreSQL, 10 s by default, at least
+    /// 100 ms.
+    pub lease_ms: i64,
+    /// `WEIR_RUSAGE_FILE`: where `weir run` writes its own CPU time and peak RSS (`bench/run`).
+    pub rusage_file: Option<PathBuf>,
+}
+
+impl Settings {
+    /// This process's settings, read from its environment at first use.
+    pub fn get() -> &'static Settings {
+        static S: OnceLock<Settings> = OnceLock::new();
+        S.get_or_init(|| Settings::from_vars(|k| std::env::var(k).ok()))
+    }
+
+    fn from_vars(var: impl Fn(&str) -> Option<String>) -> Settings {
+        Settings {
+            durability: match var("WEIR_DURABILITY").as_deref() {
+                Some("power") | Some("full") => Durability::Power,
+                Some("relaxed") | Some("off") => Durability::Relaxed,
+                _ => Durability::Process,
+            },
+            rewrite_paths: var("WEIR_SANDBOX").as_deref() == Some("rewrite"),
+            gpus: var("WEIR_GPUS").map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_string)
+                    .collect()
+            }),
+            lease_ms: var("WEIR_LEASE_MS")
+                .and_then(|v| v.parse().ok())
+                .filter(|v| *v >= 100)
+                .unwrap_or(10_000),
+            rusage_file: var("WEIR_RUSAGE_FILE").map(PathBuf::from),
+        }
     }
 }
 
+pub fn durability() -> Durability {
+    Settings::get().durability
+}
+
+/// The lease of runs and tasks (`WEIR_LEASE_MS`).
+pub fn lease_ms() -> i64 {
+    Settings::get().lease_ms
+}
+
+/// What this machine offers to tasks (its GPUs as `WEIR_GPUS` says).
+pub fn capacity() -> Capacity {
+    Capacity::detect(Settings::get().gpus.clone())
+}
+
+/// How tasks see their paths: mount namespaces where permitted, unless `WEIR_SANDBOX=rewrite`.
 pub fn sandbox() -> Sandbox {
-    use std::sync::OnceLock;
     static S: OnceLock<Sandbox> = OnceLock::new();
     *S.get_or_init(|| {
+        if Settings::get().rewrite_paths {
+            return Sandbox::Rewrite;
+        }
         let s = Sandbox::detect();
         if s == Sandbox::Rewrite {
             eprintln!("weir: warning: Linux mount namespaces are not available; task paths under /tmp are rewritten into each task's work directory instead");
         }
         s
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settings_are_read_from_their_variables_with_defaults() {
+        let none = Settings::from_vars(|_| None);
+        assert_eq!(none.durability, Durability::Process);
+        assert!(!none.rewrite_paths);
+        assert_eq!(none.gpus, None);
+        assert_eq!(none.lease_ms, 10_000);
+        assert_eq!(none.rusage_file, None);
+        let vars = [
+            ("WEIR_DURABILITY", "power"),
+            ("WEIR_SANDBOX", "rewrite"),
+            ("WEIR_GPUS", " g0, ,g1"),
+            ("WEIR_LEASE_MS", "250"),
+            ("WEIR_RUSAGE_FILE", "/tmp/r"),
+        ];
+        let set = Settings::from_vars(|k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        });
+        assert_eq!(set.durability, Durability::Power);
+        assert!(set.rewrite_paths);
+        assert_eq!(set.gpus, Some(vec!["g0".to_string(), "g1".to_string()]));
+        assert_eq!(set.lease_ms, 250);
+        assert_eq!(set.rusage_file, Some(PathBuf::from("/tmp/r")));
+        // a lease under 100 ms, or not a number, is the default
+        for bad in ["50", "soon"] {
+            let s = Settings::from_vars(|k| (k == "WEIR_LEASE_MS").then(|| bad.to_string()));
+            assert_eq!(s.lease_ms, 10_000, "{bad}");
+        }
+        let relaxed = Settings::from_vars(|k| (k == "WEIR_DURABILITY").then(|| "off".to_string()));
+        assert_eq!(relaxed.durability, Durability::Relaxed);
+    }
 }

@@ -103,7 +103,7 @@ pub(super) fn run(
 /// For `bench/run`: with `WEIR_RUSAGE_FILE` set, writes this process's own CPU time (user and
 /// system seconds, all engine threads, not the tasks) and peak RSS (KiB) to that file.
 pub(super) fn report_rusage() {
-    let Some(path) = std::env::var_os("WEIR_RUSAGE_FILE") else {
+    let Some(path) = &crate::env::Settings::get().rusage_file else {
         return;
     };
     // SAFETY: getrusage fills the struct we pass.
