@@ -1,12 +1,15 @@
 //! Bearer tokens and roles. A token is `weir_ID_SECRET`: the id finds its row, the secret is
-//! checked against the row's argon2 hash. A verified secret is remembered (by its blake3) so that
+//! checked against the row's hash. Secrets are 256 random bits, not passwords, so a fast hash
+//! is as strong as a slow one: new tokens store `blake3:HEX`, checked in constant time on the
+//! request's thread. Tokens made before keep their argon2 hash and still work: those are
+//! verified on a few dedicated threads, and a verified one is remembered (by its blake3) so that
 //! later requests cost one row lookup, which still sees revocation and expiry.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 use argon2::Argon2;
-use argon2::password_hash::{PasswordHasher, PasswordVerifier};
+use argon2::password_hash::PasswordVerifier;
 use weir_core::run::Millis;
 use weir_store::{Store, TokenRecord};
 
@@ -80,7 +83,7 @@ impl Caller {
 pub enum Rejected {
     Malformed,
     Unknown,
-    /// A known token id with the wrong secret (after an argon2 verification).
+    /// A known token id with the wrong secret.
     WrongSecret,
     /// An unverified secret from an address past its burst of wrong secrets.
     TooMany,
@@ -103,7 +106,7 @@ impl std::fmt::Display for Rejected {
     }
 }
 
-/// Threads that run argon2 verifications: each takes ~19 MiB and a core for a moment, so a
+/// Threads that run argon2 verifications (tokens hashed before `blake3:`): each takes ~19 MiB and a core for a moment, so a
 /// burst of wrong secrets queues for these few threads rather than taking the server's memory
 /// (run on the many request threads, each would leave its 19 MiB in its own malloc arena).
 const HASHERS: usize = 2;
@@ -120,7 +123,7 @@ pub struct Verified {
 
 impl Verified {
     /// Checks `token` against the store: the cheap checks first (form, unknown id, revoked,
-    /// expired, a secret verified before), argon2 last, on [`HASHERS`] threads. A client
+    /// expired, a secret verified before), the hash last (an argon2 one on [`HASHERS`] threads). A client
     /// address (`from`) whose wrong secrets passed [`MAX_FAILURES`] in a window gets no more
     /// verifications until it ends; a secret verified before still works from there.
     pub fn check(
@@ -173,8 +176,13 @@ impl Verified {
 }
 
 impl Verified {
-    /// Whether `secret` matches the argon2 `hash`, checked on one of the [`HASHERS`] threads.
+    /// Whether `secret` matches the stored `hash`: `blake3:HEX` compared in constant time, or an
+    /// argon2 hash (tokens made before) checked on one of the [`HASHERS`] threads.
     fn verify(&self, secret: &str, hash: &str) -> bool {
+        if let Some(hex) = hash.strip_prefix(FAST) {
+            // blake3::Hash compares in constant time
+            return blake3::Hash::from_hex(hex).is_ok_and(|h| h == blake3::hash(secret.as_bytes()));
+        }
         let jobs = self.hashers.get_or_init(|| {
             let (tx, rx) = std::sync::mpsc::channel::<Job>();
             let rx = std::sync::Arc::new(Mutex::new(rx));
@@ -262,7 +270,10 @@ fn random<const N: usize>() -> [u8; N] {
     buf
 }
 
-/// A new token: the record to store (with the secret's argon2 hash) and the token to show once.
+/// How a stored hash made by [`new_token`] begins.
+const FAST: &str = "blake3:";
+
+/// A new token: the record to store (with the secret's hash) and the token to show once.
 pub fn new_token(
     namespace: &str,
     role: Role,
@@ -272,11 +283,7 @@ pub fn new_token(
 ) -> anyhow::Result<(TokenRecord, String)> {
     let id: String = random::<6>().iter().map(|b| format!("{b:02x}")).collect();
     let secret = base64url(&random::<32>());
-    let salt = random::<16>();
-    let hash = Argon2::default()
-        .hash_password_with_salt(secret.as_bytes(), &salt)
-        .map_err(|e| anyhow::anyhow!("hashing the token: {e}"))?
-        .to_string();
+    let hash = format!("{FAST}{}", blake3::hash(secret.as_bytes()).to_hex());
     let token = format!("weir_{id}_{secret}");
     Ok((
         TokenRecord {
@@ -355,7 +362,7 @@ mod tests {
             v.check(&store, &wrong, 2_000, None),
             Err(Rejected::WrongSecret)
         ));
-        // an unknown id costs no argon2 verification
+        // an unknown id is refused before any hash is computed
         let unknown = format!("weir_000000000000_{}", "A".repeat(43));
         assert!(matches!(
             v.check(&store, &unknown, 2_000, None),
@@ -374,6 +381,47 @@ mod tests {
             v.check(&store, "weir_x", 2_000, None),
             Err(Rejected::Malformed)
         ));
+    }
+
+    #[test]
+    fn new_tokens_are_hashed_fast_and_tokens_hashed_with_argon2_still_work() {
+        use argon2::password_hash::PasswordHasher;
+        let dir = tempfile::tempdir().unwrap();
+        let mut store =
+            Store::open(&dir.path().join("w.db"), weir_store::Durability::Process).unwrap();
+        let (rec, token) = new_token("ml", Role::Viewer, "new", 1_000, None).unwrap();
+        assert!(rec.hash.starts_with("blake3:"), "{}", rec.hash);
+        store.create_token(&rec).unwrap();
+        // a token made by an earlier weir: its row holds an argon2 hash of its secret
+        let old_secret = base64url(&[7; 32]);
+        let old = TokenRecord {
+            id: "0123456789ab".into(),
+            hash: Argon2::default()
+                .hash_password_with_salt(old_secret.as_bytes(), &[1; 16])
+                .unwrap()
+                .to_string(),
+            description: "old".into(),
+            ..rec.clone()
+        };
+        store.create_token(&old).unwrap();
+        let old_token = format!("weir_{}_{old_secret}", old.id);
+        let v = Verified::default();
+        for t in [&token, &old_token] {
+            assert!(v.check(&store, t, 2_000, None).is_ok(), "{t}");
+            let mut wrong = t.clone();
+            wrong.replace_range(t.len() - 3.., "AAA");
+            assert!(
+                matches!(
+                    v.check(&store, &wrong, 2_000, None),
+                    Err(Rejected::WrongSecret)
+                ),
+                "{t}"
+            );
+        }
+        // a stored hash that is neither is refused, never a panic
+        for broken in ["blake3:zz", "blake3:", "$argon2id$nonsense", ""] {
+            assert!(!v.verify(&token[18..], broken), "{broken}");
+        }
     }
 
     #[test]
