@@ -1177,3 +1177,5 @@ fn resume_with_a_node_field_selector_resumes_only_the_nodes_it_picks() {
     );
     assert_eq!(run.phase(), Phase::Succeeded);
 }
+
+mod expression_errors;

@@ -8,7 +8,6 @@ use super::*;
 use crate::run::vars::{Vars, rfc3339};
 use crate::run::*;
 use crate::spec::Arguments;
-use crate::subst::substitute;
 
 impl Run {
     /// Marks a node finished and queues its parent's notification.
@@ -227,17 +226,7 @@ impl Run {
             let env = Vars {
                 layers: vec![&self.globals],
             };
-            let params = args
-                .parameters
-                .iter()
-                .map(|p| {
-                    (
-                        p.name.clone(),
-                        substitute(p.value.as_deref().unwrap_or_default(), &env)
-                            .unwrap_or_default(),
-                    )
-                })
-                .collect();
+            let (params, problems) = super::hooks::hook_arguments(&args.parameters, &env);
             let was_stopping = self.stopping.take();
             let call = Call {
                 name: format!("{}.onExit", self.sub.name),
@@ -250,7 +239,7 @@ impl Run {
                 link: Link::default(),
                 attempt: None,
             };
-            let h = self.execute(call);
+            let h = self.execute_or_error(call, problems);
             self.stopping = was_stopping.filter(|r| *r == StopReason::Terminated);
             self.nodes[h].hook_for = Some(root);
             self.exit_node = Some(h);

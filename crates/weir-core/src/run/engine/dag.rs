@@ -77,21 +77,26 @@ impl Run {
             tasks[i].waiting_on = tasks[i].deps.len();
         }
         if let Some(target) = &dag.target {
-            let target = substitute(
-                target,
-                &Vars {
-                    layers: vec![&env_vars, &self.globals],
-                },
-            )
-            .unwrap_or(target.clone());
+            let env = Vars {
+                layers: vec![&env_vars, &self.globals],
+            };
+            let target = match substitute(target, &env) {
+                Ok(t) => t,
+                Err(e) => return self.finish_node(d, Phase::Error, format!("dag.target: {e}")),
+            };
             for t in tasks.iter_mut() {
                 t.wanted = false;
             }
-            let mut stack: Vec<usize> = target
-                .split([' ', ','])
-                .filter(|s| !s.is_empty())
-                .filter_map(|n| index.get(n).copied())
-                .collect();
+            let names: Vec<&str> = target.split([' ', ',']).filter(|s| !s.is_empty()).collect();
+            // a target that names no task would run nothing and succeed
+            if let Some(unknown) = names.iter().find(|n| !index.contains_key(**n)) {
+                return self.finish_node(
+                    d,
+                    Phase::Error,
+                    format!("dag.target: `{unknown}` is not a task of this DAG"),
+                );
+            }
+            let mut stack: Vec<usize> = names.iter().map(|n| index[*n]).collect();
             while let Some(t) = stack.pop() {
                 if !tasks[t].wanted {
                     tasks[t].wanted = true;

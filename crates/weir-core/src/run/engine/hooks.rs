@@ -81,16 +81,7 @@ impl Run {
         let env = Vars {
             layers: vec![&vars, &self.globals],
         };
-        let params = h
-            .hook
-            .args
-            .parameters
-            .iter()
-            .map(|p| {
-                let v = p.value.as_deref().unwrap_or_default();
-                (p.name.clone(), substitute(v, &env).unwrap_or_default())
-            })
-            .collect();
+        let (params, problems) = hook_arguments(&h.hook.args.parameters, &env);
         let call = Call {
             name: format!("{base}.hooks.{}", h.name),
             display: format!("{display}.hooks.{}", h.name),
@@ -103,7 +94,7 @@ impl Run {
             attempt: None,
         };
         self.hooks_active += 1;
-        let n = self.execute(call);
+        let n = self.execute_or_error(call, problems);
         self.meta[n].lifecycle = true;
     }
 
@@ -119,17 +110,7 @@ impl Run {
         let env = Vars {
             layers: vec![&vars, &self.globals],
         };
-        let params = hook
-            .args
-            .parameters
-            .iter()
-            .map(|p| {
-                (
-                    p.name.clone(),
-                    substitute(p.value.as_deref().unwrap_or_default(), &env).unwrap_or_default(),
-                )
-            })
-            .collect();
+        let (params, problems) = hook_arguments(&hook.args.parameters, &env);
         let call = Call {
             name: name.clone(),
             display: format!("{}.onExit", self.nodes[owner].display_name),
@@ -141,7 +122,35 @@ impl Run {
             link: Link::default(),
             attempt: None,
         };
-        let h = self.execute(call);
+        let h = self.execute_or_error(call, problems);
         self.nodes[h].hook_for = Some(owner);
     }
+
+    /// Runs a hook's call, or, when its arguments could not be resolved, makes its node an
+    /// Error that says why (never a hook run with an empty argument).
+    pub(super) fn execute_or_error(&mut self, call: Call, problems: Vec<String>) -> usize {
+        if problems.is_empty() {
+            return self.execute(call);
+        }
+        let i = self.new_node(&call, NodeType::Pod);
+        self.finish_node(i, Phase::Error, problems.join("; "));
+        i
+    }
+}
+
+/// A hook's or exit handler's argument parameters, substituted, and the problems of those whose
+/// expression failed.
+pub(super) fn hook_arguments(
+    parameters: &[crate::spec::Parameter],
+    env: &Vars,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let mut params = Vec::new();
+    let mut problems = Vec::new();
+    for p in parameters {
+        match substitute(p.value.as_deref().unwrap_or_default(), env) {
+            Ok(v) => params.push((p.name.clone(), v)),
+            Err(e) => problems.push(format!("arguments.parameters.{}: {e}", p.name)),
+        }
+    }
+    (params, problems)
 }

@@ -167,13 +167,16 @@ impl Run {
                 .or_else(|| self.param_from(p));
             match v {
                 Some(v) => {
-                    let v = substitute(
-                        &v,
-                        &Vars {
-                            layers: vec![&globals],
-                        },
-                    )
-                    .unwrap_or(v);
+                    let env = Vars {
+                        layers: vec![&globals],
+                    };
+                    let v = match substitute(&v, &env) {
+                        Ok(v) => v,
+                        Err(e) => {
+                            problems.push(format!("inputs.parameters.{}: {e}", p.name));
+                            v
+                        }
+                    };
                     if !p.enum_.is_empty() && !p.enum_.contains(&v) {
                         problems.push(format!(
                             "inputs.parameters.{}: `{v}` is not one of {:?}",
@@ -190,14 +193,13 @@ impl Run {
             if let Some(given) = call.artifacts.iter().find(|x| x.name == a.name) {
                 artifacts.push(given.clone());
             } else if let Some(raw) = &a.raw {
-                let data = substitute(
-                    &raw.data,
-                    &Vars {
-                        layers: vec![&globals],
-                    },
-                )
-                .unwrap_or(raw.data.clone());
-                artifacts.push(raw_artifact(&a.name, &data));
+                let env = Vars {
+                    layers: vec![&globals],
+                };
+                match substitute(&raw.data, &env) {
+                    Ok(data) => artifacts.push(raw_artifact(&a.name, &data)),
+                    Err(e) => problems.push(format!("inputs.artifacts.{}.raw: {e}", a.name)),
+                }
             } else if let Some(url) = a
                 .http
                 .as_ref()
@@ -208,10 +210,10 @@ impl Run {
                 let env = Vars {
                     layers: vec![&vars, &globals],
                 };
-                artifacts.push(http_artifact(
-                    &a.name,
-                    &substitute(url, &env).unwrap_or(url.to_string()),
-                ));
+                match substitute(url, &env) {
+                    Ok(u) => artifacts.push(http_artifact(&a.name, &u)),
+                    Err(e) => problems.push(format!("inputs.artifacts.{}.http.url: {e}", a.name)),
+                }
             } else if let Some(s3) = a.s3.as_ref().filter(|_| a.key_only().is_none()) {
                 let vars = self.local_vars(&call);
                 let env = Vars {
@@ -235,10 +237,10 @@ impl Run {
                 let env = Vars {
                     layers: vec![&vars, &globals],
                 };
-                artifacts.push(keyed_artifact(
-                    &a.name,
-                    &substitute(key, &env).unwrap_or(key.to_string()),
-                ));
+                match substitute(key, &env) {
+                    Ok(k) => artifacts.push(keyed_artifact(&a.name, &k)),
+                    Err(e) => problems.push(format!("inputs.artifacts.{}: key: {e}", a.name)),
+                }
             } else if a.optional != Some(true) {
                 problems.push(format!("inputs.artifacts.{} was not supplied", a.name));
             }
@@ -261,7 +263,14 @@ impl Run {
                 layers: vec![&vars, &globals],
             };
             let key = m.get("key").and_then(Json::as_str).unwrap_or_default();
-            let key = substitute(key, &env).unwrap_or_else(|_| key.to_string());
+            let key = match substitute(key, &env) {
+                Ok(key) => key,
+                Err(e) => {
+                    let i = self.new_node(&call, NodeType::Pod);
+                    self.finish_node(i, Phase::Error, format!("memoize.key: {e}"));
+                    return i;
+                }
+            };
             let cache = m
                 .pointer("/cache/configMap/name")
                 .and_then(Json::as_str)

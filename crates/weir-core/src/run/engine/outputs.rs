@@ -90,11 +90,13 @@ impl Run {
                         None => return Err(format!("outputs.parameters.{}: {err}", p.name)),
                     },
                 }
+            } else if let Some(v) = &p.value {
+                Some(
+                    substitute(v, &env)
+                        .map_err(|e| format!("outputs.parameters.{}: {e}", p.name))?,
+                )
             } else {
-                p.value
-                    .as_ref()
-                    .map(|v| substitute(v, &env).unwrap_or(v.clone()))
-                    .or_else(|| vf.and_then(|v| v.default.clone()))
+                vf.and_then(|v| v.default.clone())
             };
             if let Some(v) = v {
                 params.push((p.name.clone(), v));

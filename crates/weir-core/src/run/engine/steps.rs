@@ -327,7 +327,8 @@ impl Run {
                     .trim_start_matches("{{")
                     .trim_end_matches("}}")
                     .trim();
-                let key = substitute(key, &env).unwrap_or(key.to_string());
+                let key = substitute(key, &env)
+                    .map_err(|e| format!("arguments.artifacts.{}.from: {e}", a.name))?;
                 match frame_arts
                     .get(key.as_str())
                     .or_else(|| self.global_arts.get(key.as_str()))
