@@ -170,25 +170,29 @@ pub(super) fn call(name: &str, args: &[Val]) -> R<Val> {
         }
         "add" => args
             .iter()
-            .try_fold(Val::Int(0), |acc, x| arith("+", &acc, x))?,
-        "add1" => arith("+", args.first().unwrap_or(&Val::Int(0)), &Val::Int(1))?,
+            .try_fold(Val::Int(0), |acc, x| arith(BinOp::Add, &acc, x))?,
+        "add1" => arith(
+            BinOp::Add,
+            args.first().unwrap_or(&Val::Int(0)),
+            &Val::Int(1),
+        )?,
         "div" => arith(
-            "/",
+            BinOp::Div,
             args.first().unwrap_or(&Val::Int(0)),
             args.get(1).unwrap_or(&Val::Int(1)),
         )?,
         "mod" => arith(
-            "%",
+            BinOp::Rem,
             args.first().unwrap_or(&Val::Int(0)),
             args.get(1).unwrap_or(&Val::Int(1)),
         )?,
         "sub" => arith(
-            "-",
+            BinOp::Sub,
             args.first().unwrap_or(&Val::Int(0)),
             args.get(1).unwrap_or(&Val::Int(0)),
         )?,
         "mul" => arith(
-            "*",
+            BinOp::Mul,
             args.first().unwrap_or(&Val::Int(0)),
             args.get(1).unwrap_or(&Val::Int(0)),
         )?,

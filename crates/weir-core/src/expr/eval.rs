@@ -93,9 +93,9 @@ impl Evaluator<'_> {
             }
             Ast::Unary(op, x) => {
                 let v = self.eval(x)?;
-                match *op {
-                    "!" => Ok(Val::Bool(!self.bool(&v)?)),
-                    _ => match v {
+                match op {
+                    UnOp::Not => Ok(Val::Bool(!self.bool(&v)?)),
+                    UnOp::Neg => match v {
                         Val::Int(i) => Ok(Val::Int(i.wrapping_neg())),
                         other => other
                             .num()
@@ -122,7 +122,7 @@ impl Evaluator<'_> {
                 }
                 Ok(Val::Map(m))
             }
-            Ast::Binary(op, a, b) => self.binary(op, a, b),
+            Ast::Binary(op, a, b) => self.binary(*op, a, b),
         }
     }
 
@@ -141,9 +141,9 @@ impl Evaluator<'_> {
         }
     }
 
-    pub(super) fn binary(&self, op: &str, a: &Ast, b: &Ast) -> R<Val> {
+    pub(super) fn binary(&self, op: BinOp, a: &Ast, b: &Ast) -> R<Val> {
         match op {
-            "&&" => {
+            BinOp::And => {
                 let l = self.value(a)?;
                 if !self.bool(&l)? {
                     return Ok(Val::Bool(false));
@@ -151,7 +151,7 @@ impl Evaluator<'_> {
                 let r = self.value(b)?;
                 return Ok(Val::Bool(self.bool(&r)?));
             }
-            "||" => {
+            BinOp::Or => {
                 let l = self.value(a)?;
                 if self.bool(&l)? {
                     return Ok(Val::Bool(true));
@@ -159,7 +159,7 @@ impl Evaluator<'_> {
                 let r = self.value(b)?;
                 return Ok(Val::Bool(self.bool(&r)?));
             }
-            "??" => {
+            BinOp::Coalesce => {
                 return match self.eval(a)? {
                     Val::Null | Val::Partial(_) => self.value(b),
                     v => Ok(v),
@@ -170,25 +170,20 @@ impl Evaluator<'_> {
         let l = self.value(a)?;
         let r = self.value(b)?;
         Ok(match op {
-            "==" | "===" => Val::Bool(equal(&l, &r)),
-            "!=" | "!==" => Val::Bool(!equal(&l, &r)),
-            "<" | ">" | "<=" | ">=" => {
-                let ord = compare(&l, &r)?;
-                Val::Bool(match op {
-                    "<" => ord.is_lt(),
-                    ">" => ord.is_gt(),
-                    "<=" => ord.is_le(),
-                    _ => ord.is_ge(),
-                })
-            }
-            "=~" | "matches" => Val::Bool(regex_match(&l.to_text(), &r.to_text())?),
-            "!~" => Val::Bool(!regex_match(&l.to_text(), &r.to_text())?),
-            "in" => Val::Bool(contains(&r, &l)),
-            "not in" => Val::Bool(!contains(&r, &l)),
-            "contains" => Val::Bool(l.to_text().contains(&r.to_text())),
-            "startsWith" => Val::Bool(l.to_text().starts_with(&r.to_text())),
-            "endsWith" => Val::Bool(l.to_text().ends_with(&r.to_text())),
-            ".." => match (l.num(), r.num()) {
+            BinOp::Eq => Val::Bool(equal(&l, &r)),
+            BinOp::Ne => Val::Bool(!equal(&l, &r)),
+            BinOp::Lt => Val::Bool(compare(&l, &r)?.is_lt()),
+            BinOp::Gt => Val::Bool(compare(&l, &r)?.is_gt()),
+            BinOp::Le => Val::Bool(compare(&l, &r)?.is_le()),
+            BinOp::Ge => Val::Bool(compare(&l, &r)?.is_ge()),
+            BinOp::Matches => Val::Bool(regex_match(&l.to_text(), &r.to_text())?),
+            BinOp::NotMatches => Val::Bool(!regex_match(&l.to_text(), &r.to_text())?),
+            BinOp::In => Val::Bool(contains(&r, &l)),
+            BinOp::NotIn => Val::Bool(!contains(&r, &l)),
+            BinOp::Contains => Val::Bool(l.to_text().contains(&r.to_text())),
+            BinOp::StartsWith => Val::Bool(l.to_text().starts_with(&r.to_text())),
+            BinOp::EndsWith => Val::Bool(l.to_text().ends_with(&r.to_text())),
+            BinOp::Range => match (l.num(), r.num()) {
                 (Some(x), Some(y)) => {
                     let (x, y) = (x as i64, y as i64);
                     let n = (y as i128 - x as i128 + 1).max(0);
@@ -203,7 +198,7 @@ impl Evaluator<'_> {
                 }
                 _ => return err("`..` needs integers"),
             },
-            "+" => match (&l, &r) {
+            BinOp::Add => match (&l, &r) {
                 (Val::Int(x), Val::Int(y)) => Val::Int(x.wrapping_add(*y)),
                 (Val::Str(_), _) | (_, Val::Str(_))
                     if self.mode == Mode::Expr || l.num().is_none() || r.num().is_none() =>
@@ -213,7 +208,9 @@ impl Evaluator<'_> {
                 (Val::List(x), Val::List(y)) => Val::List(x.iter().chain(y).cloned().collect()),
                 _ => arith(op, &l, &r)?,
             },
-            _ => arith(op, &l, &r)?,
+            BinOp::Sub | BinOp::Mul | BinOp::Div | BinOp::Rem | BinOp::Pow => arith(op, &l, &r)?,
+            // evaluated above, before their operands
+            BinOp::And | BinOp::Or | BinOp::Coalesce => unreachable!("short-circuit operator"),
         })
     }
 
@@ -382,16 +379,16 @@ pub(super) fn regex_match(text: &str, pattern: &str) -> R<bool> {
     Ok(re.is_match(text))
 }
 
-pub(super) fn arith(op: &str, l: &Val, r: &Val) -> R<Val> {
+/// `+ - * / % **` on numbers (`op` is one of those).
+pub(super) fn arith(op: BinOp, l: &Val, r: &Val) -> R<Val> {
     if let (Val::Int(x), Val::Int(y)) = (l, r) {
         return Ok(match op {
-            "-" => Val::Int(x.wrapping_sub(*y)),
-            "*" => Val::Int(x.wrapping_mul(*y)),
-            "/" if *y == 0 => return err("division by zero"),
-            "/" => Val::Float(*x as f64 / *y as f64),
-            "%" if *y == 0 => return err("division by zero"),
-            "%" => Val::Int(x.wrapping_rem(*y)),
-            "**" => Val::Float((*x as f64).powf(*y as f64)),
+            BinOp::Sub => Val::Int(x.wrapping_sub(*y)),
+            BinOp::Mul => Val::Int(x.wrapping_mul(*y)),
+            BinOp::Div | BinOp::Rem if *y == 0 => return err("division by zero"),
+            BinOp::Div => Val::Float(*x as f64 / *y as f64),
+            BinOp::Rem => Val::Int(x.wrapping_rem(*y)),
+            BinOp::Pow => Val::Float((*x as f64).powf(*y as f64)),
             _ => Val::Int(x.wrapping_add(*y)),
         });
     }
@@ -403,11 +400,11 @@ pub(super) fn arith(op: &str, l: &Val, r: &Val) -> R<Val> {
         ));
     };
     Ok(Val::Float(match op {
-        "-" => x - y,
-        "*" => x * y,
-        "/" => x / y,
-        "%" => x % y,
-        "**" => x.powf(y),
+        BinOp::Sub => x - y,
+        BinOp::Mul => x * y,
+        BinOp::Div => x / y,
+        BinOp::Rem => x % y,
+        BinOp::Pow => x.powf(y),
         _ => x + y,
     }))
 }

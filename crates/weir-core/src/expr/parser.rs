@@ -13,8 +13,8 @@ pub(super) enum Ast {
     Slice(Box<Ast>, Option<Box<Ast>>, Option<Box<Ast>>),
     Call(String, Vec<Ast>),
     Closure(Box<Ast>),
-    Unary(&'static str, Box<Ast>),
-    Binary(&'static str, Box<Ast>, Box<Ast>),
+    Unary(UnOp, Box<Ast>),
+    Binary(BinOp, Box<Ast>, Box<Ast>),
     Cond(Box<Ast>, Box<Ast>, Box<Ast>),
     List(Vec<Ast>),
     MapLit(Vec<(Ast, Ast)>),
@@ -54,20 +54,126 @@ pub(super) fn show(t: &Tok) -> String {
     }
 }
 
-/// Binary operators by precedence, low to high.
-pub(super) fn binary_prec(op: &str) -> Option<u8> {
-    Some(match op {
-        "??" => 1,
-        "||" | "or" => 2,
-        "&&" | "and" => 3,
-        "==" | "!=" | "===" | "!==" | "<" | ">" | "<=" | ">=" | "=~" | "!~" | "in" | "matches"
-        | "contains" | "startsWith" | "endsWith" | "not in" => 4,
-        ".." => 5,
-        "+" | "-" => 6,
-        "*" | "/" | "%" => 7,
-        "**" => 8,
-        _ => return None,
-    })
+/// A prefix operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum UnOp {
+    /// `!`, `not`
+    Not,
+    /// `-`
+    Neg,
+}
+
+/// A binary operator; the spellings that mean the same (`==`/`===`, `&&`/`and`, `=~`/`matches`)
+/// are one operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BinOp {
+    Coalesce,
+    Or,
+    And,
+    Eq,
+    Ne,
+    Lt,
+    Gt,
+    Le,
+    Ge,
+    Matches,
+    NotMatches,
+    In,
+    NotIn,
+    Contains,
+    StartsWith,
+    EndsWith,
+    Range,
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Rem,
+    Pow,
+}
+
+impl BinOp {
+    /// The operator a symbol or word spells.
+    pub(super) fn parse(s: &str) -> Option<BinOp> {
+        use BinOp::*;
+        Some(match s {
+            "??" => Coalesce,
+            "||" | "or" => Or,
+            "&&" | "and" => And,
+            "==" | "===" => Eq,
+            "!=" | "!==" => Ne,
+            "<" => Lt,
+            ">" => Gt,
+            "<=" => Le,
+            ">=" => Ge,
+            "=~" | "matches" => Matches,
+            "!~" => NotMatches,
+            "in" => In,
+            "not in" => NotIn,
+            "contains" => Contains,
+            "startsWith" => StartsWith,
+            "endsWith" => EndsWith,
+            ".." => Range,
+            "+" => Add,
+            "-" => Sub,
+            "*" => Mul,
+            "/" => Div,
+            "%" => Rem,
+            "**" => Pow,
+            _ => return None,
+        })
+    }
+
+    /// Precedence, low to high.
+    pub(super) fn prec(self) -> u8 {
+        use BinOp::*;
+        match self {
+            Coalesce => 1,
+            Or => 2,
+            And => 3,
+            Eq | Ne | Lt | Gt | Le | Ge | Matches | NotMatches | In | NotIn | Contains
+            | StartsWith | EndsWith => 4,
+            Range => 5,
+            Add | Sub => 6,
+            Mul | Div | Rem => 7,
+            Pow => 8,
+        }
+    }
+
+    pub(super) fn as_str(self) -> &'static str {
+        use BinOp::*;
+        match self {
+            Coalesce => "??",
+            Or => "||",
+            And => "&&",
+            Eq => "==",
+            Ne => "!=",
+            Lt => "<",
+            Gt => ">",
+            Le => "<=",
+            Ge => ">=",
+            Matches => "matches",
+            NotMatches => "!~",
+            In => "in",
+            NotIn => "not in",
+            Contains => "contains",
+            StartsWith => "startsWith",
+            EndsWith => "endsWith",
+            Range => "..",
+            Add => "+",
+            Sub => "-",
+            Mul => "*",
+            Div => "/",
+            Rem => "%",
+            Pow => "**",
+        }
+    }
+}
+
+impl std::fmt::Display for BinOp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl Parser {
@@ -93,19 +199,15 @@ impl Parser {
             }
         }
     }
-    pub(super) fn peek_binary(&self) -> Option<&'static str> {
+    pub(super) fn peek_binary(&self) -> Option<BinOp> {
         match self.peek()? {
-            Tok::Op(o) => binary_prec(o).map(|_| *o),
+            Tok::Op(o) => BinOp::parse(o),
             Tok::Ident(w) => match w.as_str() {
-                "or" => Some("||"),
-                "and" => Some("&&"),
-                "in" => Some("in"),
-                "matches" => Some("matches"),
-                "contains" => Some("contains"),
-                "startsWith" => Some("startsWith"),
-                "endsWith" => Some("endsWith"),
+                "or" | "and" | "in" | "matches" | "contains" | "startsWith" | "endsWith" => {
+                    BinOp::parse(w)
+                }
                 "not" if matches!(self.toks.get(self.pos + 1), Some(Tok::Ident(w)) if w == "in") => {
-                    Some("not in")
+                    Some(BinOp::NotIn)
                 }
                 _ => None,
             },
@@ -128,12 +230,12 @@ impl Parser {
                 continue;
             }
             let Some(op) = self.peek_binary() else { break };
-            let prec = binary_prec(op).unwrap_or(0);
+            let prec = op.prec();
             if prec <= min && !(prec == 0 && min == 0) {
                 break;
             }
-            self.pos += if op == "not in" { 2 } else { 1 };
-            let rhs = if op == "**" {
+            self.pos += if op == BinOp::NotIn { 2 } else { 1 };
+            let rhs = if op == BinOp::Pow {
                 self.expr(prec - 1)?
             } else {
                 self.expr(prec)?
@@ -146,14 +248,14 @@ impl Parser {
 
     pub(super) fn unary(&mut self) -> R<Ast> {
         if self.eat_op("!") {
-            return Ok(Ast::Unary("!", Box::new(self.unary()?)));
+            return Ok(Ast::Unary(UnOp::Not, Box::new(self.unary()?)));
         }
         if matches!(self.peek(), Some(Tok::Ident(w)) if w == "not") {
             self.pos += 1;
-            return Ok(Ast::Unary("!", Box::new(self.unary()?)));
+            return Ok(Ast::Unary(UnOp::Not, Box::new(self.unary()?)));
         }
         if self.eat_op("-") {
-            return Ok(Ast::Unary("-", Box::new(self.unary()?)));
+            return Ok(Ast::Unary(UnOp::Neg, Box::new(self.unary()?)));
         }
         if self.eat_op("+") {
             return self.unary();
