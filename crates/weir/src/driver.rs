@@ -17,7 +17,7 @@ use crate::ambient::now_ms;
 use crate::env::Env;
 use crate::env::sandbox;
 use crate::files;
-use crate::usage::{Conflict, Usage};
+use crate::usage::{Conflict, Invalid};
 
 /// Opening the store is the driver's: the run's owner on PostgreSQL, and the runs whose time to
 /// live is up deleted first.
@@ -58,7 +58,7 @@ pub trait Watch {
 pub fn start(sub: Submission) -> Result<(Run, Vec<weir_core::run::Action>)> {
     let wf = sub.workflow.clone();
     let lib = sub.library.clone();
-    Run::start(sub).map_err(|problems| Usage(files::locate(&problems, &wf, &lib)).into())
+    Run::start(sub).map_err(|problems| Invalid(files::locate(&problems, &wf, &lib)).into())
 }
 
 /// A stored run's state, rebuilt by replaying its events.

@@ -11,7 +11,7 @@ use weir_core::spec::{Definition, Kind};
 
 use crate::ambient::random_suffix;
 use crate::ambient::random_uid;
-use crate::usage::Usage;
+use crate::usage::{Invalid, Usage};
 
 /// Everything loaded from the command line's files.
 #[derive(Default)]
@@ -105,7 +105,7 @@ pub fn load_bundle(main: &Path, with: &[PathBuf]) -> Result<Bundle> {
         }
     }
     if !errors.is_empty() {
-        return Err(Usage(
+        return Err(Invalid(
             errors
                 .iter()
                 .map(|d| d.to_string())

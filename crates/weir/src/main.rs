@@ -21,20 +21,18 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     match cli::main() {
         Ok(code) => code,
-        Err(err) => match err.downcast_ref::<usage::Usage>() {
+        Err(err) => {
             // validation problems are already `file:line:col: error: …` lines
-            Some(u) if u.0.contains(": error: ") => {
-                eprintln!("{}", u.0);
-                ExitCode::from(2)
+            if let Some(invalid) = err.downcast_ref::<usage::Invalid>() {
+                eprintln!("{invalid}");
+                return ExitCode::from(2);
             }
-            Some(_) => {
-                eprintln!("weir: error: {err:#}");
+            eprintln!("weir: error: {err:#}");
+            if err.is::<usage::Usage>() {
                 ExitCode::from(2)
-            }
-            None => {
-                eprintln!("weir: error: {err:#}");
+            } else {
                 ExitCode::from(1)
             }
-        },
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result, bail};
 use serde_json::{Value, json};
 
-use crate::usage::Usage;
+use crate::usage::{Invalid, Usage};
 
 pub struct Remote {
     base: String,
@@ -77,12 +77,10 @@ impl Remote {
             if status >= 500 {
                 bail!("the server answered {status} {code}: {msg}");
             }
-            return Err(Usage(if msg.contains(": error: ") {
-                msg
-            } else {
-                format!("{msg} ({status} {code})")
-            })
-            .into());
+            if code == "invalid_workflow" {
+                return Err(Invalid(msg).into());
+            }
+            return Err(Usage(format!("{msg} ({status} {code})")).into());
         }
         Ok(v)
     }

@@ -17,6 +17,7 @@ use crate::driver::{self, load_run};
 use crate::env::Env;
 use crate::files;
 use crate::show;
+use crate::usage::Invalid;
 use crate::watch::{Silent, Terminal};
 
 pub(super) fn exit_for(phase: Phase) -> ExitCode {
@@ -214,7 +215,7 @@ pub(super) fn lint(paths: &[PathBuf], with: &[PathBuf]) -> Result<ExitCode> {
     if problems.is_empty() {
         Ok(ExitCode::SUCCESS)
     } else {
-        Err(Usage(problems.join("\n")).into())
+        Err(Invalid(problems.join("\n")).into())
     }
 }
 

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::usage::Usage;
+use crate::usage::{Invalid, Usage};
 
 /// What a `weir.toml` may hold.
 #[derive(Debug, Default, Deserialize)]
@@ -76,7 +76,7 @@ pub fn read(path: Option<&Path>) -> Result<(File, Option<PathBuf>)> {
     };
     let file: File = toml::from_str(&text).map_err(|e| {
         let (line, col) = e.span().map(|s| line_col(&text, s.start)).unwrap_or((1, 1));
-        Usage(format!(
+        Invalid(format!(
             "{}:{line}:{col}: error: {}",
             p.display(),
             e.message()

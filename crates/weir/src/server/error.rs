@@ -86,13 +86,11 @@ impl ApiError {
 
 impl From<anyhow::Error> for ApiError {
     fn from(e: anyhow::Error) -> ApiError {
+        if let Some(i) = e.downcast_ref::<crate::usage::Invalid>() {
+            return ApiError::new(StatusCode::BAD_REQUEST, "invalid_workflow", i.0.clone());
+        }
         if let Some(u) = e.downcast_ref::<crate::usage::Usage>() {
-            let code = if u.0.contains(": error: ") {
-                "invalid_workflow"
-            } else {
-                "bad_request"
-            };
-            return ApiError::new(StatusCode::BAD_REQUEST, code, u.0.clone());
+            return ApiError::bad_request(u.0.clone());
         }
         if let Some(weir_exec::InvalidPath(m)) =
             e.downcast_ref().or_else(|| match e.downcast_ref() {
