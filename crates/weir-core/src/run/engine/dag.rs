@@ -9,9 +9,11 @@ use crate::run::vars::Vars;
 use crate::run::*;
 use crate::subst::substitute;
 
+/// The tasks a written `depends` names: their failures are its to weigh (`a && (b || c)` runs
+/// after b failed if c succeeded), so they do not stop the DAG from starting more tasks.
 pub(super) fn collect_handles(d: &Depends, out: &mut Vec<String>) {
     match d {
-        Depends::Task(t, r) if !r.is_empty() && r != "Succeeded" => out.push(t.clone()),
+        Depends::Task(t, _) if !t.is_empty() => out.push(t.clone()),
         Depends::Task(..) => {}
         Depends::Not(x) => collect_handles(x, out),
         Depends::And(a, b) | Depends::Or(a, b) => {
@@ -290,24 +292,64 @@ impl Run {
         if running {
             return;
         }
-        // phase: a failed task fails the DAG unless continued or handled by a dependent's depends
+        // phase, as Argo assesses it (`assessDAGPhase`): each target task (`dag.target`'s, else
+        // those no wanted task depends on) takes its branch's phase: its own if it completed,
+        // else (omitted, or never started) its dependencies' branch phases, a failure first. A
+        // target whose branch failed fails the DAG, unless it continues on that phase.
+        let tasks = &dr.tasks;
+        let mut branch: Vec<Option<(Phase, usize)>> = vec![None; tasks.len()];
+        let mut waiting: Vec<usize> = tasks.iter().map(|t| t.deps.len()).collect();
+        let mut ready: Vec<usize> = (0..tasks.len()).filter(|&t| waiting[t] == 0).collect();
+        while let Some(t) = ready.pop() {
+            let own = tasks[t]
+                .node
+                .filter(|&i| i != usize::MAX)
+                .filter(|&i| {
+                    matches!(
+                        self.nodes[i].phase,
+                        Phase::Succeeded | Phase::Failed | Phase::Error | Phase::Skipped
+                    )
+                })
+                .map(|i| (self.nodes[i].phase, i));
+            branch[t] = own.or_else(|| {
+                let inherited = tasks[t].deps.iter().filter_map(|&p| branch[p]);
+                let mut first = None;
+                for (phase, origin) in inherited {
+                    if matches!(phase, Phase::Failed | Phase::Error) {
+                        return Some((phase, origin));
+                    }
+                    first = first.or(Some((phase, origin)));
+                }
+                first
+            });
+            for &next in &tasks[t].dependents {
+                waiting[next] -= 1;
+                if waiting[next] == 0 {
+                    ready.push(next);
+                }
+            }
+        }
+        let target =
+            |t: usize| tasks[t].wanted && !tasks[t].dependents.iter().any(|&x| tasks[x].wanted);
         let mut failure = None;
-        for t in &dr.tasks {
-            let Some(i) = t.node.filter(|&i| i != usize::MAX) else {
+        for t in (0..tasks.len()).filter(|&t| target(t)) {
+            let Some((phase, origin)) = branch[t] else {
                 continue;
             };
-            let n = &self.nodes[i];
-            let cont = &self.meta[i].link.continue_on;
-            let hard = matches!(n.phase, Phase::Failed | Phase::Error)
-                && !(n.phase == Phase::Failed && cont.failed)
-                && !(n.phase == Phase::Error && cont.error);
-            let handled = dr.handled.contains(&t.step.name);
-            if hard && !handled && failure.is_none() {
+            let cont = tasks[t].step.continue_on.clone().unwrap_or_default();
+            let hard = match phase {
+                Phase::Failed => !cont.failed,
+                Phase::Error => !cont.error,
+                _ => false,
+            };
+            if hard {
+                let n = &self.nodes[origin];
                 failure = Some(format!(
                     "task '{}' {}",
                     n.name,
                     n.phase.as_str().to_lowercase()
                 ));
+                break;
             }
         }
         match failure {

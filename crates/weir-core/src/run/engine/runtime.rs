@@ -81,7 +81,7 @@ pub(crate) struct GroupRt {
 pub(crate) struct TaskRt {
     pub step: Step,
     pub depends: Depends,
-    /// Names referenced with an explicit result (`A.Failed`): their failures are handled.
+    /// The tasks its written `depends` names: their failures do not stop the DAG.
     pub handles: Vec<String>,
     pub deps: Vec<usize>,
     pub dependents: Vec<usize>,
@@ -101,7 +101,8 @@ pub(crate) struct DagRt {
     pub halted: bool,
     /// Tasks started (or omitted) and not yet finished: the DAG is done when this is zero.
     pub running: usize,
-    /// Tasks some `depends` names with an explicit result: their failures are handled.
+    /// Tasks some written `depends` names: their failures are its to weigh, so they do not
+    /// stop the DAG from starting more tasks (fail-fast).
     pub handled: std::collections::HashSet<String>,
 }
 
