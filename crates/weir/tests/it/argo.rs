@@ -23,3 +23,32 @@ fn a_script_templates_args_come_before_its_script() {
     );
     assert!(!out.stdout.contains("should not have"), "{}", out.stdout);
 }
+
+/// `depends` is evaluated, not the mere presence of a failure: a bare task name means
+/// Succeeded, Skipped or Daemoned, so `a && (b || c)` holds when b failed and c succeeded, and
+/// the task runs (Argo's `evaluateDependsLogic`). The DAG's phase is its target tasks' branch
+/// phases (`assessDAGPhase`): here the only target, d, succeeded, so the workflow succeeds.
+#[test]
+fn depends_with_an_or_runs_after_a_failure_it_allows() {
+    let sb = Sandbox::new();
+    let marker = sb.dir.join("d-ran");
+    let wf = sb.write(
+        "depends-or.yaml",
+        &format!(
+            "kind: Workflow\nmetadata: {{name: depends-or}}\nspec:\n  entrypoint: m\n  templates:\n  - name: m\n    dag:\n      tasks:\n      - {{name: a, template: ok}}\n      - {{name: b, template: bad}}\n      - {{name: c, template: ok}}\n      - {{name: d, template: mark, depends: 'a && (b || c)'}}\n  - name: ok\n    container: {{image: alpine, command: ['true']}}\n  - name: bad\n    container: {{image: alpine, command: ['false']}}\n  - name: mark\n    container: {{image: alpine, command: [touch, '{}']}}\n",
+            marker.display()
+        ),
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap(), "--no-logs"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(marker.exists(), "d did not run: {}", out.all());
+    let got = sb.weir(&["get", "depends-or", "-o", "json"]);
+    let run: serde_json::Value = serde_json::from_str(&got.stdout).unwrap();
+    assert_eq!(run["status"]["phase"], "Succeeded", "{}", got.stdout);
+    assert_eq!(
+        crate::support::node(&run, "b")["phase"],
+        "Failed",
+        "{}",
+        got.stdout
+    );
+}
