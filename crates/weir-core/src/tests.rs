@@ -1182,3 +1182,4 @@ fn resume_with_a_node_field_selector_resumes_only_the_nodes_it_picks() {
 
 mod dag_phase;
 mod expression_errors;
+mod loop_outputs;

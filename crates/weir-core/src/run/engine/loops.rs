@@ -140,10 +140,12 @@ impl Run {
                 let mut m = serde_json::Map::new();
                 for (k, v) in &c.outputs.parameters {
                     m.insert(k.clone(), Json::String(v.clone()));
+                    // per parameter, a value that is JSON is embedded as JSON (Argo's
+                    // `aggregatedJsonValueList`); the list of maps keeps strings
                     lists
                         .entry(k.clone())
                         .or_default()
-                        .push(Json::String(v.clone()));
+                        .push(serde_json::from_str(v).unwrap_or_else(|_| Json::String(v.clone())));
                 }
                 maps.push(Json::Object(m));
             }
