@@ -52,3 +52,23 @@ fn depends_with_an_or_runs_after_a_failure_it_allows() {
         got.stdout
     );
 }
+
+/// A step's exit hook receives artifact arguments `from` the step's own outputs, as Argo's
+/// `runOnExitNode` resolves a hook's arguments in the step's scope (the hook never errors "was
+/// not supplied" and leaves the run Succeeded).
+#[test]
+fn a_steps_exit_hook_gets_artifacts_from_the_steps_outputs() {
+    let sb = Sandbox::new();
+    let marker = sb.dir.join("hook-saw");
+    let wf = sb.write(
+        "hook-artifacts.yaml",
+        &format!(
+            "kind: Workflow\nmetadata: {{name: hook-artifacts}}\nspec:\n  entrypoint: m\n  templates:\n  - name: m\n    steps:\n    - - name: produce\n        template: produce\n        hooks:\n          exit:\n            template: consume\n            arguments:\n              artifacts: [{{name: in, from: '{{{{steps.produce.outputs.artifacts.out}}}}'}}]\n  - name: produce\n    container: {{image: alpine, command: [sh, -c, 'echo made-by-produce > /tmp/out']}}\n    outputs: {{artifacts: [{{name: out, path: /tmp/out}}]}}\n  - name: consume\n    inputs: {{artifacts: [{{name: in, path: /tmp/in}}]}}\n    container: {{image: alpine, command: [sh, -c, 'cp /tmp/in {}']}}\n",
+            marker.display()
+        ),
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap(), "--no-logs"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let saw = std::fs::read_to_string(&marker).unwrap_or_default();
+    assert_eq!(saw.trim(), "made-by-produce", "{}", out.all());
+}

@@ -103,14 +103,27 @@ impl Run {
         let mut vars = self.scope_vars(owner);
         let n = &self.nodes[owner];
         vars.insert("status".into(), n.phase.as_str().into());
+        // the owner's outputs, as `steps.X…`/`tasks.X…`, beside what its frame published
+        let mut arts = self.nodes[owner]
+            .parent
+            .map(|p| (*self.frame_artifacts(p)).clone())
+            .unwrap_or_default();
         let key_prefix = self.meta[owner].link.key.clone();
         if let Some(k) = key_prefix {
             publish(&mut vars, &k, n);
+            let mut owner_vars = BTreeMap::new();
+            self.publish_node(&mut owner_vars, &mut arts, &k, owner);
         }
         let env = Vars {
             layers: vec![&vars, &self.globals],
         };
-        let (params, problems) = hook_arguments(&hook.args.parameters, &env);
+        let (params, mut problems) = hook_arguments(&hook.args.parameters, &env);
+        let artifacts = self
+            .argument_artifacts(&hook.args.artifacts, &env, &arts)
+            .unwrap_or_else(|e| {
+                problems.push(e);
+                Vec::new()
+            });
         let call = Call {
             name: name.clone(),
             display: format!("{}.onExit", self.nodes[owner].display_name),
@@ -118,7 +131,7 @@ impl Run {
             tmpl: hook.tmpl.clone(),
             scope: hook.scope.clone(),
             params,
-            artifacts: Vec::new(),
+            artifacts,
             link: Link::default(),
             attempt: None,
         };

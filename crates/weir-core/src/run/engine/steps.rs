@@ -318,90 +318,8 @@ impl Run {
                 .map_err(|e| format!("arguments.parameters.{}: {e}", p.name))?;
             params.push((p.name.clone(), v));
         }
-        let mut artifacts = Vec::new();
         let frame_arts = self.frame_artifacts(parent);
-        for a in &step.arguments.artifacts {
-            if let Some(from) = &a.from {
-                let key = from
-                    .trim()
-                    .trim_start_matches("{{")
-                    .trim_end_matches("}}")
-                    .trim();
-                let key = substitute(key, &env)
-                    .map_err(|e| format!("arguments.artifacts.{}.from: {e}", a.name))?;
-                match frame_arts
-                    .get(key.as_str())
-                    .or_else(|| self.global_arts.get(key.as_str()))
-                {
-                    Some(r) => {
-                        let mut r = r.clone();
-                        r.name = a.name.clone();
-                        r.sub_path = a.sub_path.clone();
-                        artifacts.push(r);
-                    }
-                    None if a.optional == Some(true) => {}
-                    None => {
-                        return Err(format!(
-                            "arguments.artifacts.{}: `{from}` is not available",
-                            a.name
-                        ));
-                    }
-                }
-            } else if let Some(raw) = &a.raw {
-                artifacts.push(raw_artifact(
-                    &a.name,
-                    &substitute(&raw.data, &env).map_err(|e| e.to_string())?,
-                ));
-            } else if let Some(url) = a
-                .http
-                .as_ref()
-                .and_then(|h| h.get("url"))
-                .and_then(Json::as_str)
-            {
-                artifacts.push(http_artifact(
-                    &a.name,
-                    &substitute(url, &env).map_err(|e| e.to_string())?,
-                ));
-            } else if let Some(s3) = a.s3.as_ref().filter(|_| a.key_only().is_none()) {
-                let u = self
-                    .s3_url(s3, &env)
-                    .map_err(|e| format!("arguments.artifacts.{}: {e}", a.name))?;
-                artifacts.push(http_artifact(&a.name, &u));
-            } else if let Some(g) = &a.git {
-                let u =
-                    git_url(g, &env).map_err(|e| format!("arguments.artifacts.{}: {e}", a.name))?;
-                artifacts.push(http_artifact(&a.name, &u));
-            } else if let Some(key) = a.key_only() {
-                artifacts.push(keyed_artifact(
-                    &a.name,
-                    &substitute(key, &env).map_err(|e| e.to_string())?,
-                ));
-            } else if let Some(fe) = &a.from_expression {
-                let v = expr::eval(
-                    fe,
-                    Mode::Expr,
-                    &ArtEnv {
-                        vars: &env,
-                        arts: &frame_arts,
-                    },
-                )
-                .map_err(|e| format!("fromExpression: {e}"))?;
-                let key = v.to_text();
-                match frame_arts.get(key.as_str()) {
-                    Some(r) => {
-                        let mut r = r.clone();
-                        r.name = a.name.clone();
-                        artifacts.push(r);
-                    }
-                    None => {
-                        return Err(format!(
-                            "arguments.artifacts.{}: fromExpression gave `{key}`, which is not available",
-                            a.name
-                        ));
-                    }
-                }
-            }
-        }
+        let artifacts = self.argument_artifacts(&step.arguments.artifacts, &env, &frame_arts)?;
         let exit = step
             .on_exit
             .clone()
@@ -479,6 +397,99 @@ impl Run {
         if gr.pending == 0 {
             self.group_done(g);
         }
+    }
+    /// The artifacts a call's `arguments.artifacts` give: `from` the frame's published outputs
+    /// (or the workflow's), raw, http, s3, git, key-only, or `fromExpression`.
+    pub(super) fn argument_artifacts(
+        &self,
+        args: &[crate::spec::Artifact],
+        env: &Vars,
+        frame_arts: &BTreeMap<String, ArtifactRef>,
+    ) -> Result<Vec<ArtifactRef>, String> {
+        let mut artifacts = Vec::new();
+        for a in args {
+            if let Some(from) = &a.from {
+                let key = from
+                    .trim()
+                    .trim_start_matches("{{")
+                    .trim_end_matches("}}")
+                    .trim();
+                let key = substitute(key, env)
+                    .map_err(|e| format!("arguments.artifacts.{}.from: {e}", a.name))?;
+                match frame_arts
+                    .get(key.as_str())
+                    .or_else(|| self.global_arts.get(key.as_str()))
+                {
+                    Some(r) => {
+                        let mut r = r.clone();
+                        r.name = a.name.clone();
+                        r.sub_path = a.sub_path.clone();
+                        artifacts.push(r);
+                    }
+                    None if a.optional == Some(true) => {}
+                    None => {
+                        return Err(format!(
+                            "arguments.artifacts.{}: `{from}` is not available",
+                            a.name
+                        ));
+                    }
+                }
+            } else if let Some(raw) = &a.raw {
+                artifacts.push(raw_artifact(
+                    &a.name,
+                    &substitute(&raw.data, env).map_err(|e| e.to_string())?,
+                ));
+            } else if let Some(url) = a
+                .http
+                .as_ref()
+                .and_then(|h| h.get("url"))
+                .and_then(Json::as_str)
+            {
+                artifacts.push(http_artifact(
+                    &a.name,
+                    &substitute(url, env).map_err(|e| e.to_string())?,
+                ));
+            } else if let Some(s3) = a.s3.as_ref().filter(|_| a.key_only().is_none()) {
+                let u = self
+                    .s3_url(s3, env)
+                    .map_err(|e| format!("arguments.artifacts.{}: {e}", a.name))?;
+                artifacts.push(http_artifact(&a.name, &u));
+            } else if let Some(g) = &a.git {
+                let u =
+                    git_url(g, env).map_err(|e| format!("arguments.artifacts.{}: {e}", a.name))?;
+                artifacts.push(http_artifact(&a.name, &u));
+            } else if let Some(key) = a.key_only() {
+                artifacts.push(keyed_artifact(
+                    &a.name,
+                    &substitute(key, env).map_err(|e| e.to_string())?,
+                ));
+            } else if let Some(fe) = &a.from_expression {
+                let v = expr::eval(
+                    fe,
+                    Mode::Expr,
+                    &ArtEnv {
+                        vars: env,
+                        arts: frame_arts,
+                    },
+                )
+                .map_err(|e| format!("fromExpression: {e}"))?;
+                let key = v.to_text();
+                match frame_arts.get(key.as_str()) {
+                    Some(r) => {
+                        let mut r = r.clone();
+                        r.name = a.name.clone();
+                        artifacts.push(r);
+                    }
+                    None => {
+                        return Err(format!(
+                            "arguments.artifacts.{}: fromExpression gave `{key}`, which is not available",
+                            a.name
+                        ));
+                    }
+                }
+            }
+        }
+        Ok(artifacts)
     }
 
     /// Publishes node `i`'s results under `key` (`steps.X` / `tasks.X`).
