@@ -72,3 +72,17 @@ fn a_steps_exit_hook_gets_artifacts_from_the_steps_outputs() {
     let saw = std::fs::read_to_string(&marker).unwrap_or_default();
     assert_eq!(saw.trim(), "made-by-produce", "{}", out.all());
 }
+
+/// A `volumeMounts[].name` given by a parameter is substituted (Argo substitutes the whole
+/// template before it builds the pod), so the mount finds its volume.
+#[test]
+fn a_templated_volume_mount_name_is_substituted() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "templated-mount.yaml",
+        "kind: Workflow\nmetadata: {name: templated-mount}\nspec:\n  entrypoint: m\n  volumes: [{name: scratch, emptyDir: {}}]\n  templates:\n  - name: m\n    steps:\n    - - {name: use, template: use, arguments: {parameters: [{name: vol, value: scratch}]}}\n  - name: use\n    inputs: {parameters: [{name: vol}]}\n    container:\n      image: alpine\n      command: [sh, -c, 'echo on-the-volume > /tmp/vol/f && cat /tmp/vol/f']\n      volumeMounts: [{name: '{{inputs.parameters.vol}}', mountPath: /tmp/vol}]\n",
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("on-the-volume"), "{}", out.all());
+}

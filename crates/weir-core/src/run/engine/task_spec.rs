@@ -691,7 +691,7 @@ impl Run {
             output_parameters,
             output_artifacts,
             requests,
-            mounts: self.mounts(i, &call.tmpl, c)?,
+            mounts: self.mounts(i, &call.tmpl, c, &env)?,
             daemon,
             sidecars,
             init_containers,
@@ -716,22 +716,29 @@ impl Run {
         })
     }
 
-    /// Resolves a container's `volumeMounts` against the template's, the workflow's and the
-    /// claim templates' volumes.
+    /// Resolves a container's `volumeMounts` (their `{{…}}` tags substituted, as Argo
+    /// substitutes the whole template) against the template's, the workflow's and the claim
+    /// templates' volumes.
     pub(super) fn mounts(
         &self,
         i: usize,
         tmpl: &Template,
         c: &crate::spec::Container,
+        env: &Vars,
     ) -> Result<Vec<Mount>, String> {
         let spec = &self.templates.spec;
         let mut out = Vec::new();
-        for m in &c.volume_mounts {
-            let name = m.get("name").and_then(Json::as_str).unwrap_or_default();
-            let path = m
-                .get("mountPath")
-                .and_then(Json::as_str)
-                .unwrap_or_default();
+        for (k, m) in c.volume_mounts.iter().enumerate() {
+            let field = |f: &str| -> Result<Option<String>, String> {
+                m.get(f)
+                    .and_then(Json::as_str)
+                    .map(|v| substitute(v, env).map_err(|e| format!("volumeMounts[{k}].{f}: {e}")))
+                    .transpose()
+            };
+            let name = field("name")?.unwrap_or_default();
+            let name = name.as_str();
+            let path = field("mountPath")?.unwrap_or_default();
+            let path = path.as_str();
             if path.is_empty() {
                 return Err(format!("volumeMount `{name}` has no mountPath"));
             }
@@ -760,7 +767,7 @@ impl Run {
                 name: name.to_string(),
                 source,
                 path: path.to_string(),
-                sub_path: m.get("subPath").and_then(Json::as_str).map(str::to_string),
+                sub_path: field("subPath")?,
                 read_only: m.get("readOnly").and_then(Json::as_bool).unwrap_or(false),
             });
         }
