@@ -1064,11 +1064,11 @@ fn a_container_set_runs_its_containers_in_dependency_order_and_main_gives_the_ou
 
 #[test]
 fn malformed_container_sets_are_refused_with_their_path() {
-    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    containerSet:\n      containers:\n      - {name: a, image: x, command: [a], dependencies: [b]}\n      - {name: b, image: x, command: [b], dependencies: [a]}\n      - {name: c, image: argoproj/argosay:v2}\n    outputs:\n      parameters: [{name: p, valueFrom: {path: /p}}]\n";
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    containerSet:\n      containers:\n      - {name: a, image: x, command: [a], dependencies: [b]}\n      - {name: b, image: x, command: [b], dependencies: [a]}\n      - {name: c, image: python:3}\n    outputs:\n      parameters: [{name: p, valueFrom: {path: /p}}]\n";
     assert_eq!(
         problems_of(y),
         [
-            "spec.templates[0].containerSet.containers[2].command: template `t`: needs the image's own program: `argoproj/argosay:v2` runs its entrypoint `argosay`, which is not a program on this host",
+            "spec.templates[0].containerSet.containers[2]: template `t`: container `c` has no `command` or `args`: the image's own entrypoint cannot run on this host",
             "spec.templates[0].containerSet.containers: dependency cycle among containers a, b",
             "spec.templates[0].containerSet.containers: the template declares outputs, which come from a container named `main`; the set has none",
         ]

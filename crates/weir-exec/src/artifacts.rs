@@ -272,6 +272,17 @@ pub(crate) fn load(
         copy_tree(&repo.path(&a.key).map_err(|e| e.to_string())?, dest).map_err(err)?;
     } else {
         let src = repo.path(&a.key).map_err(|e| e.to_string())?;
+        let archive = format!("{}.tgz", a.key);
+        if !src.exists() && repo.path(&archive).is_ok_and(|p| p.is_file()) {
+            // a key-only output archived (the default) is stored as `KEY.tgz`: the key a
+            // consumer names is the artifact's, unpacked as Argo unpacks it
+            let stored = ArtifactRef {
+                key: archive,
+                archived: true,
+                ..a.clone()
+            };
+            return load(repo, &stored, dest, mode);
+        }
         if !src.exists() {
             return Err(format!(
                 "artifact `{}`: nothing stored under key `{}`",

@@ -694,12 +694,17 @@ impl Inner {
         let param_paths: Vec<(String, PathBuf)> = task
             .output_parameters
             .iter()
-            .map(|p| Ok((p.name.clone(), view.host_output(&p.path, &work)?)))
+            .map(|p| {
+                Ok((
+                    p.name.clone(),
+                    view.host_output(&p.path, &work, Some(true))?,
+                ))
+            })
             .collect::<Result<_, String>>()?;
         let art_paths: Vec<PathBuf> = task
             .output_artifacts
             .iter()
-            .map(|a| view.host_output(&a.path, &work))
+            .map(|a| view.host_output(&a.path, &work, None))
             .collect::<Result<_, String>>()?;
         for p in param_paths.iter().map(|(_, p)| p).chain(&art_paths) {
             // in a private top-level directory the task makes its own directories, as in a
@@ -722,12 +727,15 @@ impl Inner {
                 work.clone(),
             )
         };
-        let mut argv: Vec<String> = task
-            .command
-            .iter()
-            .chain(&task.args)
-            .map(|s| view.rewrite(s))
-            .collect();
+        let mut argv: Vec<String> = match argosay(&task) {
+            Some(argv) => argv.iter().map(|s| view.rewrite(s)).collect(),
+            None => task
+                .command
+                .iter()
+                .chain(&task.args)
+                .map(|s| view.rewrite(s))
+                .collect(),
+        };
         if let Some(src) = &task.source {
             let script = work.join(".weir-script");
             fs::write(&script, view.rewrite(src))
@@ -1142,4 +1150,28 @@ impl Inner {
         }
         Ok(result)
     }
+}
+
+/// Argo's test image `argoproj/argosay` runs its own program (`/argosay`, the image's
+/// entrypoint): this weir binary carries a stand-in (`weir argosay`), run in its place with the
+/// same arguments. `None` for any other image, or a command of the task's own.
+pub(crate) fn argosay(task: &TaskSpec) -> Option<Vec<String>> {
+    let image = task.image.as_deref()?;
+    if !image.starts_with("argoproj/argosay") {
+        return None;
+    }
+    let rest: Vec<String> = match task.command.split_first() {
+        None => task.args.clone(),
+        Some((p, more)) if p.trim_start_matches('/') == "argosay" => {
+            more.iter().chain(&task.args).cloned().collect()
+        }
+        Some(_) => return None,
+    };
+    let exe = std::env::current_exe().ok()?;
+    Some(
+        [exe.display().to_string(), "argosay".to_string()]
+            .into_iter()
+            .chain(rest)
+            .collect(),
+    )
 }

@@ -53,6 +53,18 @@ impl View {
     /// The host path for a path the task sees. Paths outside `/tmp` get their parent directory
     /// bound to a per-task directory.
     pub fn host(&mut self, task_path: &str, work: &Path) -> Result<PathBuf, String> {
+        self.host_of(task_path, work, None)
+    }
+
+    /// [`host`](Self::host) for a path known to be a file (`Some(true)`: an output parameter's)
+    /// or a directory; `None` guesses, where the path must be bound on its own, from whether
+    /// its name has an extension.
+    pub fn host_of(
+        &mut self,
+        task_path: &str,
+        work: &Path,
+        file: Option<bool>,
+    ) -> Result<PathBuf, String> {
         let p = Path::new(task_path);
         if !p.is_absolute() {
             return Ok(self.tmp.join(p));
@@ -90,10 +102,11 @@ impl View {
                     "path `{task_path}` already exists on this host; weir will not cover it"
                 ));
             }
-            let as_file = if p.exists() {
-                p.is_file()
-            } else {
-                name.to_string_lossy().contains('.')
+            // an empty placeholder of the other kind is replaced (`reconcile`)
+            let as_file = match file {
+                Some(f) => f,
+                None if p.exists() => p.is_file(),
+                None => name.to_string_lossy().contains('.'),
             };
             let host = work.join(format!(".weir-mnt-{}", self.binds.len()));
             let made = if as_file {
@@ -144,8 +157,13 @@ impl View {
     /// Like `host`, for a path the task's outputs are read from: an existing system path that
     /// weir will not cover (an artifact of `/etc`) is read where it is, since the task sees the
     /// host's own there.
-    pub fn host_output(&mut self, task_path: &str, work: &Path) -> Result<PathBuf, String> {
-        match self.host(task_path, work) {
+    pub fn host_output(
+        &mut self,
+        task_path: &str,
+        work: &Path,
+        file: Option<bool>,
+    ) -> Result<PathBuf, String> {
+        match self.host_of(task_path, work, file) {
             Err(_) if Path::new(task_path).exists() => Ok(PathBuf::from(task_path)),
             other => other,
         }

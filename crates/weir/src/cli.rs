@@ -362,6 +362,12 @@ enum Cmd {
 }
 
 pub fn main() -> Result<ExitCode> {
+    // `weir argosay …`: the built-in stand-in for Argo's test image, run by the local executor
+    // in place of that image's program; its arguments are its own, never weir's flags
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("argosay") {
+        return Ok(crate::argosay::main(&args[1..]));
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {

@@ -3,6 +3,7 @@
 //! Exit codes: 0 the workflow succeeded, 1 it failed or errored, 2 usage or validation error.
 
 mod ambient;
+mod argosay;
 mod cli;
 mod cluster;
 mod driver;

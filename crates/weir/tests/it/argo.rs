@@ -86,3 +86,52 @@ fn a_templated_volume_mount_name_is_substituted() {
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(out.stdout.contains("on-the-volume"), "{}", out.all());
 }
+
+/// Argo's test image `argoproj/argosay` runs on this host: weir's stand-in (`weir argosay`)
+/// takes the image's place, with or without `command: [/argosay]`, and its exit code is the
+/// task's.
+#[test]
+fn argosay_fixtures_run_with_the_built_in_stand_in() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "argosay.yaml",
+        "kind: Workflow\nmetadata: {name: argosay}\nspec:\n  entrypoint: m\n  templates:\n  - name: m\n    steps:\n    - - {name: write, template: write}\n    - - {name: say, template: say, arguments: {parameters: [{name: msg, value: '{{steps.write.outputs.parameters.p}}'}]}}\n  - name: write\n    container: {image: 'argoproj/argosay:v2', args: [echo, 'written by argosay', /tmp/deep/msg]}\n    outputs: {parameters: [{name: p, valueFrom: {path: /tmp/deep/msg}}]}\n  - name: say\n    inputs: {parameters: [{name: msg}]}\n    container: {image: 'argoproj/argosay:v2', command: [/argosay], args: [echo, 'said {{inputs.parameters.msg}}']}\n",
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains("said written by argosay"),
+        "{}",
+        out.all()
+    );
+    let failing = sb.write(
+        "argosay-exit.yaml",
+        "kind: Workflow\nmetadata: {name: argosay-exit}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    container: {image: 'argoproj/argosay:v2', args: [exit, '3']}\n",
+    );
+    let out = sb.weir(&["run", failing.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    let run: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(run["status"]["phase"], "Failed", "{}", out.stdout);
+    assert!(
+        run["status"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("exit code 3"),
+        "{}",
+        out.stdout
+    );
+}
+
+/// A key-only output artifact, archived as by default, is read back by a key-only input of the
+/// same key (Argo's key names the object, whatever its archive).
+#[test]
+fn a_key_only_archived_output_is_read_back_by_its_key() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "key-only.yaml",
+        "kind: Workflow\nmetadata: {name: key-only}\nspec:\n  entrypoint: m\n  templates:\n  - name: m\n    dag:\n      tasks:\n      - {name: generate, template: generate}\n      - {name: consume, template: consume, depends: generate}\n  - name: generate\n    container: {image: alpine, command: [sh, -c, 'echo kept-by-key > /tmp/file']}\n    outputs: {artifacts: [{name: file, path: /tmp/file, s3: {key: my-file}}]}\n  - name: consume\n    inputs: {artifacts: [{name: file, path: /tmp/in, s3: {key: my-file}}]}\n    container: {image: alpine, command: [cat, /tmp/in]}\n",
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("kept-by-key"), "{}", out.all());
+}
