@@ -1167,9 +1167,10 @@ pub(crate) fn argosay(task: &TaskSpec) -> Option<Vec<String>> {
         }
         Some(_) => return None,
     };
-    let exe = std::env::current_exe().ok()?;
+    // this very binary, by the link the kernel keeps to it: its path may be out of the task's
+    // view (a binary under /tmp, hidden by the task's private /tmp)
     Some(
-        [exe.display().to_string(), "argosay".to_string()]
+        ["/proc/self/exe".to_string(), "argosay".to_string()]
             .into_iter()
             .chain(rest)
             .collect(),
