@@ -16,6 +16,7 @@ mod process;
 mod reaper;
 mod repo;
 mod report;
+mod root;
 mod s3;
 mod sandbox;
 mod shared;

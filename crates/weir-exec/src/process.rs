@@ -85,6 +85,8 @@ struct Collect {
     reported: (Vec<MetricPoint>, Option<String>),
     param_paths: Vec<(String, PathBuf)>,
     art_paths: Vec<PathBuf>,
+    /// Output paths the task had to write to: still untouched, they are missing.
+    untouched: Vec<PathBuf>,
     /// The task's work and run directories (what an isolated task's outputs may lie in).
     work: PathBuf,
     run_dir: PathBuf,
@@ -609,13 +611,8 @@ impl Inner {
                     std::os::unix::fs::symlink(&host, &link)
                         .map_err(|e| format!("volume `{}`: {e}", m.name))?;
                 }
-                Err(_) => {
-                    if self.cfg.sandbox == Sandbox::Namespaces {
-                        fs::create_dir_all(&target)
-                            .map_err(|e| format!("mount point {}: {e}", target.display()))?;
-                    }
-                    view.binds.push((target, host));
-                }
+                // its mount point is made in the task's own root
+                Err(_) => view.binds.push((target, host)),
             }
         }
         Ok(late)
@@ -715,12 +712,14 @@ impl Inner {
                 let _ = fs::create_dir_all(parent);
             }
         }
-        // command line; with namespaces the script and the default working directory live in the
-        // private /tmp, so they stay visible whatever the host path of the work dir
+        // command line; with namespaces the script lives in the private /tmp, so it stays
+        // visible whatever the host path of the work dir, and the working directory is the
+        // task's own root, as Argo's is a container's (`/` where the image sets none)
         let ns = self.cfg.sandbox == Sandbox::Namespaces;
         // The work directory is the task's private /tmp; weir's own files in it are dotfiles.
         let (script_task, cwd_task) = if ns {
-            ("/tmp/.weir-script".to_string(), PathBuf::from("/tmp"))
+            let cwd = if light { "/tmp" } else { "/" };
+            ("/tmp/.weir-script".to_string(), PathBuf::from(cwd))
         } else {
             (
                 work.join(".weir-script").display().to_string(),
@@ -772,7 +771,8 @@ impl Inner {
                 env.push((k.to_string(), v));
             }
         }
-        env.push(("HOME".into(), cwd_task.display().to_string()));
+        let home = if ns { Path::new("/tmp") } else { &work };
+        env.push(("HOME".into(), home.display().to_string()));
         if !light {
             // experiment tracking: JSON lines appended here are the task's metrics
             let at = if ns {
@@ -817,7 +817,7 @@ impl Inner {
         }
         // volumes mounted inside /tmp go on top of the private /tmp
         binds.extend(late_binds);
-        view.reconcile()?;
+        let untouched = view.mark_untouched(param_paths.iter().map(|(_, p)| p).chain(&art_paths));
         if lock(&self.state).stopped.contains(&task.node_id) {
             return Err("stopped before it started".into());
         }
@@ -951,6 +951,7 @@ impl Inner {
                 reported: (Vec::new(), None),
                 param_paths,
                 art_paths,
+                untouched,
                 work: work.clone(),
                 run_dir: run_dir.clone(),
             })
@@ -1087,14 +1088,16 @@ impl Inner {
                 &roots,
             )?;
         }
+        let written = |p: &PathBuf| !(c.untouched.contains(p) && crate::sandbox::untouched(p));
         for (name, path) in &c.param_paths {
-            let v = fs::read_to_string(path)
-                .ok()
+            let v = Some(path)
+                .filter(|p| written(p))
+                .and_then(|p| fs::read_to_string(p).ok())
                 .map(|s| s.strip_suffix('\n').map(str::to_string).unwrap_or(s));
             result.parameters.push((name.clone(), v));
         }
         for (a, path) in task.output_artifacts.iter().zip(&c.art_paths) {
-            if !path.exists() {
+            if !path.exists() || !written(path) {
                 if !a.optional {
                     result.missing_artifacts.push(a.name.clone());
                 }

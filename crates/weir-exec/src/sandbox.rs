@@ -1,7 +1,8 @@
 //! Each task's filesystem view. With Linux mount namespaces (the default where permitted) a task
-//! gets a private `/tmp` and its declared paths outside `/tmp` bound to per-task directories, so
-//! concurrent tasks never collide and Argo files run unmodified. Without them, declared paths
-//! are rewritten into the task's work directory (said once as a warning).
+//! gets a root of its own (see [`crate::root`]), a private `/tmp` and its declared paths outside
+//! `/tmp` bound to per-task directories, so concurrent tasks never collide, Argo files run
+//! unmodified and nothing is made on the host's `/`. Without them, declared paths are rewritten
+//! into the task's work directory (said once as a warning).
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +13,8 @@ pub enum Sandbox {
 }
 
 impl Sandbox {
-    /// Namespaces if this process may create them (one probe task).
+    /// Namespaces if this process may create them and enter a root of its own (one probe
+    /// task).
     pub fn detect() -> Sandbox {
         let probe = crate::spawn::Spec {
             argv: vec!["/bin/true".into()],
@@ -20,7 +22,8 @@ impl Sandbox {
             cwd: PathBuf::from("/"),
             binds: Vec::new(),
             namespaces: true,
-            tmpfs_tmp: true,
+            // a root of its own: the way most tasks start
+            tmpfs_tmp: false,
             hide: Vec::new(),
             user: None,
         };
@@ -38,6 +41,9 @@ pub(crate) struct View {
     pub mode: Sandbox,
     /// Top-level directories replaced by private ones (see `host`).
     private_tops: Vec<PathBuf>,
+    /// Host paths of the empty files and directories made to be bound onto a task path: the
+    /// task's output there is missing unless it wrote to them (see [`View::mark_untouched`]).
+    placeholders: Vec<PathBuf>,
 }
 
 impl View {
@@ -47,6 +53,7 @@ impl View {
             binds: Vec::new(),
             mode,
             private_tops: Vec::new(),
+            placeholders: Vec::new(),
         }
     }
 
@@ -102,7 +109,7 @@ impl View {
                     "path `{task_path}` already exists on this host; weir will not cover it"
                 ));
             }
-            // an empty placeholder of the other kind is replaced (`reconcile`)
+            // its mount point is made in the task's own root, of the kind bound onto it
             let as_file = match file {
                 Some(f) => f,
                 None if p.exists() => p.is_file(),
@@ -110,20 +117,13 @@ impl View {
             };
             let host = work.join(format!(".weir-mnt-{}", self.binds.len()));
             let made = if as_file {
-                std::fs::create_dir_all(work)
-                    .and_then(|_| std::fs::write(&host, b""))
-                    .and_then(|_| {
-                        if !p.exists() {
-                            std::fs::write(p, b"")
-                        } else {
-                            Ok(())
-                        }
-                    })
+                std::fs::create_dir_all(work).and_then(|_| std::fs::write(&host, b""))
             } else {
-                std::fs::create_dir_all(&host).and_then(|_| std::fs::create_dir_all(p))
+                std::fs::create_dir_all(&host)
             };
             made.map_err(|e| format!("preparing {task_path}: {e}"))?;
             self.binds.push((p.to_path_buf(), host.clone()));
+            self.placeholders.push(host.clone());
             return Ok(host);
         }
         // A top-level directory holding nothing but empty directories (often only mount points
@@ -138,7 +138,6 @@ impl View {
         {
             let host = work.join(format!(".weir-mnt-{}", self.binds.len()));
             std::fs::create_dir_all(&host)
-                .and_then(|_| std::fs::create_dir_all(top))
                 .map_err(|e| format!("preparing {}: {e}", top.display()))?;
             self.binds.push((top.to_path_buf(), host.clone()));
             self.private_tops.push(top.to_path_buf());
@@ -146,10 +145,6 @@ impl View {
         }
         let host = work.join(format!(".weir-mnt-{}", self.binds.len()));
         std::fs::create_dir_all(&host).map_err(|e| format!("{}: {e}", host.display()))?;
-        if self.mode == Sandbox::Namespaces {
-            std::fs::create_dir_all(parent)
-                .map_err(|e| format!("creating mount point {}: {e}", parent.display()))?;
-        }
         self.binds.push((parent.to_path_buf(), host.clone()));
         Ok(host.join(name))
     }
@@ -177,32 +172,19 @@ impl View {
             .any(|(t, h)| self.private_tops.contains(t) && host.starts_with(h))
     }
 
-    /// Makes each mount point the same kind (file or directory) as what will be bound onto it,
-    /// replacing empty placeholders left by earlier tasks.
-    pub fn reconcile(&self) -> Result<(), String> {
-        if self.mode != Sandbox::Namespaces {
-            return Ok(());
-        }
-        for (target, host) in &self.binds {
-            let want_dir = host.is_dir();
-            if target.is_dir() == want_dir && target.exists() {
-                continue;
-            }
-            let fix = || -> std::io::Result<()> {
-                if target.is_dir() {
-                    std::fs::remove_dir(target)?;
-                } else if target.exists() {
-                    std::fs::remove_file(target)?;
-                }
-                if want_dir {
-                    std::fs::create_dir_all(target)
-                } else {
-                    std::fs::write(target, b"")
-                }
-            };
-            fix().map_err(|e| format!("preparing mount point {}: {e}", target.display()))?;
-        }
-        Ok(())
+    /// Marks the placeholders among `outputs` that are still empty (nothing was loaded into
+    /// them) with a modification time of 0, and returns them: one still so marked when the task
+    /// ends was not written, and its output is missing, as in Argo, rather than empty.
+    pub fn mark_untouched<'a>(&self, outputs: impl Iterator<Item = &'a PathBuf>) -> Vec<PathBuf> {
+        outputs
+            .filter(|p| self.placeholders.contains(p) && is_empty(p))
+            .filter(|p| {
+                std::fs::File::open(p)
+                    .and_then(|f| f.set_modified(std::time::UNIX_EPOCH))
+                    .is_ok()
+            })
+            .cloned()
+            .collect()
     }
 
     /// Rewrite mode: replaces the task paths in a string by their host paths.
@@ -215,6 +197,23 @@ impl View {
             out = out.replace(&format!("{}/", t.display()), &format!("{}/", h.display()));
         }
         out
+    }
+}
+
+/// Whether a path that [`View::mark_untouched`] marked is as it was left: the task did not write
+/// it (a write, even one that leaves it empty, sets its modification time).
+pub(crate) fn untouched(p: &Path) -> bool {
+    is_empty(p)
+        && std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t == std::time::UNIX_EPOCH)
+}
+
+fn is_empty(p: &Path) -> bool {
+    match std::fs::metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(p).is_ok_and(|mut d| d.next().is_none()),
+        Ok(m) => m.len() == 0,
+        Err(_) => false,
     }
 }
 

@@ -1,6 +1,7 @@
 //! Starting a task's process without copying the engine's memory: `clone(CLONE_VM|CLONE_VFORK)`,
 //! as `posix_spawn` does, with the child-side setup a task needs (own process group, private
-//! mount namespace with its bind mounts, working directory) done between clone and exec.
+//! mount namespace with its own root, working directory) done between clone and exec. The root
+//! is planned in [`crate::root`]; the child only carries the steps out.
 //!
 //! A plain `fork` copies the page tables of the whole engine for every task, which made spawning
 //! cost grow with the size of the run; here the child borrows the parent's memory until it
@@ -21,8 +22,12 @@ pub(crate) struct Spec {
     pub cwd: PathBuf,
     /// (host, target) bind mounts, in order; only with `namespaces`.
     pub binds: Vec<(PathBuf, PathBuf)>,
+    /// A private mount namespace whose root is the task's own (see [`crate::root`]).
     pub namespaces: bool,
-    /// With `namespaces`: mount a fresh tmpfs on /tmp (after the binds).
+    /// With `namespaces`: a fresh tmpfs as /tmp, for a task that exchanges no files with weir.
+    /// Such a task sees the host's root, with /tmp its working directory: building a root of
+    /// its own (some thirty mounts) would triple the cost of starting it, and it has no paths
+    /// to place there.
     pub tmpfs_tmp: bool,
     /// With `namespaces`: directories covered by an empty read-only tmpfs before the binds
     /// (weir's data directory: the task must not see the database or other runs' files).
@@ -40,6 +45,33 @@ pub(crate) struct Proc {
     pub stderr: File,
 }
 
+/// A step of [`crate::root::Op`] in the form the child can carry out without allocating.
+enum Step {
+    Dir(CString),
+    File(CString),
+    Link(CString, CString),
+    Mirror(CString, CString),
+    Bind(usize, CString),
+    Hide(CString),
+    Tmpfs(CString),
+}
+
+impl Step {
+    fn of(op: &crate::root::Op) -> io::Result<Step> {
+        use crate::root::Op;
+        let c = |p: &Path| cstr(p.as_os_str().as_bytes());
+        Ok(match op {
+            Op::Dir(p) => Step::Dir(c(p)?),
+            Op::File(p) => Step::File(c(p)?),
+            Op::Link { target, at } => Step::Link(c(target)?, c(at)?),
+            Op::Mirror { host, at } => Step::Mirror(c(host)?, c(at)?),
+            Op::Bind { k, at } => Step::Bind(*k, c(at)?),
+            Op::Hide(p) => Step::Hide(c(p)?),
+            Op::Tmpfs(p) => Step::Tmpfs(c(p)?),
+        })
+    }
+}
+
 /// Everything the child reads, prepared before the clone: it must not allocate.
 struct Child {
     /// The program, or each `PATH` candidate for it, tried in order as `execvp` does: the search
@@ -48,17 +80,21 @@ struct Child {
     argv: Vec<*const libc::c_char>,
     envp: Vec<*const libc::c_char>,
     cwd: CString,
-    binds: Vec<(CString, CString)>,
+    /// The bind sources, opened before the first mount.
+    binds: Vec<CString>,
+    steps: Vec<Step>,
     root: CString,
     none: CString,
     tmpfs: CString,
-    tmp: CString,
+    /// Where the new root is mounted ([`crate::root::AT`]), and its tmpfs options.
+    at: CString,
+    root_opts: CString,
+    dot: CString,
     tmpfs_opts: CString,
-    hide: Vec<CString>,
     hide_opts: CString,
     user: Option<(u32, u32)>,
     namespaces: bool,
-    tmpfs_tmp: bool,
+    own_root: bool,
     stdin: i32,
     stdout: i32,
     stderr: i32,
@@ -169,53 +205,80 @@ extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
                 fail(4);
             }
             // Every source is opened before the first mount and named through /proc/self/fd:
-            // a mount made earlier (a volume at /work) may hide the path of a later source.
-            for (k, (host, _)) in c.binds.iter().enumerate() {
+            // a mount made earlier (the new root on /tmp, a volume) may hide its path.
+            for (k, host) in c.binds.iter().enumerate() {
                 let fd = libc::open(host.as_ptr(), libc::O_PATH | libc::O_CLOEXEC);
                 if fd < 0 {
                     fail(5);
                 }
                 *c.src_fds.add(k) = fd;
             }
-            // hidden before the binds: their sources are open already, and a bind target
-            // (the private /tmp) may cover the hidden path's parent; a path this view does not
-            // have is hidden already
-            for h in &c.hide {
-                if libc::mount(
+            let tmpfs = |at: &CString, flags: libc::c_ulong, opts: &CString| {
+                libc::mount(
                     c.tmpfs.as_ptr(),
-                    h.as_ptr(),
+                    at.as_ptr(),
                     c.tmpfs.as_ptr(),
-                    libc::MS_RDONLY | libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                    c.hide_opts.as_ptr() as *const c_void,
-                ) != 0
-                    && *libc::__errno_location() != libc::ENOENT
-                {
-                    fail(9);
-                }
-            }
-            for (k, (_, target)) in c.binds.iter().enumerate() {
-                let name = fd_path(*c.src_fds.add(k));
-                if libc::mount(
-                    name.as_ptr() as *const libc::c_char,
-                    target.as_ptr(),
+                    flags | libc::MS_NOSUID | libc::MS_NODEV,
+                    opts.as_ptr() as *const c_void,
+                ) == 0
+            };
+            let bind = |src: *const libc::c_char, at: &CString| {
+                libc::mount(
+                    src,
+                    at.as_ptr(),
                     std::ptr::null(),
                     libc::MS_BIND | libc::MS_REC,
                     std::ptr::null(),
-                ) != 0
-                {
-                    fail(5);
+                ) == 0
+            };
+            let errno = || *libc::__errno_location();
+            if c.own_root && !tmpfs(&c.at, 0, &c.root_opts) {
+                fail(11);
+            }
+            for step in &c.steps {
+                let ok = match step {
+                    Step::Dir(p) => libc::mkdir(p.as_ptr(), 0o755) == 0 || errno() == libc::EEXIST,
+                    Step::File(p) => {
+                        let fd = libc::open(
+                            p.as_ptr(),
+                            libc::O_RDONLY
+                                | libc::O_CREAT
+                                | libc::O_NONBLOCK
+                                | libc::O_NOCTTY
+                                | libc::O_CLOEXEC,
+                            0o644,
+                        );
+                        fd >= 0 && libc::close(fd) == 0
+                    }
+                    Step::Link(target, at) => {
+                        libc::symlink(target.as_ptr(), at.as_ptr()) == 0 || errno() == libc::EEXIST
+                    }
+                    Step::Mirror(host, at) => bind(host.as_ptr(), at),
+                    Step::Bind(k, at) => {
+                        let name = fd_path(*c.src_fds.add(*k));
+                        if !bind(name.as_ptr() as *const libc::c_char, at) {
+                            fail(5);
+                        }
+                        true
+                    }
+                    // a path this view does not have is hidden already
+                    Step::Hide(p) => {
+                        tmpfs(p, libc::MS_RDONLY | libc::MS_NOEXEC, &c.hide_opts)
+                            || errno() == libc::ENOENT
+                    }
+                    Step::Tmpfs(p) => tmpfs(p, 0, &c.tmpfs_opts),
+                };
+                if !ok {
+                    fail(11);
                 }
             }
-            if c.tmpfs_tmp
-                && libc::mount(
-                    c.tmpfs.as_ptr(),
-                    c.tmp.as_ptr(),
-                    c.tmpfs.as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV,
-                    c.tmpfs_opts.as_ptr() as *const c_void,
-                ) != 0
+            // the new root takes the old one's place, which is then let go of
+            if c.own_root
+                && (libc::chdir(c.at.as_ptr()) != 0
+                    || libc::syscall(libc::SYS_pivot_root, c.dot.as_ptr(), c.dot.as_ptr()) != 0
+                    || libc::umount2(c.dot.as_ptr(), libc::MNT_DETACH) != 0)
             {
-                fail(8);
+                fail(12);
             }
         }
         if libc::chdir(c.cwd.as_ptr()) != 0 {
@@ -286,13 +349,21 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
     let binds = spec
         .binds
         .iter()
-        .map(|(h, t)| {
-            Ok((
-                cstr(h.as_os_str().as_bytes())?,
-                cstr(t.as_os_str().as_bytes())?,
-            ))
-        })
+        .map(|(h, _)| cstr(h.as_os_str().as_bytes()))
         .collect::<io::Result<Vec<_>>>()?;
+    let steps = if spec.namespaces {
+        crate::root::plan(&spec.binds, &spec.hide, spec.tmpfs_tmp)
+            .iter()
+            .map(Step::of)
+            .collect::<io::Result<Vec<_>>>()?
+    } else {
+        Vec::new()
+    };
+    // the task's root is its user's to write, as a container's is
+    let root_opts = match spec.user {
+        Some((uid, gid)) => format!("mode=0755,uid={uid},gid={gid}"),
+        None => "mode=0755".to_string(),
+    };
     // where the child keeps the descriptors of the bind sources (it must not allocate)
     let mut src_fds = vec![-1i32; binds.len()];
     let devnull = devnull()?;
@@ -308,20 +379,18 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
         envp,
         cwd: cstr(spec.cwd.as_os_str().as_bytes())?,
         binds,
+        steps,
         root: cstr(b"/")?,
         none: cstr(b"none")?,
         tmpfs: cstr(b"tmpfs")?,
-        tmp: cstr(b"/tmp")?,
+        at: cstr(crate::root::AT.as_bytes())?,
+        root_opts: cstr(root_opts.as_bytes())?,
+        dot: cstr(b".")?,
         tmpfs_opts: cstr(b"mode=1777")?,
-        hide: spec
-            .hide
-            .iter()
-            .map(|h| cstr(h.as_os_str().as_bytes()))
-            .collect::<io::Result<_>>()?,
         hide_opts: cstr(b"size=4k,mode=0555")?,
         user: spec.user,
         namespaces: spec.namespaces,
-        tmpfs_tmp: spec.tmpfs_tmp,
+        own_root: !spec.tmpfs_tmp,
         stdin: devnull,
         stdout: out_w.as_raw_fd(),
         stderr: err_w.as_raw_fd(),
@@ -376,7 +445,9 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
             "mounting a tmpfs on /tmp",
             "hiding weir's data directory",
             "switching to the task user",
-        ][step.clamp(0, 10) as usize];
+            "preparing the task's root",
+            "entering the task's root",
+        ][step.clamp(0, 12) as usize];
         return Err(io::Error::new(e.kind(), format!("{step}: {e}")));
     }
     drop(child);

@@ -135,3 +135,89 @@ fn a_key_only_archived_output_is_read_back_by_its_key() {
     assert_eq!(out.code, 0, "{}", out.all());
     assert!(out.stdout.contains("kept-by-key"), "{}", out.all());
 }
+
+/// A declared output the task did not write fails its node, as Argo's executor does
+/// (workflow/executor/executor.go, `saveArtifact`: a missing path is an error unless the
+/// artifact is `optional`), never an empty artifact and a Succeeded node. The working directory
+/// is the container's, `/` where the image sets none (Argo sets no `workingDir` of its own), so
+/// a relative write does not land in `/tmp`.
+#[test]
+fn a_declared_output_the_task_did_not_write_fails_its_node() {
+    let sb = Sandbox::new();
+    let name = format!("weir-it-{}", std::process::id());
+    let wf = sb.write(
+        "missing-outputs.yaml",
+        &format!(
+            "kind: Workflow\nmetadata: {{name: missing-outputs}}\nspec:\n  entrypoint: m\n  templates:\n  - name: m\n    steps:\n    - - {{name: relative, template: relative}}\n      - {{name: root, template: root}}\n      - {{name: optional, template: optional}}\n  - name: relative\n    script:\n      image: alpine\n      command: [sh]\n      source: 'pwd; echo hi > out.txt'\n    outputs:\n      artifacts: [{{name: out, path: /tmp/out.txt}}]\n  - name: root\n    script:\n      image: alpine\n      command: [sh]\n      source: 'echo hi > /elsewhere.txt'\n    outputs:\n      artifacts: [{{name: out, path: /{name}.txt}}]\n  - name: optional\n    script:\n      image: alpine\n      command: [sh]\n      source: 'true'\n    outputs:\n      artifacts: [{{name: out, path: /{name}.txt, optional: true}}]\n      parameters: [{{name: p, valueFrom: {{path: /{name}-p, default: dflt}}}}]\n"
+        ),
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    let got = sb.weir(&["get", "missing-outputs", "-o", "json"]);
+    let run: serde_json::Value = serde_json::from_str(&got.stdout).unwrap();
+    for step in ["relative", "root"] {
+        let node = crate::support::node(&run, step);
+        assert_ne!(node["phase"], "Succeeded", "{step}: {}", got.stdout);
+        assert!(
+            node["message"].as_str().unwrap_or("").contains("not found"),
+            "{step}: {}",
+            got.stdout
+        );
+    }
+    let optional = crate::support::node(&run, "optional");
+    assert_eq!(optional["phase"], "Succeeded", "{}", got.stdout);
+    assert_eq!(
+        optional["outputs"]["parameters"][0]["value"], "dflt",
+        "{}",
+        got.stdout
+    );
+    // the relative write happened in the task's own root
+    let logs = sb.weir(&["logs", "missing-outputs"]);
+    assert!(logs.stdout.contains("relative: /\n"), "{}", logs.stdout);
+}
+
+/// A task's paths outside /tmp (root-level files, private top-level directories, volumes, a
+/// working directory) are made in a root of the task's own: nothing appears in the host's `/`,
+/// during the run or after it, while the task reads and writes them as in a container.
+#[test]
+fn a_tasks_root_level_paths_leave_the_hosts_root_as_it_was() {
+    let sb = Sandbox::new();
+    let top = format!("weir-it-root-{}", std::process::id());
+    let wf = sb.write(
+        "own-root.yaml",
+        &format!(
+            "kind: Workflow\nmetadata: {{name: own-root}}\nspec:\n  entrypoint: m\n  volumes: [{{name: v, emptyDir: {{}}}}]\n  templates:\n  - name: m\n    steps:\n    - - {{name: write, template: write}}\n    - - name: read\n        template: read\n        arguments:\n          artifacts: [{{name: a, from: '{{{{steps.write.outputs.artifacts.dir}}}}'}}]\n  - name: write\n    script:\n      image: alpine\n      command: [sh]\n      workingDir: /{top}-wd\n      volumeMounts: [{{name: v, mountPath: /{top}-vol}}]\n      source: |\n        set -e\n        pwd\n        mkdir -p /{top}/out && echo deep > /{top}/out/f\n        echo file > /{top}.txt\n        echo vol > /{top}-vol/v\n        test -e /usr/bin/env && test -d /etc\n    outputs:\n      parameters: [{{name: p, valueFrom: {{path: /{top}.txt}}}}]\n      artifacts: [{{name: dir, path: /{top}/out}}]\n  - name: read\n    inputs:\n      artifacts: [{{name: a, path: /{top}-in}}]\n    script:\n      image: alpine\n      command: [sh]\n      source: 'cat /{top}-in/f; ls /'\n"
+        ),
+    );
+    let before = root_listing();
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains(&format!("write: /{top}-wd")),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("read: deep"), "{}", out.stdout);
+    let got = sb.weir(&["get", "own-root", "-o", "json"]);
+    let run: serde_json::Value = serde_json::from_str(&got.stdout).unwrap();
+    let write = crate::support::node(&run, "write");
+    assert_eq!(
+        write["outputs"]["parameters"][0]["value"], "file",
+        "{}",
+        got.stdout
+    );
+    let after = root_listing();
+    let new: Vec<&String> = after.iter().filter(|e| !before.contains(e)).collect();
+    assert!(
+        !new.iter().any(|e| e.starts_with(&top)),
+        "the run left {new:?} in /"
+    );
+}
+
+fn root_listing() -> Vec<String> {
+    std::fs::read_dir("/")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
