@@ -1035,7 +1035,9 @@ fn a_container_set_runs_its_containers_in_dependency_order_and_main_gives_the_ou
         pos(".set.b") < pos(".set.main") && pos(".set.c") < pos(".set.main"),
         "{trace:?}"
     );
-    // main's stdout is the set's result; its declared parameter is read from main's path
+    // main's stdout is the set's result; its declared parameter, in the shared volume, is read
+    // once every container has ended (Argo reads outputs when the pod ends)
+    assert!(pos(".set.main") < pos(".set.main-outputs"), "{trace:?}");
     let after = run
         .nodes()
         .iter()
@@ -1045,7 +1047,7 @@ fn a_container_set_runs_its_containers_in_dependency_order_and_main_gives_the_ou
         after.inputs,
         [(
             "x".to_string(),
-            "out-of-wf.set.main-out-of-wf.set.main".to_string()
+            "out-of-wf.set.main-out-of-wf.set.main-outputs".to_string()
         )]
     );
 
@@ -1068,9 +1070,28 @@ fn malformed_container_sets_are_refused_with_their_path() {
     assert_eq!(
         problems_of(y),
         [
-            "spec.templates[0].containerSet.containers[2]: template `t`: container `c` has no `command` or `args`: the image's own entrypoint cannot run on this host",
             "spec.templates[0].containerSet.containers: dependency cycle among containers a, b",
             "spec.templates[0].containerSet.containers: the template declares outputs, which come from a container named `main`; the set has none",
+        ]
+    );
+}
+
+/// A container that names no program runs its image's own entrypoint: not a reason to refuse
+/// the run (only a node that reaches it fails, in the executor), but a warning with its path.
+#[test]
+fn containers_that_run_their_images_entrypoint_are_warned_about_not_refused() {
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    steps:\n    - - {name: a, template: ok}\n    - - {name: b, template: image, when: 'false'}\n  - name: ok\n    container: {image: x, command: [a]}\n  - name: image\n    container: {image: docker/whalesay}\n    sidecars: [{name: s, image: nginx}]\n  - name: say\n    container: {image: argoproj/argosay:v2}\n";
+    assert!(Run::start(submission(y, &[])).is_ok());
+    let sub = submission(y, &[]);
+    let found: Vec<String> = crate::run::image_entrypoints(&sub.workflow.spec)
+        .iter()
+        .map(|p| format!("{}: {}", p.path, p.message))
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "spec.templates[2].container: template `image`: has no `command` or `args`: the image's own entrypoint cannot run on this host, so its nodes will fail",
+            "spec.templates[2].sidecars[0]: template `image`: container `s` has no `command` or `args`: the image's own entrypoint cannot run on this host, so its nodes will fail",
         ]
     );
 }

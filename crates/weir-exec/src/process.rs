@@ -754,7 +754,13 @@ impl Inner {
             argv.push(script_task);
         }
         if argv.is_empty() {
-            return Err("nothing to run: the template has no command or args".into());
+            return Err(format!(
+                "the template names no `command` or `args`: the image's own entrypoint{} cannot run on this host",
+                task.image
+                    .as_deref()
+                    .map(|i| format!(" (`{i}`)"))
+                    .unwrap_or_default()
+            ));
         }
         if argv[0] == "python" && self.python3_for_python {
             argv[0] = "python3".into();

@@ -330,7 +330,10 @@ fn devnull() -> io::Result<i32> {
 /// Starts the process; its stdout and stderr come back as pipes.
 pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
     let Some(first) = spec.argv.first() else {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty command"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no `command` or `args`: an image's own entrypoint cannot run on this host",
+        ));
     };
     let progs = candidates(first, &spec.env)
         .iter()

@@ -213,39 +213,51 @@ const KUBERNETES_ONLY: &[&str] = &[
 /// Fields weir accepts but does not act on yet.
 const NOT_YET: &[&str] = &["archiveLocation"];
 
-/// One warning per Kubernetes-only or not-yet-supported field of a workflow document.
-pub fn ignored_field_warnings(def: &Definition) -> Vec<String> {
-    def.positions
-        .iter()
-        .filter_map(|(path, pos)| {
-            let last = path.rsplit('.').next().unwrap_or_default();
-            let why = if matches!(
-                path.as_str(),
-                "spec.priority"
-                    | "spec.ttlStrategy"
-                    | "spec.podGC"
-                    | "spec.artifactGC"
-                    | "spec.archiveLogs"
-            ) || path.ends_with(".archiveLogs")
-            {
-                // acted on (logs are always kept, so archiveLogs asks for what weir does)
-                return None;
-            } else if last == "artifactGC" {
-                // an artifact's own artifactGC is acted on too
-                return None;
-            } else if KUBERNETES_ONLY.contains(&last) {
-                "has no effect when running on one host (kept, ignored)"
-            } else if NOT_YET.contains(&last) {
-                "is not supported by weir yet (kept, ignored)"
-            } else {
-                return None;
-            };
-            Some(format!(
-                "{}:{}:{}: warning: {path}: {why}",
-                def.file, pos.line, pos.col
-            ))
-        })
-        .collect()
+/// One warning per Kubernetes-only or not-yet-supported field of a workflow document, and per
+/// container that would run its image's own entrypoint (its nodes fail on this host).
+pub fn field_warnings(def: &Definition) -> Vec<String> {
+    let entrypoints = weir_core::run::image_entrypoints(&def.spec)
+        .into_iter()
+        .map(|p| {
+            let (line, col) = def
+                .positions
+                .get(&p.path)
+                .map(|pos| (pos.line, pos.col))
+                .unwrap_or((1, 1));
+            format!(
+                "{}:{line}:{col}: warning: {}: {}",
+                def.file, p.path, p.message
+            )
+        });
+    let ignored = def.positions.iter().filter_map(|(path, pos)| {
+        let last = path.rsplit('.').next().unwrap_or_default();
+        let why = if matches!(
+            path.as_str(),
+            "spec.priority"
+                | "spec.ttlStrategy"
+                | "spec.podGC"
+                | "spec.artifactGC"
+                | "spec.archiveLogs"
+        ) || path.ends_with(".archiveLogs")
+        {
+            // acted on (logs are always kept, so archiveLogs asks for what weir does)
+            return None;
+        } else if last == "artifactGC" {
+            // an artifact's own artifactGC is acted on too
+            return None;
+        } else if KUBERNETES_ONLY.contains(&last) {
+            "has no effect when running on one host (kept, ignored)"
+        } else if NOT_YET.contains(&last) {
+            "is not supported by weir yet (kept, ignored)"
+        } else {
+            return None;
+        };
+        Some(format!(
+            "{}:{}:{}: warning: {path}: {why}",
+            def.file, pos.line, pos.col
+        ))
+    });
+    ignored.chain(entrypoints).collect()
 }
 
 /// Picks the document `weir run` runs: the first Workflow (else the first template kind).

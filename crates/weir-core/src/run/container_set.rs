@@ -2,7 +2,9 @@
 //! their `dependencies` give, sharing the set's `emptyDir` volumes (one directory per set
 //! instance) and its `volumeMounts`. The container named `main` gives the set its outputs: its
 //! result, and the parameters and artifacts the set declares (read from main's paths), as Argo
-//! reads them from the main container.
+//! reads them from the main container. Argo reads them when the whole pod has ended: an output in
+//! a volume the set shares (which any container may write) is read by one more task, after every
+//! container, that runs nothing but has main's mounts.
 
 use serde_json::Value as Json;
 
@@ -96,7 +98,39 @@ pub(crate) fn expand(t: &Template) -> Vec<Template> {
     };
     let mut out = Vec::new();
     let mut dag = Dag::default();
-    let has_main = members.iter().any(|m| m.name == MAIN);
+    let main = members.iter().find(|m| m.name == MAIN);
+    let has_main = main.is_some();
+    // outputs in a shared volume are read once every container has ended
+    let shared = |path: &Option<String>| {
+        let mounts = main
+            .map(|m| m.container.volume_mounts.as_slice())
+            .unwrap_or(&[]);
+        path.as_deref().is_some_and(|p| {
+            mounts.iter().any(|v| {
+                v.get("mountPath")
+                    .and_then(Json::as_str)
+                    .is_some_and(|mp| std::path::Path::new(p).starts_with(mp))
+            })
+        })
+    };
+    let param_path = |p: &Parameter| p.value_from.as_ref().and_then(|v| v.path.clone());
+    let (late_params, main_params): (Vec<Parameter>, Vec<Parameter>) = t
+        .outputs
+        .parameters
+        .iter()
+        .cloned()
+        .partition(|p| shared(&param_path(p)));
+    let (late_arts, main_arts): (Vec<Artifact>, Vec<Artifact>) = t
+        .outputs
+        .artifacts
+        .iter()
+        .cloned()
+        .partition(|a| shared(&a.path));
+    let mut collector = format!("{MAIN}-outputs");
+    while members.iter().any(|m| m.name == collector) {
+        collector.push('-');
+    }
+    let late = main.is_some() && (!late_params.is_empty() || !late_arts.is_empty());
     for m in &members {
         let name = member_template(&t.name, &m.name);
         dag.tasks.push(Step {
@@ -110,7 +144,10 @@ pub(crate) fn expand(t: &Template) -> Vec<Template> {
             name,
             inputs: t.inputs.clone(),
             outputs: if m.name == MAIN {
-                t.outputs.clone()
+                crate::spec::Outputs {
+                    parameters: main_params.clone(),
+                    artifacts: main_arts.clone(),
+                }
             } else {
                 Default::default()
             },
@@ -121,6 +158,42 @@ pub(crate) fn expand(t: &Template) -> Vec<Template> {
             ..Template::default()
         });
     }
+    if let Some(m) = main.filter(|_| late) {
+        let name = member_template(&t.name, &collector);
+        dag.tasks.push(Step {
+            name: collector.clone(),
+            template: Some(name.clone()),
+            arguments: arguments.clone(),
+            dependencies: members.iter().map(|m| m.name.clone()).collect(),
+            ..Step::default()
+        });
+        out.push(Template {
+            name,
+            inputs: t.inputs.clone(),
+            outputs: crate::spec::Outputs {
+                parameters: late_params.clone(),
+                artifacts: late_arts.clone(),
+            },
+            container: Some(Container {
+                command: vec!["true".into()],
+                args: Vec::new(),
+                volume_mounts: m.container.volume_mounts.clone(),
+                image: m.container.image.clone(),
+                ..Container::default()
+            }),
+            volumes: t.volumes.clone(),
+            set_member: true,
+            ..Template::default()
+        });
+    }
+    let param_from = |name: &str| match late_params.iter().any(|p| p.name == name) {
+        true => collector.as_str(),
+        false => MAIN,
+    };
+    let art_from = |name: &str| match late_arts.iter().any(|a| a.name == name) {
+        true => collector.as_str(),
+        false => MAIN,
+    };
     let mut s = t.clone();
     s.container_set = None;
     s.dag = Some(dag);
@@ -135,7 +208,8 @@ pub(crate) fn expand(t: &Template) -> Vec<Template> {
                 name: p.name.clone(),
                 value_from: Some(ValueFrom {
                     parameter: Some(format!(
-                        "{{{{tasks.{MAIN}.outputs.parameters.{}}}}}",
+                        "{{{{tasks.{}.outputs.parameters.{}}}}}",
+                        param_from(&p.name),
                         p.name
                     )),
                     default: p.value_from.as_ref().and_then(|v| v.default.clone()),
@@ -151,7 +225,11 @@ pub(crate) fn expand(t: &Template) -> Vec<Template> {
             .iter()
             .map(|a| Artifact {
                 name: a.name.clone(),
-                from: Some(format!("{{{{tasks.{MAIN}.outputs.artifacts.{}}}}}", a.name)),
+                from: Some(format!(
+                    "{{{{tasks.{}.outputs.artifacts.{}}}}}",
+                    art_from(&a.name),
+                    a.name
+                )),
                 global_name: a.global_name.clone(),
                 optional: a.optional,
                 ..Artifact::default()

@@ -28,6 +28,7 @@ pub use engine::TemplateScope;
 pub use engine::go_sprintf as go_sprintf_pub;
 pub use engine::quantity;
 pub use metrics::Metric;
+pub use validate::image_entrypoints;
 pub use vars::{duration_ms, parse_duration, rfc3339 as rfc3339_pub};
 
 /// Milliseconds since the Unix epoch; the only clock the core knows is the one passed in.
@@ -707,7 +708,7 @@ impl Run {
         limits: crate::limits::Limits,
     ) -> Result<(Run, Vec<Action>), Vec<Problem>> {
         let library = Library::build(&sub)?;
-        let problems = validate::validate(&sub, &library);
+        let problems = validate::validate(&sub, &library, false);
         if !problems.is_empty() {
             return Err(problems);
         }
@@ -718,6 +719,16 @@ impl Run {
         run.limit_problems()?;
         let actions = std::mem::take(&mut run.actions);
         Ok((run, actions))
+    }
+
+    /// Checks a WorkflowTemplate on its own, as Argo does when one is created: like
+    /// [`Run::start`]'s checks, except that it may lack an `entrypoint` and its entrypoint's
+    /// inputs may be left to whoever submits it.
+    pub fn check_template(sub: &Submission) -> Vec<Problem> {
+        match Library::build(sub) {
+            Ok(library) => validate::validate(sub, &library, true),
+            Err(problems) => problems,
+        }
     }
 
     /// A limit the run hit while it began (see `Run::start`), as a problem.

@@ -11,8 +11,10 @@ use crate::spec::{Step, Template};
 
 use crate::run::Library;
 
-/// Checks a submission; an empty list means it may run.
-pub(crate) fn validate(sub: &Submission, lib: &Library) -> Vec<Problem> {
+/// Checks a submission; an empty list means it may run. `template`: the document is a
+/// WorkflowTemplate checked on its own, as Argo's `ValidateWorkflowTemplate` does: it may lack an
+/// `entrypoint`, and its entrypoint's inputs may come from whoever submits it.
+pub(crate) fn validate(sub: &Submission, lib: &Library, template: bool) -> Vec<Problem> {
     let mut v = Validator {
         lib,
         problems: Vec::new(),
@@ -42,12 +44,16 @@ pub(crate) fn validate(sub: &Submission, lib: &Library) -> Vec<Problem> {
         "spec"
     };
     match &spec.entrypoint {
+        None if template => {}
         None => v.push(&format!("{base}.entrypoint"), "missing `entrypoint`"),
-        Some(e) if lib.get(&TemplateScope::Workflow, e).is_none() => v.push(
-            &format!("{base}.entrypoint"),
-            &format!("entrypoint template `{e}` not found"),
-        ),
-        _ => {}
+        Some(e) => match lib.get(&TemplateScope::Workflow, e) {
+            None => v.push(
+                &format!("{base}.entrypoint"),
+                &format!("entrypoint template `{e}` not found"),
+            ),
+            Some(t) if !template => v.entrypoint_inputs(sub, &t, &format!("{base}.entrypoint")),
+            Some(_) => {}
+        },
     }
     for (i, p) in spec.arguments.parameters.iter().enumerate() {
         let given = sub.parameters.iter().any(|(k, _)| *k == p.name);
@@ -219,7 +225,6 @@ impl Validator<'_> {
                     );
                 }
             }
-            self.host_program(t, &m.container, &p, Some(&m.name));
         }
         // dependency cycles: repeatedly take containers whose dependencies are all taken
         let mut taken: Vec<&str> = Vec::new();
@@ -258,33 +263,27 @@ impl Validator<'_> {
         }
     }
 
-    /// A container must name a program this host has: an image's own entrypoint cannot run.
-    fn host_program(
-        &mut self,
-        t: &Template,
-        c: &crate::spec::Container,
-        path: &str,
-        name: Option<&str>,
-    ) {
-        let image = c.image.as_deref().unwrap_or_default();
-        // `argosay` is the image's own program, run by default or named (`/argosay`)
-        let argosay = image.starts_with("argoproj/argosay")
-            && c.command
-                .first()
-                .is_none_or(|p| p.trim_start_matches('/') == "argosay");
-        // weir carries a stand-in for argosay (`weir argosay`), which the executor runs
-        if !c.command.is_empty() || argosay {
-            return;
-        }
-        if c.args.is_empty() {
-            let who = match name {
-                Some(n) => format!("container `{n}` has no"),
-                None => "no".into(),
-            };
-            self.push(
-                path,
-                &format!("template `{}`: {who} `command` or `args`: the image's own entrypoint cannot run on this host", t.name),
-            );
+    /// The entrypoint's input parameters are supplied (Argo's `ProcessArgs` at submit:
+    /// "inputs.parameters.NAME was not supplied"): each has a value or default of its own, or
+    /// a workflow argument of its name that has one, or `-p NAME=VALUE`.
+    fn entrypoint_inputs(&mut self, sub: &Submission, t: &Template, path: &str) {
+        let spec = &self.lib.spec;
+        for p in &t.inputs.parameters {
+            let own = p.value.is_some() || p.default.is_some() || p.value_from.is_some();
+            let argument = spec.arguments.parameters.iter().any(|a| {
+                a.name == p.name
+                    && (a.value.is_some() || a.default.is_some() || a.value_from.is_some())
+            });
+            let given = sub.parameters.iter().any(|(k, _)| *k == p.name);
+            if !(own || argument || given) {
+                self.push(
+                    path,
+                    &format!(
+                        "template `{}`: inputs.parameters.{} was not supplied: give the workflow an argument `{}` (spec.arguments.parameters, or -p {}=VALUE)",
+                        t.name, p.name, p.name, p.name
+                    ),
+                );
+            }
         }
     }
 
@@ -482,19 +481,6 @@ impl Validator<'_> {
                 return;
             }
         }
-        for (field, list) in [
-            ("sidecars", &t.sidecars),
-            ("initContainers", &t.init_containers),
-        ] {
-            for (j, sc) in list.iter().enumerate() {
-                if sc.command.is_empty() && sc.args.is_empty() {
-                    self.push(
-                        &format!("{path}.{field}[{j}]"),
-                        &format!("template `{}`: container `{}` has no `command` or `args`: the image's own entrypoint cannot run on this host", t.name, sc.name.as_deref().unwrap_or_default()),
-                    );
-                }
-            }
-        }
         if t.daemon == Some(true) && t.container.is_none() && t.script.is_none() {
             self.push(
                 &format!("{path}.daemon"),
@@ -535,9 +521,6 @@ impl Validator<'_> {
                     t.name
                 ),
             );
-        }
-        if let Some(c) = &t.container {
-            self.host_program(t, c, &format!("{path}.container"), None);
         }
         let outputs = t.outputs.artifacts.len();
         for (i, a) in t
@@ -710,4 +693,57 @@ fn creates_workflow(r: &serde_json::Value) -> bool {
         && r.get("manifest")
             .and_then(|m| m.as_str())
             .is_some_and(|m| m.lines().any(|l| l.trim() == "kind: Workflow"))
+}
+
+/// Containers of a workflow's own templates that name no program, so run their image's own
+/// entrypoint, which a host cannot run (Argo's test image `argoproj/argosay` aside: weir
+/// carries a stand-in for it). Not a reason to refuse the run: only a node that reaches such a
+/// template fails, so these are warnings.
+pub fn image_entrypoints(spec: &crate::spec::WorkflowSpec) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let runs_entrypoint = |c: &crate::spec::Container| {
+        let image = c.image.as_deref().unwrap_or_default();
+        let argosay = image.starts_with("argoproj/argosay")
+            && c.command
+                .first()
+                .is_none_or(|p| p.trim_start_matches('/') == "argosay");
+        c.command.is_empty() && c.args.is_empty() && !argosay
+    };
+    for (i, t) in spec.templates.iter().enumerate() {
+        let path = format!("spec.templates[{i}]");
+        let mut found = |p: String, who: String| {
+            out.push(Problem {
+                path: p,
+                message: format!(
+                    "template `{}`: {who} no `command` or `args`: the image's own entrypoint cannot run on this host, so its nodes will fail",
+                    t.name
+                ),
+            })
+        };
+        if t.container.as_ref().is_some_and(runs_entrypoint) {
+            found(format!("{path}.container"), "has".into());
+        }
+        if let Some(set) = &t.container_set {
+            for (j, m) in crate::run::container_set::members(set).iter().enumerate() {
+                if runs_entrypoint(&m.container) {
+                    found(
+                        format!("{path}.containerSet.containers[{j}]"),
+                        format!("container `{}` has", m.name),
+                    );
+                }
+            }
+        }
+        for (field, list) in [
+            ("sidecars", &t.sidecars),
+            ("initContainers", &t.init_containers),
+        ] {
+            for (j, sc) in list.iter().enumerate().filter(|(_, c)| runs_entrypoint(c)) {
+                found(
+                    format!("{path}.{field}[{j}]"),
+                    format!("container `{}` has", sc.name.as_deref().unwrap_or_default()),
+                );
+            }
+        }
+    }
+    out
 }

@@ -39,7 +39,7 @@ pub(super) fn prepare(submit: &Submit, store: &Store) -> Result<Submission> {
     let bundle = files::load_bundle(&submit.file, &submit.with)?;
     print_warnings(&bundle.warnings);
     let mut wf = files::pick_workflow(&bundle.main, &submit.file)?;
-    for w in files::ignored_field_warnings(&wf) {
+    for w in files::field_warnings(&wf) {
         eprintln!("{w}");
     }
     if let Some(e) = &submit.entrypoint {
@@ -204,8 +204,16 @@ pub(super) fn lint(paths: &[PathBuf], with: &[PathBuf]) -> Result<ExitCode> {
                     .cloned()
                     .collect(),
             };
-            if let Err(ps) = Run::start(sub) {
-                problems.push(files::locate(&ps, &wf, &library));
+            for w in files::field_warnings(def) {
+                eprintln!("{w}");
+            }
+            let found = if def.kind == weir_core::spec::Kind::Workflow {
+                Run::start(sub).err().unwrap_or_default()
+            } else {
+                Run::check_template(&sub)
+            };
+            if !found.is_empty() {
+                problems.push(files::locate(&found, &wf, &library));
             }
         }
         if errors.is_empty() && problems.is_empty() {

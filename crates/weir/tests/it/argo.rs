@@ -221,3 +221,107 @@ fn root_listing() -> Vec<String> {
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect()
 }
+
+/// Templates are checked as a run reaches them. One WorkflowTemplate of a `--with` bundle that
+/// runs its image's own entrypoint does not stop runs that never use it (Argo's own tests apply
+/// all their templates first); a run that reaches it fails at that node, with the reason, and
+/// a branch not taken never does. `weir lint` accepts a WorkflowTemplate without `entrypoint`
+/// (Argo's `ValidateWorkflowTemplate`: `IgnoreEntrypoint`) and refuses a workflow whose
+/// entrypoint input is never supplied (Argo's `ProcessArgs` at submit: "inputs.parameters.NAME
+/// was not supplied").
+#[test]
+fn templates_are_checked_as_a_run_reaches_them() {
+    let sb = Sandbox::new();
+    let lib = sb.write(
+        "lib.yaml",
+        "kind: WorkflowTemplate\nmetadata: {name: image-only}\nspec:\n  templates:\n  - name: whale\n    container: {image: docker/whalesay}\n---\nkind: WorkflowTemplate\nmetadata: {name: host}\nspec:\n  templates:\n  - name: hi\n    container: {image: alpine, command: [echo, hi]}\n",
+    );
+    let wf = |name: &str, whale_when: &str| {
+        sb.write(
+            &format!("{name}.yaml"),
+            &format!(
+                "kind: Workflow\nmetadata: {{name: {name}}}\nspec:\n  entrypoint: m\n  templates:\n  - name: m\n    steps:\n    - - {{name: hi, templateRef: {{name: host, template: hi}}}}\n    - - {{name: whale, templateRef: {{name: image-only, template: whale}}, when: '{whale_when}'}}\n"
+            ),
+        )
+    };
+    let run = |file: std::path::PathBuf| {
+        sb.weir(&[
+            "run",
+            file.to_str().unwrap(),
+            "--with",
+            lib.to_str().unwrap(),
+            "--no-logs",
+        ])
+    };
+    let skipped = run(wf("not-taken", "false"));
+    assert_eq!(skipped.code, 0, "{}", skipped.all());
+    let reached = run(wf("taken", "true"));
+    assert_eq!(reached.code, 1, "{}", reached.all());
+    let got = sb.weir(&["get", "taken", "-o", "json"]);
+    let taken: serde_json::Value = serde_json::from_str(&got.stdout).unwrap();
+    assert_eq!(crate::support::node(&taken, "hi")["phase"], "Succeeded");
+    let whale = crate::support::node(&taken, "whale");
+    assert!(
+        whale["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("image's own entrypoint (`docker/whalesay`) cannot run on this host"),
+        "{}",
+        got.stdout
+    );
+    // lint: a template without entrypoint is fine, and warned about the image-only container
+    let lint = sb.weir(&["lint", lib.to_str().unwrap()]);
+    assert_eq!(lint.code, 0, "{}", lint.all());
+    assert!(
+        lint.stderr.contains("warning: spec.templates[0].container")
+            && lint.stderr.contains("so its nodes will fail"),
+        "{}",
+        lint.all()
+    );
+    let unsupplied = sb.write(
+        "unsupplied.yaml",
+        "kind: Workflow\nmetadata: {name: unsupplied}\nspec:\n  entrypoint: m\n  templates:\n  - name: m\n    inputs: {parameters: [{name: message}]}\n    container: {image: alpine, command: [echo, '{{inputs.parameters.message}}']}\n",
+    );
+    let lint = sb.weir(&["lint", unsupplied.to_str().unwrap()]);
+    assert_eq!(lint.code, 2, "{}", lint.all());
+    assert!(
+        lint.stderr
+            .contains("inputs.parameters.message was not supplied"),
+        "{}",
+        lint.all()
+    );
+    // supplied as a workflow argument, it passes
+    let supplied = sb.write(
+        "supplied.yaml",
+        "kind: Workflow\nmetadata: {name: supplied}\nspec:\n  entrypoint: m\n  arguments: {parameters: [{name: message, value: hi}]}\n  templates:\n  - name: m\n    inputs: {parameters: [{name: message}]}\n    container: {image: alpine, command: [echo, '{{inputs.parameters.message}}']}\n",
+    );
+    let lint = sb.weir(&["lint", supplied.to_str().unwrap()]);
+    assert_eq!(lint.code, 0, "{}", lint.all());
+}
+
+/// A container set's outputs are read when the whole set has ended, as Argo reads them when
+/// the pod ends: an output in the set's shared volume that another container writes after
+/// `main` exited is still main's output.
+#[test]
+fn a_container_sets_shared_outputs_are_read_after_every_container_ended() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "late-writer.yaml",
+        "kind: Workflow\nmetadata: {name: late-writer}\nspec:\n  entrypoint: m\n  templates:\n  - name: m\n    volumes: [{name: ws, emptyDir: {}}]\n    containerSet:\n      volumeMounts: [{name: ws, mountPath: /ws}]\n      containers:\n      - name: a\n        image: alpine\n        command: [sh, -c, 'until test -s /ws/main.pid; do sleep 0.01; done; pid=$(cat /ws/main.pid); while kill -0 $pid 2>/dev/null; do sleep 0.01; done; echo late > /ws/out']\n      - name: main\n        image: alpine\n        command: [sh, -c, 'echo $$ > /ws/main.pid; echo main done']\n    outputs:\n      parameters: [{name: out, valueFrom: {path: /ws/out}}]\n      artifacts: [{name: out, path: /ws/out}]\n",
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap(), "-o", "json"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let got = sb.weir(&["get", "late-writer", "-o", "json"]);
+    let run: serde_json::Value = serde_json::from_str(&got.stdout).unwrap();
+    let root = crate::support::node(&run, "late-writer");
+    assert_eq!(
+        root["outputs"]["parameters"][0]["value"], "late",
+        "{}",
+        got.stdout
+    );
+    assert_eq!(
+        root["outputs"]["artifacts"][0]["name"], "out",
+        "{}",
+        got.stdout
+    );
+}

@@ -133,13 +133,6 @@ const OUT_OF_REACH: &[(&str, &str)] = &[
     ),
 ];
 
-/// Examples whose outcome here depends on timing for a reason weir has yet to fix: left out of
-/// the ratio, with the reason (also in docs/conformance-notes.md).
-const KNOWN_GAPS: &[(&str, &str)] = &[(
-    "container-set-template/workspace-workflow.yaml",
-    "weir reads a container set's outputs when `main` exits, Argo when the whole pod ends; here `a` writes main's output path in parallel with `main`, so the outcome races",
-)];
-
 /// Whether a row counts toward the conformance ratio, and if so whether weir matched Argo.
 fn verdict(r: &Row) -> Option<bool> {
     let image_or_cluster = [
@@ -150,8 +143,7 @@ fn verdict(r: &Row) -> Option<bool> {
     ];
     if r.outcome == "Not run"
         || OUT_OF_REACH.iter().any(|(f, _)| *f == r.file)
-        || KNOWN_GAPS.iter().any(|(f, _)| *f == r.file)
-        || (r.outcome == "Refused" && image_or_cluster.iter().any(|w| r.detail.contains(w)))
+        || (r.outcome != "Succeeded" && image_or_cluster.iter().any(|w| r.detail.contains(w)))
     {
         return None;
     }
@@ -374,7 +366,15 @@ fn run_one(sb: &Sandbox, examples: &Path, file: &str, web_port: u16) -> (String,
                 .find(|l| l.starts_with("Status:"))
                 .map(|l| l.trim_start_matches("Status:").trim().to_string())
                 .unwrap_or_else(|| "Error".into());
-            let msg = if message.is_empty() {
+            // a node that reached a template running its image's own entrypoint: the run
+            // needed an image-only program, said on that node's line
+            let image_only = stdout
+                .lines()
+                .find(|l| l.contains("image's own entrypoint"))
+                .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "));
+            let msg = if let Some(line) = image_only {
+                line
+            } else if message.is_empty() {
                 stderr.lines().last().unwrap_or("").to_string()
             } else {
                 message
