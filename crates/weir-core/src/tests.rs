@@ -1204,3 +1204,36 @@ fn resume_with_a_node_field_selector_resumes_only_the_nodes_it_picks() {
 mod dag_phase;
 mod expression_errors;
 mod loop_outputs;
+
+/// A task whose process weir lost (weir was killed while it ran) starts again, once, as the
+/// same attempt, without a retry node; lost a second time, it fails.
+#[test]
+fn a_lost_task_starts_again_once_then_fails() {
+    let yaml = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    container: {image: x, command: [work]}\n";
+    let (mut run, actions) = Run::start(submission(yaml, &[])).expect("valid");
+    let Some(Action::Start(spec)) = actions.into_iter().find(|a| matches!(a, Action::Start(_)))
+    else {
+        panic!("the task starts")
+    };
+    let id = spec.node_id.clone();
+    let started = |pid| Event::Started {
+        node: id.clone(),
+        pid,
+    };
+    run.step(started(7), 2);
+    let again = run.step(Event::Lost { node: id.clone() }, 3);
+    assert!(
+        again
+            .iter()
+            .any(|a| matches!(a, Action::Start(s) if s.node_id == id)),
+        "{again:?}"
+    );
+    let node = run.node_by_id(&id).unwrap();
+    assert_eq!(node.phase, Phase::Pending);
+    assert!(node.message.contains("started again"), "{}", node.message);
+    run.step(started(8), 4);
+    run.step(Event::Lost { node: id.clone() }, 5);
+    assert_eq!(run.node_by_id(&id).unwrap().phase, Phase::Error);
+    assert_eq!(run.phase(), Phase::Error);
+    assert_eq!(run.nodes().len(), 1, "no retry node was made");
+}

@@ -100,6 +100,7 @@ pub(crate) fn save(
         raw: None,
         sub_path: None,
         url: None,
+        http: None,
     })
 }
 
@@ -195,6 +196,7 @@ pub(crate) fn save_tree(
         raw: None,
         sub_path: None,
         url: None,
+        http: None,
     })
 }
 

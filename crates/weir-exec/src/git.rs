@@ -82,5 +82,6 @@ pub(crate) fn fetch(repo: &LocalRepo, url: &str) -> Result<ArtifactRef, String> 
         raw: None,
         sub_path: None,
         url: Some(url.to_string()),
+        http: None,
     })
 }

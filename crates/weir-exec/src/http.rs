@@ -5,7 +5,7 @@
 use std::io::Read;
 use std::time::Duration;
 
-use weir_core::run::{HttpRequest, HttpResponse};
+use weir_core::run::{HttpAccess, HttpRequest, HttpResponse, HttpTarget, OAuth2};
 
 /// The most of a response body kept (the task's result is cut to its last 256 KiB anyway).
 const BODY_LIMIT: u64 = 16 * 1024 * 1024;
@@ -77,24 +77,115 @@ fn canonical(name: &str) -> String {
         .collect()
 }
 
+/// A client for an artifact's URL: with its client certificate, when it has one; no overall
+/// timeout (a large transfer takes as long as it takes).
+fn artifact_client(
+    url: &str,
+    access: Option<&HttpAccess>,
+) -> Result<reqwest::blocking::Client, String> {
+    let mut b = reqwest::blocking::Client::builder()
+        .connect_timeout(Duration::from_secs(30))
+        .timeout(None);
+    if let Some((cert, key)) = access.and_then(|a| a.client_cert.as_ref()) {
+        let pem = format!("{cert}\n{key}\n");
+        let id = reqwest::Identity::from_pem(pem.as_bytes())
+            .map_err(|e| format!("{url}: the client certificate: {}", chain(&e)))?;
+        b = b.identity(id);
+    }
+    b.build().map_err(|e| format!("{url}: {}", chain(&e)))
+}
+
+/// A request with the artifact's headers and credentials: basic authentication, or a bearer
+/// token from its OAuth2 client-credentials grant (`token`, fetched once per transfer).
+fn authorize(
+    mut req: reqwest::blocking::RequestBuilder,
+    access: Option<&HttpAccess>,
+    token: Option<&str>,
+) -> reqwest::blocking::RequestBuilder {
+    let Some(a) = access else {
+        return req;
+    };
+    for (k, v) in &a.headers {
+        req = req.header(k.as_str(), v.as_str());
+    }
+    if let Some((user, pass)) = &a.basic {
+        req = req.basic_auth(user, Some(pass));
+    }
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req
+}
+
+/// The access token of an OAuth2 client-credentials grant (RFC 6749, 4.4): the client
+/// authenticates with HTTP basic authentication, its id and secret form-encoded (section
+/// 2.3.1), as Go's `clientcredentials` package, which Argo uses, does first.
+fn oauth2_token(client: &reqwest::blocking::Client, o: &OAuth2) -> Result<String, String> {
+    let enc = |s: &str| form_urlencoded(s);
+    let mut form = vec![("grant_type".to_string(), "client_credentials".to_string())];
+    if !o.scopes.is_empty() {
+        form.push(("scope".into(), o.scopes.join(" ")));
+    }
+    form.extend(o.params.iter().cloned());
+    let body = form
+        .iter()
+        .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+        .collect::<Vec<_>>()
+        .join("&");
+    let resp = client
+        .post(&o.token_url)
+        .basic_auth(enc(&o.client_id), Some(enc(&o.client_secret)))
+        .header("Content-Type", "application/x-www-form-urlencoded")
+        .body(body)
+        .send()
+        .map_err(|e| format!("oauth2 token: {}", chain(&e)))?;
+    let status = resp.status();
+    let text = resp
+        .text()
+        .map_err(|e| format!("oauth2 token: {}", chain(&e)))?;
+    if !status.is_success() {
+        return Err(format!("oauth2 token: {status}"));
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| format!("oauth2 token: not JSON: {e}"))?;
+    v.get("access_token")
+        .and_then(serde_json::Value::as_str)
+        .map(str::to_string)
+        .ok_or_else(|| "oauth2 token: the answer has no access_token".to_string())
+}
+
+/// `application/x-www-form-urlencoded` encoding of one value.
+fn form_urlencoded(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+                (b as char).to_string()
+            }
+            b' ' => "+".to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 /// Downloads `url` into the repository under `fetched/BLAKE3`, streaming (never held whole in
-/// memory); a server error or a broken connection is tried again, twice, with backoff.
+/// memory); a server error or a broken connection is tried again, twice, with backoff. Sent
+/// with the artifact's headers and credentials (`access`), as Argo's HTTP artifact driver does.
 pub(crate) fn fetch(
     repo: &crate::repo::LocalRepo,
     url: &str,
+    access: Option<&HttpAccess>,
 ) -> Result<weir_core::run::ArtifactRef, String> {
-    // no overall timeout: a large download takes as long as it takes
-    let client = reqwest::blocking::Client::builder()
-        .connect_timeout(Duration::from_secs(30))
-        .timeout(None)
-        .build()
-        .map_err(|e| format!("GET {url}: {}", chain(&e)))?;
+    let client = artifact_client(url, access)?;
+    let token = match access.and_then(|a| a.oauth2.as_ref()) {
+        Some(o) => Some(oauth2_token(&client, o).map_err(|e| format!("GET {url}: {e}"))?),
+        None => None,
+    };
     let mut last = String::new();
     for attempt in 0..3u32 {
         if attempt > 0 {
             std::thread::sleep(Duration::from_millis(250 << attempt));
         }
-        let mut resp = match client.get(url).send() {
+        let mut resp = match authorize(client.get(url), access, token.as_deref()).send() {
             Ok(r) => r,
             Err(e) => {
                 last = format!("GET {url}: {}", chain(&e));
@@ -111,21 +202,51 @@ pub(crate) fn fetch(
         }
         match repo.put_addressed("fetched", |w| std::io::copy(&mut resp, w).map(|_| ())) {
             Ok((key, hash, size)) => {
+                // a tarball is unpacked where the task wants it, as Argo's executor does
+                // with whatever its driver loaded
+                let archived = repo.path(&key).is_ok_and(|p| crate::s3::is_tar_gz(&p));
                 return Ok(weir_core::run::ArtifactRef {
                     name: String::new(),
                     key,
                     hash,
                     size,
-                    archived: false,
+                    archived,
                     raw: None,
                     sub_path: None,
                     url: Some(url.to_string()),
+                    http: None,
                 });
             }
             Err(e) => last = format!("GET {url}: {e}"),
         }
     }
     Err(last)
+}
+
+/// Sends a stored output to its `http` or `artifactory` URL: a PUT of the file, as Argo's HTTP
+/// artifact driver's `Save` does; any status but 2xx is an error.
+pub(crate) fn upload(target: &HttpTarget, file: &std::path::Path) -> Result<(), String> {
+    let url = &target.url;
+    let access = Some(&target.access);
+    let client = artifact_client(url, access)?;
+    let token = match target.access.oauth2.as_ref() {
+        Some(o) => Some(oauth2_token(&client, o).map_err(|e| format!("PUT {url}: {e}"))?),
+        None => None,
+    };
+    let body = std::fs::File::open(file).map_err(|e| format!("{}: {e}", file.display()))?;
+    let len = body
+        .metadata()
+        .map_err(|e| format!("{}: {e}", file.display()))?
+        .len();
+    let resp = authorize(client.put(url), access, token.as_deref())
+        .body(reqwest::blocking::Body::sized(body, len))
+        .send()
+        .map_err(|e| format!("PUT {url}: {}", chain(&e)))?;
+    let status = resp.status();
+    if !status.is_success() {
+        return Err(format!("PUT {url}: {status}"));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -34,7 +34,7 @@ pub fn delete_s3(url: &str, access: &weir_core::run::S3Access) -> Result<(), Str
     s3::delete(url, access)
 }
 
-use weir_core::run::{ArtifactRef, S3Access, TaskResult, TaskSpec};
+use weir_core::run::{Access, ArtifactRef, TaskResult, TaskSpec};
 
 /// What an executor tells the driver.
 #[derive(Debug, Clone, PartialEq)]
@@ -69,7 +69,7 @@ pub trait Executor: Send + Sync {
     /// Fetches remote inputs (`http` URLs) into the repository, content-addressed; answers with
     /// [`Update::Fetched`].
     /// `access` gives, for each source on an S3-compatible store, how to reach it.
-    fn fetch(&self, node: &str, sources: Vec<ArtifactRef>, access: Vec<Option<S3Access>>);
+    fn fetch(&self, node: &str, sources: Vec<ArtifactRef>, access: Vec<Option<Access>>);
     /// Kills the task's process group if it is running.
     fn stop(&self, node: &str);
     /// Waits for every task thread to end (after their processes were stopped).

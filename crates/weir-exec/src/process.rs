@@ -11,7 +11,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
 use crate::repo::LocalRepo;
-use weir_core::run::{ArtifactRef, MetricPoint, Requests, S3Access, TaskResult, TaskSpec};
+use weir_core::run::{Access, ArtifactRef, MetricPoint, Requests, TaskResult, TaskSpec};
 
 use crate::admission::{Capacity, Ledger};
 use crate::isolation::Isolation;
@@ -72,7 +72,7 @@ struct State {
 enum Job {
     Launch(Box<TaskSpec>, Vec<String>),
     Collect(Box<Collect>, i32, String),
-    Fetch(String, Vec<ArtifactRef>, Vec<Option<S3Access>>),
+    Fetch(String, Vec<ArtifactRef>, Vec<Option<Access>>),
 }
 
 /// What a task that exchanges files needs after its process exits.
@@ -185,7 +185,7 @@ impl Executor for ProcessExecutor {
         self.inner.admit();
     }
 
-    fn fetch(&self, node: &str, sources: Vec<ArtifactRef>, access: Vec<Option<S3Access>>) {
+    fn fetch(&self, node: &str, sources: Vec<ArtifactRef>, access: Vec<Option<Access>>) {
         self.inner
             .queue(Job::Fetch(node.to_string(), sources, access));
     }
@@ -461,13 +461,16 @@ impl Inner {
                         .iter()
                         .enumerate()
                         .map(|(k, s)| match (&s.url, access.get(k).cloned().flatten()) {
-                            (Some(u), Some(a)) if u.starts_with("s3://") => {
+                            (Some(u), Some(Access::S3(a))) if u.starts_with("s3://") => {
                                 crate::s3::download(u, &a, &self.cfg.repo)
                             }
                             (Some(u), _) if u.starts_with("git+") => {
                                 crate::git::fetch(&self.cfg.repo, u)
                             }
-                            (Some(u), _) => crate::http::fetch(&self.cfg.repo, u),
+                            (Some(u), Some(Access::Http(a))) => {
+                                crate::http::fetch(&self.cfg.repo, u, Some(&a))
+                            }
+                            (Some(u), _) => crate::http::fetch(&self.cfg.repo, u, None),
                             (None, _) => Err("not a remote input".to_string()),
                         })
                         .collect();
@@ -1152,6 +1155,22 @@ impl Inner {
                             "output artifact `{}`: uploading to {e}",
                             a.name
                         ));
+                    }
+                }
+            }
+            if let Some(t) = &a.http {
+                let sent = self
+                    .cfg
+                    .repo
+                    .path(&saved.key)
+                    .map_err(|e| e.to_string())
+                    .and_then(|p| crate::http::upload(t, &p));
+                match sent {
+                    Ok(()) => saved.url = Some(t.url.clone()),
+                    Err(e) => {
+                        result
+                            .error
+                            .get_or_insert(format!("output artifact `{}`: {e}", a.name));
                     }
                 }
             }

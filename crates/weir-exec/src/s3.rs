@@ -183,11 +183,12 @@ pub fn download(full: &str, access: &S3Access, repo: &LocalRepo) -> Result<Artif
         raw: None,
         sub_path: None,
         url: Some(full.to_string()),
+        http: None,
     })
 }
 
 /// Whether a file is a gzip-compressed tar archive (its first block has the ustar magic).
-fn is_tar_gz(p: &Path) -> bool {
+pub(crate) fn is_tar_gz(p: &Path) -> bool {
     let Ok(f) = std::fs::File::open(p) else {
         return false;
     };

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
-use weir_core::run::{ArtifactRef, S3Access, TaskResult, TaskSpec};
+use weir_core::run::{Access, ArtifactRef, TaskResult, TaskSpec};
 use weir_exec::{Capacity, Executor, ProcessConfig, ProcessExecutor, Update};
 use weir_store::{Channel, Durability, NewTask, Offer, Since, Store, TaskUpdate};
 
@@ -390,7 +390,7 @@ impl Executor for QueueExecutor {
         }));
     }
 
-    fn fetch(&self, node: &str, sources: Vec<ArtifactRef>, access: Vec<Option<S3Access>>) {
+    fn fetch(&self, node: &str, sources: Vec<ArtifactRef>, access: Vec<Option<Access>>) {
         let local = self.local.get_or_init(|| {
             ProcessExecutor::new(self.local_cfg.clone(), self.updates.clone())
                 .expect("starting the fetch executor")

@@ -138,6 +138,58 @@ pub struct ArtifactRef {
     /// starts, after which `key`, `hash` and `size` describe the fetched content.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
+    /// For an `http` or `artifactory` input: its headers and the Secrets its credentials are in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpSource>,
+}
+
+/// How an `http` or `artifactory` artifact is reached beyond its URL: its headers, and the
+/// Secrets (names and keys, never values) that hold its credentials, as the workflow gave them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HttpSource {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<(String, String)>,
+    /// An http artifact's `auth` (`basicAuth`, `clientCert` or `oauth2`); an artifactory one's
+    /// `usernameSecret`/`passwordSecret` as `basicAuth`.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub auth: serde_json::Value,
+}
+
+/// An `http` or `artifactory` artifact's credentials, read from the run's Secrets. Never
+/// serialized.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpAccess {
+    pub headers: Vec<(String, String)>,
+    /// User name and password, sent as HTTP basic authentication.
+    pub basic: Option<(String, String)>,
+    /// A bearer token from this OAuth2 client-credentials grant.
+    pub oauth2: Option<OAuth2>,
+    /// A client certificate and its key, both PEM.
+    pub client_cert: Option<(String, String)>,
+}
+
+/// An OAuth2 client-credentials grant (RFC 6749, 4.4), as Argo's `oauth2` auth describes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OAuth2 {
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub scopes: Vec<String>,
+    pub params: Vec<(String, String)>,
+}
+
+/// How to reach a remote input or an output's destination, credentials included.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    S3(S3Access),
+    Http(HttpAccess),
+}
+
+/// An output artifact to send to an `http` or `artifactory` URL (a PUT of the stored bytes).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HttpTarget {
+    pub url: String,
+    pub access: HttpAccess,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -191,6 +243,9 @@ pub struct OutputArtifact {
     /// An `s3` artifact with a bucket: uploaded there too.
     #[serde(skip)]
     pub s3: Option<S3Target>,
+    /// An `http` or `artifactory` artifact: sent there too.
+    #[serde(skip)]
+    pub http: Option<HttpTarget>,
     /// The archive's compression and level (`zstd` or `gzip`); tar+gzip, fast, without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub compression: Option<(String, i32)>,
@@ -476,9 +531,9 @@ pub enum Action {
     Fetch {
         node: String,
         sources: Vec<ArtifactRef>,
-        /// For each source on an S3-compatible store, how to reach it.
+        /// For each source on an S3-compatible store or behind credentials, how to reach it.
         #[serde(skip)]
-        access: Vec<Option<S3Access>>,
+        access: Vec<Option<Access>>,
     },
     /// Look up a memoized node's outputs; answer with `Event::Cached`.
     Lookup {

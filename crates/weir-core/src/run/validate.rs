@@ -531,17 +531,15 @@ impl Validator<'_> {
             .enumerate()
         {
             for (field, present) in [
-                // an input may come from a URL; nothing is uploaded to one
-                ("http", a.http.is_some() && i < outputs),
+                // an input may come from a repository; nothing is pushed to one
                 ("git", a.git.is_some() && i < outputs),
                 ("gcs", a.gcs.is_some()),
                 ("oss", a.oss.is_some()),
                 ("hdfs", a.hdfs.is_some()),
-                ("artifactory", a.artifactory.is_some()),
                 ("azure", a.azure.is_some()),
             ] {
                 if present {
-                    self.push(&format!("{path}.artifacts[{i}].{field}"), &format!("artifact `{}`: `{field}` artifacts are not supported yet (local artifacts, and key-only `s3: {{key}}` artifacts in the local repository)", a.name));
+                    self.push(&format!("{path}.artifacts[{i}].{field}"), &format!("artifact `{}`: `{field}` artifacts are not supported yet (local, s3, http and artifactory artifacts are)", a.name));
                 }
             }
         }

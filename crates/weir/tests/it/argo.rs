@@ -325,3 +325,256 @@ fn a_container_sets_shared_outputs_are_read_after_every_container_ended() {
         got.stdout
     );
 }
+
+/// A web server of the test's own on loopback for `http` and `artifactory` artifacts: basic
+/// authentication with a header (`/basic/`, `/art/`), an OAuth2 token endpoint (`POST
+/// /token`, client credentials) and the bearer token it gives (`/bearer/`), a client
+/// certificate over TLS (`/cert/`, when started with the server's certificate and the CA), and
+/// PUT, which stores what it is sent so a GET gives it back.
+const ARTIFACT_SERVER: &str = r#"import base64, http.server, json, os, ssl, sys, urllib.parse
+store = sys.argv[1]
+def basic(u, p):
+    return 'Basic ' + base64.b64encode(f'{u}:{p}'.encode()).decode()
+class H(http.server.BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def reply(self, code, body=b''):
+        self.send_response(code)
+        self.send_header('Content-Length', str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def allowed(self):
+        a = self.headers.get('Authorization', '')
+        if self.path.startswith(('/basic/', '/art/')):
+            return a == basic('alice', 'pa:ss w0rd')
+        if self.path.startswith('/bearer/'):
+            return a == 'Bearer tok-123'
+        return True
+    def kept(self):
+        return os.path.join(store, urllib.parse.quote(self.path, safe=''))
+    def do_GET(self):
+        if self.path.startswith('/basic/') and self.headers.get('X-Custom') != 'yes':
+            return self.reply(400, b'no X-Custom header')
+        if not self.allowed():
+            return self.reply(401)
+        if os.path.exists(self.kept()):
+            return self.reply(200, open(self.kept(), 'rb').read())
+        if self.path.startswith('/art/'):
+            return self.reply(404)
+        self.reply(200, ('content of ' + self.path).encode())
+    def do_PUT(self):
+        if not self.allowed():
+            return self.reply(401)
+        body = self.rfile.read(int(self.headers['Content-Length']))
+        open(self.kept(), 'wb').write(body)
+        self.reply(201)
+    def do_POST(self):
+        form = urllib.parse.parse_qs(self.rfile.read(int(self.headers['Content-Length'])).decode())
+        ok = (self.headers.get('Authorization') == basic('my-client', 'my-secret')
+              and form.get('grant_type') == ['client_credentials']
+              and form.get('scope') == ['read write']
+              and form.get('customkey') == ['customvalue'])
+        if not ok:
+            return self.reply(401, b'{"error": "invalid_client"}')
+        self.reply(200, json.dumps({'access_token': 'tok-123', 'token_type': 'bearer'}).encode())
+s = http.server.HTTPServer(('127.0.0.1', 0), H)
+if len(sys.argv) > 2:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(sys.argv[4])
+    s.socket = ctx.wrap_socket(s.socket, server_side=True)
+print(s.server_address[1], flush=True)
+s.serve_forever()
+"#;
+
+/// `http` and `artifactory` artifacts as Argo's HTTP artifact driver handles them
+/// (workflow/artifacts/http/http.go): a GET with the artifact's headers and basic
+/// authentication, or the bearer token of its OAuth2 client-credentials grant
+/// (clients.go, `CreateOauth2Client`); outputs are a PUT of the stored file (`Save`), to an
+/// artifactory URL with its user name and password; a workflow's own artifact arguments are
+/// fetched like any other input (Argo's `arguments-artifacts.yaml`).
+#[test]
+fn http_and_artifactory_artifacts_are_fetched_and_sent_with_their_credentials() {
+    let sb = Sandbox::new();
+    let store = sb.dir.join("web-store");
+    std::fs::create_dir_all(&store).unwrap();
+    let web = crate::support::WebServer::script(ARTIFACT_SERVER, &[store.as_os_str()]);
+    let base = format!("http://127.0.0.1:{}", web.1);
+    let secrets = sb.write(
+        "secrets.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: web}}\nstringData:\n  user: alice\n  pass: 'pa:ss w0rd'\n  client: my-client\n  secret: my-secret\n  token-url: '{base}/token'\n"
+        ),
+    );
+    let basic = "basicAuth: {usernameSecret: {name: web, key: user}, passwordSecret: {name: web, key: pass}}";
+    let oauth = "oauth2: {clientIDSecret: {name: web, key: client}, clientSecretSecret: {name: web, key: secret}, tokenURLSecret: {name: web, key: token-url}, scopes: [read, write], endpointParams: [{key: customkey, value: customvalue}]}";
+    let creds = "usernameSecret: {name: web, key: user}, passwordSecret: {name: web, key: pass}";
+    let wf = sb.write(
+        "http-artifacts.yaml",
+        &format!(
+            "kind: Workflow
+metadata: {{name: http-artifacts}}
+spec:
+  entrypoint: m
+  arguments:
+    artifacts:
+    - {{name: plain, http: {{url: '{base}/plain/kubectl'}}}}
+  templates:
+  - name: m
+    inputs:
+      artifacts: [{{name: plain}}]
+    steps:
+    - - name: read
+        template: read
+        arguments:
+          artifacts: [{{name: plain, from: '{{{{inputs.artifacts.plain}}}}'}}]
+    - - {{name: back, template: back}}
+  - name: read
+    inputs:
+      artifacts:
+      - {{name: plain, path: /tmp/plain.txt}}
+      - name: basic
+        path: /tmp/basic.txt
+        http: {{url: '{base}/basic/a.txt', headers: [{{name: X-Custom, value: 'yes'}}], auth: {{{basic}}}}}
+      - name: oauth
+        path: /tmp/oauth.txt
+        http: {{url: '{base}/bearer/b.txt', auth: {{{oauth}}}}}
+    script:
+      image: alpine
+      command: [sh]
+      source: |
+        cat /tmp/plain.txt /tmp/basic.txt /tmp/oauth.txt
+        echo sent over http > /tmp/up.txt
+        echo to artifactory > /tmp/art.txt
+    outputs:
+      artifacts:
+      - name: up
+        path: /tmp/up.txt
+        archive: {{none: {{}}}}
+        http: {{url: '{base}/basic/up.txt', auth: {{{basic}}}}}
+      - name: art
+        path: /tmp/art.txt
+        artifactory: {{url: '{base}/art/hello.tgz', {creds}}}
+  - name: back
+    inputs:
+      artifacts:
+      - name: message
+        path: /tmp/message
+        artifactory: {{url: '{base}/art/hello.tgz', {creds}}}
+    container: {{image: alpine, command: [cat, /tmp/message]}}
+"
+        ),
+    );
+    let out = sb.weir(&[
+        "run",
+        wf.to_str().unwrap(),
+        "--with",
+        secrets.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    for line in [
+        "content of /plain/kubectl",
+        "content of /basic/a.txt",
+        "content of /bearer/b.txt",
+        "back: to artifactory",
+    ] {
+        assert!(out.stdout.contains(line), "{line}: {}", out.stdout);
+    }
+    // the PUT carried the file itself (`archive: none`), with its credentials
+    let put = std::fs::read_to_string(store.join("%2Fbasic%2Fup.txt")).unwrap();
+    assert_eq!(put, "sent over http\n");
+    assert!(!out.all().contains("pa:ss w0rd"), "{}", out.all());
+    // a wrong password is refused by the server: the node fails, naming the status
+    let wrong = sb.write(
+        "wrong.yaml",
+        "apiVersion: v1\nkind: Secret\nmetadata: {name: web}\nstringData:\n  user: alice\n  pass: nope\n",
+    );
+    let bad = sb.write(
+        "bad.yaml",
+        &format!(
+            "kind: Workflow\nmetadata: {{name: bad-creds}}\nspec:\n  entrypoint: r\n  templates:\n  - name: r\n    inputs:\n      artifacts:\n      - name: basic\n        path: /tmp/basic.txt\n        http: {{url: '{base}/basic/a.txt', headers: [{{name: X-Custom, value: 'yes'}}], auth: {{{basic}}}}}\n    container: {{image: alpine, command: [cat, /tmp/basic.txt]}}\n"
+        ),
+    );
+    let out = sb.weir(&[
+        "run",
+        bad.to_str().unwrap(),
+        "--with",
+        wrong.to_str().unwrap(),
+    ]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(out.stdout.contains("401"), "{}", out.stdout);
+}
+
+/// An `http` artifact with `auth.clientCert` presents that certificate (Argo's
+/// `CreateClientWithCertificate`) to a server that requires one.
+#[test]
+fn an_http_artifact_presents_its_client_certificate() {
+    let sb = Sandbox::new();
+    crate::support::test_pki(&sb.dir);
+    let store = sb.dir.join("tls-store");
+    std::fs::create_dir_all(&store).unwrap();
+    let d = |f: &str| sb.dir.join(f);
+    let web = crate::support::WebServer::script(
+        ARTIFACT_SERVER,
+        &[
+            store.as_os_str(),
+            d("server.pem").as_os_str(),
+            d("server.key").as_os_str(),
+            d("ca.pem").as_os_str(),
+        ],
+    );
+    let read = |f: &str| std::fs::read_to_string(d(f)).unwrap();
+    let indent = |pem: String| {
+        pem.lines()
+            .map(|l| format!("    {l}\n"))
+            .collect::<String>()
+    };
+    let secrets = sb.write(
+        "cert-secret.yaml",
+        &format!(
+            "apiVersion: v1\nkind: Secret\nmetadata: {{name: cert-sec}}\nstringData:\n  certificate.pem: |\n{}  key.pem: |\n{}",
+            indent(read("client.pem")),
+            indent(read("client.key"))
+        ),
+    );
+    let wf = |name: &str, auth: &str| {
+        sb.write(
+            &format!("{name}.yaml"),
+            &format!(
+                "kind: Workflow\nmetadata: {{name: {name}}}\nspec:\n  entrypoint: r\n  templates:\n  - name: r\n    inputs:\n      artifacts:\n      - name: a\n        path: /tmp/a.txt\n        http: {{url: 'https://127.0.0.1:{}/cert/a.txt'{auth}}}\n    container: {{image: alpine, command: [cat, /tmp/a.txt]}}\n",
+                web.1
+            ),
+        )
+    };
+    let run = |file: std::path::PathBuf| {
+        sb.cmd(&[
+            "run",
+            file.to_str().unwrap(),
+            "--with",
+            secrets.to_str().unwrap(),
+        ])
+        .env("SSL_CERT_FILE", d("ca.pem"))
+        .output()
+        .unwrap()
+    };
+    let with = run(wf(
+        "with-cert",
+        ", auth: {clientCert: {clientCertSecret: {name: cert-sec, key: certificate.pem}, clientKeySecret: {name: cert-sec, key: key.pem}}}",
+    ));
+    let stdout = String::from_utf8_lossy(&with.stdout);
+    assert!(
+        with.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&with.stderr)
+    );
+    assert!(stdout.contains("content of /cert/a.txt"), "{stdout}");
+    // without it, the server ends the handshake
+    let without = run(wf("without-cert", ""));
+    assert_eq!(
+        without.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&without.stdout)
+    );
+}

@@ -206,19 +206,25 @@ fn counted_dag(sb: &Sandbox) -> std::path::PathBuf {
     )
 }
 
-#[test]
-fn kill_9_then_resume_finishes_without_rerunning_succeeded_nodes() {
-    let sb = Sandbox::new();
-    let wf = counted_dag(&sb);
+/// Runs `wf` and kills `weir run` outright (SIGKILL) once six of its tasks have left a file in
+/// `counters`.
+fn kill_9_when_six_started(sb: &Sandbox, wf: &std::path::Path, counters: &std::path::Path) {
     let mut child = sb.spawn(&["run", wf.to_str().unwrap(), "--no-logs"]);
-    let counters = sb.dir.join("counters");
     wait_for(Duration::from_secs(60), || {
-        std::fs::read_dir(&counters)
+        std::fs::read_dir(counters)
             .map(|d| d.count() >= 6)
             .unwrap_or(false)
     });
     child.kill().unwrap();
     child.wait().unwrap();
+}
+
+#[test]
+fn kill_9_then_resume_finishes_without_rerunning_succeeded_nodes() {
+    let sb = Sandbox::new();
+    let wf = counted_dag(&sb);
+    let counters = sb.dir.join("counters");
+    kill_9_when_six_started(&sb, &wf, &counters);
     let before = sb.json(&["get", "dag20", "-o", "json"]);
     assert_eq!(before["status"]["phase"], "Running");
     let succeeded: Vec<String> = before["status"]["nodes"]
@@ -243,6 +249,70 @@ fn kill_9_then_resume_finishes_without_rerunning_succeeded_nodes() {
     for i in 0..20 {
         assert!(count(&counters.join(format!("t{i}"))) >= 1, "t{i} ran");
     }
+}
+
+/// The crash test: 20 tasks at parallelism 2 with no retryStrategy, `kill -9` of
+/// `weir run` mid-run, `weir resume`: the run Succeeds; a task that had finished runs exactly
+/// once; one that was running when weir died starts again once, as the same attempt (weir's
+/// stop is not the task's failure), and every task ran at most twice.
+#[test]
+fn kill_9_mid_run_then_resume_succeeds_without_a_retry_strategy() {
+    let sb = Sandbox::new();
+    let counters = sb.dir_with("counters", &[]);
+    let mut tasks = String::new();
+    for i in 0..20 {
+        tasks.push_str(&format!(
+            "      - {{name: t{i}, template: work, arguments: {{parameters: [{{name: id, value: t{i}}}]}}}}\n"
+        ));
+    }
+    let wf = sb.write(
+        "crash20.yaml",
+        &format!(
+            "kind: Workflow\nmetadata: {{name: crash20}}\nspec:\n  entrypoint: main\n  parallelism: 2\n  templates:\n  - name: main\n    dag:\n      tasks:\n{tasks}  - name: work\n    inputs: {{parameters: [{{name: id}}]}}\n    container:\n      image: alpine\n      command: [sh, -c]\n      args: ['echo start >> {c}/{{{{inputs.parameters.id}}}}; sleep 0.2; echo done >> {c}/{{{{inputs.parameters.id}}}}']\n",
+            c = counters.display()
+        ),
+    );
+    // kill it while tasks run: after a few have finished and two more have started
+    kill_9_when_six_started(&sb, &wf, &counters);
+    let before = sb.json(&["get", "crash20", "-o", "json"]);
+    let phase_of =
+        |wf: &serde_json::Value, t: &str| node(wf, t)["phase"].as_str().unwrap_or("").to_string();
+    let finished: Vec<String> = (0..20)
+        .map(|i| format!("t{i}"))
+        .filter(|t| phase_of(&before, t) == "Succeeded")
+        .collect();
+    assert!(!finished.is_empty(), "{before}");
+    let out = sb.weir(&["resume", "crash20", "--no-logs"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let after = sb.json(&["get", "crash20", "-o", "json"]);
+    assert_eq!(after["status"]["phase"], "Succeeded", "{after}");
+    let starts = |t: &str| {
+        std::fs::read_to_string(counters.join(t))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == "start")
+            .count()
+    };
+    for t in &finished {
+        assert_eq!(
+            starts(t),
+            1,
+            "{t} finished before the kill and must not run again"
+        );
+    }
+    let mut again = 0;
+    for i in 0..20 {
+        let t = format!("t{i}");
+        let n = starts(&t);
+        assert!((1..=2).contains(&n), "{t} started {n} times");
+        again += usize::from(n == 2);
+        // one attempt, no retry node: weir's stop did not count as the task's failure
+        assert_eq!(node(&after, &t)["type"], "Pod", "{after}");
+    }
+    assert!(
+        again <= 2,
+        "at most the two running tasks start again, not {again}"
+    );
 }
 
 #[test]
@@ -1183,78 +1253,12 @@ fn https_templates_verify_certificates_unless_told_not_to() {
     let sb = Sandbox::new();
     let site = sb.dir_with("tls-site", &[("ok.txt", "over tls")]);
     // a certificate authority of our own, and the site's certificate signed by it
-    let (ca, ca_key) = (sb.dir.join("ca.pem"), sb.dir.join("ca.key"));
-    let (cert, key, csr) = (
-        sb.dir.join("cert.pem"),
-        sb.dir.join("key.pem"),
-        sb.dir.join("cert.csr"),
+    crate::support::test_pki(&sb.dir);
+    let (ca, cert, key) = (
+        sb.dir.join("ca.pem"),
+        sb.dir.join("server.pem"),
+        sb.dir.join("server.key"),
     );
-    let ext = sb.write(
-        "ext.cnf",
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
-    );
-    let openssl = |args: &[&std::ffi::OsStr]| {
-        let made = std::process::Command::new("openssl")
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            made.status.success(),
-            "{}",
-            String::from_utf8_lossy(&made.stderr)
-        );
-    };
-    let s = |x: &str| std::ffi::OsStr::new(x).to_owned();
-    let p = |x: &std::path::Path| x.as_os_str().to_owned();
-    for args in [
-        vec![
-            s("req"),
-            s("-x509"),
-            s("-newkey"),
-            s("rsa:2048"),
-            s("-nodes"),
-            s("-days"),
-            s("1"),
-            s("-subj"),
-            s("/CN=weir test CA"),
-            s("-keyout"),
-            p(&ca_key),
-            s("-out"),
-            p(&ca),
-        ],
-        vec![
-            s("req"),
-            s("-newkey"),
-            s("rsa:2048"),
-            s("-nodes"),
-            s("-subj"),
-            s("/CN=127.0.0.1"),
-            s("-keyout"),
-            p(&key),
-            s("-out"),
-            p(&csr),
-        ],
-        vec![
-            s("x509"),
-            s("-req"),
-            s("-in"),
-            p(&csr),
-            s("-CA"),
-            p(&ca),
-            s("-CAkey"),
-            p(&ca_key),
-            s("-CAcreateserial"),
-            s("-days"),
-            s("1"),
-            s("-extfile"),
-            p(&ext),
-            s("-out"),
-            p(&cert),
-        ],
-    ] {
-        let refs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
-        openssl(&refs);
-    }
     let web = WebServer::serve(&site, Some((&cert, &key)));
     let port = web.1;
     let wf = sb.write(

@@ -231,13 +231,20 @@ impl WebServer {
     }
 
     pub fn serve(dir: &std::path::Path, tls: Option<(&Path, &Path)>) -> WebServer {
-        use std::io::BufRead;
         const SERVER: &str = "import functools, http.server, ssl, sys\nh = functools.partial(http.server.SimpleHTTPRequestHandler, directory=sys.argv[1])\ns = http.server.HTTPServer(('127.0.0.1', 0), h)\nif len(sys.argv) > 2:\n    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n    ctx.load_cert_chain(sys.argv[2], sys.argv[3])\n    s.socket = ctx.wrap_socket(s.socket, server_side=True)\nprint(s.server_address[1], flush=True)\ns.serve_forever()\n";
-        let mut cmd = std::process::Command::new("python3");
-        cmd.args(["-c", SERVER]).arg(dir);
+        let mut args = vec![dir.as_os_str()];
         if let Some((cert, key)) = tls {
-            cmd.arg(cert).arg(key);
+            args.extend([cert.as_os_str(), key.as_os_str()]);
         }
+        WebServer::script(SERVER, &args)
+    }
+
+    /// Runs a Python server of the test's own (`python3 -c script args…`) that prints the port
+    /// it bound on 127.0.0.1 as its first line.
+    pub fn script(script: &str, args: &[&std::ffi::OsStr]) -> WebServer {
+        use std::io::BufRead;
+        let mut cmd = std::process::Command::new("python3");
+        cmd.args(["-c", script]).args(args);
         let mut child = cmd
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -260,6 +267,30 @@ impl Drop for WebServer {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A certificate authority of the test's own (`ca.pem`, `ca.key` in `dir`), and certificates
+/// it signs for `127.0.0.1`: the server's (`server.pem`, `server.key`) and a client's
+/// (`client.pem`, `client.key`).
+pub fn test_pki(dir: &Path) {
+    let script = "set -e
+openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj '/CN=weir test CA' -keyout ca.key -out ca.pem 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\\nbasicConstraints=CA:FALSE\\n' > ext.cnf
+for who in server client; do
+  openssl req -newkey rsa:2048 -nodes -subj \"/CN=$who\" -keyout $who.key -out $who.csr 2>/dev/null
+  openssl x509 -req -in $who.csr -CA ca.pem -CAkey ca.key -CAcreateserial -days 1 -extfile ext.cnf -out $who.pem 2>/dev/null
+done
+";
+    let made = std::process::Command::new("sh")
+        .args(["-c", script])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
 }
 
 /// The node of a run (from `weir get -o json`) with this display name.

@@ -118,12 +118,23 @@ impl Run {
             });
             return;
         };
-        let mut artifacts = Vec::new();
-        for a in &spec.arguments.artifacts {
-            if let Some(raw) = &a.raw {
-                artifacts.push(raw_artifact(&a.name, &raw.data));
+        // the workflow's artifact arguments, wherever they are (raw, http, s3, git, a key)
+        let globals = self.globals.clone();
+        let env = Vars {
+            layers: vec![&globals],
+        };
+        let artifacts = match self.argument_artifacts(
+            &spec.arguments.artifacts,
+            &env,
+            &std::collections::BTreeMap::new(),
+        ) {
+            Ok(a) => a,
+            Err(e) => {
+                self.message = format!("spec.{e}");
+                self.end_without_root(Phase::Error);
+                return;
             }
-        }
+        };
         // the entrypoint's inputs come from the workflow's arguments, by name
         let params = spec
             .arguments
@@ -295,11 +306,7 @@ impl Run {
             }
             Event::Lost { node } => {
                 if let Some(&i) = self.by_id.get(&id_key(&node)) {
-                    let result = TaskResult {
-                        error: Some("the task's process was lost when weir stopped; it did not report a result".into()),
-                        ..TaskResult::default()
-                    };
-                    self.pod_finished(i, result);
+                    self.lost(i);
                 }
             }
             Event::TimerFired { timer } => {

@@ -20,7 +20,7 @@ pub(crate) use library::Library;
 pub use library::TemplateScope;
 use loops::item_label;
 use outputs::{ArtEnv, publish};
-use pods::{http_artifact, keyed_artifact, raw_artifact};
+use pods::{http_artifact, http_location, keyed_artifact, raw_artifact};
 pub(crate) use runtime::*;
 use steps::step_template_name;
 use task_spec::{git_url, http_outcome, subst_json};

@@ -59,6 +59,7 @@ impl Run {
             memo: None,
             cache_wait: false,
             fetch_wait: false,
+            restarted: false,
         });
         self.node_tmpl.push(call.tmpl.clone());
         self.by_id.insert(id_key(&id), i);
@@ -200,19 +201,20 @@ impl Run {
                     Ok(data) => artifacts.push(raw_artifact(&a.name, &data)),
                     Err(e) => problems.push(format!("inputs.artifacts.{}.raw: {e}", a.name)),
                 }
-            } else if let Some(url) = a
-                .http
-                .as_ref()
-                .and_then(|h| h.get("url"))
-                .and_then(Json::as_str)
-            {
+            } else if let Some((url, src)) = http_location(a) {
                 let vars = self.local_vars(&call);
                 let env = Vars {
                     layers: vec![&vars, &globals],
                 };
-                match substitute(url, &env) {
-                    Ok(u) => artifacts.push(http_artifact(&a.name, &u)),
-                    Err(e) => problems.push(format!("inputs.artifacts.{}.http.url: {e}", a.name)),
+                match (substitute(&url, &env), self.http_access(&src)) {
+                    (Ok(u), Ok(_)) => artifacts.push(ArtifactRef {
+                        http: Some(src),
+                        ..http_artifact(&a.name, &u)
+                    }),
+                    (Err(e), _) => {
+                        problems.push(format!("inputs.artifacts.{}.http.url: {e}", a.name))
+                    }
+                    (_, Err(e)) => problems.push(format!("inputs.artifacts.{}: {e}", a.name)),
                 }
             } else if let Some(s3) = a.s3.as_ref().filter(|_| a.key_only().is_none()) {
                 let vars = self.local_vars(&call);

@@ -10,7 +10,7 @@ use crate::run::vars::Vars;
 use crate::run::*;
 use crate::subst::substitute;
 
-/// An `http` input: fetched into the repository before its task starts.
+/// A remote input (`http`, `s3`, `git`): fetched into the repository before its task starts.
 pub(super) fn http_artifact(name: &str, url: &str) -> ArtifactRef {
     ArtifactRef {
         name: name.into(),
@@ -21,7 +21,53 @@ pub(super) fn http_artifact(name: &str, url: &str) -> ArtifactRef {
         raw: None,
         sub_path: None,
         url: Some(url.into()),
+        http: None,
     }
+}
+
+/// An artifact's `http` or `artifactory` location: its URL (not yet substituted) and how it is
+/// reached. `None` when it has neither.
+pub(crate) fn http_location(a: &crate::spec::Artifact) -> Option<(String, HttpSource)> {
+    if let Some(h) = &a.http {
+        let url = h.get("url").and_then(Json::as_str)?;
+        let headers = h
+            .get("headers")
+            .and_then(Json::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|x| {
+                Some((
+                    x.get("name")?.as_str()?.to_string(),
+                    x.get("value")
+                        .and_then(Json::as_str)
+                        .unwrap_or("")
+                        .to_string(),
+                ))
+            })
+            .collect();
+        let auth = h.get("auth").cloned().unwrap_or(Json::Null);
+        return Some((url.to_string(), HttpSource { headers, auth }));
+    }
+    let af = a.artifactory.as_ref()?;
+    let url = af.get("url").and_then(Json::as_str)?;
+    let mut basic = serde_json::Map::new();
+    for k in ["usernameSecret", "passwordSecret"] {
+        if let Some(v) = af.get(k) {
+            basic.insert(k.to_string(), v.clone());
+        }
+    }
+    let auth = if basic.is_empty() {
+        Json::Null
+    } else {
+        serde_json::json!({ "basicAuth": basic })
+    };
+    Some((
+        url.to_string(),
+        HttpSource {
+            headers: Vec::new(),
+            auth,
+        },
+    ))
 }
 
 pub(super) fn raw_artifact(name: &str, data: &str) -> ArtifactRef {
@@ -34,6 +80,7 @@ pub(super) fn raw_artifact(name: &str, data: &str) -> ArtifactRef {
         raw: Some(data.into()),
         sub_path: None,
         url: None,
+        http: None,
     }
 }
 
@@ -49,6 +96,7 @@ pub(super) fn keyed_artifact(name: &str, key: &str) -> ArtifactRef {
         raw: None,
         sub_path: None,
         url: None,
+        http: None,
     }
 }
 impl Run {
@@ -100,11 +148,13 @@ impl Run {
             .collect();
         let access = sources
             .iter()
-            .map(|s| {
-                s.url
-                    .as_deref()
-                    .filter(|u| u.starts_with("s3://"))
-                    .map(|u| self.s3_access_of_url(u).unwrap_or_default())
+            .map(|s| match (s.url.as_deref(), &s.http) {
+                (Some(u), _) if u.starts_with("s3://") => {
+                    Some(Access::S3(self.s3_access_of_url(u).unwrap_or_default()))
+                }
+                // a Secret that is missing was said when the input was resolved
+                (_, Some(h)) => Some(Access::Http(self.http_access(h).unwrap_or_default())),
+                _ => None,
             })
             .collect();
         Action::Fetch {
@@ -206,6 +256,71 @@ impl Run {
             layers: vec![&self.globals],
         };
         self.s3_url(&loc, &env).map(Some)
+    }
+
+    /// An `http` or `artifactory` artifact's headers and credentials, read from the run's
+    /// Secrets.
+    pub(in crate::run) fn http_access(&self, src: &HttpSource) -> Result<HttpAccess, String> {
+        let secret = |r: Option<&Json>, what: &str| -> Result<String, String> {
+            let r = r.ok_or_else(|| format!("{what} is required"))?;
+            let name = r.get("name").and_then(Json::as_str).unwrap_or_default();
+            let key = r.get("key").and_then(Json::as_str).unwrap_or_default();
+            self.templates
+                .secrets
+                .get(name)
+                .and_then(|m| m.get(key))
+                .cloned()
+                .ok_or_else(|| {
+                    format!("{what}: Secret `{name}` key `{key}` not found (load it with --with)")
+                })
+        };
+        let mut access = HttpAccess {
+            headers: src.headers.clone(),
+            ..HttpAccess::default()
+        };
+        let auth = &src.auth;
+        if let Some(b) = auth.get("basicAuth") {
+            access.basic = Some((
+                secret(b.get("usernameSecret"), "basicAuth.usernameSecret")?,
+                secret(b.get("passwordSecret"), "basicAuth.passwordSecret")?,
+            ));
+        }
+        if let Some(c) = auth.get("clientCert") {
+            access.client_cert = Some((
+                secret(c.get("clientCertSecret"), "clientCert.clientCertSecret")?,
+                secret(c.get("clientKeySecret"), "clientCert.clientKeySecret")?,
+            ));
+        }
+        if let Some(o) = auth.get("oauth2") {
+            let list = |k: &str| {
+                o.get(k)
+                    .and_then(Json::as_array)
+                    .cloned()
+                    .unwrap_or_default()
+            };
+            access.oauth2 = Some(OAuth2 {
+                token_url: secret(o.get("tokenURLSecret"), "oauth2.tokenURLSecret")?,
+                client_id: secret(o.get("clientIDSecret"), "oauth2.clientIDSecret")?,
+                client_secret: secret(o.get("clientSecretSecret"), "oauth2.clientSecretSecret")?,
+                scopes: list("scopes")
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+                params: list("endpointParams")
+                    .iter()
+                    .filter_map(|p| {
+                        Some((
+                            p.get("key")?.as_str()?.to_string(),
+                            p.get("value")
+                                .and_then(Json::as_str)
+                                .unwrap_or("")
+                                .to_string(),
+                        ))
+                    })
+                    .collect(),
+            });
+        }
+        Ok(access)
     }
 
     /// How to reach the store an `s3://…?endpoint=…&access=SECRET/KEY` URL names, with the
@@ -370,6 +485,39 @@ impl Run {
                 *dispatched = false;
             }
         }
+    }
+
+    /// A running task whose process weir lost when it stopped (a crash, `kill -9`): it did not
+    /// report a result, so it starts again, once, as the same attempt: weir's stop is not the
+    /// task's failure, and does not count against its `retryStrategy.limit`. Lost a second
+    /// time, or a child run (not started twice), it fails, as before.
+    pub(super) fn lost(&mut self, i: usize) {
+        if let Rt::Pod {
+            spec,
+            dispatched: true,
+        } = &self.rt[i]
+            && spec.child.is_none()
+            && self.nodes[i].phase == Phase::Running
+            && !self.meta[i].restarted
+        {
+            let spec = spec.clone();
+            self.meta[i].restarted = true;
+            let n = &mut self.nodes[i];
+            n.phase = Phase::Pending;
+            n.pid = None;
+            n.message =
+                "weir stopped while this task ran: it started again (not counted as a retry)"
+                    .into();
+            self.actions.push(Action::Start(spec));
+            return;
+        }
+        let result = TaskResult {
+            error: Some(
+                "the task's process was lost when weir stopped; it did not report a result".into(),
+            ),
+            ..TaskResult::default()
+        };
+        self.pod_finished(i, result);
     }
 
     pub(super) fn pod_finished(&mut self, i: usize, result: TaskResult) {

@@ -145,6 +145,8 @@ pub(crate) struct Meta {
     pub cache_wait: bool,
     /// A pod waiting for its remote inputs to be fetched.
     pub fetch_wait: bool,
+    /// A pod started again once already because weir lost its process.
+    pub restarted: bool,
 }
 
 /// A memoized call waiting for its cache lookup.

@@ -439,16 +439,13 @@ impl Run {
                     &a.name,
                     &substitute(&raw.data, env).map_err(|e| e.to_string())?,
                 ));
-            } else if let Some(url) = a
-                .http
-                .as_ref()
-                .and_then(|h| h.get("url"))
-                .and_then(Json::as_str)
-            {
-                artifacts.push(http_artifact(
-                    &a.name,
-                    &substitute(url, env).map_err(|e| e.to_string())?,
-                ));
+            } else if let Some((url, src)) = http_location(a) {
+                self.http_access(&src)
+                    .map_err(|e| format!("arguments.artifacts.{}: {e}", a.name))?;
+                artifacts.push(ArtifactRef {
+                    http: Some(src),
+                    ..http_artifact(&a.name, &substitute(&url, env).map_err(|e| e.to_string())?)
+                });
             } else if let Some(s3) = a.s3.as_ref().filter(|_| a.key_only().is_none()) {
                 let u = self
                     .s3_url(s3, env)

@@ -582,6 +582,29 @@ impl Run {
         let mut output_artifacts = Vec::new();
         for a in &call.tmpl.outputs.artifacts {
             if let Some(path) = &a.path {
+                // an `http` or `artifactory` destination: a PUT of the stored bytes (Argo's
+                // HTTP artifact driver, `Save`)
+                let http = match http_location(a) {
+                    Some((url, src)) => {
+                        let access = self
+                            .http_access(&src)
+                            .map_err(|e| format!("outputs.artifacts.{}: {e}", a.name))?;
+                        if let Some((_, pass)) = &access.basic {
+                            secrets.push(pass.clone());
+                        }
+                        if let Some((_, key)) = &access.client_cert {
+                            secrets.push(key.clone());
+                        }
+                        if let Some(o) = &access.oauth2 {
+                            secrets.push(o.client_secret.clone());
+                        }
+                        Some(HttpTarget {
+                            url: s(&url)?,
+                            access,
+                        })
+                    }
+                    None => None,
+                };
                 let s3 = match a.s3.as_ref().filter(|_| a.key_only().is_none()) {
                     Some(loc) => {
                         let url = self.s3_url(loc, &env)?;
@@ -604,6 +627,7 @@ impl Run {
                         })
                     }
                     // no location of its own: the run's default repository, when it has one
+                    None if http.is_some() => None,
                     None => match self.default_repository()? {
                         Some(repo) => {
                             let (bucket, rest) = repo
@@ -667,6 +691,7 @@ impl Run {
                     archive: !a.archive_none(),
                     key: a.key_only().map(&s).transpose()?,
                     s3,
+                    http,
                     compression: a.archive_codec(),
                 });
             }
