@@ -1076,26 +1076,6 @@ fn malformed_container_sets_are_refused_with_their_path() {
     );
 }
 
-/// A container that names no program runs its image's own entrypoint: not a reason to refuse
-/// the run (only a node that reaches it fails, in the executor), but a warning with its path.
-#[test]
-fn containers_that_run_their_images_entrypoint_are_warned_about_not_refused() {
-    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    steps:\n    - - {name: a, template: ok}\n    - - {name: b, template: image, when: 'false'}\n  - name: ok\n    container: {image: x, command: [a]}\n  - name: image\n    container: {image: docker/whalesay}\n    sidecars: [{name: s, image: nginx}]\n  - name: say\n    container: {image: argoproj/argosay:v2}\n";
-    assert!(Run::start(submission(y, &[])).is_ok());
-    let sub = submission(y, &[]);
-    let found: Vec<String> = crate::run::image_entrypoints(&sub.workflow.spec)
-        .iter()
-        .map(|p| format!("{}: {}", p.path, p.message))
-        .collect();
-    assert_eq!(
-        found,
-        [
-            "spec.templates[2].container: template `image`: has no `command` or `args`: the image's own entrypoint cannot run on this host, so its nodes will fail",
-            "spec.templates[2].sidecars[0]: template `image`: container `s` has no `command` or `args`: the image's own entrypoint cannot run on this host, so its nodes will fail",
-        ]
-    );
-}
-
 #[test]
 fn lifecycle_hooks_run_once_when_their_expression_first_holds() {
     let yaml = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: main\n  hooks:\n    exit: {template: note}\n    running: {expression: workflow.status == \"Running\", template: note}\n    done: {expression: workflow.status == \"Succeeded\", template: note}\n    never: {expression: workflow.status == \"Failed\", template: note}\n  templates:\n  - name: main\n    steps:\n    - - name: s1\n        template: work\n        hooks:\n          started: {expression: 'steps[\"s1\"].status == \"Running\"', template: note}\n          ok: {expression: steps.s1.status == \"Succeeded\", template: note, arguments: {parameters: [{name: m, value: '{{steps.s1.status}}'}]}}\n  - name: work\n    container: {image: x, command: [work]}\n  - name: note\n    inputs: {parameters: [{name: m, value: '-'}]}\n    container: {image: x, command: [note, '{{inputs.parameters.m}}']}\n";
@@ -1204,36 +1184,4 @@ fn resume_with_a_node_field_selector_resumes_only_the_nodes_it_picks() {
 mod dag_phase;
 mod expression_errors;
 mod loop_outputs;
-
-/// A task whose process weir lost (weir was killed while it ran) starts again, once, as the
-/// same attempt, without a retry node; lost a second time, it fails.
-#[test]
-fn a_lost_task_starts_again_once_then_fails() {
-    let yaml = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    container: {image: x, command: [work]}\n";
-    let (mut run, actions) = Run::start(submission(yaml, &[])).expect("valid");
-    let Some(Action::Start(spec)) = actions.into_iter().find(|a| matches!(a, Action::Start(_)))
-    else {
-        panic!("the task starts")
-    };
-    let id = spec.node_id.clone();
-    let started = |pid| Event::Started {
-        node: id.clone(),
-        pid,
-    };
-    run.step(started(7), 2);
-    let again = run.step(Event::Lost { node: id.clone() }, 3);
-    assert!(
-        again
-            .iter()
-            .any(|a| matches!(a, Action::Start(s) if s.node_id == id)),
-        "{again:?}"
-    );
-    let node = run.node_by_id(&id).unwrap();
-    assert_eq!(node.phase, Phase::Pending);
-    assert!(node.message.contains("started again"), "{}", node.message);
-    run.step(started(8), 4);
-    run.step(Event::Lost { node: id.clone() }, 5);
-    assert_eq!(run.node_by_id(&id).unwrap().phase, Phase::Error);
-    assert_eq!(run.phase(), Phase::Error);
-    assert_eq!(run.nodes().len(), 1, "no retry node was made");
-}
+mod lost_and_image_only;

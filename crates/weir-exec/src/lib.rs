@@ -21,6 +21,7 @@ mod s3;
 mod sandbox;
 mod shared;
 mod spawn;
+mod stand_in;
 
 pub use admission::Capacity;
 pub use isolation::Isolation;
