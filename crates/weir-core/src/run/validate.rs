@@ -539,7 +539,12 @@ impl Validator<'_> {
                 ("azure", a.azure.is_some()),
             ] {
                 if present {
-                    self.push(&format!("{path}.artifacts[{i}].{field}"), &format!("artifact `{}`: `{field}` artifacts are not supported yet (local, s3, http and artifactory artifacts are)", a.name));
+                    let at = if i < outputs {
+                        format!("{path}.outputs.artifacts[{i}].{field}")
+                    } else {
+                        format!("{path}.inputs.artifacts[{}].{field}", i - outputs)
+                    };
+                    self.push(&at, &format!("artifact `{}`: `{field}` artifacts are not supported yet (local, s3, http and artifactory artifacts are)", a.name));
                 }
             }
         }

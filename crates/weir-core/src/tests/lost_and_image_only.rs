@@ -1,5 +1,5 @@
-//! Nodes weir cannot run as written: a container running its image's own entrypoint, and a task
-//! whose process weir lost.
+//! What weir cannot run as written: a container running its image's own entrypoint, an artifact
+//! store it does not speak, and a task whose process weir lost.
 
 use super::*;
 
@@ -54,4 +54,24 @@ fn a_lost_task_starts_again_once_then_fails() {
     assert_eq!(run.node_by_id(&id).unwrap().phase, Phase::Error);
     assert_eq!(run.phase(), Phase::Error);
     assert_eq!(run.nodes().len(), 1, "no retry node was made");
+}
+
+/// An artifact store weir does not speak is refused at the field that names it, inputs and
+/// outputs told apart (the path locates the line in the file).
+#[test]
+fn unsupported_artifact_stores_are_refused_at_their_own_field() {
+    let y = "kind: Workflow\nmetadata: {name: wf}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    inputs:\n      artifacts:\n      - {name: ok, path: /tmp/ok, raw: {data: x}}\n      - {name: in, path: /tmp/in, gcs: {bucket: b, key: k}}\n    outputs:\n      artifacts: [{name: out, path: /tmp/out, hdfs: {path: /x}}]\n    container: {image: x, command: [work]}\n";
+    let problems = problems_of(y);
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("spec.templates[0].inputs.artifacts[1].gcs: ")),
+        "{problems:?}"
+    );
+    assert!(
+        problems
+            .iter()
+            .any(|p| p.starts_with("spec.templates[0].outputs.artifacts[0].hdfs: ")),
+        "{problems:?}"
+    );
 }
