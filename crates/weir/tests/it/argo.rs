@@ -578,3 +578,44 @@ fn an_http_artifact_presents_its_client_certificate() {
         String::from_utf8_lossy(&without.stdout)
     );
 }
+
+/// An output parameter's `valueFrom.path` at the root, with no extension, is a file the task
+/// writes (Argo's executor reads the parameter from that file of the container's filesystem,
+/// `SaveParameters`), never a directory weir made there; and the host's `/` is left alone.
+#[test]
+fn an_output_parameter_at_a_root_path_is_a_file_the_task_writes() {
+    let sb = Sandbox::new();
+    let path = format!("/weir-it-root-param-{}", std::process::id());
+    let wf = sb.write(
+        "root-param.yaml",
+        &format!(
+            "kind: Workflow\nmetadata: {{name: root-param}}\nspec:\n  entrypoint: m\n  templates:\n  - name: m\n    steps:\n    - - {{name: w, template: w}}\n    - - {{name: r, template: r, arguments: {{parameters: [{{name: v, value: '{{{{steps.w.outputs.parameters.out}}}}'}}]}}}}\n  - name: w\n    container: {{image: alpine, command: [sh, -c, 'echo hello > {path}']}}\n    outputs: {{parameters: [{{name: out, valueFrom: {{path: {path}}}}}]}}\n  - name: r\n    inputs: {{parameters: [{{name: v}}]}}\n    container: {{image: alpine, command: [echo, 'got {{{{inputs.parameters.v}}}}']}}\n"
+        ),
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(out.stdout.contains("r: got hello"), "{}", out.stdout);
+    assert!(
+        !std::path::Path::new(&path).exists(),
+        "{path} was left on the host"
+    );
+}
+
+/// `tasks.X.outputs.parameters.P` of a fanned-out task is a JSON list in which each value that
+/// is itself JSON is embedded as JSON, not as a string (Argo's `aggregatedJsonValueList`, in
+/// workflow/controller/operator.go).
+#[test]
+fn a_fanned_out_tasks_json_outputs_are_aggregated_as_json() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "aggregate.yaml",
+        "kind: Workflow\nmetadata: {name: aggregate}\nspec:\n  entrypoint: m\n  templates:\n  - name: m\n    dag:\n      tasks:\n      - {name: gen, template: gen, arguments: {parameters: [{name: n, value: '{{item}}'}]}, withItems: [1, 2]}\n      - name: show\n        dependencies: [gen]\n        template: show\n        arguments:\n          parameters:\n          - {name: all, value: '{{tasks.gen.outputs.parameters.obj}}'}\n  - name: gen\n    inputs: {parameters: [{name: n}]}\n    script:\n      image: alpine\n      command: [sh]\n      source: 'echo \"{\\\"n\\\": {{inputs.parameters.n}}}\" > /tmp/obj.json'\n    outputs: {parameters: [{name: obj, valueFrom: {path: /tmp/obj.json}}]}\n  - name: show\n    inputs: {parameters: [{name: all}]}\n    container: {image: alpine, command: [echo, 'all={{inputs.parameters.all}}']}\n",
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout.contains(r#"show: all=[{"n":1},{"n":2}]"#),
+        "{}",
+        out.stdout
+    );
+}
