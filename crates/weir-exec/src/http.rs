@@ -154,11 +154,12 @@ fn oauth2_token(client: &reqwest::blocking::Client, o: &OAuth2) -> Result<String
         .ok_or_else(|| "oauth2 token: the answer has no access_token".to_string())
 }
 
-/// `application/x-www-form-urlencoded` encoding of one value.
+/// `application/x-www-form-urlencoded` encoding of one value, as Go's `url.QueryEscape` (which
+/// Argo's OAuth2 client uses) writes it.
 fn form_urlencoded(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'*' => {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
                 (b as char).to_string()
             }
             b' ' => "+".to_string(),

@@ -119,9 +119,8 @@ impl Run {
             return;
         };
         // the workflow's artifact arguments, wherever they are (raw, http, s3, git, a key)
-        let globals = self.globals.clone();
         let env = Vars {
-            layers: vec![&globals],
+            layers: vec![&self.globals],
         };
         let artifacts = match self.argument_artifacts(
             &spec.arguments.artifacts,

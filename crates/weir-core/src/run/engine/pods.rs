@@ -25,26 +25,25 @@ pub(super) fn http_artifact(name: &str, url: &str) -> ArtifactRef {
     }
 }
 
+/// A list of `{NAME_FIELD: …, value: …}` objects (headers, OAuth2 endpoint parameters) as pairs;
+/// an entry without its name is left out, a missing value is empty.
+fn pairs(list: Option<&Json>, name_field: &str) -> Vec<(String, String)> {
+    list.and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|x| {
+            let value = x.get("value").and_then(Json::as_str).unwrap_or("");
+            Some((x.get(name_field)?.as_str()?.to_string(), value.to_string()))
+        })
+        .collect()
+}
+
 /// An artifact's `http` or `artifactory` location: its URL (not yet substituted) and how it is
 /// reached. `None` when it has neither.
 pub(crate) fn http_location(a: &crate::spec::Artifact) -> Option<(String, HttpSource)> {
     if let Some(h) = &a.http {
         let url = h.get("url").and_then(Json::as_str)?;
-        let headers = h
-            .get("headers")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|x| {
-                Some((
-                    x.get("name")?.as_str()?.to_string(),
-                    x.get("value")
-                        .and_then(Json::as_str)
-                        .unwrap_or("")
-                        .to_string(),
-                ))
-            })
-            .collect();
+        let headers = pairs(h.get("headers"), "name");
         let auth = h.get("auth").cloned().unwrap_or(Json::Null);
         return Some((url.to_string(), HttpSource { headers, auth }));
     }
@@ -306,18 +305,7 @@ impl Run {
                     .iter()
                     .filter_map(|v| v.as_str().map(str::to_string))
                     .collect(),
-                params: list("endpointParams")
-                    .iter()
-                    .filter_map(|p| {
-                        Some((
-                            p.get("key")?.as_str()?.to_string(),
-                            p.get("value")
-                                .and_then(Json::as_str)
-                                .unwrap_or("")
-                                .to_string(),
-                        ))
-                    })
-                    .collect(),
+                params: pairs(o.get("endpointParams"), "key"),
             });
         }
         Ok(access)
