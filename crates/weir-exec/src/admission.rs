@@ -114,6 +114,15 @@ impl Ledger {
         free
     }
 
+    /// Takes the resources of a task already running (one found again after a restart), with
+    /// the GPUs it was given, whether or not they fit.
+    pub fn hold(&mut self, r: &Requests, gpus: &[String]) {
+        self.tasks += 1;
+        self.cpu_millis += r.cpu_millis;
+        self.memory_bytes += r.memory_bytes;
+        self.gpus_used.extend(gpus.iter().cloned());
+    }
+
     pub fn give(&mut self, r: &Requests, gpus: &[String]) {
         self.tasks = self.tasks.saturating_sub(1);
         self.cpu_millis = self.cpu_millis.saturating_sub(r.cpu_millis);

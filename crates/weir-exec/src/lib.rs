@@ -5,6 +5,7 @@
 //! error that unwinds the engine.
 
 mod admission;
+mod adopt;
 mod artifacts;
 mod data;
 mod git;
@@ -22,6 +23,7 @@ mod sandbox;
 mod shared;
 mod spawn;
 mod stand_in;
+mod supervisor;
 
 pub use admission::Capacity;
 pub use isolation::Isolation;
@@ -75,6 +77,13 @@ pub trait Executor: Send + Sync {
     fn stop(&self, node: &str);
     /// Waits for every task thread to end (after their processes were stopped).
     fn shutdown(&self);
+    /// Watches again node `node` of run `run`, which an earlier engine started and did not see
+    /// end (the engine was killed): its result arrives as for a task this executor started.
+    /// False when it cannot be (its process is gone without a status, or was never
+    /// recorded): the caller runs it again.
+    fn adopt(&self, _run: &str, _node: &str) -> bool {
+        false
+    }
     /// The driver recorded these nodes' results: an executor that keeps them elsewhere (the
     /// task queue) may let them go.
     fn recorded(&self, _finished: &[String]) {}

@@ -10,17 +10,21 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 
+use crate::adopt::{self, Outputs};
 use crate::repo::LocalRepo;
+use watch::{SidecarWatch, TaskWatch};
 use weir_core::run::{Access, ArtifactRef, MetricPoint, Requests, TaskResult, TaskSpec};
 
 use crate::admission::{Capacity, Ledger};
 use crate::isolation::Isolation;
-use crate::reaper::{Reaper, Watch};
+use crate::reaper::Reaper;
 use crate::report;
 use crate::sandbox::{Sandbox, View};
 use crate::shared::{LazyLog, lock};
 use crate::spawn;
 use crate::{Executor, Update, artifacts, mask};
+
+mod watch;
 
 const RESULT_LIMIT: usize = 256 * 1024;
 
@@ -37,6 +41,9 @@ pub struct ProcessConfig {
     pub db: Option<PathBuf>,
     /// Tasks run as an unprivileged user, away from weir's files (`weir server`, `weir worker`).
     pub isolation: Option<Isolation>,
+    /// Tasks end with this process (a worker: the queue gives a lost worker's tasks to another
+    /// once), instead of outliving it to be watched again by the next driver of their run.
+    pub tied: bool,
 }
 
 struct Inner {
@@ -64,6 +71,9 @@ struct State {
     pids: HashMap<String, fs::File>,
     /// runs whose log directory exists
     log_dirs: HashSet<String>,
+    /// node → the output files of a task that has ended: removed once its result is recorded
+    /// (until then a restart reads them again)
+    ended: HashMap<String, spawn::Io>,
     /// nodes that are child runs: stopped with SIGTERM, so the child weir stops its own tasks
     children: HashSet<String>,
 }
@@ -79,17 +89,20 @@ enum Job {
 struct Collect {
     task: TaskSpec,
     gpus: Vec<String>,
-    /// The host path of the task's `$WEIR_METRICS`.
-    metrics_file: PathBuf,
     /// What the task printed as `::weir-metric` lines, and the first malformed one.
     reported: (Vec<MetricPoint>, Option<String>),
-    param_paths: Vec<(String, PathBuf)>,
-    art_paths: Vec<PathBuf>,
-    /// Output paths the task had to write to: still untouched, they are missing.
-    untouched: Vec<PathBuf>,
-    /// The task's work and run directories (what an isolated task's outputs may lie in).
-    work: PathBuf,
-    run_dir: PathBuf,
+    out: Outputs,
+}
+
+impl Collect {
+    fn new(task: TaskSpec, gpus: Vec<String>, out: Outputs) -> Box<Collect> {
+        Box::new(Collect {
+            task,
+            gpus,
+            reported: (Vec::new(), None),
+            out,
+        })
+    }
 }
 
 pub struct ProcessExecutor {
@@ -152,6 +165,17 @@ impl ProcessExecutor {
     }
 }
 
+/// Where a process of a task writes its output and its supervisor the exit status
+/// ([`spawn::Io`]): `RUN/io/NODE` for the task's main process, `RUN/io/NODE.NAME` for one of its
+/// other containers. Raw (unmasked) output, removed once read.
+fn io_base(run_dir: &Path, node: &str, container: Option<&str>) -> PathBuf {
+    let name = match container {
+        Some(c) => format!("{node}.{c}"),
+        None => node.to_string(),
+    };
+    run_dir.join("io").join(name)
+}
+
 /// `root/rel`, refused (as a task's error) if `rel` would leave `root`.
 fn within(root: &Path, rel: &str) -> Result<PathBuf, String> {
     crate::paths::within(root, rel).map_err(|e| e.to_string())
@@ -208,6 +232,19 @@ impl Executor for ProcessExecutor {
         }
     }
 
+    fn adopt(&self, run: &str, node: &str) -> bool {
+        self.inner.clone().adopt(run, node).is_some()
+    }
+
+    fn recorded(&self, finished: &[String]) {
+        let mut st = lock(&self.inner.state);
+        for node in finished {
+            if let Some(io) = st.ended.remove(node) {
+                io.remove();
+            }
+        }
+    }
+
     fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         {
@@ -242,36 +279,6 @@ fn failed(msg: String) -> TaskResult {
     }
 }
 
-/// Passes a task's output to its log (masked) and the driver, and its exit to `done`.
-struct TaskWatch {
-    me: Arc<Inner>,
-    node: String,
-    requests: Requests,
-    gpus: Vec<String>,
-    log: Arc<Mutex<LazyLog>>,
-    secrets: Vec<String>,
-    stream: Option<Sender<Update>>,
-    tail: Vec<u8>,
-    collect: Option<Box<Collect>>,
-    /// Process groups of the task's sidecars: killed when the task exits.
-    sidecars: Vec<i32>,
-    /// Set when the task exits (a daemon's readiness probe stops then).
-    exited: Arc<AtomicBool>,
-    /// `::weir-metric` lines seen so far, and the first malformed one.
-    reported: (Vec<MetricPoint>, Option<String>),
-}
-
-/// Passes a sidecar's (or init container's) output to its task's log, each line marked with
-/// the container's name; an init container's exit code goes to `exited`.
-struct SidecarWatch {
-    name: String,
-    node: String,
-    log: Arc<Mutex<LazyLog>>,
-    secrets: Vec<String>,
-    stream: Option<Sender<Update>>,
-    exited: Option<Sender<i32>>,
-}
-
 /// The task's environment with a container's own variables over it.
 fn with_env(
     base: &[(String, String)],
@@ -284,147 +291,6 @@ fn with_env(
         env.push((k.clone(), view.rewrite(v)));
     }
     env
-}
-
-/// One output line, masked, to the task's log and (when streaming) to the driver.
-fn emit(
-    line: &[u8],
-    prefix: &str,
-    secrets: &[String],
-    log: &Mutex<LazyLog>,
-    stream: &Option<Sender<Update>>,
-    node: &str,
-) {
-    let text = String::from_utf8_lossy(line);
-    let masked = format!("{prefix}{}", mask(text.trim_end_matches('\r'), secrets));
-    lock(log).line(&masked);
-    if let Some(tx) = stream {
-        let _ = tx.send(Update::Log {
-            node: node.to_string(),
-            line: masked,
-        });
-    }
-}
-
-impl Watch for SidecarWatch {
-    fn line(&mut self, line: &[u8], _stdout: bool) {
-        let prefix = format!("[{}] ", self.name);
-        emit(
-            line,
-            &prefix,
-            &self.secrets,
-            &self.log,
-            &self.stream,
-            &self.node,
-        );
-    }
-
-    fn exited(self: Box<Self>, code: i32) {
-        if let Some(tx) = self.exited {
-            let _ = tx.send(code);
-        }
-    }
-}
-
-impl TaskWatch {
-    /// Watches `task` with its log; sidecars, a readiness flag and output collection are
-    /// added by the caller when the task has them.
-    fn new(
-        me: Arc<Inner>,
-        task: &TaskSpec,
-        gpus: Vec<String>,
-        log: Arc<Mutex<LazyLog>>,
-    ) -> TaskWatch {
-        let stream = me.cfg.stream_logs.then(|| lock(&me.tx).clone());
-        TaskWatch {
-            node: task.node_id.clone(),
-            requests: task.requests.clone(),
-            gpus,
-            log,
-            secrets: task.secrets.clone(),
-            stream,
-            sidecars: Vec::new(),
-            exited: Arc::new(AtomicBool::new(false)),
-            tail: Vec::new(),
-            collect: None,
-            reported: (Vec::new(), None),
-            me,
-        }
-    }
-}
-
-impl Watch for TaskWatch {
-    fn line(&mut self, line: &[u8], stdout: bool) {
-        if stdout
-            && let Some(rest) = line.strip_prefix(b"::weir-metric ")
-            && self.reported.1.is_none()
-        {
-            let r = std::str::from_utf8(rest)
-                .map_err(|_| "not UTF-8".to_string())
-                .and_then(report::marker_line);
-            match r {
-                Ok(_) if self.reported.0.len() >= report::LIMIT => {
-                    self.reported.1 = Some(format!("more than {} metric points", report::LIMIT))
-                }
-                Ok(p) => self.reported.0.push(p),
-                Err(e) => self.reported.1 = Some(format!("::weir-metric line: {e}")),
-            }
-        }
-        if stdout {
-            self.tail.extend_from_slice(line);
-            self.tail.push(b'\n');
-            if self.tail.len() > RESULT_LIMIT * 2 {
-                let cut = self.tail.len() - RESULT_LIMIT;
-                self.tail.drain(..cut);
-            }
-        }
-        emit(line, "", &self.secrets, &self.log, &self.stream, &self.node);
-    }
-
-    fn exited(self: Box<Self>, code: i32) {
-        let TaskWatch {
-            me,
-            node,
-            requests,
-            gpus,
-            mut tail,
-            collect,
-            sidecars,
-            exited,
-            reported,
-            ..
-        } = *self;
-        exited.store(true, Ordering::SeqCst);
-        for pgid in sidecars {
-            kill_group(pgid);
-        }
-        if tail.len() > RESULT_LIMIT {
-            let cut = tail.len() - RESULT_LIMIT;
-            tail.drain(..cut);
-        }
-        let mut stdout = String::from_utf8_lossy(&tail).into_owned();
-        if stdout.ends_with('\n') {
-            stdout.pop();
-        }
-        match collect {
-            Some(mut c) => {
-                c.reported = reported;
-                me.queue(Job::Collect(c, code, stdout))
-            }
-            None => me.done(
-                node,
-                &requests,
-                &gpus,
-                TaskResult {
-                    exit_code: Some(code),
-                    stdout,
-                    error: reported.1,
-                    metrics: reported.0,
-                    ..TaskResult::default()
-                },
-            ),
-        }
-    }
 }
 
 impl Inner {
@@ -675,8 +541,9 @@ impl Inner {
             fs::create_dir_all(&work).map_err(|e| format!("{}: {e}", work.display()))?;
         }
         if !lock(&self.state).log_dirs.contains(&task.run) {
-            let logs = run_dir.join("logs");
-            fs::create_dir_all(&logs).map_err(|e| format!("{}: {e}", logs.display()))?;
+            for d in [run_dir.join("logs"), run_dir.join("io")] {
+                fs::create_dir_all(&d).map_err(|e| format!("{}: {e}", d.display()))?;
+            }
             lock(&self.state).log_dirs.insert(task.run.clone());
         }
         let mut log = LazyLog {
@@ -848,6 +715,8 @@ impl Inner {
             user,
             namespaces: ns,
             tmpfs_tmp: light,
+            io: Some(io_base(&run_dir, &task.node_id, Some(&c.name))),
+            tied: self.cfg.tied,
         };
         let watch = |name: &str, exited: Option<Sender<i32>>| {
             Box::new(SidecarWatch {
@@ -897,6 +766,18 @@ impl Inner {
                 }
             }
         }
+        let outputs = (!light).then(|| Outputs {
+            metrics_file: work.join(".weir-metrics"),
+            param_paths,
+            art_paths,
+            untouched,
+            work: work.clone(),
+            run_dir: run_dir.clone(),
+        });
+        // a task with sidecars or a readiness probe is not watched again after a restart (its
+        // sidecars are not): it runs again
+        let record = (task.sidecars.is_empty() && task.daemon.is_none() && !self.cfg.tied)
+            .then(|| adopt::record(&task, &gpus, outputs.as_ref()));
         let spec = spawn::Spec {
             argv: argv.clone(),
             env,
@@ -906,6 +787,8 @@ impl Inner {
             user,
             namespaces: ns,
             tmpfs_tmp: light,
+            io: Some(io_base(&run_dir, &task.node_id, None)),
+            tied: self.cfg.tied,
         };
         let proc = match spawn::spawn(&spec) {
             Ok(p) => p,
@@ -923,7 +806,7 @@ impl Inner {
                 return Ok(());
             }
         };
-        self.started(&task, &run_dir, proc.pid, false);
+        self.started(&task, &run_dir, &proc, record.as_deref());
         let exited = Arc::new(AtomicBool::new(false));
         if let Some(d) = &task.daemon {
             match d.probe.clone() {
@@ -952,19 +835,7 @@ impl Inner {
         let mut watch = TaskWatch::new(self.clone(), &task, gpus.clone(), log);
         watch.sidecars = sidecars;
         watch.exited = exited;
-        watch.collect = (!light).then(|| {
-            Box::new(Collect {
-                task,
-                gpus,
-                metrics_file: work.join(".weir-metrics"),
-                reported: (Vec::new(), None),
-                param_paths,
-                art_paths,
-                untouched,
-                work: work.clone(),
-                run_dir: run_dir.clone(),
-            })
-        });
+        watch.collect = outputs.map(|out| Collect::new(task, gpus, out));
         self.reaper.watch(proc, Box::new(watch));
         Ok(())
     }
@@ -978,8 +849,8 @@ impl Inner {
         gpus: Vec<String>,
     ) -> Result<(), String> {
         let (run_dir, work) = task_dirs(&self.cfg.work_root, task)?;
-        let logs = run_dir.join("logs");
-        for d in [&work, &logs] {
+        let (logs, io) = (run_dir.join("logs"), run_dir.join("io"));
+        for d in [&work, &logs, &io] {
             fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
         let manifest = work.join("child-workflow.yaml");
@@ -1019,9 +890,12 @@ impl Inner {
             user: None,
             namespaces: false,
             tmpfs_tmp: false,
+            io: Some(io_base(&run_dir, &task.node_id, None)),
+            tied: self.cfg.tied,
         };
         let proc = spawn::spawn(&spec).map_err(|e| format!("starting the child run: {e}"))?;
-        self.started(task, &run_dir, proc.pid, true);
+        lock(&self.state).children.insert(task.node_id.clone());
+        self.started(task, &run_dir, &proc, None);
         let log = Arc::new(Mutex::new(LazyLog {
             path: ProcessExecutor::log_path(&self.cfg.work_root, &task.run, &task.node_id),
             file: None,
@@ -1032,16 +906,17 @@ impl Inner {
     }
 
     /// Records a task's process as started: its group (for `stop`; a child run is stopped
-    /// with SIGTERM), its pid in the run's append-only pids file (so a restart can kill what a
-    /// crash left running), the `Started` update; kills it at once if it was stopped (or the
-    /// executor shut down) while it was being started.
-    fn started(&self, task: &TaskSpec, run_dir: &Path, pid: i32, child: bool) {
+    /// with SIGTERM), its line in the run's append-only pids file (so a restart can watch it
+    /// again, or kill what it cannot: see [`adopt`]), the `Started` update; kills it at once if
+    /// it was stopped (or the executor shut down) while it was being started.
+    fn started(&self, task: &TaskSpec, run_dir: &Path, proc: &spawn::Proc, record: Option<&str>) {
+        let pid = proc.pid;
+        let adoptable = record
+            .and_then(|json| Some((proc.sup, crate::supervisor::start_time(proc.sup)?, json)));
+        let line = adopt::line(&task.node_id, pid, adoptable);
         {
             let mut st = lock(&self.state);
             st.running.insert(task.node_id.clone(), pid);
-            if child {
-                st.children.insert(task.node_id.clone());
-            }
             if !st.pids.contains_key(&task.run)
                 && let Ok(f) = fs::OpenOptions::new()
                     .create(true)
@@ -1051,7 +926,7 @@ impl Inner {
                 st.pids.insert(task.run.clone(), f);
             }
             if let Some(f) = st.pids.get_mut(&task.run) {
-                let _ = f.write_all(format!("{} {pid}\n", task.node_id).as_bytes());
+                let _ = f.write_all(line.as_bytes());
             }
             if st.stopped.contains(&task.node_id) || self.shutting_down.load(Ordering::SeqCst) {
                 kill_group(pid);
@@ -1083,29 +958,33 @@ impl Inner {
             error: c.reported.1.clone(),
             ..TaskResult::default()
         };
-        if let Err(e) = report::read_file(&c.metrics_file, &mut result.metrics) {
+        if let Err(e) = report::read_file(&c.out.metrics_file, &mut result.metrics) {
             result.error.get_or_insert(e);
         }
         if let Some(iso) = &self.cfg.isolation {
             let roots = [
-                c.work.clone(),
-                c.run_dir.join("volumes"),
+                c.out.work.clone(),
+                c.out.run_dir.join("volumes"),
                 self.data_dir().join("volumes"),
             ];
             iso.check_outputs(
-                c.param_paths.iter().map(|(_, p)| p).chain(&c.art_paths),
+                c.out
+                    .param_paths
+                    .iter()
+                    .map(|(_, p)| p)
+                    .chain(&c.out.art_paths),
                 &roots,
             )?;
         }
-        let written = |p: &PathBuf| !(c.untouched.contains(p) && crate::sandbox::untouched(p));
-        for (name, path) in &c.param_paths {
+        let written = |p: &PathBuf| !(c.out.untouched.contains(p) && crate::sandbox::untouched(p));
+        for (name, path) in &c.out.param_paths {
             let v = Some(path)
                 .filter(|p| written(p))
                 .and_then(|p| fs::read_to_string(p).ok())
                 .map(|s| s.strip_suffix('\n').map(str::to_string).unwrap_or(s));
             result.parameters.push((name.clone(), v));
         }
-        for (a, path) in task.output_artifacts.iter().zip(&c.art_paths) {
+        for (a, path) in task.output_artifacts.iter().zip(&c.out.art_paths) {
             if !path.exists() || !written(path) {
                 if !a.optional {
                     result.missing_artifacts.push(a.name.clone());

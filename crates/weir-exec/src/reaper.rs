@@ -1,14 +1,16 @@
-//! One thread watches every running task, with epoll: its exit (a pidfd) and its output (two
-//! pipes). A thread per task cost more of the engine's own CPU than everything else per task.
+//! One thread watches every running task, with epoll: its exit (its supervisor's pidfd) and its
+//! output (two files, followed with inotify). A thread per task cost more of the engine's own
+//! CPU than everything else per task.
 //!
 //! Descriptors are removed from the epoll set before they are closed: a task being spawned holds
 //! copies of every descriptor until it execs, which would keep a closed one registered.
-//! Tokens carry a generation, so an event already fetched for a slot since reused is ignored.
+//! Tokens and watch descriptors carry a generation, so an event already fetched for a slot since
+//! reused is ignored.
 //!
-//! A task ends when its main process exits, as a container does: what it wrote before exiting is
-//! drained from the pipes, and whatever it left running in its process group is killed.
+//! A task ends when its main process exits, as a container does: its supervisor kills whatever
+//! it left running in its process group, and what it wrote is read to the end of its files.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -21,9 +23,15 @@ use crate::spawn::Proc;
 /// A line longer than this is passed on in pieces.
 const MAX_LINE: usize = 256 * 1024;
 const WAKE: u64 = u64::MAX;
+const INOTIFY: u64 = u64::MAX - 1;
 
 /// What the reaper reports about one process.
 pub(crate) trait Watch: Send {
+    /// Whether the output files stay after the exit (the task's, until its result is
+    /// recorded); others' are removed once read.
+    fn keeps_files(&self) -> bool {
+        false
+    }
     /// One line of output, without its newline.
     fn line(&mut self, line: &[u8], stdout: bool);
     /// The process exited with this code (or 128 + the signal that killed it); all its output
@@ -34,6 +42,7 @@ pub(crate) trait Watch: Send {
 struct Shared {
     epoll: OwnedFd,
     wake: OwnedFd,
+    inotify: OwnedFd,
     new: Mutex<VecDeque<(Proc, Box<dyn Watch>)>>,
     stop: AtomicBool,
 }
@@ -54,18 +63,23 @@ fn check(r: libc::c_int) -> io::Result<libc::c_int> {
 impl Reaper {
     pub fn new() -> io::Result<Reaper> {
         // SAFETY: plain descriptor-creating syscalls; each result is owned right away.
-        let (epoll, wake) = unsafe {
+        let (epoll, wake, inotify) = unsafe {
             let ep = OwnedFd::from_raw_fd(check(libc::epoll_create1(libc::EPOLL_CLOEXEC))?);
             let ev = OwnedFd::from_raw_fd(check(libc::eventfd(
                 0,
                 libc::EFD_CLOEXEC | libc::EFD_NONBLOCK,
             ))?);
-            (ep, ev)
+            let ino = OwnedFd::from_raw_fd(check(libc::inotify_init1(
+                libc::IN_CLOEXEC | libc::IN_NONBLOCK,
+            ))?);
+            (ep, ev, ino)
         };
         add(epoll.as_raw_fd(), wake.as_raw_fd(), WAKE)?;
+        add(epoll.as_raw_fd(), inotify.as_raw_fd(), INOTIFY)?;
         let shared = Arc::new(Shared {
             epoll,
             wake,
+            inotify,
             new: Mutex::new(VecDeque::new()),
             stop: AtomicBool::new(false),
         });
@@ -79,7 +93,7 @@ impl Reaper {
         })
     }
 
-    /// Watches a started process until it exits (its pipes are non-blocking).
+    /// Watches a started process until it exits.
     pub fn watch(&self, proc: Proc, watch: Box<dyn Watch>) {
         crate::shared::lock(&self.shared.new).push_back((proc, watch));
         self.shared.wake();
@@ -125,44 +139,40 @@ fn del(epoll: RawFd, fd: RawFd) {
     }
 }
 
-/// token: generation (high 32 bits) | slot index | kind (low 2 bits: pidfd, stdout, stderr)
-fn make_token(generation: u32, i: usize, kind: u64) -> u64 {
-    (u64::from(generation) << 32) | ((i as u64) << 2) | kind
+/// token: generation (high 32 bits) | slot index (low 32 bits): a supervisor's pidfd
+fn make_token(generation: u32, i: usize) -> u64 {
+    (u64::from(generation) << 32) | i as u64
 }
 
-/// One stream of a process: the pipe until it is closed, and the unfinished last line.
+/// One stream of a process: its file until it is read to the end, the inotify watch on it,
+/// and the unfinished last line.
 struct Stream {
     file: Option<File>,
+    wd: Option<i32>,
     partial: Vec<u8>,
 }
 
 struct Slot {
     generation: u32,
-    pid: i32,
-    pidfd: Option<OwnedFd>,
+    proc: Proc,
     streams: [Stream; 2],
     code: Option<i32>,
     watch: Box<dyn Watch>,
 }
 
+/// Which slot's stream an inotify watch descriptor follows.
+type Watches = HashMap<i32, (usize, usize, u32)>;
+
 impl Slot {
-    /// Reads what is available: until EAGAIN, EOF, or (unless `all`) one buffer.
-    fn read(&mut self, epoll: RawFd, i: usize, buf: &mut [u8], all: bool) {
+    /// Reads what the file holds now, to its current end.
+    fn read(&mut self, i: usize, buf: &mut [u8]) {
         let stdout = i == 0;
         let Slot { streams, watch, .. } = self;
         let s = &mut streams[i];
         loop {
             let Some(f) = &mut s.file else { return };
             match f.read(buf) {
-                Ok(0) => {
-                    del(epoll, f.as_raw_fd());
-                    s.file = None;
-                    if !s.partial.is_empty() {
-                        watch.line(&s.partial, stdout);
-                        s.partial.clear();
-                    }
-                    return;
-                }
+                Ok(0) => return,
                 Ok(n) => {
                     let mut data = &buf[..n];
                     while let Some(nl) = data.iter().position(|&b| b == b'\n') {
@@ -180,49 +190,65 @@ impl Slot {
                         watch.line(&s.partial, stdout);
                         s.partial.clear();
                     }
-                    if !all {
-                        return;
-                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => {
-                    del(epoll, f.as_raw_fd());
-                    s.file = None;
-                    return;
-                }
+                Err(_) => return,
             }
         }
     }
 
-    /// The process has exited: kill what it left in its group, reap it, drain its output.
-    fn exit(&mut self, epoll: RawFd, buf: &mut [u8]) {
-        if let Some(fd) = self.pidfd.take() {
+    /// The process has exited (its supervisor reports it): reap the supervisor, read the
+    /// output to its end.
+    fn exit(&mut self, epoll: RawFd, inotify: RawFd, watches: &mut Watches, buf: &mut [u8]) {
+        if let Some(fd) = self.proc.pidfd.take() {
             del(epoll, fd.as_raw_fd());
         }
-        // SAFETY: the group leader is a zombie until reaped below, so its pid (the group's id)
-        // cannot have been reused: this signals only what the task itself started.
-        unsafe {
-            libc::kill(-self.pid, libc::SIGKILL);
-        }
-        self.code = Some(crate::spawn::wait(self.pid).unwrap_or(128 + libc::SIGKILL));
+        self.code = Some(self.proc.wait().unwrap_or(128 + libc::SIGKILL));
         for i in 0..2 {
-            self.read(epoll, i, buf, true);
-            if let Some(f) = self.streams[i].file.take() {
-                del(epoll, f.as_raw_fd());
+            self.read(i, buf);
+            if let Some(wd) = self.streams[i].wd.take() {
+                watches.remove(&wd);
+                // SAFETY: removes a watch of our own inotify instance.
+                unsafe {
+                    libc::inotify_rm_watch(inotify, wd);
+                }
             }
+            self.streams[i].file = None;
             if !self.streams[i].partial.is_empty() {
                 let rest = std::mem::take(&mut self.streams[i].partial);
                 self.watch.line(&rest, i == 0);
             }
         }
+        if !self.watch.keeps_files()
+            && let Some(io) = &self.proc.io
+        {
+            io.remove();
+        }
     }
+}
+
+/// Follows a stream's file: an inotify watch for its modifications. Without one (the
+/// per-user limit reached) the output is still read, at the end.
+fn follow(inotify: RawFd, f: &File) -> Option<i32> {
+    let mut path = format!("/proc/self/fd/{}", f.as_raw_fd()).into_bytes();
+    path.push(0);
+    // SAFETY: a NUL-terminated path; the watch belongs to our inotify instance.
+    let wd = unsafe {
+        libc::inotify_add_watch(
+            inotify,
+            path.as_ptr() as *const libc::c_char,
+            libc::IN_MODIFY,
+        )
+    };
+    (wd >= 0).then_some(wd)
 }
 
 fn run(sh: &Shared) {
     let epoll = sh.epoll.as_raw_fd();
+    let inotify = sh.inotify.as_raw_fd();
     let mut slots: Vec<Option<Slot>> = Vec::new();
     let mut free: Vec<usize> = Vec::new();
+    let mut watches: Watches = HashMap::new();
     let mut live = 0usize;
     let mut generation = 0u32;
     let mut buf = vec![0u8; 64 * 1024];
@@ -250,38 +276,42 @@ fn run(sh: &Shared) {
                     );
                 }
                 let new: Vec<_> = crate::shared::lock(&sh.new).drain(..).collect();
-                for (proc, watch) in new {
+                for (mut proc, watch) in new {
                     let i = free.pop().unwrap_or_else(|| {
                         slots.push(None);
                         slots.len() - 1
                     });
                     generation = generation.wrapping_add(1);
-                    let ok = add(epoll, proc.pidfd.as_raw_fd(), make_token(generation, i, 0))
-                        .is_ok()
-                        && add(epoll, proc.stdout.as_raw_fd(), make_token(generation, i, 1))
-                            .is_ok()
-                        && add(epoll, proc.stderr.as_raw_fd(), make_token(generation, i, 2))
-                            .is_ok();
+                    let mut streams = [proc.stdout.take(), proc.stderr.take()].map(|file| {
+                        let wd = file.as_ref().and_then(|f| follow(inotify, f));
+                        Stream {
+                            file,
+                            wd,
+                            partial: Vec::new(),
+                        }
+                    });
+                    for (k, s) in streams.iter_mut().enumerate() {
+                        if let Some(wd) = s.wd {
+                            watches.insert(wd, (i, k, generation));
+                        }
+                    }
+                    // a supervisor gone before it was watched (an earlier engine's) has ended
+                    let ok = proc.pidfd.as_ref().is_some_and(|fd| {
+                        add(epoll, fd.as_raw_fd(), make_token(generation, i)).is_ok()
+                    });
                     let mut slot = Slot {
                         generation,
-                        pid: proc.pid,
-                        pidfd: Some(proc.pidfd),
-                        streams: [
-                            Stream {
-                                file: Some(proc.stdout),
-                                partial: Vec::new(),
-                            },
-                            Stream {
-                                file: Some(proc.stderr),
-                                partial: Vec::new(),
-                            },
-                        ],
+                        proc,
+                        streams,
                         code: None,
                         watch,
                     };
+                    // what it wrote before it was watched
+                    for k in 0..2 {
+                        slot.read(k, &mut buf);
+                    }
                     if !ok {
-                        // cannot watch it: end it now rather than lose it
-                        slot.exit(epoll, &mut buf);
+                        slot.exit(epoll, inotify, &mut watches, &mut buf);
                     }
                     slots[i] = Some(slot);
                     live += 1;
@@ -289,7 +319,15 @@ fn run(sh: &Shared) {
                 }
                 continue;
             }
-            let i = ((token & 0xffff_ffff) >> 2) as usize;
+            if token == INOTIFY {
+                for (i, k) in modified(inotify, &watches, &slots, &mut buf) {
+                    if let Some(slot) = slots[i].as_mut() {
+                        slot.read(k, &mut buf);
+                    }
+                }
+                continue;
+            }
+            let i = (token & 0xffff_ffff) as usize;
             let Some(slot) = slots
                 .get_mut(i)
                 .and_then(|s| s.as_mut())
@@ -297,16 +335,54 @@ fn run(sh: &Shared) {
             else {
                 continue;
             };
-            match token & 3 {
-                0 => slot.exit(epoll, &mut buf),
-                k => slot.read(epoll, k as usize - 1, &mut buf, false),
-            }
+            slot.exit(epoll, inotify, &mut watches, &mut buf);
             finish(&mut slots, &mut free, &mut live, i);
         }
         if live == 0 && sh.stop.load(Ordering::SeqCst) && crate::shared::lock(&sh.new).is_empty() {
             return;
         }
     }
+}
+
+/// The streams whose files were written to, from the inotify events pending (each once); on
+/// an overflow of the event queue, every stream.
+fn modified(
+    inotify: RawFd,
+    watches: &Watches,
+    slots: &[Option<Slot>],
+    buf: &mut [u8],
+) -> Vec<(usize, usize)> {
+    let mut out: Vec<(usize, usize)> = Vec::new();
+    let header = std::mem::size_of::<libc::inotify_event>();
+    loop {
+        // SAFETY: reads whole events into our buffer.
+        let n = unsafe { libc::read(inotify, buf.as_mut_ptr() as *mut libc::c_void, buf.len()) };
+        if n <= 0 {
+            break;
+        }
+        let mut at = 0usize;
+        while at + header <= n as usize {
+            // SAFETY: the kernel wrote a whole event header at `at` (read_unaligned: the
+            // buffer's alignment is a byte's).
+            let ev: libc::inotify_event =
+                unsafe { std::ptr::read_unaligned(buf.as_ptr().add(at) as *const _) };
+            at += header + ev.len as usize;
+            if ev.mask & libc::IN_Q_OVERFLOW != 0 {
+                for (i, s) in slots.iter().enumerate() {
+                    if s.is_some() {
+                        out.extend([(i, 0), (i, 1)]);
+                    }
+                }
+            } else if let Some(&(i, k, g)) = watches.get(&ev.wd)
+                && slots[i].as_ref().is_some_and(|s| s.generation == g)
+            {
+                out.push((i, k));
+            }
+        }
+    }
+    out.sort_unstable();
+    out.dedup();
+    out
 }
 
 /// Reports a slot whose process has exited.

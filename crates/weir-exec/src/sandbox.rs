@@ -26,8 +26,10 @@ impl Sandbox {
             tmpfs_tmp: false,
             hide: Vec::new(),
             user: None,
+            io: None,
+            tied: false,
         };
-        match crate::spawn::spawn(&probe).and_then(|p| crate::spawn::wait(p.pid)) {
+        match crate::spawn::spawn(&probe).and_then(|mut p| p.wait()) {
             Ok(0) => Sandbox::Namespaces,
             _ => Sandbox::Rewrite,
         }

@@ -6,6 +6,10 @@
 //! A plain `fork` copies the page tables of the whole engine for every task, which made spawning
 //! cost grow with the size of the run; here the child borrows the parent's memory until it
 //! execs, so the cost is that of the exec alone.
+//!
+//! The task is the child of a [`crate::supervisor`], which records its exit status, and writes
+//! its output to files (not pipes, whose reader would die with the engine): so a task outlives
+//! the engine that started it.
 
 use std::ffi::{CString, c_void};
 use std::fs::File;
@@ -13,7 +17,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicU32, Ordering};
 
 pub(crate) struct Spec {
     pub argv: Vec<String>,
@@ -35,14 +39,74 @@ pub(crate) struct Spec {
     /// Run as this (uid, gid), with no supplementary groups and no way to gain privileges
     /// again (`PR_SET_NO_NEW_PRIVS`), once the mounts are made.
     pub user: Option<(u32, u32)>,
+    /// Where the output goes: `IO.stdout` and `IO.stderr`, and the exit status to `IO.exit`
+    /// ([`Io`]); none: nowhere (`/dev/null`).
+    pub io: Option<PathBuf>,
+    /// The task is killed when the engine dies (`PR_SET_PDEATHSIG` on the supervisor and on
+    /// the task), rather than outliving it.
+    pub tied: bool,
+}
+
+/// The files of a task's output and exit status, next to each other.
+#[derive(Debug, Clone)]
+pub(crate) struct Io(pub PathBuf);
+
+impl Io {
+    fn with(&self, ext: &str) -> PathBuf {
+        let mut p = self.0.clone().into_os_string();
+        p.push(".");
+        p.push(ext);
+        PathBuf::from(p)
+    }
+    pub fn stdout(&self) -> PathBuf {
+        self.with("stdout")
+    }
+    pub fn stderr(&self) -> PathBuf {
+        self.with("stderr")
+    }
+    pub fn exit(&self) -> PathBuf {
+        self.with("exit")
+    }
+    /// Removes the files, once what they hold has been read and reported.
+    pub fn remove(&self) {
+        for p in [self.stdout(), self.stderr(), self.exit()] {
+            let _ = std::fs::remove_file(p);
+        }
+    }
 }
 
 pub(crate) struct Proc {
+    /// The task's process (its process group's id).
     pub pid: i32,
-    /// Readable once the process has exited (`CLONE_PIDFD`).
-    pub pidfd: OwnedFd,
-    pub stdout: File,
-    pub stderr: File,
+    /// Its supervisor: the engine's child, which exits with the task's status; 0 for one
+    /// started by an earlier engine (not ours to reap: its status is in the `exit` file).
+    pub sup: i32,
+    /// The supervisor's: readable once it has exited. None: it had already ended.
+    pub pidfd: Option<OwnedFd>,
+    /// The read ends of the output files.
+    pub stdout: Option<File>,
+    pub stderr: Option<File>,
+    pub io: Option<Io>,
+    pub keep: Option<crate::supervisor::Keep>,
+}
+
+impl Proc {
+    /// Waits for the task (and its supervisor); the exit code, or 128 + the signal.
+    pub fn wait(&mut self) -> io::Result<i32> {
+        if self.sup > 0 {
+            let code = wait(self.sup);
+            if let Some(k) = &mut self.keep {
+                k.reaped();
+            }
+            self.sup = 0;
+            return code;
+        }
+        Ok(self
+            .io
+            .as_ref()
+            .and_then(|io| crate::supervisor::read_status(&io.exit()))
+            .unwrap_or(128 + libc::SIGKILL))
+    }
 }
 
 /// A step of [`crate::root::Op`] in the form the child can carry out without allocating.
@@ -93,6 +157,7 @@ struct Child {
     tmpfs_opts: CString,
     hide_opts: CString,
     user: Option<(u32, u32)>,
+    tied: bool,
     namespaces: bool,
     own_root: bool,
     stdin: i32,
@@ -111,8 +176,14 @@ fn fd_path(fd: i32) -> [u8; 32] {
     let mut out = [0u8; 32];
     let prefix = b"/proc/self/fd/";
     out[..prefix.len()].copy_from_slice(prefix);
-    let mut digits = [0u8; 12];
-    let mut n = fd.max(0) as u32;
+    decimal(fd.max(0) as u32, &mut out[prefix.len()..]);
+    out
+}
+
+/// Writes `n` in decimal at the start of `out` without allocating (a child about to exec, or a
+/// supervisor, runs it); returns how many bytes.
+pub(crate) fn decimal(mut n: u32, out: &mut [u8]) -> usize {
+    let mut digits = [0u8; 10];
     let mut len = 0;
     loop {
         digits[len] = b'0' + (n % 10) as u8;
@@ -123,9 +194,9 @@ fn fd_path(fd: i32) -> [u8; 32] {
         }
     }
     for k in 0..len {
-        out[prefix.len() + k] = digits[len - 1 - k];
+        out[k] = digits[len - 1 - k];
     }
-    out
+    len
 }
 
 fn cstr(s: &[u8]) -> io::Result<CString> {
@@ -137,16 +208,21 @@ fn cstr(s: &[u8]) -> io::Result<CString> {
     })
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0; 2];
-    // SAFETY: pipe2 fills the array with two new descriptors we then own.
-    // Both ends non-blocking: the read end for the reaper's epoll; the child makes its own copy
-    // of the write end blocking again.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: both descriptors were just created and are owned by nobody else.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+/// An output file: the task's end (appending) and the engine's (reading).
+fn output(path: &Path) -> io::Result<(File, File)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let w = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .custom_flags(libc::O_APPEND)
+        .mode(0o600)
+        .open(path)?;
+    let r = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)?;
+    Ok((w, r))
 }
 
 /// The paths to try for `prog`: itself when it names a path, else each `PATH` entry.
@@ -180,13 +256,9 @@ extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
         {
             fail(1);
         }
-        // the pipes were made non-blocking for the reader; the task writes blocking
-        for fd in [1, 2] {
-            let fl = libc::fcntl(fd, libc::F_GETFL);
-            if fl < 0 || libc::fcntl(fd, libc::F_SETFL, fl & !libc::O_NONBLOCK) < 0 {
-                fail(1);
-            }
-        }
+        // the engine ignores SIGPIPE (Rust's runtime does); a task gets the default, as a
+        // container's process does (an ignored signal stays ignored across exec)
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
         if libc::setpgid(0, 0) != 0 {
             fail(2);
         }
@@ -295,6 +367,11 @@ extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
         {
             fail(10);
         }
+        // dies with its supervisor, which dies with the engine (its parent is suspended here:
+        // it cannot have died yet)
+        if c.tied && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
+            fail(13);
+        }
         // execvp's rules: go on past a candidate that is missing or not permitted, report
         // EACCES if one was seen, else the last error
         let mut denied = false;
@@ -313,10 +390,6 @@ extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
     }
 }
 
-thread_local! {
-    static STACK: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0u8; 256 * 1024]);
-}
-
 /// `/dev/null`, opened once: every task's stdin.
 fn devnull() -> io::Result<i32> {
     static NULL: std::sync::OnceLock<File> = std::sync::OnceLock::new();
@@ -327,7 +400,7 @@ fn devnull() -> io::Result<i32> {
     Ok(NULL.get_or_init(|| f).as_raw_fd())
 }
 
-/// Starts the process; its stdout and stderr come back as pipes.
+/// Starts the process under its supervisor; its stdout and stderr go to `spec.io`'s files.
 pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
     let Some(first) = spec.argv.first() else {
         return Err(io::Error::new(
@@ -370,8 +443,12 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
     // where the child keeps the descriptors of the bind sources (it must not allocate)
     let mut src_fds = vec![-1i32; binds.len()];
     let devnull = devnull()?;
-    let (out_r, out_w) = pipe()?;
-    let (err_r, err_w) = pipe()?;
+    let io = spec.io.clone().map(Io);
+    let (out, err) = match &io {
+        Some(io) => (Some(output(&io.stdout())?), Some(output(&io.stderr())?)),
+        None => (None, None),
+    };
+    let fd = |o: &Option<(File, File)>| o.as_ref().map(|(w, _)| w.as_raw_fd()).unwrap_or(devnull);
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = envs.iter().map(|e| e.as_ptr()).collect();
@@ -392,43 +469,78 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
         tmpfs_opts: cstr(b"mode=1777")?,
         hide_opts: cstr(b"size=4k,mode=0555")?,
         user: spec.user,
+        tied: spec.tied,
         namespaces: spec.namespaces,
         own_root: !spec.tmpfs_tmp,
         stdin: devnull,
-        stdout: out_w.as_raw_fd(),
-        stderr: err_w.as_raw_fd(),
+        stdout: fd(&out),
+        stderr: fd(&err),
         failed_step: AtomicI32::new(0),
         failed_errno: AtomicI32::new(0),
         src_fds: src_fds.as_mut_ptr(),
     };
-    let mut pidfd: libc::c_int = -1;
-    // The child's stack: one per thread, reused (the thread is suspended while the child runs
-    // on it, CLONE_VFORK), so no mapping is made and torn down per task.
-    let pid = STACK.with_borrow_mut(|stack| {
-        // SAFETY: the stack grows down from its end (16-byte aligned); the child only reads
-        // `child`, which outlives it (CLONE_VFORK), and never returns into Rust code. With
-        // CLONE_PIDFD the kernel writes the new pidfd through the parent_tid argument.
-        unsafe {
-            let top = stack.as_mut_ptr().add(stack.len()) as usize & !15;
-            libc::clone(
-                child_main,
-                top as *mut c_void,
-                libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
-                &child as *const Child as *mut c_void,
-                &mut pidfd as *mut libc::c_int,
-            )
-        }
+    let region = crate::supervisor::Region::take()?;
+    let sup = Box::new(crate::supervisor::Sup {
+        child_main,
+        child: &child as *const Child as *const c_void,
+        child_top: region.child_top(),
+        exit_path: match &io {
+            Some(io) => cstr(io.exit().as_os_str().as_bytes())?,
+            None => CString::default(),
+        },
+        task_pid: AtomicI32::new(0),
+        ready: AtomicU32::new(0),
+        // SAFETY: getpid cannot fail
+        tied_to: if spec.tied {
+            unsafe { libc::getpid() }
+        } else {
+            0
+        },
     });
-    if pid < 0 {
-        return Err(io::Error::last_os_error());
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: the supervisor runs on its own stack in the region, which is kept (with `sup`)
+    // until it is reaped; it reads `child` only until the task has exec'd, which is before it
+    // sets `ready`, which this thread waits for before going on. With CLONE_PIDFD the kernel
+    // writes the new pidfd through the parent_tid argument.
+    let sup_pid = unsafe {
+        libc::clone(
+            crate::supervisor::supervise,
+            region.sup_top(),
+            libc::CLONE_VM | libc::CLONE_PIDFD | libc::SIGCHLD,
+            &*sup as *const crate::supervisor::Sup as *mut c_void,
+            &mut pidfd as *mut libc::c_int,
+        )
+    };
+    if sup_pid < 0 {
+        let e = io::Error::last_os_error();
+        region.give_back();
+        return Err(e);
     }
+    crate::supervisor::wait_ready(&sup.ready);
     // SAFETY: the kernel returned a new descriptor that nobody else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
-    drop((out_w, err_w));
+    let mut proc = Proc {
+        pid: sup.task_pid.load(Ordering::Acquire),
+        sup: sup_pid,
+        pidfd: Some(pidfd),
+        stdout: out.map(|(_, r)| r),
+        stderr: err.map(|(_, r)| r),
+        io,
+        keep: None,
+    };
+    proc.keep = Some(crate::supervisor::Keep::new(region, sup));
+    if proc.pid < 0 {
+        let e = io::Error::from_raw_os_error(-proc.pid);
+        let _ = proc.wait();
+        return Err(e);
+    }
     let step = child.failed_step.load(Ordering::Relaxed);
     if step != 0 {
         let errno = child.failed_errno.load(Ordering::Relaxed);
-        let _ = wait(pid);
+        let _ = proc.wait();
+        if let Some(io) = &proc.io {
+            io.remove();
+        }
         let e = io::Error::from_raw_os_error(errno);
         if step == 7 && !first.contains('/') && e.kind() == io::ErrorKind::NotFound {
             return Err(io::Error::new(
@@ -450,16 +562,12 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
             "switching to the task user",
             "preparing the task's root",
             "entering the task's root",
-        ][step.clamp(0, 12) as usize];
+            "tying the task to weir",
+        ][step.clamp(0, 13) as usize];
         return Err(io::Error::new(e.kind(), format!("{step}: {e}")));
     }
     drop(child);
-    Ok(Proc {
-        pid,
-        pidfd,
-        stdout: File::from(out_r),
-        stderr: File::from(err_r),
-    })
+    Ok(proc)
 }
 
 /// Waits for the process; its exit code, or 128 + the signal that killed it.

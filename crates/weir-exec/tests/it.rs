@@ -22,6 +22,7 @@ fn executor(dir: &std::path::Path) -> (ProcessExecutor, Receiver<Update>) {
             stream_logs: true,
             db: None,
             isolation: None,
+            tied: false,
         },
         tx,
     )

@@ -13,7 +13,7 @@ mod sync;
 mod transfer;
 
 pub use access::{AuditEntry, LabelReq, LineageEdge, RunQuery, TemplateRecord, TokenRecord};
-pub use queue::{Channel, Claimed, NewTask, Offer, Quota, Since, TaskUpdate};
+pub use queue::{Channel, Claimed, NewTask, Offer, Quota, Reaped, Since, TaskUpdate};
 pub use store::{Durability, RunRecord, RunSummary, Store, is_postgres_url, redact_url};
 pub use sync::{Acquire, LockState};
 

@@ -100,6 +100,15 @@ pub enum Channel {
     Done,
 }
 
+/// What became of a task whose worker was lost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reaped {
+    /// Queued again, as the same attempt (the first time).
+    Requeued,
+    /// Settled with the lost-worker error (lost twice).
+    Settled,
+}
+
 /// Per-namespace limits honoured when workers claim (`None`: no limit).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Quota {
@@ -508,10 +517,15 @@ impl Store {
         })
     }
 
-    /// Settles the running tasks whose lease expired with `result(worker)` (a lost-worker
-    /// error), bumping their epoch so the old worker's late result is refused. Only one process
-    /// does this at a time (an advisory lock); returns (run, node) of each task settled.
-    pub fn reap_expired(&self, result: &dyn Fn(&str) -> String) -> Result<Vec<(String, String)>> {
+    /// Deals with the running tasks whose lease expired (their worker was lost), bumping their
+    /// epoch so the old worker's late result is refused: each is queued again once, as the same
+    /// attempt; lost a second time, it is settled with `result(worker)` (a lost-worker error).
+    /// Only one process does this at a time (an advisory lock); returns (run, node, what was
+    /// done) of each task.
+    pub fn reap_expired(
+        &self,
+        result: &dyn Fn(&str) -> String,
+    ) -> Result<Vec<(String, String, Reaped)>> {
         let c = self.need_pg("the task queue")?;
         c.tx(|c| {
             let got = c
@@ -521,12 +535,27 @@ impl Store {
                 return Ok(Vec::new());
             }
             let expired = c.rows(
-                "SELECT id, run, node, coalesce(worker, '') FROM tasks
+                "SELECT id, run, node, coalesce(worker, ''), CAST(CASE WHEN requeued THEN 1 ELSE 0 END AS BIGINT) FROM tasks
                  WHERE state = 'running' AND lease_until < clock_timestamp() ORDER BY id FOR UPDATE SKIP LOCKED",
                 p![],
             )?;
             let mut out = Vec::new();
+            let (mut settled, mut queued) = (false, false);
             for r in &expired {
+                if r.i(4)? == 0 {
+                    // the same attempt, on another worker: its process died with the worker
+                    // (a worker's tasks are tied to it), and a worker's death is not the task's
+                    // failure
+                    c.exec(
+                        "UPDATE tasks SET state = 'queued', worker = NULL, requeued = true, epoch = epoch + 1,
+                                lease_until = NULL, pid = NULL
+                         WHERE id = ?1",
+                        p![r.i(0)?],
+                    )?;
+                    out.push((r.s(1)?, r.s(2)?, Reaped::Requeued));
+                    queued = true;
+                    continue;
+                }
                 let res = result(&r.s(3)?);
                 c.exec(
                     "UPDATE tasks SET state = 'done', result = ?2, epoch = epoch + 1, lease_until = NULL,
@@ -534,10 +563,14 @@ impl Store {
                      WHERE id = ?1",
                     p![r.i(0)?, &res],
                 )?;
-                out.push((r.s(1)?, r.s(2)?));
+                out.push((r.s(1)?, r.s(2)?, Reaped::Settled));
+                settled = true;
             }
-            if !out.is_empty() {
+            if settled {
                 c.exec("SELECT pg_notify('weir_done', '')", p![])?;
+            }
+            if queued {
+                c.exec("SELECT pg_notify('weir_queued', '')", p![])?;
             }
             Ok(out)
         })

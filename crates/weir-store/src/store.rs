@@ -8,7 +8,7 @@ use weir_core::run::{Event, Metric, Millis, Phase, Submission};
 use crate::db::{Conn, P, Row, p};
 use crate::{Error, Result};
 
-const SCHEMA_VERSION: i64 = 11;
+const SCHEMA_VERSION: i64 = 12;
 
 /// SQLite's schema, one step per version.
 const MIGRATIONS: &[&str] = &[
@@ -143,6 +143,8 @@ ALTER TABLE runs ADD COLUMN local_name TEXT NOT NULL DEFAULT '';
 UPDATE runs SET local_name = name;
 CREATE UNIQUE INDEX runs_local_name ON runs(namespace, local_name);
 ",
+    // 12: PostgreSQL's task queue gains `requeued`; SQLite has no queue (one version for both)
+    "SELECT 1;",
 ];
 
 /// PostgreSQL's schema: the same tables, integers as BIGINT, and explicit `rowid` columns where
@@ -316,6 +318,10 @@ CREATE INDEX tasks_changed ON tasks(changed) WHERE changed IS NOT NULL;
 ALTER TABLE runs ADD COLUMN local_name TEXT NOT NULL DEFAULT '';
 UPDATE runs SET local_name = name;
 CREATE UNIQUE INDEX runs_local_name ON runs(namespace, local_name);
+",
+    // 12: a lost worker's task is queued again once, as the same attempt
+    "
+ALTER TABLE tasks ADD COLUMN requeued BOOLEAN NOT NULL DEFAULT false;
 ",
 ];
 

@@ -4,8 +4,8 @@
 
 use weir_core::run::{Event, Lock, Phase, Submission};
 use weir_store::{
-    Acquire, AuditEntry, Durability, Error, LabelReq, LineageEdge, NewTask, Offer, RunQuery, Since,
-    Store, TaskUpdate, TokenRecord,
+    Acquire, AuditEntry, Durability, Error, LabelReq, LineageEdge, NewTask, Offer, Reaped,
+    RunQuery, Since, Store, TaskUpdate, TokenRecord,
 };
 
 /// One database of the backend under test; `open` gives another connection to it.
@@ -592,7 +592,7 @@ fn runs_of_schema_10_keep_their_names(db: &Db) {
     if db.location.starts_with("postgres") {
         let mut c = postgres_admin(&db.location);
         c.batch_execute(&format!(
-            "{undo} DELETE FROM weir_schema WHERE version = 11;"
+            "{undo} ALTER TABLE tasks DROP COLUMN requeued; DELETE FROM weir_schema WHERE version >= 11;"
         ))
         .unwrap();
     } else {
@@ -603,7 +603,7 @@ fn runs_of_schema_10_keep_their_names(db: &Db) {
         assert!(out.success());
     }
     let mut s = db.open();
-    assert_eq!(s.schema_version().unwrap(), 11);
+    assert_eq!(s.schema_version().unwrap(), 12);
     assert_eq!(s.run_key("ns", "old").unwrap().as_deref(), Some("old"));
     assert!(matches!(
         s.create_run(&mut submission("old", "ns", 2, &[])),
@@ -781,14 +781,31 @@ fn tasks_are_claimed_once_and_a_late_result_is_refused(db: &Db) {
             pid: Some(42)
         }]
     );
-    std::thread::sleep(std::time::Duration::from_millis(20));
-    let reaped = s
-        .reap_expired(&|w| format!("{{\"error\":\"worker {w} lost\"}}"))
-        .unwrap();
-    assert_eq!(reaped, [("r2".to_string(), "x".to_string())]);
-    // the late result is refused; the reaper's stands
+    // the worker's lease expires; the reaper deals with its task
+    let reap = |what: Reaped| {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let reaped = s
+            .reap_expired(&|w| format!("{{\"error\":\"worker {w} lost\"}}"))
+            .unwrap();
+        assert_eq!(reaped, [("r2".to_string(), "x".to_string(), what)]);
+    };
+    // lost once: queued again, as the same attempt, for another worker
+    reap(Reaped::Requeued);
+    // the late result is refused
     assert_eq!(
         s2.complete(&[(c.id, c.epoch, "{\"late\":1}".into())])
+            .unwrap(),
+        [false]
+    );
+    let c2 = s2.claim("w-slow-2", &offer(1), 1).unwrap().remove(0);
+    assert_eq!((c2.id, c2.node.as_str()), (c.id, "x"));
+    assert!(c2.epoch > c.epoch);
+    s2.mark_started(&[(c2.id, c2.epoch, Some(43))]).unwrap();
+    // lost twice: settled with the lost-worker error
+    reap(Reaped::Settled);
+    // the late result is refused; the reaper's stands
+    assert_eq!(
+        s2.complete(&[(c2.id, c2.epoch, "{\"late\":2}".into())])
             .unwrap(),
         [false]
     );
@@ -798,7 +815,7 @@ fn tasks_are_claimed_once_and_a_late_result_is_refused(db: &Db) {
             "r2".to_string(),
             TaskUpdate::Done {
                 node: "x".into(),
-                result: "{\"error\":\"worker w-slow lost\"}".into(),
+                result: "{\"error\":\"worker w-slow-2 lost\"}".into(),
                 logged: false,
             }
         )]
@@ -1072,6 +1089,7 @@ fn a_queue_of_schema_9_keeps_its_unrecorded_changes_when_migrated(db: &Db) {
              WHERE (state = 'running' AND pid IS NOT NULL AND reported = 0) OR (state = 'done' AND reported < 2);
          DROP INDEX runs_local_name;
          ALTER TABLE runs DROP COLUMN local_name;
+         ALTER TABLE tasks DROP COLUMN requeued;
          DELETE FROM weir_schema WHERE version >= 10;
          INSERT INTO tasks (run, node, namespace, spec, state, pid, result, reported) VALUES
              ('r', 'finished', 'ns', '{}', 'done', 7, '{\"exit_code\":0}', 2),
@@ -1081,7 +1099,7 @@ fn a_queue_of_schema_9_keeps_its_unrecorded_changes_when_migrated(db: &Db) {
     .unwrap();
     drop(raw);
     let s = db.open();
-    assert_eq!(s.schema_version().unwrap(), 11);
+    assert_eq!(s.schema_version().unwrap(), 12);
     // 11 gave the run its name in its namespace
     assert_eq!(s.run_key("ns", "r").unwrap().as_deref(), Some("r"));
     assert_eq!(

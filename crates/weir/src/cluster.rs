@@ -284,9 +284,9 @@ impl Cluster {
         }
     }
 
-    /// Settles expired task leases (when this process holds the reaper's lock); returns how
-    /// many.
-    pub fn reap(&self, store: &Store) -> Result<usize> {
+    /// Deals with expired task leases (when this process holds the reaper's lock): queued
+    /// again once, settled as lost the second time; returns how many of each.
+    pub fn reap(&self, store: &Store) -> Result<(usize, usize)> {
         let lost = |worker: &str| {
             serde_json::to_string(&TaskResult {
                 error: Some(format!(
@@ -296,7 +296,12 @@ impl Cluster {
             })
             .unwrap_or_default()
         };
-        Ok(store.reap_expired(&lost)?.len())
+        let reaped = store.reap_expired(&lost)?;
+        let requeued = reaped
+            .iter()
+            .filter(|(_, _, r)| *r == weir_store::Reaped::Requeued)
+            .count();
+        Ok((requeued, reaped.len() - requeued))
     }
 }
 
@@ -532,6 +537,7 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
                 stream_logs: false,
                 db: Some(env.db.clone()),
                 isolation: env.isolation.clone(),
+                tied: true,
             },
             tx,
         )

@@ -2,7 +2,7 @@
 //! persists each batch of events before performing the actions they produced (write-ahead), and
 //! recovers a run after a crash by replaying its events.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
@@ -296,8 +296,11 @@ pub fn recover(env: &Env, store: &Store, name: &str) -> Result<(Run, Vec<Action>
             .unwrap_or_default()
             .lines()
             .filter_map(|l| {
-                l.split_once(' ')
-                    .and_then(|(n, p)| Some((n.to_string(), p.trim().parse().ok()?)))
+                let mut parts = l.split(' ');
+                Some((
+                    parts.next()?.to_string(),
+                    parts.next()?.trim().parse().ok()?,
+                ))
             })
             .collect();
     let mut lost = Vec::new();
@@ -320,11 +323,10 @@ pub fn recover(env: &Env, store: &Store, name: &str) -> Result<(Run, Vec<Action>
             kill_group(pid);
         }
     }
+    // tasks that were running: the executor watches them again where it can (`drive_with`);
+    // the rest are lost
     if !run.phase().is_done() {
-        for (node, pid) in run.running_pods() {
-            if let Some(pid) = pid {
-                kill_group(pid);
-            }
+        for (node, _) in run.running_pods() {
             lost.push(Event::Lost { node });
         }
     }
@@ -353,6 +355,7 @@ pub fn drive(
             std::path::absolute(&env.db).unwrap_or_else(|_| env.db.clone())
         }),
         isolation: env.isolation.clone(),
+        tied: false,
     };
     let queued = env.queue && env.is_postgres();
     let exec: Box<dyn Executor> = if queued {
@@ -477,7 +480,20 @@ pub fn drive_with(
     for ev in perform(initial, &mut timers, &mut locks, &mut store)? {
         batch.push((now_ms(), ev));
     }
+    // a task an earlier driver saw start and not end: watched again by the executor where it
+    // can be (it went on while no driver ran), else killed if it is still there, and lost
+    let pids: HashMap<String, Option<u32>> = run.running_pods().into_iter().collect();
     for ev in pending {
+        if let Event::Lost { node } = &ev
+            && !queued
+        {
+            if exec.adopt(&name, node) {
+                continue;
+            }
+            if let Some(Some(pid)) = pids.get(node) {
+                kill_group(*pid);
+            }
+        }
         batch.push((now_ms(), ev));
     }
     let mut last_poll = Instant::now();

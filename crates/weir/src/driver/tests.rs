@@ -231,12 +231,13 @@ fn a_run_whose_driver_died_is_recovered_its_orphan_killed_and_its_task_started_a
             node: spec.node_id.clone()
         }]
     );
-    // the orphaned process was killed, not left running beside its second start
-    let status = orphan.wait().unwrap();
-    assert!(!status.success(), "{status:?}");
     let (exec, rx, started) = Fake::boxed(false);
     let phase = drive_with(&env, store, *run, actions, pending, &mut Quiet, exec, rx).unwrap();
     drop(lock);
+    // the executor could not watch the orphaned process again: it was killed, not left running
+    // beside its second start
+    let status = orphan.wait().unwrap();
+    assert!(!status.success(), "{status:?}");
     assert_eq!(phase, Phase::Succeeded);
     // `a` again, as the same attempt (weir's stop is not its failure), then `b`
     assert_eq!(

@@ -341,10 +341,15 @@ impl App {
                         let Some(s) = store.as_mut() else {
                             return Ok(());
                         };
-                        let reaped = cluster.reap(s)?;
-                        if reaped > 0 {
+                        let (requeued, settled) = cluster.reap(s)?;
+                        if requeued > 0 {
                             app.log.info(&format!(
-                                "{reaped} task(s) of lost workers settled after their leases expired"
+                                "{requeued} task(s) of lost workers queued again after their leases expired"
+                            ));
+                        }
+                        if settled > 0 {
+                            app.log.info(&format!(
+                                "{settled} task(s) lost with a second worker settled as errors"
                             ));
                         }
                         for (name, epoch) in s.claim_orphans(&cluster.owner, cluster.lease_ms, 16)? {

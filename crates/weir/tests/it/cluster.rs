@@ -179,9 +179,11 @@ fn runs_survive_killed_workers_and_a_killed_server_without_running_a_task_twice(
         "the faults happened: {kills} worker kills"
     );
 
-    // every run succeeded; every task's attempts are its retry history; no attempt's body ran
-    // to the end twice
-    let mut lost_attempts = 0;
+    // every run succeeded; every task's attempts are its retry history. A killed worker's
+    // tasks die with it and run again once on another worker as the same attempt: an attempt's
+    // body ran to the end at most twice (twice only when its worker died after the body ended
+    // and before its result was reported)
+    let (mut lost_attempts, mut twice) = (0, 0);
     for name in &names {
         let rec = store.load(name).unwrap();
         let phase = rec.summary.phase.clone();
@@ -213,7 +215,8 @@ fn runs_survive_killed_workers_and_a_killed_server_without_running_a_task_twice(
             *ran.entry(l).or_default() += 1;
         }
         for (pod, n) in &ran {
-            assert_eq!(*n, 1, "{name}: attempt {pod} ran to the end {n} times");
+            assert!(*n <= 2, "{name}: attempt {pod} ran to the end {n} times");
+            twice += usize::from(*n == 2);
         }
         let nodes = run.nodes();
         let mut tasks = 0;
@@ -223,14 +226,13 @@ fn runs_survive_killed_workers_and_a_killed_server_without_running_a_task_twice(
             let attempts: Vec<_> = n.children.iter().map(|&c| &nodes[c]).collect();
             let (last, earlier) = attempts.split_last().unwrap();
             assert_eq!(last.phase, Phase::Succeeded);
-            assert_eq!(
-                ran.get(last.id.as_str()),
-                Some(&1),
-                "{name}: {} ran once",
+            assert!(
+                ran.contains_key(last.id.as_str()),
+                "{name}: {} ran",
                 last.id
             );
             for a in earlier {
-                // only lost workers' attempts were retried
+                // only attempts lost twice (with two workers) were retried
                 assert_eq!(
                     a.phase,
                     Phase::Error,
@@ -255,9 +257,82 @@ fn runs_survive_killed_workers_and_a_killed_server_without_running_a_task_twice(
     }
     procs.workers.clear();
     eprintln!(
-        "50 runs x 40 tasks: {kills} workers and 1 server killed, {lost_attempts} attempts lost and retried, {:.1} s",
+        "50 runs x 40 tasks: {kills} workers and 1 server killed, {lost_attempts} attempts lost twice and retried, {twice} attempts ran to the end twice, {:.1} s",
         started.elapsed().as_secs_f64()
     );
+}
+
+/// The crash test with a worker on PostgreSQL: 20 tasks at parallelism 2 with no
+/// retryStrategy, the worker killed with SIGKILL mid-run, a new worker: the run Succeeds; a task
+/// that had finished before the kill ran once; the tasks running on the killed worker died with
+/// it and ran once more on the new one, as the same attempt, not as a retry.
+#[test]
+fn a_killed_worker_s_running_tasks_run_once_more_elsewhere_without_a_retry() {
+    let Some(sb) = Sandbox::postgres() else {
+        return;
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let c = sb.dir_with("counters", &[]);
+    let mut tasks = String::new();
+    for i in 0..20 {
+        tasks += &format!(
+            "      - {{name: t{i}, template: work, arguments: {{parameters: [{{name: id, value: t{i}}}]}}}}\n"
+        );
+    }
+    let wf = format!(
+        "kind: Workflow\nmetadata: {{name: crash20}}\nspec:\n  entrypoint: main\n  parallelism: 2\n  templates:\n  - name: main\n    dag:\n      tasks:\n{tasks}  - name: work\n    inputs: {{parameters: [{{name: id}}]}}\n    container:\n      image: alpine\n      command: [sh, -c]\n      args: ['echo start >> {c}/{{{{inputs.parameters.id}}}}; sleep 0.3; echo done >> {c}/{{{{inputs.parameters.id}}}}']\n",
+        c = c.display()
+    );
+    assert_eq!(sb.weir(&["migrate"]).code, 0);
+    let srv = server(&sb);
+    let w1 = worker(&sb, &[]);
+    let (status, body) = submit(&srv, &wf);
+    assert_eq!(status, 200, "{body}");
+    wait_for("six tasks to start", deadline, || {
+        std::fs::read_dir(&c)
+            .map(|d| d.count() >= 6)
+            .unwrap_or(false)
+    });
+    drop(w1);
+    let store = weir_store::Store::open(&sb.db, weir_store::Durability::Process).unwrap();
+    let phases = |store: &weir_store::Store| {
+        let rec = store.load("crash20").unwrap();
+        let run = Run::replay(rec.submission, &rec.events).unwrap();
+        run.nodes()
+            .iter()
+            .filter(|n| n.node_type == NodeType::Pod)
+            .map(|n| (n.display_name.clone(), n.phase))
+            .collect::<BTreeMap<_, _>>()
+    };
+    let before = phases(&store);
+    let _w2 = worker(&sb, &[]);
+    wait_for("the run to finish", deadline, || {
+        store.load("crash20").unwrap().summary.finished_at.is_some()
+    });
+    let rec = store.load("crash20").unwrap();
+    assert_eq!(rec.summary.phase, "Succeeded", "{}", rec.summary.message);
+    let after = phases(&store);
+    assert_eq!(after.len(), 20, "one attempt each, no retry: {after:?}");
+    let lines = |t: &str, what: &str| {
+        std::fs::read_to_string(c.join(t))
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| *l == what)
+            .count()
+    };
+    let mut again = 0;
+    for i in 0..20 {
+        let t = format!("t{i}");
+        assert_eq!(after[&t], Phase::Succeeded);
+        let starts = lines(&t, "start");
+        if before.get(&t) == Some(&Phase::Succeeded) {
+            assert_eq!(starts, 1, "{t} finished before the kill");
+        } else {
+            assert!((1..=2).contains(&starts), "{t} started {starts} times");
+            again += usize::from(starts == 2);
+        }
+    }
+    assert!(again <= 2, "only the two running tasks ran again: {again}");
 }
 
 /// Waits for `what` to hold, polling (the processes it watches notify no one here).
@@ -352,17 +427,16 @@ spec:
         .find(|n| n.node_type == NodeType::Retry)
         .unwrap();
     let attempts: Vec<_> = retry.children.iter().map(|&c| &nodes[c]).collect();
-    assert_eq!(attempts.len(), 2, "{attempts:?}");
-    // the first attempt is settled as lost, whatever worker 1 sent later
-    assert_eq!(attempts[0].phase, Phase::Error);
-    assert!(
-        attempts[0].message.contains("lost"),
-        "{}",
-        attempts[0].message
+    // the attempt worker 1 lost went to worker 2 as the same attempt (a lost worker is not the
+    // task's failure), and worker 1's late result was refused: worker 2's stands
+    assert_eq!(attempts.len(), 1, "{attempts:?}");
+    assert_eq!(attempts[0].phase, Phase::Succeeded);
+    let started = std::fs::read_to_string(counter.join("started")).unwrap();
+    assert_eq!(
+        started.lines().filter(|l| *l == attempts[0].id).count(),
+        2,
+        "on both workers: {started}"
     );
-    assert_eq!(attempts[1].phase, Phase::Succeeded);
-    let done = std::fs::read_to_string(counter.join("done")).unwrap();
-    assert!(done.lines().any(|l| l == attempts[1].id), "{done}");
     // and no later event changed the run: the log ends where the run finished
     let finished = store.load("part").unwrap().events.len();
     assert_eq!(finished, rec.events.len());
@@ -503,7 +577,7 @@ fn a_sqlite_history_moves_to_postgres_whole_or_not_at_all() {
 
     let out = pg.weir(&["migrate"]);
     assert_eq!(out.code, 0, "{}", out.all());
-    assert!(out.stdout.contains("schema version 11"), "{}", out.stdout);
+    assert!(out.stdout.contains("schema version 12"), "{}", out.stdout);
     let out = pg.weir(&["db", "import", file.to_str().unwrap()]);
     assert_eq!(out.code, 0, "{}", out.all());
     // the run, replayed from its imported events, is what SQLite had
