@@ -47,13 +47,24 @@ pub(crate) fn record(task: &TaskSpec, gpus: &[String], outputs: Option<&Outputs>
     .unwrap_or_default()
 }
 
+/// How a new engine finds a task's supervisor again: its pid, the numbers it keeps the task's
+/// output files at, and the stdout file's inode (which tells it from a later process given the
+/// same pid).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Handle {
+    pub sup: i32,
+    pub fds: [i32; 2],
+    pub ino: u64,
+}
+
 /// A task's line: `NODE PID` (what a restart kills when the task cannot be watched again), then
-/// for one that can: ` SUP START JSON`.
-pub(crate) fn line(node: &str, pid: i32, adoptable: Option<(i32, u64, &str)>) -> String {
+/// for one that can: ` SUP FD1 FD2 INO JSON`.
+pub(crate) fn line(node: &str, pid: i32, adoptable: Option<(Handle, &str)>) -> String {
     match adoptable {
-        Some((sup, start, json)) if !json.is_empty() => {
-            format!("{node} {pid} {sup} {start} {json}\n")
-        }
+        Some((h, json)) if !json.is_empty() => format!(
+            "{node} {pid} {} {} {} {} {json}\n",
+            h.sup, h.fds[0], h.fds[1], h.ino
+        ),
         _ => format!("{node} {pid}\n"),
     }
 }
@@ -61,8 +72,7 @@ pub(crate) fn line(node: &str, pid: i32, adoptable: Option<(i32, u64, &str)>) ->
 /// A task found in the `pids` file.
 pub(crate) struct Found {
     pub pid: i32,
-    pub sup: i32,
-    pub start: u64,
+    pub handle: Handle,
     pub record: Record,
 }
 
@@ -73,15 +83,17 @@ pub(crate) fn find(pids: &Path, node: &str) -> Option<Found> {
         .lines()
         .rev()
         .find(|l| l.split(' ').next() == Some(node))?;
-    let mut parts = line.splitn(5, ' ').skip(1);
-    let pid = parts.next()?.parse().ok()?;
-    let sup = parts.next()?.parse().ok()?;
-    let start = parts.next()?.parse().ok()?;
+    let mut parts = line.splitn(7, ' ').skip(1);
+    let mut num = || parts.next()?.parse::<i64>().ok();
+    let (pid, sup, fd1, fd2, ino) = (num()?, num()?, num()?, num()?, num()?);
     let record = serde_json::from_str(parts.next()?).ok()?;
     Some(Found {
-        pid,
-        sup,
-        start,
+        pid: pid as i32,
+        handle: Handle {
+            sup: sup as i32,
+            fds: [fd1 as i32, fd2 as i32],
+            ino: ino as u64,
+        },
         record,
     })
 }
@@ -99,15 +111,20 @@ mod tests {
             ..TaskSpec::default()
         };
         let json = record(&task, &["0".into()], None);
+        let h = |sup: i32| Handle {
+            sup,
+            fds: [5, 6],
+            ino: 77,
+        };
         let text = [
-            line("n1", 10, Some((9, 100, &json))),
+            line("n1", 10, Some((h(9), &json))),
             line("n2", 20, None),
-            line("n1", 30, Some((29, 300, &json))),
+            line("n1", 30, Some((h(29), &json))),
         ]
         .concat();
         std::fs::write(&pids, text).unwrap();
         let f = find(&pids, "n1").unwrap();
-        assert_eq!((f.pid, f.sup, f.start), (30, 29, 300));
+        assert_eq!((f.pid, f.handle), (30, h(29)));
         assert_eq!(f.record.task.node_id, "n1");
         assert_eq!(f.record.gpus, ["0"]);
         assert!(find(&pids, "n2").is_none());

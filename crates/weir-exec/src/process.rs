@@ -911,8 +911,7 @@ impl Inner {
     /// it was stopped (or the executor shut down) while it was being started.
     fn started(&self, task: &TaskSpec, run_dir: &Path, proc: &spawn::Proc, record: Option<&str>) {
         let pid = proc.pid;
-        let adoptable = record
-            .and_then(|json| Some((proc.sup, crate::supervisor::start_time(proc.sup)?, json)));
+        let adoptable = record.and_then(|json| Some((proc.handle()?, json)));
         let line = adopt::line(&task.node_id, pid, adoptable);
         {
             let mut st = lock(&self.state);

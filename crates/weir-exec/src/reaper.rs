@@ -12,26 +12,24 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
-use std::io::{self, Read};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use crate::spawn::Proc;
+use crate::spawn::{Proc, RETAIN};
 
 /// A line longer than this is passed on in pieces.
 const MAX_LINE: usize = 256 * 1024;
 const WAKE: u64 = u64::MAX;
 const INOTIFY: u64 = u64::MAX - 1;
+/// What of a stream is freed at once, at least.
+const PUNCH_STEP: u64 = 256 * 1024;
 
 /// What the reaper reports about one process.
 pub(crate) trait Watch: Send {
-    /// Whether the output files stay after the exit (the task's, until its result is
-    /// recorded); others' are removed once read.
-    fn keeps_files(&self) -> bool {
-        false
-    }
     /// One line of output, without its newline.
     fn line(&mut self, line: &[u8], stdout: bool);
     /// The process exited with this code (or 128 + the signal that killed it); all its output
@@ -148,6 +146,11 @@ fn make_token(generation: u32, i: usize) -> u64 {
 /// and the unfinished last line.
 struct Stream {
     file: Option<File>,
+    /// Where the next read starts: the task writes through the same open file, which moves
+    /// its offset, so reads are positioned (`pread`).
+    offset: u64,
+    /// Up to where the file's memory was freed (read, and older than the last `RETAIN` bytes).
+    punched: u64,
     wd: Option<i32>,
     partial: Vec<u8>,
 }
@@ -170,10 +173,28 @@ impl Slot {
         let Slot { streams, watch, .. } = self;
         let s = &mut streams[i];
         loop {
-            let Some(f) = &mut s.file else { return };
-            match f.read(buf) {
-                Ok(0) => return,
+            let Some(f) = &s.file else { return };
+            match f.read_at(buf, s.offset) {
+                Ok(0) => {
+                    // what has been read is freed but for the last RETAIN bytes, in steps
+                    let keep_from = s.offset.saturating_sub(RETAIN) & !0xffff;
+                    if keep_from >= s.punched + PUNCH_STEP {
+                        // SAFETY: frees a range of our own file (a memfd, or a file found
+                        // again after a restart); its size is kept.
+                        unsafe {
+                            libc::fallocate(
+                                f.as_raw_fd(),
+                                libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+                                s.punched as libc::off_t,
+                                (keep_from - s.punched) as libc::off_t,
+                            );
+                        }
+                        s.punched = keep_from;
+                    }
+                    return;
+                }
                 Ok(n) => {
+                    s.offset += n as u64;
                     let mut data = &buf[..n];
                     while let Some(nl) = data.iter().position(|&b| b == b'\n') {
                         if s.partial.is_empty() {
@@ -219,12 +240,16 @@ impl Slot {
                 self.watch.line(&rest, i == 0);
             }
         }
-        if !self.watch.keeps_files()
-            && let Some(io) = &self.proc.io
-        {
-            io.remove();
-        }
     }
+}
+
+/// Where reading the stream of a task found again after a restart starts (a file of its own
+/// opening): its first byte of data (the previous engine freed what it had read). A file with no data yet (`ENXIO`) is read from
+/// its start: nothing was freed in it, since some of what is read is always kept.
+fn first_data(f: &File) -> u64 {
+    // SAFETY: lseek on our own descriptor; a positioned read follows, whatever the offset.
+    let at = unsafe { libc::lseek(f.as_raw_fd(), 0, libc::SEEK_DATA) };
+    at.max(0) as u64
 }
 
 /// Follows a stream's file: an inotify watch for its modifications. Without one (the
@@ -284,8 +309,16 @@ fn run(sh: &Shared) {
                     generation = generation.wrapping_add(1);
                     let mut streams = [proc.stdout.take(), proc.stderr.take()].map(|file| {
                         let wd = file.as_ref().and_then(|f| follow(inotify, f));
+                        // a task started here is read from its start (its file is shared
+                        // with the task: seeking it would move where the task writes)
+                        let offset = match (&file, proc.sup) {
+                            (Some(f), 0) => first_data(f),
+                            _ => 0,
+                        };
                         Stream {
                             file,
+                            offset,
+                            punched: offset,
                             wd,
                             partial: Vec::new(),
                         }

@@ -91,6 +91,17 @@ pub(crate) struct Proc {
 }
 
 impl Proc {
+    /// How a later engine finds this task's supervisor again (see [`crate::adopt`]).
+    pub fn handle(&self) -> Option<crate::adopt::Handle> {
+        use std::os::unix::fs::MetadataExt;
+        let (out, err) = (self.stdout.as_ref()?, self.stderr.as_ref()?);
+        Some(crate::adopt::Handle {
+            sup: self.sup,
+            fds: [out.as_raw_fd(), err.as_raw_fd()],
+            ino: out.metadata().ok()?.ino(),
+        })
+    }
+
     /// Waits for the task (and its supervisor); the exit code, or 128 + the signal.
     pub fn wait(&mut self) -> io::Result<i32> {
         if self.sup > 0 {
@@ -172,7 +183,7 @@ struct Child {
 }
 
 /// `/proc/self/fd/N` as a NUL-terminated string, without allocating (the child runs it).
-fn fd_path(fd: i32) -> [u8; 32] {
+pub(crate) fn fd_path(fd: i32) -> [u8; 32] {
     let mut out = [0u8; 32];
     let prefix = b"/proc/self/fd/";
     out[..prefix.len()].copy_from_slice(prefix);
@@ -208,22 +219,42 @@ fn cstr(s: &[u8]) -> io::Result<CString> {
     })
 }
 
-/// An output file: the task's end (appending) and the engine's (reading).
-fn output(path: &Path) -> io::Result<(File, File)> {
+/// An output stream of a task: an unnamed file the task writes to and the engine reads (`pread`,
+/// at its own offset), freeing what it has read but the last [`RETAIN`] bytes (holes punched:
+/// see the reaper). In `/dev/shm` where it can be (`O_TMPFILE` on tmpfs: no disk inode to
+/// allocate and free for each task; a memfd would do but for inotify, which ignores memfds),
+/// else created at `path` and unlinked at once. No pipe, whose reader would die with the
+/// engine: its supervisor keeps it open, and writes it to `path` if the engine is gone when the
+/// task ends.
+fn output(path: &Path) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
-    let w = std::fs::OpenOptions::new()
+    static SHM: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(true);
+    if SHM.load(Ordering::Relaxed) {
+        let tmp = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_TMPFILE)
+            .mode(0o600)
+            .open("/dev/shm");
+        match tmp {
+            Ok(f) => return Ok(f),
+            Err(_) => SHM.store(false, Ordering::Relaxed),
+        }
+    }
+    let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(true)
+        .read(true)
         .write(true)
-        .custom_flags(libc::O_APPEND)
         .mode(0o600)
         .open(path)?;
-    let r = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)?;
-    Ok((w, r))
+    std::fs::remove_file(path)?;
+    Ok(f)
 }
+
+/// What the engine keeps of a stream it has read: enough for a restarted engine to rebuild the
+/// task's `result` (the end of its stdout) and the lines around the restart.
+pub(crate) const RETAIN: u64 = 1024 * 1024;
 
 /// The paths to try for `prog`: itself when it names a path, else each `PATH` entry.
 fn candidates(prog: &str, env: &[(String, String)]) -> Vec<PathBuf> {
@@ -448,7 +479,14 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
         Some(io) => (Some(output(&io.stdout())?), Some(output(&io.stderr())?)),
         None => (None, None),
     };
-    let fd = |o: &Option<(File, File)>| o.as_ref().map(|(w, _)| w.as_raw_fd()).unwrap_or(devnull);
+    let fd = |o: &Option<File>| o.as_ref().map(|f| f.as_raw_fd()).unwrap_or(devnull);
+    // where the supervisor writes them if the engine is gone when the task ends
+    let path_of = |path: fn(&Io) -> PathBuf| -> io::Result<CString> {
+        match &io {
+            Some(io) => cstr(path(io).as_os_str().as_bytes()),
+            None => Ok(CString::default()),
+        }
+    };
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = envs.iter().map(|e| e.as_ptr()).collect();
@@ -488,14 +526,14 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
             Some(io) => cstr(io.exit().as_os_str().as_bytes())?,
             None => CString::default(),
         },
+        streams: [&out, &err].map(|o| o.as_ref().map_or(-1, |f| f.as_raw_fd())),
+        stream_paths: [path_of(Io::stdout)?, path_of(Io::stderr)?],
+        // SAFETY: getpid cannot fail
+        engine: unsafe { libc::getpid() },
+        null: devnull,
         task_pid: AtomicI32::new(0),
         ready: AtomicU32::new(0),
-        // SAFETY: getpid cannot fail
-        tied_to: if spec.tied {
-            unsafe { libc::getpid() }
-        } else {
-            0
-        },
+        tied: spec.tied,
     });
     let mut pidfd: libc::c_int = -1;
     // SAFETY: the supervisor runs on its own stack in the region, which is kept (with `sup`)
@@ -523,8 +561,8 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
         pid: sup.task_pid.load(Ordering::Acquire),
         sup: sup_pid,
         pidfd: Some(pidfd),
-        stdout: out.map(|(_, r)| r),
-        stderr: err.map(|(_, r)| r),
+        stdout: out,
+        stderr: err,
         io,
         keep: None,
     };

@@ -113,15 +113,24 @@ pub(crate) struct Sup {
     pub child_main: extern "C" fn(*mut c_void) -> libc::c_int,
     pub child: *const c_void,
     pub child_top: *mut c_void,
-    /// Where the exit status is written (empty: nowhere).
+    /// Where the exit status is written if the engine is gone when the task ends (empty:
+    /// nowhere).
     pub exit_path: CString,
+    /// The task's output files (-1: none), which the supervisor keeps open at these numbers:
+    /// a new engine reads them through `/proc/SUP/fd/N` while the task runs.
+    pub streams: [libc::c_int; 2],
+    /// Where an output file is written if the engine is gone when the task ends.
+    pub stream_paths: [CString; 2],
+    /// The engine's pid: the supervisor's parent while the engine lives.
+    pub engine: libc::pid_t,
+    /// `/dev/null`, open.
+    pub null: libc::c_int,
+    /// The supervisor (and so the task) dies with the engine (`PR_SET_PDEATHSIG`).
+    pub tied: bool,
     /// The task's pid, or `-errno` when it could not be cloned; valid once `ready` is 1.
     pub task_pid: AtomicI32,
     /// 0 until the task has exec'd (or failed before): the futex the engine waits on.
     pub ready: AtomicU32,
-    /// The engine's pid when the supervisor is to die with it (`PR_SET_PDEATHSIG`); 0: it
-    /// outlives the engine.
-    pub tied_to: libc::pid_t,
 }
 
 // SAFETY: the raw pointers are the task child's, read by the supervisor only until it sets
@@ -210,9 +219,9 @@ pub(crate) extern "C" fn supervise(arg: *mut c_void) -> libc::c_int {
         let s = &*(arg as *const Sup);
         // tied: dies with the engine, and so (its own death signal) does the task; an engine
         // already gone is not waited for
-        if s.tied_to != 0
+        if s.tied
             && (libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0
-                || libc::getppid() != s.tied_to)
+                || libc::getppid() != s.engine)
         {
             s.task_pid.store(-libc::ESRCH, Ordering::Release);
             s.ready.store(1, Ordering::Release);
@@ -236,15 +245,42 @@ pub(crate) extern "C" fn supervise(arg: *mut c_void) -> libc::c_int {
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
             libc::signal(sig, libc::SIG_IGN);
         }
-        // the engine's descriptors (its database, the run's lock) are not kept alive by this
-        // process: they are closed here, the task having exec'd with its own
-        raw(libc::SYS_close_range, [3, u32::MAX as usize, 0, 0, 0, 0]);
+        // nor does it keep the engine's stdin, stdout and stderr (a pipe to a reader that
+        // waits for the engine's end) open: /dev/null, the task's stdin, takes their place
+        for fd in 0..3 {
+            libc::dup2(s.null, fd);
+        }
+        // The engine's descriptors (its database, the run's lock) are not kept alive by this
+        // process: all are closed here (the task has exec'd with its own) but the output files.
+        let mut keep = s.streams;
+        keep.sort_unstable();
+        let mut from = 3u32;
+        for fd in keep.into_iter().filter(|&fd| fd >= 3) {
+            if fd as u32 > from {
+                raw(
+                    libc::SYS_close_range,
+                    [from as usize, fd as usize - 1, 0, 0, 0, 0],
+                );
+            }
+            from = fd as u32 + 1;
+        }
+        raw(
+            libc::SYS_close_range,
+            [from as usize, u32::MAX as usize, 0, 0, 0, 0],
+        );
+        let engine = s.engine;
         let exit_path = s.exit_path.as_ptr() as usize;
         let write_status = !s.exit_path.as_bytes().is_empty();
+        let mut copies = [(0usize, -1); 2];
+        for (k, copy) in copies.iter_mut().enumerate() {
+            if s.streams[k] >= 0 && !s.stream_paths[k].as_bytes().is_empty() {
+                *copy = (s.stream_paths[k].as_ptr() as usize, s.streams[k]);
+            }
+        }
         s.task_pid.store(pid, Ordering::Release);
         s.ready.store(1, Ordering::Release);
         futex_wake(&s.ready);
-        // From here on `s` is read for nothing but what was copied above.
+        // From here on `s` is read for nothing but the paths copied above.
         if pid < 0 {
             raw(libc::SYS_exit_group, [127, 0, 0, 0, 0, 0]);
         }
@@ -293,18 +329,16 @@ pub(crate) extern "C" fn supervise(arg: *mut c_void) -> libc::c_int {
         } else {
             128 + libc::WTERMSIG(status)
         };
-        if write_status {
-            let fd = raw(
-                libc::SYS_openat,
-                [
-                    libc::AT_FDCWD as usize,
-                    exit_path,
-                    (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC) as usize,
-                    0o600,
-                    0,
-                    0,
-                ],
-            );
+        // The engine, alive, reaps this process and reads the output it holds. Gone, it left
+        // the task to a later engine: the output (what the engine had not freed) is written to
+        // files, then the status.
+        if raw(libc::SYS_getppid, [0; 6]) != engine as isize && write_status {
+            for (path, fd) in copies {
+                if path != 0 {
+                    save(fd, path);
+                }
+            }
+            let fd = create(exit_path);
             if fd >= 0 {
                 let mut text = [0u8; 12];
                 let n = crate::spawn::decimal(code as u32, &mut text);
@@ -321,28 +355,85 @@ pub(crate) extern "C" fn supervise(arg: *mut c_void) -> libc::c_int {
     }
 }
 
-/// The start time of process `pid` (field 22 of `/proc/PID/stat`, in clock ticks since boot):
-/// with the pid, what names one process across pid reuse.
-pub(crate) fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // the command name (field 2) is in parentheses and may hold spaces: count after its end
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
+/// Creates (or truncates) the file at `path` for writing: its descriptor, or `-errno`.
+///
+/// # Safety
+/// `path` points at a NUL-terminated path.
+unsafe fn create(path: usize) -> isize {
+    // SAFETY: openat with the caller's path.
+    unsafe {
+        raw(
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as usize,
+                path,
+                (libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC | libc::O_CLOEXEC) as usize,
+                0o600,
+                0,
+                0,
+            ],
+        )
+    }
 }
 
-/// A process we did not start (a supervisor left by an earlier engine), if it is still the one
-/// that started at `start`: its pidfd, readable once it exits.
-pub(crate) fn reopen(pid: i32, start: u64) -> Option<std::os::fd::OwnedFd> {
+/// Copies what memory file `fd` holds (from its first byte not punched out) to a new file at
+/// `path`, with raw system calls only (see the module's notes).
+///
+/// # Safety
+/// `path` points at a NUL-terminated path.
+unsafe fn save(fd: libc::c_int, path: usize) {
+    // SAFETY: plain system calls on our descriptors and the caller's path.
+    unsafe {
+        let out = create(path);
+        if out < 0 {
+            return;
+        }
+        let mut at: libc::off_t = raw(
+            libc::SYS_lseek,
+            [fd as usize, 0, libc::SEEK_DATA as usize, 0, 0, 0],
+        ) as libc::off_t;
+        while at >= 0 {
+            let n = raw(
+                libc::SYS_sendfile,
+                [
+                    out as usize,
+                    fd as usize,
+                    &mut at as *mut libc::off_t as usize,
+                    1 << 20,
+                    0,
+                    0,
+                ],
+            );
+            if n <= 0 {
+                break;
+            }
+        }
+        raw(libc::SYS_close, [out as usize, 0, 0, 0, 0, 0]);
+    }
+}
+
+/// A supervisor an earlier engine started, if process `pid` is still that one: its pidfd
+/// (readable once it exits) and its task's output files, opened through `/proc/PID/fd/N` (the
+/// numbers it kept them at) and checked to be those files (`ino`, the stdout file's inode),
+/// so a reused pid is not mistaken for it.
+pub(crate) fn reopen(
+    pid: i32,
+    fds: [i32; 2],
+    ino: u64,
+) -> Option<(std::os::fd::OwnedFd, std::fs::File, std::fs::File)> {
     use std::os::fd::FromRawFd;
+    use std::os::unix::fs::MetadataExt;
     // SAFETY: pidfd_open returns a new descriptor we then own.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
         return None;
     }
     // SAFETY: as above.
-    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
-    // checked after opening: the pidfd then names the process whose start time was read
-    (start_time(pid) == Some(start)).then_some(fd)
+    let pidfd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
+    // opened after the pidfd: if they are the task's files, the pidfd names its supervisor
+    let open = |n: i32| std::fs::File::open(format!("/proc/{pid}/fd/{n}")).ok();
+    let (out, err) = (open(fds[0])?, open(fds[1])?);
+    (out.metadata().ok()?.ino() == ino).then_some((pidfd, out, err))
 }
 
 /// The exit status a supervisor wrote, if it did.

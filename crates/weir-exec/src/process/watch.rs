@@ -18,8 +18,9 @@ use crate::{Update, mask, report, spawn};
 pub(super) struct TaskWatch {
     pub(super) me: Arc<Inner>,
     pub(super) node: String,
-    /// Its output files.
-    pub(super) io: spawn::Io,
+    /// Its output files in the io directory, for a task found again after a restart (whose
+    /// supervisor wrote them): removed once its result is recorded.
+    pub(super) io: Option<spawn::Io>,
     pub(super) requests: Requests,
     pub(super) gpus: Vec<String>,
     pub(super) log: Arc<Mutex<LazyLog>>,
@@ -96,10 +97,9 @@ impl TaskWatch {
         log: Arc<Mutex<LazyLog>>,
     ) -> TaskWatch {
         let stream = me.cfg.stream_logs.then(|| lock(&me.tx).clone());
-        let run_dir = me.cfg.work_root.join(&task.run);
         TaskWatch {
             node: task.node_id.clone(),
-            io: spawn::Io(io_base(&run_dir, &task.node_id, None)),
+            io: None,
             requests: task.requests.clone(),
             gpus,
             log,
@@ -116,10 +116,6 @@ impl TaskWatch {
 }
 
 impl Watch for TaskWatch {
-    fn keeps_files(&self) -> bool {
-        true
-    }
-
     fn line(&mut self, line: &[u8], stdout: bool) {
         if stdout
             && let Some(rest) = line.strip_prefix(b"::weir-metric ")
@@ -162,7 +158,9 @@ impl Watch for TaskWatch {
             ..
         } = *self;
         exited.store(true, Ordering::SeqCst);
-        lock(&me.state).ended.insert(node.clone(), io);
+        if let Some(io) = io {
+            lock(&me.state).ended.insert(node.clone(), io);
+        }
         for pgid in sidecars {
             kill_group(pgid);
         }
@@ -202,15 +200,20 @@ impl Inner {
         let run_dir = within(&self.cfg.work_root, run).ok()?;
         let found = adopt::find(&run_dir.join("pids"), node)?;
         let io = spawn::Io(io_base(&run_dir, node, None));
-        let ended = crate::supervisor::read_status(&io.exit()).is_some();
-        let pidfd = match ended {
-            true => None,
-            false => Some(crate::supervisor::reopen(found.sup, found.start)?),
-        };
-        let (stdout, stderr) = (
-            fs::File::open(io.stdout()).ok()?,
-            fs::File::open(io.stderr()).ok()?,
-        );
+        // its supervisor still runs: its output files are read through it; it ended meanwhile
+        // (the task too): its status and output files were written and named
+        let (pidfd, stdout, stderr) =
+            match crate::supervisor::reopen(found.handle.sup, found.handle.fds, found.handle.ino) {
+                Some((pidfd, out, err)) => (Some(pidfd), out, err),
+                None => {
+                    crate::supervisor::read_status(&io.exit())?;
+                    (
+                        None,
+                        fs::File::open(io.stdout()).ok()?,
+                        fs::File::open(io.stderr()).ok()?,
+                    )
+                }
+            };
         let adopt::Record {
             task,
             gpus,
@@ -222,16 +225,18 @@ impl Inner {
             st.running.insert(node.to_string(), found.pid);
             st.log_dirs.insert(task.run.clone());
         }
-        // its output so far is read again from the start: the log is rewritten with it
+        // its output is read again from what the earlier engine had not freed: the last MiB
+        // of each stream it had read, and all it had not
         let path = ProcessExecutor::log_path(&self.cfg.work_root, &task.run, node);
-        let _ = fs::remove_file(&path);
         let mut log = LazyLog { path, file: None };
-        log.line(
-            "weir: weir restarted while this task ran; its output is read again from the start",
-        );
+        log.line(&format!(
+            "weir: weir restarted while this task ran; its output follows again from up to {} KiB before the restart (lines may repeat)",
+            spawn::RETAIN / 1024
+        ));
         let mut watch =
             TaskWatch::new(self.clone(), &task, gpus.clone(), Arc::new(Mutex::new(log)));
         watch.collect = outputs.map(|out| Collect::new(task, gpus, out));
+        watch.io = Some(io.clone());
         let proc = spawn::Proc {
             pid: found.pid,
             sup: 0,

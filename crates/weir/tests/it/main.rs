@@ -391,6 +391,36 @@ fn tasks_outlive_a_killed_weir_and_are_collected_by_resume() {
     );
 }
 
+/// A task's output is held in memory files that weir frees as it reads them (all but the last
+/// MiB): a task printing several MiB on both streams has every line in its log, in order, and
+/// the end of its stdout as its result.
+#[test]
+fn output_larger_than_what_weir_retains_is_logged_whole() {
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "big.yaml",
+        "kind: Workflow\nmetadata: {name: big}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    script:\n      image: python\n      command: [python3]\n      source: |\n        import sys\n        for i in range(60000):\n            print(f'out {i:06d} ' + 'x' * 60)\n            if i % 10 == 0:\n                print(f'err {i:06d}', file=sys.stderr)\n        print('last line')\n",
+    );
+    let out = sb.weir(&["run", wf.to_str().unwrap(), "--no-logs"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let logs = sb.weir(&["logs", "big"]);
+    let outs: Vec<&str> = logs.stdout.lines().filter(|l| l.contains("out ")).collect();
+    assert_eq!(outs.len(), 60000, "every stdout line");
+    assert!(outs.windows(2).all(|w| w[0] < w[1]), "in order, each once");
+    let errs = logs.stdout.lines().filter(|l| l.contains("err ")).count();
+    assert_eq!(errs, 6000, "every stderr line");
+    let got = sb.json(&["get", "big", "-o", "json"]);
+    let result = got["status"]["nodes"]["big"]["outputs"]["result"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        result.ends_with(&format!("out 059999 {}\nlast line", "x".repeat(60))),
+        "{}",
+        &result[result.len().saturating_sub(200)..]
+    );
+}
+
 #[test]
 fn retry_reruns_only_failed_nodes() {
     let sb = Sandbox::new();
