@@ -183,31 +183,12 @@ struct Child {
 }
 
 /// `/proc/self/fd/N` as a NUL-terminated string, without allocating (the child runs it).
-pub(crate) fn fd_path(fd: i32) -> [u8; 32] {
+fn fd_path(fd: i32) -> [u8; 32] {
     let mut out = [0u8; 32];
     let prefix = b"/proc/self/fd/";
     out[..prefix.len()].copy_from_slice(prefix);
-    decimal(fd.max(0) as u32, &mut out[prefix.len()..]);
+    crate::supervisor::decimal(fd.max(0) as u32, &mut out[prefix.len()..]);
     out
-}
-
-/// Writes `n` in decimal at the start of `out` without allocating (a child about to exec, or a
-/// supervisor, runs it); returns how many bytes.
-pub(crate) fn decimal(mut n: u32, out: &mut [u8]) -> usize {
-    let mut digits = [0u8; 10];
-    let mut len = 0;
-    loop {
-        digits[len] = b'0' + (n % 10) as u8;
-        len += 1;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for k in 0..len {
-        out[k] = digits[len - 1 - k];
-    }
-    len
 }
 
 fn cstr(s: &[u8]) -> io::Result<CString> {

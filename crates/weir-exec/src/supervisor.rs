@@ -1,6 +1,6 @@
 //! A task outlives the engine that started it: between the engine and each task stands a small
 //! supervisor, a process that shares the engine's memory (`CLONE_VM`, so starting it copies no
-//! page tables) and does three things: starts the task (as [`crate::spawn`] describes), waits for
+//! page tables) and does three things: starts the task (as `spawn.rs` describes), waits for
 //! it, and writes its exit status to a file before exiting with the same status. When the
 //! engine is killed the supervisor goes on, so a restarted engine finds either the status file
 //! (the task ended meanwhile) or a live supervisor to watch (checked against its start time,
@@ -341,7 +341,7 @@ pub(crate) extern "C" fn supervise(arg: *mut c_void) -> libc::c_int {
             let fd = create(exit_path);
             if fd >= 0 {
                 let mut text = [0u8; 12];
-                let n = crate::spawn::decimal(code as u32, &mut text);
+                let n = decimal(code as u32, &mut text);
                 text[n] = b'\n';
                 raw(
                     libc::SYS_write,
@@ -439,4 +439,23 @@ pub(crate) fn reopen(
 /// The exit status a supervisor wrote, if it did.
 pub(crate) fn read_status(path: &std::path::Path) -> Option<i32> {
     std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Writes `n` in decimal at the start of `out` without allocating (a child about to exec, or a
+/// supervisor, runs it); returns how many bytes.
+pub(crate) fn decimal(mut n: u32, out: &mut [u8]) -> usize {
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    loop {
+        digits[len] = b'0' + (n % 10) as u8;
+        len += 1;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for k in 0..len {
+        out[k] = digits[len - 1 - k];
+    }
+    len
 }
