@@ -8,9 +8,12 @@ mod admission;
 mod adopt;
 mod artifacts;
 mod data;
+#[cfg(feature = "docker")]
+mod docker;
 mod git;
 mod http;
 mod isolation;
+mod outputs;
 mod paths;
 mod probe;
 mod process;
@@ -26,6 +29,8 @@ mod stand_in;
 mod supervisor;
 
 pub use admission::Capacity;
+#[cfg(feature = "docker")]
+pub use docker::{DockerConfig, DockerExecutor};
 pub use isolation::Isolation;
 pub use paths::{InvalidPath, within};
 pub use process::{ProcessConfig, ProcessExecutor};

@@ -20,13 +20,11 @@ use crate::isolation::Isolation;
 use crate::reaper::Reaper;
 use crate::report;
 use crate::sandbox::{Sandbox, View};
-use crate::shared::{LazyLog, lock};
+use crate::shared::{LazyLog, RESULT_LIMIT, lock};
 use crate::spawn;
-use crate::{Executor, Update, artifacts, mask};
+use crate::{Executor, Update, artifacts, mask, outputs};
 
 mod watch;
-
-const RESULT_LIMIT: usize = 256 * 1024;
 
 #[derive(Clone)]
 pub struct ProcessConfig {
@@ -323,23 +321,7 @@ impl Inner {
             };
             let (node, requests, gpus) = match &job {
                 Job::Fetch(node, sources, access) => {
-                    let results = sources
-                        .iter()
-                        .enumerate()
-                        .map(|(k, s)| match (&s.url, access.get(k).cloned().flatten()) {
-                            (Some(u), Some(Access::S3(a))) if u.starts_with("s3://") => {
-                                crate::s3::download(u, &a, &self.cfg.repo)
-                            }
-                            (Some(u), _) if u.starts_with("git+") => {
-                                crate::git::fetch(&self.cfg.repo, u)
-                            }
-                            (Some(u), Some(Access::Http(a))) => {
-                                crate::http::fetch(&self.cfg.repo, u, Some(&a))
-                            }
-                            (Some(u), _) => crate::http::fetch(&self.cfg.repo, u, None),
-                            (None, _) => Err("not a remote input".to_string()),
-                        })
-                        .collect();
+                    let results = outputs::fetch(&self.cfg.repo, sources, access);
                     self.send(Update::Fetched {
                         node: node.clone(),
                         results,
@@ -990,68 +972,7 @@ impl Inner {
                 }
                 continue;
             }
-            let saved = match &a.key {
-                // key-only: exactly that key; a directory without archiving as its files
-                Some(key) if !a.archive && path.is_dir() => {
-                    artifacts::save_tree(&self.cfg.repo, key, &a.name, path)?
-                }
-                Some(key) => artifacts::save(
-                    &self.cfg.repo,
-                    artifacts::Place::Key(key),
-                    &a.name,
-                    path,
-                    a.archive,
-                    a.compression.as_ref(),
-                )?,
-                None => artifacts::save(
-                    &self.cfg.repo,
-                    artifacts::Place::Addressed,
-                    &a.name,
-                    path,
-                    a.archive,
-                    a.compression.as_ref(),
-                )?,
-            };
-            let mut saved = saved;
-            if let Some(t) = &a.s3 {
-                // the stored bytes (a tar.gz unless `archive: none`) go to the bucket as they are
-                let url = if t.query.is_empty() {
-                    format!("s3://{}/{}", t.bucket, t.key)
-                } else {
-                    format!("s3://{}/{}?{}", t.bucket, t.key, t.query)
-                };
-                let upload = self
-                    .cfg
-                    .repo
-                    .path(&saved.key)
-                    .map_err(|e| e.to_string())
-                    .and_then(|p| crate::s3::upload_path(&t.bucket, &t.key, &t.access, &p));
-                match upload {
-                    Ok(()) => saved.url = Some(url),
-                    Err(e) => {
-                        result.error.get_or_insert(format!(
-                            "output artifact `{}`: uploading to {e}",
-                            a.name
-                        ));
-                    }
-                }
-            }
-            if let Some(t) = &a.http {
-                let sent = self
-                    .cfg
-                    .repo
-                    .path(&saved.key)
-                    .map_err(|e| e.to_string())
-                    .and_then(|p| crate::http::upload(t, &p));
-                match sent {
-                    Ok(()) => saved.url = Some(t.url.clone()),
-                    Err(e) => {
-                        result
-                            .error
-                            .get_or_insert(format!("output artifact `{}`: {e}", a.name));
-                    }
-                }
-            }
+            let saved = outputs::save_artifact(&self.cfg.repo, a, path, &mut result.error)?;
             result.artifacts.push(saved);
         }
         Ok(result)

@@ -31,3 +31,6 @@ impl LazyLog {
         }
     }
 }
+
+/// The most of a task's stdout kept as its `outputs.result`: its last 256 KiB.
+pub(crate) const RESULT_LIMIT: usize = 256 * 1024;

@@ -61,6 +61,16 @@ pub(super) struct Cli {
         global = true
     )]
     allow_host_paths: Vec<PathBuf>,
+    /// Where tasks run: `local` host processes, or `docker` containers of their images (the
+    /// Docker daemon of DOCKER_HOST, else the local socket).
+    #[arg(
+        long,
+        env = "WEIR_EXECUTOR",
+        value_enum,
+        default_value_t,
+        global = true
+    )]
+    executor: crate::env::TaskExecutor,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -398,6 +408,7 @@ pub fn main() -> Result<ExitCode> {
         data: cli.data_dir.clone(),
         queue: false,
         isolation,
+        executor: cli.executor,
     };
     match cli.cmd {
         Cmd::Run {

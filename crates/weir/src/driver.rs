@@ -361,6 +361,16 @@ pub fn drive(
     let exec: Box<dyn Executor> = if queued {
         let cluster = crate::cluster::Cluster::get(&env.db);
         Box::new(crate::cluster::QueueExecutor::new(&cluster, &run, cfg, tx))
+    } else if env.executor == crate::env::TaskExecutor::Docker {
+        let docker = weir_exec::DockerConfig {
+            work_root: cfg.work_root,
+            repo: cfg.repo,
+            capacity: cfg.capacity,
+            stream_logs: cfg.stream_logs,
+            network: None,
+            keep_containers: false,
+        };
+        Box::new(weir_exec::DockerExecutor::new(docker, tx).map_err(|e| anyhow::anyhow!(e))?)
     } else {
         Box::new(
             ProcessExecutor::new(cfg, tx).context("starting the task executor (epoll, eventfd)")?,

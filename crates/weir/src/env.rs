@@ -21,6 +21,19 @@ pub struct Env {
     pub queue: bool,
     /// Tasks run as another user, away from weir's files (`weir_exec::Isolation::for_tasks`).
     pub isolation: Option<weir_exec::Isolation>,
+    /// Where tasks run: host processes, or containers of their images.
+    pub executor: TaskExecutor,
+}
+
+/// Where a run's tasks run (`--executor`, `WEIR_EXECUTOR`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum TaskExecutor {
+    /// Host processes, each in a private filesystem view (the default).
+    #[default]
+    Local,
+    /// Docker containers, each of its task's image (the Docker daemon of `DOCKER_HOST` or the
+    /// local socket).
+    Docker,
 }
 
 impl Env {

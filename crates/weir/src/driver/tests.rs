@@ -98,6 +98,7 @@ fn env(dir: &tempfile::TempDir) -> Env {
         data: None,
         queue: false,
         isolation: None,
+        executor: Default::default(),
     }
 }
 

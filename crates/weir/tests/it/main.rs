@@ -4,6 +4,7 @@ mod argo;
 mod browser;
 mod cluster;
 mod conformance;
+mod docker;
 mod security;
 mod server;
 mod support;

@@ -1,0 +1,607 @@
+//! The Docker executor: each task a container of its own image, through the Docker Engine API
+//! (bollard) on the local socket or `DOCKER_HOST`. Kubernetes' container semantics: `command`
+//! replaces the image's entrypoint and `args` its cmd, so a template naming neither runs the
+//! image's own entrypoint; a script is uploaded to `/argo/staging/script` (Argo's path) and run
+//! by its `command`. Inputs are uploaded into the created container before it starts; output
+//! parameters and artifacts are copied out of the stopped container, which is then removed.
+//! Every container carries the labels `weir.run` and `weir.node`. Containers have no network
+//! unless the executor is given one.
+//!
+//! Not run here yet, and refused by name: sidecars, init containers, daemons, volumes, `http`,
+//! `data` and `resource` templates (the local executor runs them).
+
+use std::collections::{HashMap, HashSet};
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+
+use bollard::Docker;
+use bollard::container::LogOutput;
+use bollard::models::{ContainerCreateBody, HostConfig};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
+    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    UploadToContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+use weir_core::run::{Access, ArtifactRef, MetricPoint, TaskResult, TaskSpec};
+
+use crate::admission::Capacity;
+use crate::repo::LocalRepo;
+use crate::shared::{LazyLog, RESULT_LIMIT, lock};
+use crate::{Executor, Update, artifacts, mask, outputs, report};
+
+/// Where Argo puts a script template's source in the container.
+const SCRIPT_PATH: &str = "/argo/staging/script";
+
+#[derive(Clone)]
+pub struct DockerConfig {
+    /// Per-run work directories and logs live under `work_root/<run>/`, as with the local
+    /// executor.
+    pub work_root: PathBuf,
+    pub repo: LocalRepo,
+    /// How many containers run at once (`max_tasks`).
+    pub capacity: Capacity,
+    /// Send each output line as [`Update::Log`].
+    pub stream_logs: bool,
+    /// The Docker network containers join; none: no network at all (`--network none`).
+    pub network: Option<String>,
+    /// Leave containers in place after they end (for debugging).
+    pub keep_containers: bool,
+}
+
+pub struct DockerExecutor {
+    inner: Arc<Inner>,
+    rt: tokio::runtime::Runtime,
+}
+
+struct Inner {
+    cfg: DockerConfig,
+    docker: Docker,
+    tx: Mutex<Sender<Update>>,
+    /// node → its container, while it exists
+    running: Mutex<HashMap<String, String>>,
+    stopped: Mutex<HashSet<String>>,
+    slots: tokio::sync::Semaphore,
+}
+
+impl DockerExecutor {
+    /// Connects to the Docker daemon (`DOCKER_HOST`, else the local socket) and checks that
+    /// it answers.
+    pub fn new(cfg: DockerConfig, tx: Sender<Update>) -> Result<DockerExecutor, String> {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("weir-docker")
+            .enable_all()
+            .build()
+            .map_err(|e| format!("starting the Docker executor's runtime: {e}"))?;
+        // a container runs as long as its task: no request of ours times out on its own
+        let docker = Docker::connect_with_local_defaults()
+            .map_err(|e| format!("connecting to the Docker daemon: {e}"))?
+            .with_timeout(std::time::Duration::from_secs(365 * 24 * 3600));
+        let at =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        rt.block_on(docker.ping())
+            .map_err(|e| format!("the Docker daemon at {at} does not answer: {e}"))?;
+        let slots = tokio::sync::Semaphore::new(cfg.capacity.max_tasks.max(1));
+        Ok(DockerExecutor {
+            inner: Arc::new(Inner {
+                cfg,
+                docker,
+                tx: Mutex::new(tx),
+                running: Mutex::new(HashMap::new()),
+                stopped: Mutex::new(HashSet::new()),
+                slots,
+            }),
+            rt,
+        })
+    }
+}
+
+impl Executor for DockerExecutor {
+    fn start(&self, task: TaskSpec) {
+        let me = self.inner.clone();
+        self.rt.spawn(async move {
+            let node = task.node_id.clone();
+            let result = match me.slots.acquire().await {
+                Ok(_permit) => me.run(task).await,
+                Err(_) => Err("the Docker executor is shutting down".into()),
+            };
+            let result = result.unwrap_or_else(|e| TaskResult {
+                error: Some(e),
+                ..TaskResult::default()
+            });
+            lock(&me.running).remove(&node);
+            lock(&me.stopped).remove(&node);
+            me.send(Update::Finished { node, result });
+        });
+    }
+
+    fn fetch(&self, node: &str, sources: Vec<ArtifactRef>, access: Vec<Option<Access>>) {
+        let me = self.inner.clone();
+        let node = node.to_string();
+        self.rt.spawn_blocking(move || {
+            let results = outputs::fetch(&me.cfg.repo, &sources, &access);
+            me.send(Update::Fetched { node, results });
+        });
+    }
+
+    fn stop(&self, node: &str) {
+        lock(&self.inner.stopped).insert(node.to_string());
+        if let Some(id) = lock(&self.inner.running).get(node).cloned() {
+            let me = self.inner.clone();
+            self.rt.spawn(async move { me.stop_container(&id).await });
+        }
+    }
+
+    fn shutdown(&self) {
+        let ids: Vec<String> = lock(&self.inner.running).values().cloned().collect();
+        let me = self.inner.clone();
+        self.rt.block_on(async move {
+            for id in ids {
+                me.stop_container(&id).await;
+            }
+        });
+        self.inner.slots.close();
+    }
+}
+
+/// A stream of output turned into lines.
+#[derive(Default)]
+struct Lines {
+    partial: Vec<u8>,
+}
+
+impl Lines {
+    fn push(&mut self, data: &[u8], mut line: impl FnMut(&[u8])) {
+        let mut data = data;
+        while let Some(nl) = data.iter().position(|&b| b == b'\n') {
+            if self.partial.is_empty() {
+                line(&data[..nl]);
+            } else {
+                self.partial.extend_from_slice(&data[..nl]);
+                line(&self.partial);
+                self.partial.clear();
+            }
+            data = &data[nl + 1..];
+        }
+        self.partial.extend_from_slice(data);
+    }
+
+    fn finish(&mut self, mut line: impl FnMut(&[u8])) {
+        if !self.partial.is_empty() {
+            line(&self.partial);
+            self.partial.clear();
+        }
+    }
+}
+
+/// What a task printed that its result is made of.
+struct Output {
+    node: String,
+    secrets: Vec<String>,
+    log: LazyLog,
+    stream: Option<Sender<Update>>,
+    tail: Vec<u8>,
+    metrics: Vec<MetricPoint>,
+    metric_error: Option<String>,
+}
+
+impl Output {
+    fn line(&mut self, line: &[u8], stdout: bool) {
+        if stdout {
+            if let Some(rest) = line.strip_prefix(b"::weir-metric ")
+                && self.metric_error.is_none()
+            {
+                let r = std::str::from_utf8(rest)
+                    .map_err(|_| "not UTF-8".to_string())
+                    .and_then(report::marker_line);
+                match r {
+                    Ok(_) if self.metrics.len() >= report::LIMIT => {
+                        self.metric_error =
+                            Some(format!("more than {} metric points", report::LIMIT))
+                    }
+                    Ok(p) => self.metrics.push(p),
+                    Err(e) => self.metric_error = Some(format!("::weir-metric line: {e}")),
+                }
+            }
+            self.tail.extend_from_slice(line);
+            self.tail.push(b'\n');
+            if self.tail.len() > RESULT_LIMIT * 2 {
+                let cut = self.tail.len() - RESULT_LIMIT;
+                self.tail.drain(..cut);
+            }
+        }
+        let text = String::from_utf8_lossy(line);
+        let masked = mask(text.trim_end_matches('\r'), &self.secrets);
+        self.log.line(&masked);
+        if let Some(tx) = &self.stream {
+            let _ = tx.send(Update::Log {
+                node: self.node.clone(),
+                line: masked,
+            });
+        }
+    }
+
+    fn stdout(&mut self) -> String {
+        if self.tail.len() > RESULT_LIMIT {
+            let cut = self.tail.len() - RESULT_LIMIT;
+            self.tail.drain(..cut);
+        }
+        let mut s = String::from_utf8_lossy(&self.tail).into_owned();
+        if s.ends_with('\n') {
+            s.pop();
+        }
+        s
+    }
+}
+
+/// The container's entrypoint and cmd, as Kubernetes sets them from `command` and `args`:
+/// `command` replaces the entrypoint (and the image's cmd with it), `args` the cmd.
+fn entrypoint_and_cmd(task: &TaskSpec) -> (Option<Vec<String>>, Option<Vec<String>>) {
+    let mut args = task.args.clone();
+    if task.source.is_some() {
+        args.push(SCRIPT_PATH.to_string());
+    }
+    match (task.command.is_empty(), args.is_empty()) {
+        (false, _) => (Some(task.command.clone()), Some(args)),
+        (true, false) => (None, Some(args)),
+        (true, true) => (None, None),
+    }
+}
+
+/// What the docker executor does not run yet, named.
+fn unsupported(task: &TaskSpec) -> Option<&'static str> {
+    if task.child.is_some() {
+        Some("`resource` templates")
+    } else if task.http.is_some() {
+        Some("`http` templates")
+    } else if task.data.is_some() {
+        Some("`data` templates")
+    } else if !task.sidecars.is_empty() {
+        Some("sidecars")
+    } else if !task.init_containers.is_empty() {
+        Some("init containers")
+    } else if task.daemon.is_some() {
+        Some("daemons")
+    } else if !task.mounts.is_empty() {
+        Some("volumes")
+    } else {
+        None
+    }
+}
+
+/// A tar archive of the files a container gets before it starts: its input artifacts (loaded
+/// from the repository into the task's work directory first) and its script, at their paths
+/// in the container (relative to `/`); none if it gets none.
+fn inputs_tar(repo: &LocalRepo, task: &TaskSpec, work: &Path) -> Result<Option<Vec<u8>>, String> {
+    if task.inputs.is_empty() && task.source.is_none() {
+        return Ok(None);
+    }
+    let mut b = tar::Builder::new(Vec::new());
+    b.follow_symlinks(false);
+    let rel = |p: &str| p.trim_start_matches('/').to_string();
+    for (k, a) in task.inputs.iter().enumerate() {
+        let dest = work.join("inputs").join(k.to_string());
+        artifacts::load(repo, &a.source, &dest, a.mode)?;
+        let r = if dest.is_dir() {
+            b.append_dir_all(rel(&a.path), &dest)
+        } else {
+            b.append_path_with_name(&dest, rel(&a.path))
+        };
+        r.map_err(|e| format!("input artifact at {}: {e}", a.path))?;
+    }
+    if let Some(src) = &task.source {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(src.len() as u64);
+        h.set_mode(0o755);
+        h.set_cksum();
+        b.append_data(&mut h, rel(SCRIPT_PATH), src.as_bytes())
+            .map_err(|e| format!("the script: {e}"))?;
+    }
+    b.into_inner().map(Some).map_err(|e| e.to_string())
+}
+
+/// Extracts what `download_from_container` returned for `path` into `into` (which it names
+/// `into/BASENAME`); the host path of that file or directory.
+fn unpack(tar_bytes: &[u8], into: &Path, path: &str) -> Result<PathBuf, String> {
+    std::fs::create_dir_all(into).map_err(|e| format!("{}: {e}", into.display()))?;
+    tar::Archive::new(tar_bytes)
+        .unpack(into)
+        .map_err(|e| format!("copying {path} out of the container: {e}"))?;
+    let base = Path::new(path)
+        .file_name()
+        .ok_or_else(|| format!("{path}: not a file path"))?;
+    Ok(into.join(base))
+}
+
+impl Inner {
+    fn send(&self, u: Update) {
+        let _ = lock(&self.tx).send(u);
+    }
+
+    /// SIGTERM, then SIGKILL after 10 s (the container's grace period).
+    async fn stop_container(&self, id: &str) {
+        let opts = StopContainerOptionsBuilder::default().t(10).build();
+        let _ = self.docker.stop_container(id, Some(opts)).await;
+    }
+
+    /// The image, pulled if this Docker host does not have it.
+    async fn ensure_image(&self, image: &str) -> Result<(), String> {
+        if self.docker.inspect_image(image).await.is_ok() {
+            return Ok(());
+        }
+        let opts = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
+        let mut pull = self.docker.create_image(Some(opts), None, None);
+        while let Some(step) = pull.next().await {
+            step.map_err(|e| {
+                format!("image `{image}` is not on this Docker host and cannot be pulled: {e}")
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Copies `path` out of the stopped container: the tar archive of it, or None where it
+    /// does not exist.
+    async fn download(&self, id: &str, path: &str) -> Result<Option<Vec<u8>>, String> {
+        let opts = DownloadFromContainerOptionsBuilder::default()
+            .path(path)
+            .build();
+        let mut body = self.docker.download_from_container(id, Some(opts));
+        let mut out = Vec::new();
+        while let Some(chunk) = body.next().await {
+            match chunk {
+                Ok(b) => out.extend_from_slice(&b),
+                Err(bollard::errors::Error::DockerResponseServerError {
+                    status_code: 404, ..
+                }) => {
+                    return Ok(None);
+                }
+                Err(e) => return Err(format!("copying {path} out of the container: {e}")),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    async fn run(self: &Arc<Self>, task: TaskSpec) -> Result<TaskResult, String> {
+        if let Some(what) = unsupported(&task) {
+            return Err(format!(
+                "the docker executor does not run {what} yet: run this workflow with the local executor (--executor local)"
+            ));
+        }
+        let image = task.image.clone().ok_or(
+            "the template names no image: the docker executor runs each task in its image",
+        )?;
+        self.ensure_image(&image).await?;
+        let run_dir =
+            crate::paths::within(&self.cfg.work_root, &task.run).map_err(|e| e.to_string())?;
+        let work = crate::paths::within(&run_dir.join("work"), &task.node_id)
+            .map_err(|e| e.to_string())?;
+        let _ = std::fs::remove_dir_all(&work);
+        for d in [&work, &run_dir.join("logs")] {
+            std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
+        }
+        let (repo, t, w) = (self.cfg.repo.clone(), task.clone(), work.clone());
+        let inputs = tokio::task::spawn_blocking(move || inputs_tar(&repo, &t, &w))
+            .await
+            .map_err(|e| e.to_string())??;
+        let (entrypoint, cmd) = entrypoint_and_cmd(&task);
+        let labels = HashMap::from([
+            ("weir.run".to_string(), task.run.clone()),
+            ("weir.node".to_string(), task.node_id.clone()),
+        ]);
+        let config = ContainerCreateBody {
+            image: Some(image.clone()),
+            entrypoint,
+            cmd,
+            env: Some(task.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
+            working_dir: task.working_dir.clone(),
+            labels: Some(labels),
+            host_config: Some(HostConfig {
+                network_mode: Some(self.cfg.network.clone().unwrap_or_else(|| "none".into())),
+                ..HostConfig::default()
+            }),
+            ..ContainerCreateBody::default()
+        };
+        let name = format!("weir-{}", task.node_id);
+        // a container left by an earlier attempt of this node goes first
+        let force = RemoveContainerOptionsBuilder::default().force(true).build();
+        let _ = self
+            .docker
+            .remove_container(&name, Some(force.clone()))
+            .await;
+        let opts = CreateContainerOptionsBuilder::default().name(&name).build();
+        let id = self
+            .docker
+            .create_container(Some(opts), config)
+            .await
+            .map_err(|e| format!("creating the container of image `{image}`: {e}"))?
+            .id;
+        lock(&self.running).insert(task.node_id.clone(), id.clone());
+        let outcome = self.run_container(&task, &id, inputs, &work).await;
+        if !self.cfg.keep_containers {
+            let _ = self.docker.remove_container(&id, Some(force)).await;
+        }
+        outcome
+    }
+
+    async fn run_container(
+        &self,
+        task: &TaskSpec,
+        id: &str,
+        inputs: Option<Vec<u8>>,
+        work: &Path,
+    ) -> Result<TaskResult, String> {
+        if let Some(inputs) = inputs {
+            let opts = UploadToContainerOptionsBuilder::default().path("/").build();
+            self.docker
+                .upload_to_container(id, Some(opts), bollard::body_full(inputs.into()))
+                .await
+                .map_err(|e| format!("placing the inputs in the container: {e}"))?;
+        }
+        if lock(&self.stopped).contains(&task.node_id) {
+            return Err("stopped before it started".into());
+        }
+        self.docker
+            .start_container(id, None)
+            .await
+            .map_err(|e| format!("starting the container: {e}"))?;
+        self.send(Update::Started {
+            node: task.node_id.clone(),
+            pid: 0,
+        });
+        let mut out = Output {
+            node: task.node_id.clone(),
+            secrets: task.secrets.clone(),
+            log: LazyLog {
+                path: crate::ProcessExecutor::log_path(
+                    &self.cfg.work_root,
+                    &task.run,
+                    &task.node_id,
+                ),
+                file: None,
+            },
+            stream: self.cfg.stream_logs.then(|| lock(&self.tx).clone()),
+            tail: Vec::new(),
+            metrics: Vec::new(),
+            metric_error: None,
+        };
+        // both streams, followed until the container stops
+        let opts = LogsOptionsBuilder::default()
+            .follow(true)
+            .stdout(true)
+            .stderr(true)
+            .build();
+        let mut logs = self.docker.logs(id, Some(opts));
+        let (mut o, mut e) = (Lines::default(), Lines::default());
+        while let Some(item) = logs.next().await {
+            match item {
+                Ok(LogOutput::StdOut { message }) => o.push(&message, |l| out.line(l, true)),
+                Ok(LogOutput::StdErr { message }) => e.push(&message, |l| out.line(l, false)),
+                Ok(_) => {}
+                Err(err) => {
+                    out.line(
+                        format!("weir: reading the container's output: {err}").as_bytes(),
+                        false,
+                    );
+                    break;
+                }
+            }
+        }
+        o.finish(|l| out.line(l, true));
+        e.finish(|l| out.line(l, false));
+        let state = self.docker.wait_container(id, None).next().await;
+        let code = match state {
+            Some(Ok(r)) => r.status_code,
+            Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => code,
+            Some(Err(err)) => return Err(format!("waiting for the container: {err}")),
+            None => return Err("waiting for the container: no answer".into()),
+        };
+        let oom = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.oom_killed)
+            .unwrap_or(false);
+        let mut result = TaskResult {
+            exit_code: Some(code as i32),
+            stdout: out.stdout(),
+            metrics: std::mem::take(&mut out.metrics),
+            error: out.metric_error.take(),
+            ..TaskResult::default()
+        };
+        if oom {
+            result.error = Some("OOMKilled: the container went over its memory limit".into());
+        }
+        for p in &task.output_parameters {
+            let value = match self.download(id, &p.path).await? {
+                Some(tar_bytes) => {
+                    let mut archive = tar::Archive::new(&tar_bytes[..]);
+                    let mut text = None;
+                    if let Ok(mut entries) = archive.entries()
+                        && let Some(Ok(mut entry)) = entries.next()
+                        && entry.header().entry_type().is_file()
+                    {
+                        let mut s = String::new();
+                        if entry.read_to_string(&mut s).is_ok() {
+                            text = Some(s.strip_suffix('\n').map(str::to_string).unwrap_or(s));
+                        }
+                    }
+                    text
+                }
+                None => None,
+            };
+            result.parameters.push((p.name.clone(), value));
+        }
+        for (k, a) in task.output_artifacts.iter().enumerate() {
+            let Some(tar_bytes) = self.download(id, &a.path).await? else {
+                if !a.optional {
+                    result.missing_artifacts.push(a.name.clone());
+                }
+                continue;
+            };
+            let into = work.join("outputs").join(k.to_string());
+            let (repo, a, path) = (self.cfg.repo.clone(), a.clone(), a.path.clone());
+            let saved = tokio::task::spawn_blocking(move || {
+                let host = unpack(&tar_bytes, &into, &path)?;
+                let mut error = None;
+                outputs::save_artifact(&repo, &a, &host, &mut error).map(|s| (s, error))
+            })
+            .await
+            .map_err(|e| e.to_string())??;
+            if let Some(e) = saved.1 {
+                result.error.get_or_insert(e);
+            }
+            result.artifacts.push(saved.0);
+        }
+        Ok(result)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_replaces_the_entrypoint_and_args_the_cmd() {
+        let t = |command: &[&str], args: &[&str], script: bool| TaskSpec {
+            command: command.iter().map(|s| s.to_string()).collect(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            source: script.then(|| "echo hi".to_string()),
+            ..TaskSpec::default()
+        };
+        let v = |s: &[&str]| Some(s.iter().map(|s| s.to_string()).collect::<Vec<_>>());
+        assert_eq!(entrypoint_and_cmd(&t(&[], &[], false)), (None, None));
+        assert_eq!(
+            entrypoint_and_cmd(&t(&[], &["echo", "x"], false)),
+            (None, v(&["echo", "x"]))
+        );
+        assert_eq!(
+            entrypoint_and_cmd(&t(&["sh", "-c"], &[], false)),
+            (v(&["sh", "-c"]), v(&[]))
+        );
+        // Argo appends the script's path to the args
+        assert_eq!(
+            entrypoint_and_cmd(&t(&["python3"], &["-u"], true)),
+            (v(&["python3"]), v(&["-u", SCRIPT_PATH]))
+        );
+    }
+
+    #[test]
+    fn a_line_split_across_frames_is_one_line() {
+        let mut lines = Lines::default();
+        let mut got = Vec::new();
+        lines.push(b"a\nb", |l| got.push(l.to_vec()));
+        lines.push(b"c\n\nd", |l| got.push(l.to_vec()));
+        lines.finish(|l| got.push(l.to_vec()));
+        assert_eq!(
+            got,
+            [b"a".to_vec(), b"bc".to_vec(), b"".to_vec(), b"d".to_vec()]
+        );
+    }
+}
