@@ -7,12 +7,16 @@
 //! Every container carries the labels `weir.run` and `weir.node`. Containers have no network
 //! unless the executor is given one.
 //!
+//! `resources.limits` become the container's memory limit (no swap beyond it) and CPU quota;
+//! a container killed over its memory limit ends `OOMKilled`.
+//!
 //! Not run here yet, and refused by name: sidecars, init containers, daemons, volumes, `http`,
 //! `data` and `resource` templates (the local executor runs them).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
@@ -64,6 +68,10 @@ struct Inner {
     running: Mutex<HashMap<String, String>>,
     stopped: Mutex<HashSet<String>>,
     slots: tokio::sync::Semaphore,
+    /// Tasks started and not yet reported: shutdown waits for them, so that each container is
+    /// removed (a dropped runtime would abandon them half-way).
+    in_flight: std::sync::atomic::AtomicUsize,
+    settled: tokio::sync::Notify,
 }
 
 impl DockerExecutor {
@@ -93,6 +101,8 @@ impl DockerExecutor {
                 running: Mutex::new(HashMap::new()),
                 stopped: Mutex::new(HashSet::new()),
                 slots,
+                in_flight: std::sync::atomic::AtomicUsize::new(0),
+                settled: tokio::sync::Notify::new(),
             }),
             rt,
         })
@@ -102,6 +112,7 @@ impl DockerExecutor {
 impl Executor for DockerExecutor {
     fn start(&self, task: TaskSpec) {
         let me = self.inner.clone();
+        me.in_flight.fetch_add(1, Ordering::SeqCst);
         self.rt.spawn(async move {
             let node = task.node_id.clone();
             let result = match me.slots.acquire().await {
@@ -115,6 +126,8 @@ impl Executor for DockerExecutor {
             lock(&me.running).remove(&node);
             lock(&me.stopped).remove(&node);
             me.send(Update::Finished { node, result });
+            me.in_flight.fetch_sub(1, Ordering::SeqCst);
+            me.settled.notify_waiters();
         });
     }
 
@@ -136,14 +149,26 @@ impl Executor for DockerExecutor {
     }
 
     fn shutdown(&self) {
+        // nothing queued starts any more; what runs is stopped and waited for (its container
+        // removed), for as long as a container's grace period and a little more
+        self.inner.slots.close();
         let ids: Vec<String> = lock(&self.inner.running).values().cloned().collect();
         let me = self.inner.clone();
         self.rt.block_on(async move {
             for id in ids {
                 me.stop_container(&id).await;
             }
+            let all_settled = async {
+                loop {
+                    let settled = me.settled.notified();
+                    if me.in_flight.load(Ordering::SeqCst) == 0 {
+                        break;
+                    }
+                    settled.await;
+                }
+            };
+            let _ = tokio::time::timeout(std::time::Duration::from_secs(30), all_settled).await;
         });
-        self.inner.slots.close();
     }
 }
 
@@ -402,6 +427,13 @@ impl Inner {
             labels: Some(labels),
             host_config: Some(HostConfig {
                 network_mode: Some(self.cfg.network.clone().unwrap_or_else(|| "none".into())),
+                // `resources.limits`: memory without swap beyond it (as a pod has none), and
+                // a CPU quota
+                memory: (task.limits.memory_bytes > 0).then_some(task.limits.memory_bytes as i64),
+                memory_swap: (task.limits.memory_bytes > 0)
+                    .then_some(task.limits.memory_bytes as i64),
+                nano_cpus: (task.limits.cpu_millis > 0)
+                    .then_some(task.limits.cpu_millis as i64 * 1_000_000),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()
@@ -515,8 +547,13 @@ impl Inner {
             error: out.metric_error.take(),
             ..TaskResult::default()
         };
-        if oom {
-            result.error = Some("OOMKilled: the container went over its memory limit".into());
+        // the main process killed over the limit (one of its children killed, it may go on)
+        if oom && code != 0 {
+            result.reason = Some("OOMKilled".into());
+            out.line(
+                b"weir: the container went over its memory limit and was killed (OOMKilled)",
+                false,
+            );
         }
         for p in &task.output_parameters {
             let value = match self.download(id, &p.path).await? {

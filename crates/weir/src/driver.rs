@@ -361,7 +361,16 @@ pub fn drive(
     let exec: Box<dyn Executor> = if queued {
         let cluster = crate::cluster::Cluster::get(&env.db);
         Box::new(crate::cluster::QueueExecutor::new(&cluster, &run, cfg, tx))
-    } else if env.executor == crate::env::TaskExecutor::Docker {
+    } else if run
+        .submission()
+        .workflow
+        .metadata
+        .annotations
+        .get(crate::record::EXECUTOR)
+        .is_some_and(|e| e == "docker")
+    {
+        // the run's record says where its tasks run (`weir run --executor docker`): a resumed
+        // run goes on where it began
         let docker = weir_exec::DockerConfig {
             work_root: cfg.work_root,
             repo: cfg.repo,

@@ -82,8 +82,25 @@ fn hostname() -> String {
     String::from_utf8_lossy(&buf[..end]).into_owned()
 }
 
-/// The record's annotations for a submission; `file` is the workflow file when there is one.
-pub fn annotate(sub: &mut Submission, file: Option<&Path>) {
+/// Which executor runs a run's tasks: `local-process`, or `docker` (which
+/// [`crate::driver::drive`] reads). A workflow may ask for either as `docker` or `local` under
+/// the same name; `weir run` honours that (see [`executor_for`]).
+pub const EXECUTOR: &str = "weir.dev/executor";
+
+/// Whether `weir run` runs `sub` in Docker containers: `--executor docker`, else the workflow's
+/// own `weir.dev/executor: docker` annotation.
+pub fn executor_for(sub: &Submission, given: crate::env::TaskExecutor) -> crate::env::TaskExecutor {
+    let asked = sub.workflow.metadata.annotations.get(EXECUTOR);
+    if asked.map(String::as_str) == Some("docker") {
+        crate::env::TaskExecutor::Docker
+    } else {
+        given
+    }
+}
+
+/// The record's annotations for a submission; `file` is the workflow file when there is one;
+/// `executor` runs its tasks.
+pub fn annotate(sub: &mut Submission, file: Option<&Path>, executor: crate::env::TaskExecutor) {
     let mut a = BTreeMap::new();
     a.insert(SPEC_HASH.to_string(), spec_hash(sub));
     a.insert(
@@ -92,7 +109,11 @@ pub fn annotate(sub: &mut Submission, file: Option<&Path>) {
     );
     a.insert("weir.dev/host".into(), hostname());
     a.insert("weir.dev/os".into(), uname());
-    a.insert("weir.dev/executor".into(), "local-process".into());
+    let name = match executor {
+        crate::env::TaskExecutor::Local => "local-process",
+        crate::env::TaskExecutor::Docker => "docker",
+    };
+    a.insert(EXECUTOR.into(), name.into());
     // the interpreters the templates call, with their versions
     let mut programs: Vec<String> = sub
         .workflow

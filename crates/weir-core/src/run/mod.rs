@@ -303,6 +303,10 @@ pub struct TaskSpec {
     pub output_parameters: Vec<OutputParam>,
     pub output_artifacts: Vec<OutputArtifact>,
     pub requests: Requests,
+    /// `resources.limits`: what a container may use at most (the Docker executor applies the
+    /// CPU and memory limits; 0: none).
+    #[serde(default)]
+    pub limits: Requests,
     #[serde(default)]
     pub mounts: Vec<Mount>,
     /// A daemon keeps running once ready, until the scope that started it ends.
@@ -431,6 +435,11 @@ pub struct TaskResult {
     /// Metrics the task reported, in the order reported.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricPoint>,
+    /// Why the task's process ended, where its executor knows more than the exit code: a
+    /// container killed over its memory limit is `OOMKilled` (its node's message says so, as
+    /// Argo's does: `OOMKilled (exit code 137)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

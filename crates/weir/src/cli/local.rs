@@ -35,7 +35,11 @@ pub(super) fn print_warnings(w: &[weir_core::diag::Diagnostic]) {
 }
 
 /// Loads files and validates: a submission ready to store, or a usage error.
-pub(super) fn prepare(submit: &Submit, store: &Store) -> Result<Submission> {
+pub(super) fn prepare(
+    submit: &Submit,
+    store: &Store,
+    executor: crate::env::TaskExecutor,
+) -> Result<Submission> {
     let bundle = files::load_bundle(&submit.file, &submit.with)?;
     print_warnings(&bundle.warnings);
     let mut wf = files::pick_workflow(&bundle.main, &submit.file)?;
@@ -71,7 +75,8 @@ pub(super) fn prepare(submit: &Submit, store: &Store) -> Result<Submission> {
         submit.name.clone(),
     )?;
     let file = (submit.file != std::path::Path::new("-")).then_some(submit.file.as_path());
-    crate::record::annotate(&mut sub, file);
+    let executor = crate::record::executor_for(&sub, executor);
+    crate::record::annotate(&mut sub, file, executor);
     Ok(sub)
 }
 
@@ -89,7 +94,7 @@ pub(super) fn run(
     no_logs: bool,
 ) -> Result<ExitCode> {
     let mut store = env.store()?;
-    let sub = prepare(&submit, &store)?;
+    let sub = prepare(&submit, &store, env.executor)?;
     let driver::Admitted { run, actions, lock } = driver::admit(env, &mut store, sub)?;
     let key = run.submission().key().to_string();
     driver::install_interrupt_handler();

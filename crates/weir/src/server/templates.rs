@@ -692,6 +692,6 @@ pub fn submit(
     // run); only `generateName` draws a fresh name
     let name = name.or_else(|| wf.metadata.name.clone());
     let mut sub = files::submission(store, wf, &main, &lib, ps, name)?;
-    crate::record::annotate(&mut sub, None);
+    crate::record::annotate(&mut sub, None, crate::env::TaskExecutor::Local);
     accept(app, store, sub)
 }

@@ -77,13 +77,9 @@ fn image(host: &str) -> &'static str {
     IMAGE
 }
 
+/// `weir ARGS` with the test daemon as DOCKER_HOST.
 fn weir(sb: &Sandbox, host: &str, args: &[&str]) -> Out {
-    let o = sb
-        .cmd(args)
-        .env("DOCKER_HOST", host)
-        .env("WEIR_EXECUTOR", "docker")
-        .output()
-        .unwrap();
+    let o = sb.cmd(args).env("DOCKER_HOST", host).output().unwrap();
     Out {
         code: o.status.code().unwrap_or(-1),
         stdout: String::from_utf8_lossy(&o.stdout).into_owned(),
@@ -174,9 +170,23 @@ spec:
 "#
         ),
     );
-    let out = weir(&sb, &host, &["run", wf.to_str().unwrap(), "--no-logs"]);
+    let out = weir(
+        &sb,
+        &host,
+        &[
+            "run",
+            "--executor",
+            "docker",
+            wf.to_str().unwrap(),
+            "--no-logs",
+        ],
+    );
     assert_eq!(out.code, 0, "{}", out.all());
     let got = sb.json(&["get", "in-docker", "-o", "json"]);
+    assert_eq!(
+        got["metadata"]["annotations"]["weir.dev/executor"], "docker",
+        "the run's record says where it ran"
+    );
     assert_eq!(got["status"]["phase"], "Succeeded", "{got}");
     let a = node(&got, "a");
     assert_eq!(a["outputs"]["result"], "only in the image", "{a}");
@@ -196,8 +206,9 @@ spec:
     );
 }
 
-/// A container's exit code is its node's; a task without an image, or with one this host does
-/// not have and cannot pull (there is no registry here), fails with a message that says so.
+/// A workflow asks for the Docker executor with its `weir.dev/executor: docker` annotation. A
+/// container's exit code is its node's; a task with an image this host does not have and cannot
+/// pull (there is no registry here) fails with a message that says so.
 #[test]
 fn exit_codes_and_missing_images_fail_their_nodes() {
     let Some(host) = daemon() else {
@@ -211,6 +222,7 @@ fn exit_codes_and_missing_images_fail_their_nodes() {
             r#"kind: Workflow
 metadata:
   name: failing
+  annotations: {{weir.dev/executor: docker}}
 spec:
   entrypoint: main
   templates:
@@ -240,4 +252,50 @@ spec:
         "{nowhere}"
     );
     assert_eq!(containers_of(&host, "failing"), "");
+}
+
+/// `resources.limits.memory` is the container's limit, without swap: a task that goes over it
+/// is killed, its node fails `OOMKilled (exit code 137)` as Argo reports it, and its
+/// retryStrategy runs it again.
+#[test]
+fn a_container_over_its_memory_limit_is_oom_killed_and_retried() {
+    let Some(host) = daemon() else {
+        return;
+    };
+    let image = image(&host);
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "oom.yaml",
+        &format!(
+            r#"kind: Workflow
+metadata:
+  name: oom
+  annotations: {{weir.dev/executor: docker}}
+spec:
+  entrypoint: hog
+  templates:
+  - name: hog
+    retryStrategy: {{limit: 1, retryPolicy: Always}}
+    container:
+      image: {image}
+      command: [sh, -c, "exec tail -c 200000000 /dev/zero"]
+      resources: {{limits: {{memory: 16Mi}}}}
+"#
+        ),
+    );
+    let out = weir(&sb, &host, &["run", wf.to_str().unwrap(), "--no-logs"]);
+    assert_eq!(out.code, 1, "{}", out.all());
+    let got = sb.json(&["get", "oom", "-o", "json"]);
+    let attempts: Vec<&serde_json::Value> = got["status"]["nodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|n| n["type"] == "Pod")
+        .collect();
+    assert_eq!(attempts.len(), 2, "retried once: {got}");
+    for a in attempts {
+        assert_eq!(a["phase"], "Failed", "{a}");
+        assert_eq!(a["message"], "OOMKilled (exit code 137)", "{a}");
+    }
+    assert_eq!(containers_of(&host, "oom"), "");
 }

@@ -577,7 +577,11 @@ impl Run {
         } else if result.exit_code != Some(0) {
             (
                 Phase::Failed,
-                format!("Error (exit code {})", result.exit_code.unwrap_or(-1)),
+                format!(
+                    "{} (exit code {})",
+                    result.reason.as_deref().unwrap_or("Error"),
+                    result.exit_code.unwrap_or(-1)
+                ),
             )
         } else if !missing.is_empty() {
             (

@@ -696,6 +696,11 @@ impl Run {
                 });
             }
         }
+        let limits = c
+            .resources
+            .as_ref()
+            .map(|r| requests(&r.limits, &BTreeMap::new()))
+            .unwrap_or_default();
         let requests = c
             .resources
             .as_ref()
@@ -716,6 +721,7 @@ impl Run {
             output_parameters,
             output_artifacts,
             requests,
+            limits,
             mounts: self.mounts(i, &call.tmpl, c, &env)?,
             daemon,
             sidecars,
