@@ -299,3 +299,64 @@ spec:
     }
     assert_eq!(containers_of(&host, "oom"), "");
 }
+
+/// `resources.limits.cpu` is the container's CPU quota: a busy loop limited to 0.5 CPU uses at
+/// most 0.6 CPU-seconds per second of its run (what its own cgroup counted, read inside the
+/// container: cgroup v1's `cpuacct.usage` or v2's `cpu.stat`).
+#[test]
+fn a_busy_loop_limited_to_half_a_cpu_uses_at_most_that() {
+    let Some(host) = daemon() else {
+        return;
+    };
+    let image = image(&host);
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "cpu.yaml",
+        &format!(
+            r#"kind: Workflow
+metadata:
+  name: cpu
+  annotations: {{weir.dev/executor: docker}}
+spec:
+  entrypoint: spin
+  templates:
+  - name: spin
+    script:
+      image: {image}
+      command: [sh]
+      source: |
+        used() {{
+          if [ -f /sys/fs/cgroup/cpuacct/cpuacct.usage ]; then
+            echo $(( $(cat /sys/fs/cgroup/cpuacct/cpuacct.usage) / 1000 ))
+          else
+            sed -n 's/^usage_usec //p' /sys/fs/cgroup/cpu.stat
+          fi
+        }}
+        # wall time in hundredths of a second, from /proc/uptime
+        now() {{ t=$(cut -d' ' -f1 /proc/uptime); echo "${{t%.*}}${{t#*.}}"; }}
+        a=$(used); t0=$(now)
+        timeout -s KILL 2 sh -c 'while :; do :; done' || true
+        b=$(used); t1=$(now)
+        echo $(( (b - a) / ((t1 - t0) * 10) ))
+      resources: {{limits: {{cpu: 500m}}}}
+"#
+        ),
+    );
+    let out = weir(&sb, &host, &["run", wf.to_str().unwrap(), "--no-logs"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let got = sb.json(&["get", "cpu", "-o", "json"]);
+    let result = node(&got, "cpu")["outputs"]["result"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    // CPU-microseconds per wall-millisecond: thousandths of a CPU
+    eprintln!(
+        "the 0.5-CPU busy loop used {} per mille of a CPU",
+        result.trim()
+    );
+    let per_mille: u64 = result.trim().parse().unwrap_or_else(|_| panic!("{got}"));
+    assert!(
+        (1..=600).contains(&per_mille),
+        "the loop used {per_mille}/1000 of a CPU"
+    );
+}
