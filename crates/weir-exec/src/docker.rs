@@ -29,12 +29,12 @@ use bollard::query_parameters::{
     UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use weir_core::run::{Access, ArtifactRef, MetricPoint, TaskResult, TaskSpec};
+use weir_core::run::{Access, ArtifactRef, TaskResult, TaskSpec};
 
 use crate::admission::Capacity;
 use crate::repo::LocalRepo;
-use crate::shared::{LazyLog, RESULT_LIMIT, lock};
-use crate::{Executor, Update, artifacts, mask, outputs, report};
+use crate::shared::{LazyLog, Stdout, emit, lock};
+use crate::{Executor, Update, artifacts, outputs};
 
 /// Where Argo puts a script template's source in the container.
 const SCRIPT_PATH: &str = "/argo/staging/script";
@@ -202,63 +202,22 @@ impl Lines {
     }
 }
 
-/// What a task printed that its result is made of.
+/// Where a container's output goes: the task's log (masked) and the driver, and from stdout
+/// its result and metrics.
 struct Output {
     node: String,
     secrets: Vec<String>,
-    log: LazyLog,
+    log: Mutex<LazyLog>,
     stream: Option<Sender<Update>>,
-    tail: Vec<u8>,
-    metrics: Vec<MetricPoint>,
-    metric_error: Option<String>,
+    stdout: Stdout,
 }
 
 impl Output {
     fn line(&mut self, line: &[u8], stdout: bool) {
         if stdout {
-            if let Some(rest) = line.strip_prefix(b"::weir-metric ")
-                && self.metric_error.is_none()
-            {
-                let r = std::str::from_utf8(rest)
-                    .map_err(|_| "not UTF-8".to_string())
-                    .and_then(report::marker_line);
-                match r {
-                    Ok(_) if self.metrics.len() >= report::LIMIT => {
-                        self.metric_error =
-                            Some(format!("more than {} metric points", report::LIMIT))
-                    }
-                    Ok(p) => self.metrics.push(p),
-                    Err(e) => self.metric_error = Some(format!("::weir-metric line: {e}")),
-                }
-            }
-            self.tail.extend_from_slice(line);
-            self.tail.push(b'\n');
-            if self.tail.len() > RESULT_LIMIT * 2 {
-                let cut = self.tail.len() - RESULT_LIMIT;
-                self.tail.drain(..cut);
-            }
+            self.stdout.line(line);
         }
-        let text = String::from_utf8_lossy(line);
-        let masked = mask(text.trim_end_matches('\r'), &self.secrets);
-        self.log.line(&masked);
-        if let Some(tx) = &self.stream {
-            let _ = tx.send(Update::Log {
-                node: self.node.clone(),
-                line: masked,
-            });
-        }
-    }
-
-    fn stdout(&mut self) -> String {
-        if self.tail.len() > RESULT_LIMIT {
-            let cut = self.tail.len() - RESULT_LIMIT;
-            self.tail.drain(..cut);
-        }
-        let mut s = String::from_utf8_lossy(&self.tail).into_owned();
-        if s.ends_with('\n') {
-            s.pop();
-        }
-        s
+        emit(line, "", &self.secrets, &self.log, &self.stream, &self.node);
     }
 }
 
@@ -488,18 +447,16 @@ impl Inner {
         let mut out = Output {
             node: task.node_id.clone(),
             secrets: task.secrets.clone(),
-            log: LazyLog {
+            log: Mutex::new(LazyLog {
                 path: crate::ProcessExecutor::log_path(
                     &self.cfg.work_root,
                     &task.run,
                     &task.node_id,
                 ),
                 file: None,
-            },
+            }),
             stream: self.cfg.stream_logs.then(|| lock(&self.tx).clone()),
-            tail: Vec::new(),
-            metrics: Vec::new(),
-            metric_error: None,
+            stdout: Stdout::default(),
         };
         // both streams, followed until the container stops
         let opts = LogsOptionsBuilder::default()
@@ -542,9 +499,9 @@ impl Inner {
             .unwrap_or(false);
         let mut result = TaskResult {
             exit_code: Some(code as i32),
-            stdout: out.stdout(),
-            metrics: std::mem::take(&mut out.metrics),
-            error: out.metric_error.take(),
+            stdout: out.stdout.result(),
+            metrics: std::mem::take(&mut out.stdout.metrics),
+            error: out.stdout.metric_error.take(),
             ..TaskResult::default()
         };
         // the main process killed over the limit (one of its children killed, it may go on)

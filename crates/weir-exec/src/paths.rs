@@ -44,6 +44,17 @@ pub fn within(root: &Path, rel: &str) -> Result<PathBuf, InvalidPath> {
     Ok(out)
 }
 
+/// A task's run directory (`runs/RUN`) and work directory (`runs/RUN/work/NODE`), both confined
+/// to the work root.
+pub(crate) fn task_dirs(
+    work_root: &Path,
+    task: &weir_core::run::TaskSpec,
+) -> Result<(PathBuf, PathBuf), String> {
+    let run_dir = within(work_root, &task.run).map_err(|e| e.to_string())?;
+    let work = within(&run_dir.join("work"), &task.node_id).map_err(|e| e.to_string())?;
+    Ok((run_dir, work))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

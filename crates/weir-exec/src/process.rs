@@ -17,10 +17,11 @@ use weir_core::run::{Access, ArtifactRef, MetricPoint, Requests, TaskResult, Tas
 
 use crate::admission::{Capacity, Ledger};
 use crate::isolation::Isolation;
+use crate::paths::task_dirs;
 use crate::reaper::Reaper;
 use crate::report;
 use crate::sandbox::{Sandbox, View};
-use crate::shared::{LazyLog, RESULT_LIMIT, lock};
+use crate::shared::{LazyLog, lock};
 use crate::spawn;
 use crate::{Executor, Update, artifacts, mask, outputs};
 
@@ -177,14 +178,6 @@ fn io_base(run_dir: &Path, node: &str, container: Option<&str>) -> PathBuf {
 /// `root/rel`, refused (as a task's error) if `rel` would leave `root`.
 fn within(root: &Path, rel: &str) -> Result<PathBuf, String> {
     crate::paths::within(root, rel).map_err(|e| e.to_string())
-}
-
-/// A task's run directory (`runs/RUN`) and work directory (`runs/RUN/work/NODE`), both confined
-/// to the work root.
-fn task_dirs(work_root: &Path, task: &TaskSpec) -> Result<(PathBuf, PathBuf), String> {
-    let run_dir = within(work_root, &task.run)?;
-    let work = within(&run_dir.join("work"), &task.node_id)?;
-    Ok((run_dir, work))
 }
 
 fn which(prog: &str) -> Option<PathBuf> {

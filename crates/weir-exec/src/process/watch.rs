@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
 
-use weir_core::run::{MetricPoint, Requests, TaskResult, TaskSpec};
+use weir_core::run::{Requests, TaskResult, TaskSpec};
 
-use super::{Collect, Inner, Job, ProcessExecutor, RESULT_LIMIT, io_base, kill_group, within};
+use super::{Collect, Inner, Job, ProcessExecutor, io_base, kill_group, within};
 use crate::adopt;
 use crate::reaper::Watch;
-use crate::shared::{LazyLog, lock};
-use crate::{Update, mask, report, spawn};
+use crate::shared::{LazyLog, Stdout, emit, lock};
+use crate::{Update, spawn};
 
 /// Passes a task's output to its log (masked) and the driver, and its exit to `done`.
 pub(super) struct TaskWatch {
@@ -26,14 +26,13 @@ pub(super) struct TaskWatch {
     pub(super) log: Arc<Mutex<LazyLog>>,
     pub(super) secrets: Vec<String>,
     pub(super) stream: Option<Sender<Update>>,
-    pub(super) tail: Vec<u8>,
+    /// What its stdout makes of its result.
+    pub(super) stdout: Stdout,
     pub(super) collect: Option<Box<Collect>>,
     /// Process groups of the task's sidecars: killed when the task exits.
     pub(super) sidecars: Vec<i32>,
     /// Set when the task exits (a daemon's readiness probe stops then).
     pub(super) exited: Arc<AtomicBool>,
-    /// `::weir-metric` lines seen so far, and the first malformed one.
-    pub(super) reported: (Vec<MetricPoint>, Option<String>),
 }
 
 /// Passes a sidecar's (or init container's) output to its task's log, each line marked with
@@ -45,26 +44,6 @@ pub(super) struct SidecarWatch {
     pub(super) secrets: Vec<String>,
     pub(super) stream: Option<Sender<Update>>,
     pub(super) exited: Option<Sender<i32>>,
-}
-
-/// One output line, masked, to the task's log and (when streaming) to the driver.
-fn emit(
-    line: &[u8],
-    prefix: &str,
-    secrets: &[String],
-    log: &Mutex<LazyLog>,
-    stream: &Option<Sender<Update>>,
-    node: &str,
-) {
-    let text = String::from_utf8_lossy(line);
-    let masked = format!("{prefix}{}", mask(text.trim_end_matches('\r'), secrets));
-    lock(log).line(&masked);
-    if let Some(tx) = stream {
-        let _ = tx.send(Update::Log {
-            node: node.to_string(),
-            line: masked,
-        });
-    }
 }
 
 impl Watch for SidecarWatch {
@@ -107,9 +86,8 @@ impl TaskWatch {
             stream,
             sidecars: Vec::new(),
             exited: Arc::new(AtomicBool::new(false)),
-            tail: Vec::new(),
+            stdout: Stdout::default(),
             collect: None,
-            reported: (Vec::new(), None),
             me,
         }
     }
@@ -117,28 +95,8 @@ impl TaskWatch {
 
 impl Watch for TaskWatch {
     fn line(&mut self, line: &[u8], stdout: bool) {
-        if stdout
-            && let Some(rest) = line.strip_prefix(b"::weir-metric ")
-            && self.reported.1.is_none()
-        {
-            let r = std::str::from_utf8(rest)
-                .map_err(|_| "not UTF-8".to_string())
-                .and_then(report::marker_line);
-            match r {
-                Ok(_) if self.reported.0.len() >= report::LIMIT => {
-                    self.reported.1 = Some(format!("more than {} metric points", report::LIMIT))
-                }
-                Ok(p) => self.reported.0.push(p),
-                Err(e) => self.reported.1 = Some(format!("::weir-metric line: {e}")),
-            }
-        }
         if stdout {
-            self.tail.extend_from_slice(line);
-            self.tail.push(b'\n');
-            if self.tail.len() > RESULT_LIMIT * 2 {
-                let cut = self.tail.len() - RESULT_LIMIT;
-                self.tail.drain(..cut);
-            }
+            self.stdout.line(line);
         }
         emit(line, "", &self.secrets, &self.log, &self.stream, &self.node);
     }
@@ -149,11 +107,10 @@ impl Watch for TaskWatch {
             node,
             requests,
             gpus,
-            mut tail,
+            stdout: out,
             collect,
             sidecars,
             exited,
-            reported,
             io,
             ..
         } = *self;
@@ -164,17 +121,10 @@ impl Watch for TaskWatch {
         for pgid in sidecars {
             kill_group(pgid);
         }
-        if tail.len() > RESULT_LIMIT {
-            let cut = tail.len() - RESULT_LIMIT;
-            tail.drain(..cut);
-        }
-        let mut stdout = String::from_utf8_lossy(&tail).into_owned();
-        if stdout.ends_with('\n') {
-            stdout.pop();
-        }
+        let stdout = out.result();
         match collect {
             Some(mut c) => {
-                c.reported = reported;
+                c.reported = (out.metrics, out.metric_error);
                 me.queue(Job::Collect(c, code, stdout))
             }
             None => me.done(
@@ -184,8 +134,8 @@ impl Watch for TaskWatch {
                 TaskResult {
                     exit_code: Some(code),
                     stdout,
-                    error: reported.1,
-                    metrics: reported.0,
+                    error: out.metric_error,
+                    metrics: out.metrics,
                     ..TaskResult::default()
                 },
             ),
