@@ -489,14 +489,23 @@ impl Inner {
             Some(Err(err)) => return Err(format!("waiting for the container: {err}")),
             None => return Err("waiting for the container: no answer".into()),
         };
-        let oom = self
-            .docker
-            .inspect_container(id, None)
-            .await
-            .ok()
-            .and_then(|c| c.state)
-            .and_then(|s| s.oom_killed)
-            .unwrap_or(false);
+        // dockerd records an OOM kill from an event that can come after the exit: a container
+        // with a memory limit killed by SIGKILL is looked at again for a moment
+        let mut oom = false;
+        for _ in 0..20 {
+            oom = self
+                .docker
+                .inspect_container(id, None)
+                .await
+                .ok()
+                .and_then(|c| c.state)
+                .and_then(|s| s.oom_killed)
+                .unwrap_or(false);
+            if oom || code != 137 || task.limits.memory_bytes == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
         let mut result = TaskResult {
             exit_code: Some(code as i32),
             stdout: out.stdout.result(),
