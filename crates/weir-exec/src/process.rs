@@ -705,7 +705,7 @@ impl Inner {
         };
         // init containers, one after another, each to its end
         for ic in &task.init_containers {
-            let p = spawn::spawn(&beside(ic))
+            let p = spawn::spawn(&beside(ic), None)
                 .map_err(|e| format!("init container `{}` cannot start: {e}", ic.name))?;
             {
                 // while it runs, stopping the task stops it
@@ -728,7 +728,7 @@ impl Inner {
         // sidecars next, each its own process group, sharing the task's view of the files
         let mut sidecars = Vec::new();
         for sc in &task.sidecars {
-            match spawn::spawn(&beside(sc)) {
+            match spawn::spawn(&beside(sc), None) {
                 Ok(p) => {
                     sidecars.push(p.pid);
                     self.reaper.watch(p, watch(&sc.name, None));
@@ -765,7 +765,9 @@ impl Inner {
             io: Some(io_base(&run_dir, &task.node_id, None)),
             tied: self.cfg.tied,
         };
-        let proc = match spawn::spawn(&spec) {
+        let mut at_gate =
+            |proc: &spawn::Proc| self.record(&task, &run_dir, proc, record.as_deref());
+        let proc = match spawn::spawn(&spec, Some(&mut at_gate)) {
             Ok(p) => p,
             Err(e) => {
                 for &pgid in &sidecars {
@@ -781,7 +783,7 @@ impl Inner {
                 return Ok(());
             }
         };
-        self.started(&task, &run_dir, &proc, record.as_deref());
+        self.started(&task, &proc);
         let exited = Arc::new(AtomicBool::new(false));
         if let Some(d) = &task.daemon {
             match d.probe.clone() {
@@ -868,9 +870,11 @@ impl Inner {
             io: Some(io_base(&run_dir, &task.node_id, None)),
             tied: self.cfg.tied,
         };
-        let proc = spawn::spawn(&spec).map_err(|e| format!("starting the child run: {e}"))?;
+        let mut at_gate = |proc: &spawn::Proc| self.record(task, &run_dir, proc, None);
+        let proc = spawn::spawn(&spec, Some(&mut at_gate))
+            .map_err(|e| format!("starting the child run: {e}"))?;
         lock(&self.state).children.insert(task.node_id.clone());
-        self.started(task, &run_dir, &proc, None);
+        self.started(task, &proc);
         let log = Arc::new(Mutex::new(LazyLog {
             path: ProcessExecutor::log_path(&self.cfg.work_root, &task.run, &task.node_id),
             file: None,
@@ -880,28 +884,34 @@ impl Inner {
         Ok(())
     }
 
-    /// Records a task's process as started: its group (for `stop`; a child run is stopped
-    /// with SIGTERM), its line in the run's append-only pids file (so a restart can watch it
-    /// again, or kill what it cannot: see [`adopt`]), the `Started` update; kills it at once if
-    /// it was stopped (or the executor shut down) while it was being started.
-    fn started(&self, task: &TaskSpec, run_dir: &Path, proc: &spawn::Proc, record: Option<&str>) {
-        let pid = proc.pid;
+    /// Writes a task's line in the run's append-only pids file (so a restart can watch it
+    /// again, or kill what it cannot: see [`adopt`]). Called while the task waits at its gate,
+    /// before it runs: a task that ran is always found by a restarted engine.
+    fn record(&self, task: &TaskSpec, run_dir: &Path, proc: &spawn::Proc, record: Option<&str>) {
         let adoptable = record.and_then(|json| Some((proc.handle()?, json)));
-        let line = adopt::line(&task.node_id, pid, adoptable);
+        let line = adopt::line(&task.node_id, proc.pid, adoptable);
+        let mut st = lock(&self.state);
+        if !st.pids.contains_key(&task.run)
+            && let Ok(f) = fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(run_dir.join("pids"))
+        {
+            st.pids.insert(task.run.clone(), f);
+        }
+        if let Some(f) = st.pids.get_mut(&task.run) {
+            let _ = f.write_all(line.as_bytes());
+        }
+    }
+
+    /// Records a task's process as started: its group (for `stop`; a child run is stopped
+    /// with SIGTERM), the `Started` update; kills it at once if it was stopped (or the
+    /// executor shut down) while it was being started.
+    fn started(&self, task: &TaskSpec, proc: &spawn::Proc) {
+        let pid = proc.pid;
         {
             let mut st = lock(&self.state);
             st.running.insert(task.node_id.clone(), pid);
-            if !st.pids.contains_key(&task.run)
-                && let Ok(f) = fs::OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(run_dir.join("pids"))
-            {
-                st.pids.insert(task.run.clone(), f);
-            }
-            if let Some(f) = st.pids.get_mut(&task.run) {
-                let _ = f.write_all(line.as_bytes());
-            }
             if st.stopped.contains(&task.node_id) || self.shutting_down.load(Ordering::SeqCst) {
                 kill_group(pid);
             }

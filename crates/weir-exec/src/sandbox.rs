@@ -29,7 +29,7 @@ impl Sandbox {
             io: None,
             tied: false,
         };
-        match crate::spawn::spawn(&probe).and_then(|mut p| p.wait()) {
+        match crate::spawn::spawn(&probe, None).and_then(|mut p| p.wait()) {
             Ok(0) => Sandbox::Namespaces,
             _ => Sandbox::Rewrite,
         }

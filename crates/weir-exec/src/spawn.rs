@@ -178,6 +178,12 @@ struct Child {
     /// them after the clone returns (CLONE_VFORK: the memory is shared and the parent waited).
     failed_step: AtomicI32,
     failed_errno: AtomicI32,
+    /// The read end of the gate (-1: none): the child, ready to exec, publishes its pid
+    /// (`sup.task_pid`, `sup.ready` = [`crate::supervisor::AT_GATE`]) and waits for a byte
+    /// here. End of file instead (the engine died before it recorded the task) and it exits
+    /// without running the program, marking `sup.abandoned`.
+    gate: i32,
+    sup: *const crate::supervisor::Sup,
     /// `binds.len()` slots the child fills with the descriptors of the bind sources.
     src_fds: *mut i32,
 }
@@ -384,6 +390,23 @@ extern "C" fn child_main(arg: *mut c_void) -> libc::c_int {
         if c.tied && libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) != 0 {
             fail(13);
         }
+        if c.gate >= 0 {
+            let s = &*c.sup;
+            s.task_pid.store(libc::getpid(), Ordering::Release);
+            s.ready.store(crate::supervisor::AT_GATE, Ordering::Release);
+            crate::supervisor::futex_wake(&s.ready);
+            let mut byte = 0u8;
+            let n = loop {
+                let n = libc::read(c.gate, &mut byte as *mut u8 as *mut c_void, 1);
+                if n >= 0 || *libc::__errno_location() != libc::EINTR {
+                    break n;
+                }
+            };
+            if n != 1 {
+                s.abandoned.store(1, Ordering::Release);
+                libc::_exit(127);
+            }
+        }
         // execvp's rules: go on past a candidate that is missing or not permitted, report
         // EACCES if one was seen, else the last error
         let mut denied = false;
@@ -413,7 +436,11 @@ fn devnull() -> io::Result<i32> {
 }
 
 /// Starts the process under its supervisor; its stdout and stderr go to `spec.io`'s files.
-pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
+///
+/// With `at_gate`, the task waits, cloned and ready to exec, until `at_gate` has run (the
+/// engine records it there, so that a restarted engine finds it): should the engine die
+/// before that, the task exits without running, and a restarted engine runs it once.
+pub(crate) fn spawn(spec: &Spec, at_gate: Option<&mut dyn FnMut(&Proc)>) -> io::Result<Proc> {
     let Some(first) = spec.argv.first() else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -468,11 +495,24 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
             None => Ok(CString::default()),
         }
     };
+    // the gate's two ends, closed on exec and in the supervisor before it clones the task
+    let gate = match at_gate {
+        Some(_) => {
+            let mut fds = [-1; 2];
+            // SAFETY: pipe2 writes two descriptors into the array.
+            if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // SAFETY: both are new descriptors nobody else owns.
+            unsafe { Some((OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1]))) }
+        }
+        None => None,
+    };
     let mut argv_p: Vec<*const libc::c_char> = argv.iter().map(|a| a.as_ptr()).collect();
     argv_p.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = envs.iter().map(|e| e.as_ptr()).collect();
     envp.push(std::ptr::null());
-    let child = Child {
+    let mut child = Child {
         progs,
         argv: argv_p,
         envp,
@@ -497,6 +537,8 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
         failed_step: AtomicI32::new(0),
         failed_errno: AtomicI32::new(0),
         src_fds: src_fds.as_mut_ptr(),
+        gate: gate.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
+        sup: std::ptr::null(),
     };
     let region = crate::supervisor::Region::take()?;
     let sup = Box::new(crate::supervisor::Sup {
@@ -514,8 +556,13 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
         null: devnull,
         task_pid: AtomicI32::new(0),
         ready: AtomicU32::new(0),
+        abandoned: AtomicU32::new(0),
+        gate: gate
+            .as_ref()
+            .map_or([-1, -1], |(r, w)| [r.as_raw_fd(), w.as_raw_fd()]),
         tied: spec.tied,
     });
+    child.sup = &*sup;
     let mut pidfd: libc::c_int = -1;
     // SAFETY: the supervisor runs on its own stack in the region, which is kept (with `sup`)
     // until it is reaped; it reads `child` only until the task has exec'd, which is before it
@@ -535,7 +582,7 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
         region.give_back();
         return Err(e);
     }
-    crate::supervisor::wait_ready(&sup.ready);
+    crate::supervisor::wait_while(&sup.ready, 0);
     // SAFETY: the kernel returned a new descriptor that nobody else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
     let mut proc = Proc {
@@ -547,6 +594,16 @@ pub(crate) fn spawn(spec: &Spec) -> io::Result<Proc> {
         io,
         keep: None,
     };
+    if let (Some(at_gate), Some((_, w))) = (at_gate, gate)
+        && sup.ready.load(Ordering::Acquire) == crate::supervisor::AT_GATE
+    {
+        at_gate(&proc);
+        // SAFETY: one byte from a valid buffer to our own pipe, which has room for it.
+        unsafe { libc::write(w.as_raw_fd(), b"g".as_ptr() as *const c_void, 1) };
+        drop(w);
+        crate::supervisor::wait_while(&sup.ready, crate::supervisor::AT_GATE);
+        proc.pid = sup.task_pid.load(Ordering::Acquire);
+    }
     proc.keep = Some(crate::supervisor::Keep::new(region, sup));
     if proc.pid < 0 {
         let e = io::Error::from_raw_os_error(-proc.pid);
@@ -608,4 +665,95 @@ pub(crate) fn wait(pid: i32) -> io::Result<i32> {
     } else {
         128 + libc::WTERMSIG(status)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The engine of [`an_engine_that_dies_at_the_gate_leaves_the_task_unrun`]: run alone in a
+    /// process of its own (this test binary again), it starts a task that would write a mark
+    /// and dies (`_exit`) while the task waits at its gate, after saying where the task's
+    /// supervisor is.
+    #[test]
+    #[ignore = "run by an_engine_that_dies_at_the_gate_leaves_the_task_unrun in a process of its own"]
+    fn engine_that_dies_at_the_gate() {
+        let dir = PathBuf::from(std::env::var_os("WEIR_GATE_DIR").expect("WEIR_GATE_DIR"));
+        let die = std::env::var("WEIR_GATE_DIE").as_deref() == Ok("1");
+        let spec = Spec {
+            argv: vec!["/bin/sh".into(), "-c".into(), "echo ran > mark".into()],
+            env: vec![("PATH".into(), "/usr/bin:/bin".into())],
+            cwd: dir.clone(),
+            binds: Vec::new(),
+            namespaces: false,
+            tmpfs_tmp: false,
+            hide: Vec::new(),
+            user: None,
+            io: Some(dir.join("task")),
+            tied: false,
+        };
+        let mut at_gate = |p: &Proc| {
+            std::fs::write(dir.join("sup"), p.sup.to_string()).unwrap();
+            if die {
+                // SAFETY: ends this process at once, as a SIGKILL would
+                unsafe { libc::_exit(0) };
+            }
+        };
+        let mut p = spawn(&spec, Some(&mut at_gate)).unwrap();
+        assert_eq!(p.wait().unwrap(), 0);
+    }
+
+    /// An engine killed after the task was cloned but before it recorded it: the task does not
+    /// run (a restarted engine, which cannot find it, runs it once), and its supervisor leaves
+    /// no exit status behind. An engine that lives lets it run.
+    #[test]
+    fn an_engine_that_dies_at_the_gate_leaves_the_task_unrun() {
+        for die in [true, false] {
+            let dir = tempfile::tempdir().unwrap();
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args([
+                    "--exact",
+                    "spawn::tests::engine_that_dies_at_the_gate",
+                    "--ignored",
+                    "--nocapture",
+                ])
+                .env("WEIR_GATE_DIR", dir.path())
+                .env("WEIR_GATE_DIE", if die { "1" } else { "0" })
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            let sup: i32 = std::fs::read_to_string(dir.path().join("sup"))
+                .unwrap()
+                .parse()
+                .unwrap();
+            // the supervisor (orphaned when the engine died) ends: await it through a pidfd
+            // SAFETY: pidfd_open of a pid; a negative result means it has already gone
+            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, sup, 0) } as i32;
+            if fd >= 0 {
+                let mut pfd = libc::pollfd {
+                    fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                };
+                // SAFETY: one valid pollfd; then our own descriptor closed
+                unsafe {
+                    assert_eq!(libc::poll(&mut pfd, 1, 60_000), 1);
+                    libc::close(fd);
+                }
+            }
+            let io = Io(dir.path().join("task"));
+            if die {
+                assert!(!dir.path().join("mark").exists(), "the task ran");
+                assert!(
+                    !io.exit().exists(),
+                    "a status was left for a task that did not run"
+                );
+            } else {
+                assert_eq!(
+                    std::fs::read_to_string(dir.path().join("mark")).unwrap(),
+                    "ran\n"
+                );
+            }
+        }
+    }
 }

@@ -129,9 +129,20 @@ pub(crate) struct Sup {
     pub tied: bool,
     /// The task's pid, or `-errno` when it could not be cloned; valid once `ready` is 1.
     pub task_pid: AtomicI32,
-    /// 0 until the task has exec'd (or failed before): the futex the engine waits on.
+    /// 0 until the task has exec'd (or failed before), then 1; [`AT_GATE`] meanwhile while the
+    /// task waits at its gate: the futex the engine waits on.
     pub ready: AtomicU32,
+    /// Set by a task that found its gate closed without a byte (the engine died before it
+    /// recorded the task): it did not run, and no status is written for it.
+    pub abandoned: AtomicU32,
+    /// The gate's read and write ends (-1: no gate): the supervisor closes both (its copies)
+    /// before it clones the task, so that the task's read sees end of file once the engine's
+    /// write end is gone.
+    pub gate: [libc::c_int; 2],
 }
+
+/// `Sup::ready` while the task, cloned and its pid published, waits at its gate.
+pub(crate) const AT_GATE: u32 = 2;
 
 // SAFETY: the raw pointers are the task child's, read by the supervisor only until it sets
 // `ready`; after that a `Sup` is memory kept alive for the supervisor, moved between threads
@@ -173,7 +184,7 @@ impl Drop for Keep {
     }
 }
 
-fn futex_wake(word: &AtomicU32) {
+pub(crate) fn futex_wake(word: &AtomicU32) {
     // SAFETY: FUTEX_WAKE on a word of our own memory, shared with the engine (CLONE_VM).
     unsafe {
         raw(
@@ -190,9 +201,9 @@ fn futex_wake(word: &AtomicU32) {
     }
 }
 
-/// Waits (in the engine) until the supervisor has set `ready`.
-pub(crate) fn wait_ready(word: &AtomicU32) {
-    while word.load(Ordering::Acquire) == 0 {
+/// Waits (in the engine) while `ready` is `value`.
+pub(crate) fn wait_while(word: &AtomicU32, value: u32) {
+    while word.load(Ordering::Acquire) == value {
         // SAFETY: FUTEX_WAIT on our own word while it is 0; a raw call, so the child, which
         // writes this thread's errno before it execs, is not raced.
         unsafe {
@@ -201,7 +212,7 @@ pub(crate) fn wait_ready(word: &AtomicU32) {
                 [
                     word as *const AtomicU32 as usize,
                     (libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG) as usize,
-                    0,
+                    value as usize,
                     0,
                     0,
                     0,
@@ -228,6 +239,10 @@ pub(crate) extern "C" fn supervise(arg: *mut c_void) -> libc::c_int {
             futex_wake(&s.ready);
             raw(libc::SYS_exit_group, [127, 0, 0, 0, 0, 0]);
         }
+        // The engine's descriptors (its database, the run's lock, other tasks' gates) are not
+        // the task's, nor kept alive by this process: all are closed but the task's output
+        // files, /dev/null and the read end of its gate.
+        close_all_but([s.streams[0], s.streams[1], s.null, s.gate[0]]);
         // The task is cloned with the engine's signal dispositions (exec resets the handled
         // ones); this process then ignores those a terminal or a group kill sends, so that it
         // lives as long as its task.
@@ -242,6 +257,8 @@ pub(crate) extern "C" fn supervise(arg: *mut c_void) -> libc::c_int {
         } else {
             pid
         };
+        // (CLONE_VFORK: the task has exec'd or exited by now)
+        let abandoned = s.abandoned.load(Ordering::Acquire) != 0;
         for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT] {
             libc::signal(sig, libc::SIG_IGN);
         }
@@ -250,24 +267,8 @@ pub(crate) extern "C" fn supervise(arg: *mut c_void) -> libc::c_int {
         for fd in 0..3 {
             libc::dup2(s.null, fd);
         }
-        // The engine's descriptors (its database, the run's lock) are not kept alive by this
-        // process: all are closed here (the task has exec'd with its own) but the output files.
-        let mut keep = s.streams;
-        keep.sort_unstable();
-        let mut from = 3u32;
-        for fd in keep.into_iter().filter(|&fd| fd >= 3) {
-            if fd as u32 > from {
-                raw(
-                    libc::SYS_close_range,
-                    [from as usize, fd as usize - 1, 0, 0, 0, 0],
-                );
-            }
-            from = fd as u32 + 1;
-        }
-        raw(
-            libc::SYS_close_range,
-            [from as usize, u32::MAX as usize, 0, 0, 0, 0],
-        );
+        // /dev/null and the gate go too now that the task has its own
+        close_all_but([s.streams[0], s.streams[1], -1, -1]);
         let engine = s.engine;
         let exit_path = s.exit_path.as_ptr() as usize;
         let write_status = !s.exit_path.as_bytes().is_empty();
@@ -332,7 +333,7 @@ pub(crate) extern "C" fn supervise(arg: *mut c_void) -> libc::c_int {
         // The engine, alive, reaps this process and reads the output it holds. Gone, it left
         // the task to a later engine: the output (what the engine had not freed) is written to
         // files, then the status.
-        if raw(libc::SYS_getppid, [0; 6]) != engine as isize && write_status {
+        if raw(libc::SYS_getppid, [0; 6]) != engine as isize && write_status && !abandoned {
             for (path, fd) in copies {
                 if path != 0 {
                     save(fd, path);
@@ -353,6 +354,34 @@ pub(crate) extern "C" fn supervise(arg: *mut c_void) -> libc::c_int {
         raw(libc::SYS_exit_group, [code as usize, 0, 0, 0, 0, 0]);
         code
     }
+}
+
+/// Closes every descriptor from 3 up but those in `keep` (-1: no one), with raw system calls.
+///
+/// # Safety
+/// Run in the supervisor, whose descriptors are its own copies.
+unsafe fn close_all_but(mut keep: [libc::c_int; 4]) {
+    keep.sort_unstable();
+    let mut from = 3u32;
+    for fd in keep.into_iter().filter(|&fd| fd >= 3) {
+        if fd as u32 > from {
+            // SAFETY: closing a range of this process's own descriptors
+            unsafe {
+                raw(
+                    libc::SYS_close_range,
+                    [from as usize, fd as usize - 1, 0, 0, 0, 0],
+                )
+            };
+        }
+        from = from.max(fd as u32 + 1);
+    }
+    // SAFETY: as above
+    unsafe {
+        raw(
+            libc::SYS_close_range,
+            [from as usize, u32::MAX as usize, 0, 0, 0, 0],
+        )
+    };
 }
 
 /// Creates (or truncates) the file at `path` for writing: its descriptor, or `-errno`.
