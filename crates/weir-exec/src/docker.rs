@@ -39,6 +39,10 @@ use crate::{Executor, Update, artifacts, outputs};
 /// Where Argo puts a script template's source in the container.
 const SCRIPT_PATH: &str = "/argo/staging/script";
 
+/// How long the `oom` event of a container killed by SIGKILL is waited for after its exit (a
+/// container killed otherwise, `docker kill` say, waits this long once).
+const OOM_EVENT_WAIT: std::time::Duration = std::time::Duration::from_secs(3);
+
 #[derive(Clone)]
 pub struct DockerConfig {
     /// Per-run work directories and logs live under `work_root/<run>/`, as with the local
@@ -419,6 +423,43 @@ impl Inner {
         outcome
     }
 
+    /// Whether a container that ended with SIGKILL was killed over its memory limit. Its
+    /// `State.OOMKilled` is not enough: dockerd sets it only when containerd's OOM event
+    /// comes before the exit event, and the two race. Its `oom` event is always logged, though
+    /// possibly just after the exit: dockerd's event log (from `since`, a Unix time) is read
+    /// for it, waiting up to [`OOM_EVENT_WAIT`] for one still to come.
+    ///
+    /// Neither is there for a container killed within its first milliseconds: containerd
+    /// watches a container's memory cgroup for OOM kills only once it has started it (as
+    /// Kubernetes' CRI does), so such a kill ends `Error (exit code 137)`.
+    async fn oom_killed(&self, id: &str, since: u64) -> bool {
+        let recorded = self
+            .docker
+            .inspect_container(id, None)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.oom_killed)
+            .unwrap_or(false);
+        if recorded {
+            return true;
+        }
+        let filters = std::collections::HashMap::from([
+            ("container", vec![id]),
+            ("type", vec!["container"]),
+            ("event", vec!["oom"]),
+        ]);
+        let opts = bollard::query_parameters::EventsOptionsBuilder::default()
+            .since(&since.to_string())
+            .filters(&filters)
+            .build();
+        let mut events = self.docker.events(Some(opts));
+        matches!(
+            tokio::time::timeout(OOM_EVENT_WAIT, events.next()).await,
+            Ok(Some(Ok(_)))
+        )
+    }
+
     async fn run_container(
         &self,
         task: &TaskSpec,
@@ -436,6 +477,10 @@ impl Inner {
         if lock(&self.stopped).contains(&task.node_id) {
             return Err("stopped before it started".into());
         }
+        // from a second before the start: where dockerd's event log is read for an OOM kill
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs().saturating_sub(1));
         self.docker
             .start_container(id, None)
             .await
@@ -489,23 +534,11 @@ impl Inner {
             Some(Err(err)) => return Err(format!("waiting for the container: {err}")),
             None => return Err("waiting for the container: no answer".into()),
         };
-        // dockerd records an OOM kill from an event that can come after the exit: a container
-        // with a memory limit killed by SIGKILL is looked at again for a moment
-        let mut oom = false;
-        for _ in 0..20 {
-            oom = self
-                .docker
-                .inspect_container(id, None)
-                .await
-                .ok()
-                .and_then(|c| c.state)
-                .and_then(|s| s.oom_killed)
-                .unwrap_or(false);
-            if oom || code != 137 || task.limits.memory_bytes == 0 {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
+        // (a container weir stopped itself is not looked at)
+        let oom = code == 137
+            && task.limits.memory_bytes > 0
+            && !lock(&self.stopped).contains(&task.node_id)
+            && self.oom_killed(id, since).await;
         let mut result = TaskResult {
             exit_code: Some(code as i32),
             stdout: out.stdout.result(),

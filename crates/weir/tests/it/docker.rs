@@ -256,7 +256,9 @@ spec:
 
 /// `resources.limits.memory` is the container's limit, without swap: a task that goes over it
 /// is killed, its node fails `OOMKilled (exit code 137)` as Argo reports it, and its
-/// retryStrategy runs it again.
+/// retryStrategy runs it again. The task runs a second before it allocates, as real ones do:
+/// containerd watches for OOM kills only once a container has started, and one killed in its
+/// first milliseconds is reported by neither it nor dockerd (it failed 3 runs in 10 here).
 #[test]
 fn a_container_over_its_memory_limit_is_oom_killed_and_retried() {
     let Some(host) = daemon() else {
@@ -278,7 +280,7 @@ spec:
     retryStrategy: {{limit: 1, retryPolicy: Always}}
     container:
       image: {image}
-      command: [sh, -c, "exec tail -c 200000000 /dev/zero"]
+      command: [sh, -c, "sleep 1; exec tail -c 200000000 /dev/zero"]
       resources: {{limits: {{memory: 16Mi}}}}
 "#
         ),
