@@ -28,6 +28,10 @@ pub struct ObjectMeta {
 pub struct WorkflowSpec {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<String>,
+    /// Secrets of type `kubernetes.io/dockerconfigjson` (`{name: …}`): the registry
+    /// credentials images are pulled with.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub image_pull_secrets: Vec<NameRef>,
     pub arguments: Arguments,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub templates: Vec<Template>,
@@ -354,6 +358,10 @@ pub struct Container {
     /// Daemon templates: when the task counts as ready (exec, httpGet or tcpSocket).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub readiness_probe: Option<Value>,
+    /// `Always`, `IfNotPresent` or `Never` (Kubernetes' default: `Always` for an image tagged
+    /// `latest` or not tagged, else `IfNotPresent`). Only the Docker executor pulls.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<String>,
 }
 
 impl Container {
@@ -366,6 +374,9 @@ impl Container {
         }
         if self.resources.is_none() {
             self.resources = d.resources.clone();
+        }
+        if self.image_pull_policy.is_none() {
+            self.image_pull_policy = d.image_pull_policy.clone();
         }
         for e in &d.env {
             if !self.env.iter().any(|x| x.name == e.name) {

@@ -24,12 +24,12 @@ use bollard::Docker;
 use bollard::container::LogOutput;
 use bollard::models::{ContainerCreateBody, HostConfig};
 use bollard::query_parameters::{
-    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, DownloadFromContainerOptionsBuilder,
-    LogsOptionsBuilder, RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
-    UploadToContainerOptionsBuilder,
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, CreateImageOptionsBuilder,
+    DownloadFromContainerOptionsBuilder, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use weir_core::run::{Access, ArtifactRef, TaskResult, TaskSpec};
+use weir_core::run::{Access, ArtifactRef, PullPolicy, TaskResult, TaskSpec};
 
 use crate::admission::Capacity;
 use crate::repo::LocalRepo;
@@ -123,16 +123,38 @@ impl Executor for DockerExecutor {
                 Ok(_permit) => me.run(task).await,
                 Err(_) => Err("the Docker executor is shutting down".into()),
             };
-            let result = result.unwrap_or_else(|e| TaskResult {
-                error: Some(e),
-                ..TaskResult::default()
-            });
-            lock(&me.running).remove(&node);
-            lock(&me.stopped).remove(&node);
-            me.send(Update::Finished { node, result });
-            me.in_flight.fetch_sub(1, Ordering::SeqCst);
-            me.settled.notify_waiters();
+            me.report(node, result);
         });
+    }
+
+    fn adopt(&self, run: &str, node: &str) -> bool {
+        let me = self.inner.clone();
+        let Some((task, id, running)) = self.rt.block_on(me.adopt(run, node)) else {
+            return false;
+        };
+        me.in_flight.fetch_add(1, Ordering::SeqCst);
+        lock(&me.running).insert(node.to_string(), id.clone());
+        self.rt.spawn(async move {
+            let node = task.node_id.clone();
+            let run_dir = crate::paths::within(&me.cfg.work_root, &task.run);
+            let result = match &run_dir {
+                Ok(run_dir) => {
+                    let work = crate::paths::within(&run_dir.join("work"), &node)
+                        .unwrap_or_else(|_| run_dir.join("work"));
+                    // the log is read again whole, from the container's start
+                    let log = crate::ProcessExecutor::log_path(&me.cfg.work_root, &task.run, &node);
+                    let _ = std::fs::remove_file(&log);
+                    let since = since_of(&record_path(run_dir, &node));
+                    let output = me.output_of(&id, running).await;
+                    let r = me.follow(&task, &id, &work, since, output).await;
+                    me.settle(&id, &record_path(run_dir, &node)).await;
+                    r
+                }
+                Err(e) => Err(e.to_string()),
+            };
+            me.report(node, result);
+        });
+        true
     }
 
     fn fetch(&self, node: &str, sources: Vec<ArtifactRef>, access: Vec<Option<Access>>) {
@@ -174,6 +196,67 @@ impl Executor for DockerExecutor {
             let _ = tokio::time::timeout(std::time::Duration::from_secs(30), all_settled).await;
         });
     }
+}
+
+/// The registry an image reference names: its first part where that is a host (it has a
+/// `.` or a `:`, or is `localhost`), else Docker Hub.
+fn registry_of(image: &str) -> &str {
+    match image.split_once('/') {
+        Some((first, _)) if first.contains('.') || first.contains(':') || first == "localhost" => {
+            first
+        }
+        _ => "docker.io",
+    }
+}
+
+/// The Unix time a second before the container's record was written (just before its start):
+/// where its events are read from.
+fn since_of(record: &Path) -> u64 {
+    std::fs::metadata(record)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs().saturating_sub(1))
+}
+
+/// A container's output: both streams, framed.
+type Frames = std::pin::Pin<
+    Box<dyn futures_util::Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>,
+>;
+
+/// A container's record: `RUN_DIR/containers/NODE.json`, the container and the task it runs.
+#[derive(serde::Serialize)]
+struct RecordRef<'a> {
+    id: &'a str,
+    task: &'a TaskSpec,
+}
+
+#[derive(serde::Deserialize)]
+struct Record {
+    id: String,
+    task: TaskSpec,
+}
+
+fn record_path(run_dir: &Path, node: &str) -> PathBuf {
+    run_dir.join("containers").join(format!("{node}.json"))
+}
+
+/// Writes `bytes` to a new file only its owner reads (a task's environment may hold
+/// secrets).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(bytes))
+        .map_err(|e| e.to_string())
 }
 
 /// A stream of output turned into lines.
@@ -315,18 +398,47 @@ impl Inner {
         let _ = self.docker.stop_container(id, Some(opts)).await;
     }
 
-    /// The image, pulled if this Docker host does not have it.
-    async fn ensure_image(&self, image: &str) -> Result<(), String> {
-        if self.docker.inspect_image(image).await.is_ok() {
-            return Ok(());
+    /// The image, pulled per the task's `imagePullPolicy` (`IfNotPresent` unless it names
+    /// another), with the credentials of `imagePullSecrets` for its registry.
+    async fn ensure_image(&self, task: &TaskSpec, image: &str) -> Result<(), String> {
+        let present = self.docker.inspect_image(image).await.is_ok();
+        match task.pull_policy {
+            PullPolicy::IfNotPresent if present => return Ok(()),
+            PullPolicy::Never if present => return Ok(()),
+            PullPolicy::Never => {
+                return Err(format!(
+                    "image `{image}` is not on this Docker host, and its imagePullPolicy is Never"
+                ));
+            }
+            PullPolicy::Always | PullPolicy::IfNotPresent => {}
         }
+        let registry = registry_of(image);
+        let auth = task.registry_auths.iter().find(|a| {
+            a.server == registry
+                || (registry == "docker.io"
+                    && matches!(
+                        a.server.as_str(),
+                        "index.docker.io" | "registry-1.docker.io"
+                    ))
+        });
+        let credentials = auth.map(|a| bollard::auth::DockerCredentials {
+            username: Some(a.username.clone()),
+            password: Some(a.password.clone()),
+            serveraddress: Some(a.server.clone()),
+            ..Default::default()
+        });
+        let with = if auth.is_some() {
+            "with the credentials of imagePullSecrets"
+        } else {
+            "without credentials (no imagePullSecrets entry for it)"
+        };
         let opts = CreateImageOptionsBuilder::default()
             .from_image(image)
             .build();
-        let mut pull = self.docker.create_image(Some(opts), None, None);
+        let mut pull = self.docker.create_image(Some(opts), None, credentials);
         while let Some(step) = pull.next().await {
             step.map_err(|e| {
-                format!("image `{image}` is not on this Docker host and cannot be pulled: {e}")
+                format!("image `{image}` cannot be pulled from {registry} {with}: {e}")
             })?;
         }
         Ok(())
@@ -363,7 +475,7 @@ impl Inner {
         let image = task.image.clone().ok_or(
             "the template names no image: the docker executor runs each task in its image",
         )?;
-        self.ensure_image(&image).await?;
+        self.ensure_image(&task, &image).await?;
         let run_dir =
             crate::paths::within(&self.cfg.work_root, &task.run).map_err(|e| e.to_string())?;
         let work = crate::paths::within(&run_dir.join("work"), &task.node_id)
@@ -416,11 +528,68 @@ impl Inner {
             .map_err(|e| format!("creating the container of image `{image}`: {e}"))?
             .id;
         lock(&self.running).insert(task.node_id.clone(), id.clone());
-        let outcome = self.run_container(&task, &id, inputs, &work).await;
-        if !self.cfg.keep_containers {
-            let _ = self.docker.remove_container(&id, Some(force)).await;
-        }
+        // what a restarted weir watches the container again by, written before it starts
+        let record = record_path(&run_dir, &task.node_id);
+        let written = serde_json::to_vec(&RecordRef {
+            id: &id,
+            task: &task,
+        })
+        .map_err(|e| e.to_string())
+        .and_then(|json| write_private(&record, &json));
+        let outcome = match written {
+            Ok(()) => self.run_container(&task, &id, inputs, &work).await,
+            Err(e) => Err(format!("{}: {e}", record.display())),
+        };
+        self.settle(&id, &record).await;
         outcome
+    }
+
+    /// Reports a task's end (an error as the node's) and lets shutdown go on.
+    fn report(&self, node: String, result: Result<TaskResult, String>) {
+        let result = result.unwrap_or_else(|e| TaskResult {
+            error: Some(e),
+            ..TaskResult::default()
+        });
+        lock(&self.running).remove(&node);
+        lock(&self.stopped).remove(&node);
+        self.send(Update::Finished { node, result });
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.settled.notify_waiters();
+    }
+
+    /// Removes a container whose task has been reported (unless kept), then its record.
+    async fn settle(&self, id: &str, record: &Path) {
+        if !self.cfg.keep_containers {
+            let force = RemoveContainerOptionsBuilder::default().force(true).build();
+            let _ = self.docker.remove_container(id, Some(force)).await;
+        }
+        let _ = std::fs::remove_file(record);
+    }
+
+    /// Watches again the container of node `node` of run `run`, started by a weir that was
+    /// killed: a container that is running or has exited is followed to its end (its whole
+    /// log read again) and its outputs collected, as if weir had not stopped. None: there is
+    /// no record of it, or it never started (it is removed): the node runs again.
+    async fn adopt(self: &Arc<Self>, run: &str, node: &str) -> Option<(TaskSpec, String, bool)> {
+        let run_dir = crate::paths::within(&self.cfg.work_root, run).ok()?;
+        let record = record_path(&run_dir, node);
+        let found: Record = serde_json::from_slice(&std::fs::read(&record).ok()?).ok()?;
+        let status = self
+            .docker
+            .inspect_container(&found.id, None)
+            .await
+            .ok()
+            .and_then(|c| c.state)
+            .and_then(|s| s.status);
+        use bollard::models::ContainerStateStatusEnum as S;
+        match status {
+            Some(S::RUNNING | S::PAUSED | S::RESTARTING) => Some((found.task, found.id, true)),
+            Some(S::EXITED) => Some((found.task, found.id, false)),
+            _ => {
+                self.settle(&found.id, &record).await;
+                None
+            }
+        }
     }
 
     /// Whether a container that ended with SIGKILL was killed over its memory limit. Its
@@ -477,6 +646,9 @@ impl Inner {
         if lock(&self.stopped).contains(&task.node_id) {
             return Err("stopped before it started".into());
         }
+        // Attached before the start, which gets all the output: a logs stream followed from
+        // the start loses the last line when it has no newline and comes just before the exit.
+        let output = self.attach(id).await?;
         // from a second before the start: where dockerd's event log is read for an OOM kill
         let since = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -489,6 +661,48 @@ impl Inner {
             node: task.node_id.clone(),
             pid: 0,
         });
+        self.follow(task, id, work, since, output).await
+    }
+
+    /// The container's output, from its start (`logs`) and as it comes (`stream`).
+    async fn attach(&self, id: &str) -> Result<Frames, String> {
+        let opts = AttachContainerOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .logs(true)
+            .stream(true)
+            .build();
+        Ok(self
+            .docker
+            .attach_container(id, Some(opts))
+            .await
+            .map_err(|e| format!("attaching to the container: {e}"))?
+            .output)
+    }
+
+    /// The output of a container started by an earlier weir: attached to while it runs, read
+    /// whole once it has stopped.
+    async fn output_of(&self, id: &str, running: bool) -> Frames {
+        if running && let Ok(output) = self.attach(id).await {
+            return output;
+        }
+        let opts = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .build();
+        Box::pin(self.docker.logs(id, Some(opts)))
+    }
+
+    /// Follows a started container to its end: its output (from its start) to the task's
+    /// log and the driver, then its exit, OOM kill, output parameters and artifacts.
+    async fn follow(
+        &self,
+        task: &TaskSpec,
+        id: &str,
+        work: &Path,
+        since: u64,
+        mut logs: Frames,
+    ) -> Result<TaskResult, String> {
         let mut out = Output {
             node: task.node_id.clone(),
             secrets: task.secrets.clone(),
@@ -503,13 +717,7 @@ impl Inner {
             stream: self.cfg.stream_logs.then(|| lock(&self.tx).clone()),
             stdout: Stdout::default(),
         };
-        // both streams, followed until the container stops
-        let opts = LogsOptionsBuilder::default()
-            .follow(true)
-            .stdout(true)
-            .stderr(true)
-            .build();
-        let mut logs = self.docker.logs(id, Some(opts));
+        // both streams, until the container stops
         let (mut o, mut e) = (Lines::default(), Lines::default());
         while let Some(item) = logs.next().await {
             match item {
@@ -626,6 +834,18 @@ mod tests {
             entrypoint_and_cmd(&t(&["python3"], &["-u"], true)),
             (v(&["python3"]), v(&["-u", SCRIPT_PATH]))
         );
+    }
+
+    #[test]
+    fn an_image_names_its_registry_or_docker_hub() {
+        assert_eq!(registry_of("busybox"), "docker.io");
+        assert_eq!(registry_of("argoproj/argosay:v2"), "docker.io");
+        assert_eq!(
+            registry_of("127.0.0.1:5000/team/train:v3"),
+            "127.0.0.1:5000"
+        );
+        assert_eq!(registry_of("registry.example/train"), "registry.example");
+        assert_eq!(registry_of("localhost/x"), "localhost");
     }
 
     #[test]

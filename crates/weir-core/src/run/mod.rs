@@ -332,6 +332,46 @@ pub struct TaskSpec {
     /// `nodeSelector`: the labels a worker must have to run the task (`weir worker --labels`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub node_selector: BTreeMap<String, String>,
+    /// When the image is pulled (Kubernetes' rules, the default resolved).
+    #[serde(default)]
+    pub pull_policy: PullPolicy,
+    /// Registry credentials from the workflow's `imagePullSecrets`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub registry_auths: Vec<RegistryAuth>,
+}
+
+/// `imagePullPolicy`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PullPolicy {
+    Always,
+    #[default]
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    /// The policy a container names; `IfNotPresent` where it names none, whatever the tag
+    /// (as `docker run` does: on one Docker host its images are its user's to manage, and an
+    /// untagged `busybox` runs offline). Kubernetes would pull `:latest` images every time.
+    pub fn of(named: Option<&str>) -> Result<PullPolicy, String> {
+        match named {
+            None | Some("IfNotPresent") => Ok(PullPolicy::IfNotPresent),
+            Some("Always") => Ok(PullPolicy::Always),
+            Some("Never") => Ok(PullPolicy::Never),
+            Some(other) => Err(format!(
+                "imagePullPolicy `{other}`: must be Always, IfNotPresent or Never"
+            )),
+        }
+    }
+}
+
+/// Credentials for one registry, from a `kubernetes.io/dockerconfigjson` Secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryAuth {
+    /// The registry's host (and port), as the config's `auths` key names it.
+    pub server: String,
+    pub username: String,
+    pub password: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

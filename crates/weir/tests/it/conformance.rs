@@ -143,7 +143,11 @@ fn verdict(r: &Row) -> Option<bool> {
     ];
     if r.outcome == "Not run"
         || OUT_OF_REACH.iter().any(|(f, _)| *f == r.file)
-        || (r.outcome != "Succeeded" && image_or_cluster.iter().any(|w| r.detail.contains(w)))
+        || (r.outcome != "Succeeded"
+            && image_or_cluster
+                .iter()
+                .chain(DOCKER_REFUSALS)
+                .any(|w| r.detail.contains(w)))
     {
         return None;
     }
@@ -235,7 +239,13 @@ fn resume_when_waiting(sb: &Sandbox, name: &str, node: &str, params: &[&str], li
                 let mut args = vec!["resume", name];
                 args.extend(params);
                 let out = sb.weir(&args);
-                assert_eq!(out.code, 0, "{}", out.all());
+                assert_eq!(
+                    out.code,
+                    0,
+                    "{}\n{}",
+                    out.all(),
+                    sb.weir(&["get", name]).all()
+                );
                 resumed = Some(Instant::now());
             }
             _ => {}
@@ -368,9 +378,14 @@ fn run_one(sb: &Sandbox, examples: &Path, file: &str, web_port: u16) -> (String,
                 .unwrap_or_else(|| "Error".into());
             // a node that reached a template running its image's own entrypoint: the run
             // needed an image-only program, said on that node's line
+            // (or, under the Docker executor, one it does not run yet or whose image it
+            // cannot pull)
             let image_only = stdout
                 .lines()
-                .find(|l| l.contains("image's own entrypoint"))
+                .find(|l| {
+                    l.contains("image's own entrypoint")
+                        || DOCKER_REFUSALS.iter().any(|w| l.contains(w))
+                })
                 .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "));
             let msg = if let Some(line) = image_only {
                 line
@@ -384,15 +399,97 @@ fn run_one(sb: &Sandbox, examples: &Path, file: &str, web_port: u16) -> (String,
     }
 }
 
+/// The suite on the local executor, and beside it (where a Docker daemon is given, as in CI)
+/// on the Docker executor with the stand-in images: `docs/conformance.md`, a column each.
 #[test]
 fn conformance() {
-    suite(Backend::Sqlite);
+    let (local, docker) = std::thread::scope(|s| {
+        let docker = s.spawn(|| {
+            let host = crate::docker::daemon()?;
+            crate::images::stand_ins(&host);
+            suite(Backend::Sqlite, Some(&host))
+        });
+        (suite(Backend::Sqlite, None), docker.join().unwrap())
+    });
+    let Some(local) = local else {
+        return;
+    };
+    let mut failures = local.failures.clone();
+    if let Some(d) = &docker {
+        failures.extend(docker_failures(&local.rows, &d.rows));
+    }
+    local.write(Backend::Sqlite, docker.as_ref());
+    local.check(failures);
 }
 
 /// The same suite with every run stored in PostgreSQL (`WEIR_TEST_PG`): `docs/conformance-postgres.md`.
 #[test]
 fn conformance_postgres() {
-    suite(Backend::Postgres);
+    if let Some(r) = suite(Backend::Postgres, None) {
+        r.write(Backend::Postgres, None);
+        r.check(r.failures.clone());
+    }
+}
+
+/// Where the Docker executor did not run an example, and said why: something it does not run
+/// yet (named), or an image there is no stand-in for.
+const DOCKER_REFUSALS: &[&str] = &[
+    "the docker executor does not run",
+    "cannot be pulled",
+    "names no image",
+];
+
+/// The Docker executor reaches the local executor's outcome on every example it runs.
+fn docker_failures(local: &[Row], docker: &[Row]) -> Vec<String> {
+    let by_file: BTreeMap<&str, &Row> = local.iter().map(|r| (r.file.as_str(), r)).collect();
+    docker
+        .iter()
+        .filter(|d| {
+            let Some(l) = by_file.get(d.file.as_str()) else {
+                return false;
+            };
+            l.outcome == "Succeeded"
+                && d.outcome != "Succeeded"
+                && !RANDOM.contains(&d.file.as_str())
+                && !DOCKER_REFUSALS.iter().any(|w| d.detail.contains(w))
+        })
+        .map(|d| {
+            format!(
+                "{}: Succeeded on the local executor, {} on the Docker executor ({})",
+                d.file, d.outcome, d.detail
+            )
+        })
+        .collect()
+}
+
+/// One executor's run of the suite.
+struct Report {
+    rows: Vec<Row>,
+    failures: Vec<String>,
+    matched: usize,
+    counted: usize,
+}
+
+impl Report {
+    fn succeeded(&self) -> usize {
+        self.rows
+            .iter()
+            .filter(|r| r.outcome == "Succeeded")
+            .count()
+    }
+
+    fn check(&self, failures: Vec<String>) {
+        let succeeded = self.succeeded();
+        assert!(
+            succeeded >= 100,
+            "only {succeeded} host-runnable examples succeeded"
+        );
+        assert!(
+            failures.is_empty(),
+            "conformance failures:\n{}",
+            failures.join("\n")
+        );
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -410,10 +507,10 @@ impl Backend {
     }
 }
 
-fn suite(backend: Backend) {
+fn suite(backend: Backend, docker: Option<&str>) -> Option<Report> {
     let Ok(examples) = std::env::var("WEIR_ARGO_EXAMPLES") else {
         eprintln!("conformance: WEIR_ARGO_EXAMPLES is not set; the suite runs in .ci/run");
-        return;
+        return None;
     };
     let examples = PathBuf::from(examples);
     let index = std::fs::read_to_string(examples.parent().unwrap().join("argo-examples-index.tsv"))
@@ -458,15 +555,15 @@ fn suite(backend: Backend) {
     }
     // the long ones (steps serialized by a mutex) first, so they overlap the rest
     todo.sort_by_key(|(f, _)| !f.starts_with("synchronization-"));
-    let sb = match backend {
+    let mut sb = match backend {
         Backend::Sqlite => Sandbox::new(),
-        Backend::Postgres => {
-            let Some(sb) = Sandbox::postgres() else {
-                return;
-            };
-            sb
-        }
+        Backend::Postgres => Sandbox::postgres()?,
     };
+    if let Some(host) = docker {
+        sb.env.push(("DOCKER_HOST".into(), host.into()));
+        sb.env.push(("WEIR_EXECUTOR".into(), "docker".into()));
+    }
+    let executor = if docker.is_some() { "docker" } else { "local" };
     let site = sb.dir.join("site");
     let served = site.join(SERVED);
     std::fs::create_dir_all(served.parent().unwrap()).unwrap();
@@ -490,11 +587,13 @@ fn suite(backend: Backend) {
                         && runs < 3
                         && RANDOM_BUT_REQUIRED.contains(&file.as_str())
                     {
-                        eprintln!("{file}: {outcome} (random by design; running it again)");
+                        eprintln!(
+                            "{file} ({executor}): {outcome} (random by design; running it again)"
+                        );
                         (outcome, detail, secs) = run_one(&sb, &examples, &file, web.1);
                         runs += 1;
                     }
-                    eprintln!("{file}: {outcome} {detail}");
+                    eprintln!("{file} ({executor}): {outcome} {detail}");
                     results.lock().unwrap().push(Row {
                         file,
                         expect,
@@ -510,8 +609,6 @@ fn suite(backend: Backend) {
     rows.sort_by(|a, b| a.file.cmp(&b.file));
     let by_file: BTreeMap<&str, &Row> = rows.iter().map(|r| (r.file.as_str(), r)).collect();
     let runnable: Vec<&Row> = rows.iter().filter(|r| r.outcome != "Not run").collect();
-    let succeeded = runnable.iter().filter(|r| r.outcome == "Succeeded").count();
-    write_report(backend, &rows, runnable.len(), succeeded);
     let mut failures = Vec::new();
     for f in REQUIRED {
         match by_file.get(f) {
@@ -556,15 +653,14 @@ fn suite(backend: Backend) {
     let share = 100.0 * matched as f64 / counted.len().max(1) as f64;
     for (r, _) in counted.iter().filter(|(_, v)| !*v) {
         eprintln!(
-            "does not match Argo: {} ({} expected, {}: {})",
+            "does not match Argo ({executor}): {} ({} expected, {}: {})",
             r.file, r.expect, r.outcome, r.detail
         );
     }
-    append_ratio(backend, matched, counted.len());
+    let counted = counted.len();
     if share < 95.0 {
         failures.push(format!(
-            "only {matched} of {} ({share:.1}%) reach Argo's outcome",
-            counted.len()
+            "only {matched} of {counted} ({share:.1}%) reach Argo's outcome"
         ));
     }
     // every document weir does not run says why
@@ -573,82 +669,122 @@ fn suite(backend: Backend) {
             failures.push(format!("{}: {} without a reason", r.file, r.outcome));
         }
     }
-    assert!(
-        succeeded >= 100,
-        "only {succeeded} host-runnable examples succeeded"
-    );
-    assert!(
-        failures.is_empty(),
-        "conformance failures:\n{}",
-        failures.join("\n")
-    );
+    if docker.is_some() {
+        // what the local executor's run requires; this one is held to that run's outcomes
+        failures.clear();
+    }
+    Some(Report {
+        rows,
+        failures,
+        matched,
+        counted,
+    })
 }
 
-/// Adds the conformance ratio to the report `write_report` wrote.
-fn append_ratio(backend: Backend, matched: usize, counted: usize) {
-    let path = backend.report();
-    let text = std::fs::read_to_string(&path).unwrap_or_default();
-    let line = format!(
-        "**{matched} of {counted}** documents that need no Kubernetes API, no network beyond loopback and no image-only program reach the outcome Argo expects ({:.1}%; the rules: `verdict` in the suite, by-design failures and random outcomes as `docs/conformance-notes.md` explains).\n",
+/// The conformance ratio's sentence.
+fn ratio(matched: usize, counted: usize) -> String {
+    format!(
+        "**{matched} of {counted}** documents that need no Kubernetes API, no network beyond loopback and no image-only program reach the outcome Argo expects ({:.1}%; the rules: `verdict` in the suite, by-design failures and random outcomes as `docs/conformance-notes.md` explains).",
         100.0 * matched as f64 / counted.max(1) as f64
-    );
-    let text = text.replacen("\nOutcomes:", &format!("\n{line}\nOutcomes:"), 1);
-    std::fs::write(path, text).unwrap();
+    )
 }
 
-fn write_report(backend: Backend, rows: &[Row], runnable: usize, succeeded: usize) {
-    let mut o = String::new();
-    let _ = writeln!(
-        o,
-        "# Argo conformance{}\n",
-        if backend == Backend::Postgres {
-            ": PostgreSQL store"
-        } else {
-            ""
-        }
-    );
-    if backend == Backend::Postgres {
-        let _ = writeln!(
-            o,
-            "The same suite as `docs/conformance.md`, with every run stored in PostgreSQL (`--db postgres://…`, a private cluster on 127.0.0.1 that `.ci/run` starts); each `synchronization-*` example gets a database of its own there.\n"
-        );
-    }
-    let _ = writeln!(
-        o,
-        "Generated by `crates/weir/tests/it/conformance.rs` (run by `.ci/run`); do not edit by hand.\n"
-    );
-    let _ = writeln!(
-        o,
-        "Each Workflow document of Argo's `examples/` that `argo-examples-index.tsv` marks as host-runnable (`yes` or `maybe`) is run with `weir run FILE --with configmaps --with workflow-template/templates.yaml --with cluster-workflow-template/clustertemplates.yaml`. **{succeeded} of {runnable}** reached Succeeded.\n\nThe `synchronization-*` examples each run on a database of their own, with what Argo's test cluster provides them: the ConfigMap `my-config` (`workflow: 1`, `template: 2`) and the same limits for the database semaphores (`weir sync limit workflow 1`, `weir sync limit template 2`); they may take 300 s (steps serialized by a mutex). The `life-cycle-hooks-*` examples and `http-hello-world.yaml` run with their public URLs pointed at a server on 127.0.0.1 that serves the one document they fetch (their other URL, meant to fail, answers 404).\n"
-    );
-    let _ = writeln!(
-        o,
-        "Outcomes: `Succeeded`/`Failed`/`Error` are the run's final phase; `Refused` means weir rejected the file before running it, with the message shown (a field with no meaning on one host, or one not supported yet); `Not run` rows are those the index marks as not host-runnable. Examples on Argo's test image `argoproj/argosay` run weir's built-in stand-in for its program (`weir argosay`, which the local executor runs in that image's place), and count like the rest.\n"
-    );
-    let _ = writeln!(
-        o,
-        "Where the index's heuristic is wrong: see *Notes on the index* at the end.\n"
-    );
-    let _ = writeln!(o, "| example | Argo expects | weir | seconds | reason |");
-    let _ = writeln!(o, "|---|---|---|---|---|");
-    for r in rows {
-        let detail = r.detail.replace('|', "\\|").replace('\n', " ");
-        let detail: String = detail.chars().take(200).collect();
-        let _ = writeln!(
-            o,
-            "| {} | {} | {} | {:.1} | {} |",
-            r.file, r.expect, r.outcome, r.secs, detail
-        );
-    }
-    let notes =
-        std::fs::read_to_string(crate::support::repo_root().join("docs/conformance-notes.md"))
+impl Report {
+    /// Writes the backend's report: this run's rows, with the Docker executor's outcomes
+    /// beside them where that ran.
+    fn write(&self, backend: Backend, docker: Option<&Report>) {
+        let rows = &self.rows;
+        let runnable = rows.iter().filter(|r| r.outcome != "Not run").count();
+        let succeeded = self.succeeded();
+        let docker_by_file: BTreeMap<&str, &Row> = docker
+            .map(|d| d.rows.iter().map(|r| (r.file.as_str(), r)).collect())
             .unwrap_or_default();
-    if !notes.is_empty() {
-        let _ = writeln!(o, "\n{notes}");
+        let mut o = String::new();
+        let _ = writeln!(
+            o,
+            "# Argo conformance{}\n",
+            if backend == Backend::Postgres {
+                ": PostgreSQL store"
+            } else {
+                ""
+            }
+        );
+        if backend == Backend::Postgres {
+            let _ = writeln!(
+                o,
+                "The same suite as `docs/conformance.md`, with every run stored in PostgreSQL (`--db postgres://…`, a private cluster on 127.0.0.1 that `.ci/run` starts); each `synchronization-*` example gets a database of its own there.\n"
+            );
+        }
+        let _ = writeln!(
+            o,
+            "Generated by `crates/weir/tests/it/conformance.rs` (run by `.ci/run`); do not edit by hand.\n"
+        );
+        let _ = writeln!(
+            o,
+            "Each Workflow document of Argo's `examples/` that `argo-examples-index.tsv` marks as host-runnable (`yes` or `maybe`) is run with `weir run FILE --with configmaps --with workflow-template/templates.yaml --with cluster-workflow-template/clustertemplates.yaml`. **{succeeded} of {runnable}** reached Succeeded.\n\nThe `synchronization-*` examples each run on a database of their own, with what Argo's test cluster provides them: the ConfigMap `my-config` (`workflow: 1`, `template: 2`) and the same limits for the database semaphores (`weir sync limit workflow 1`, `weir sync limit template 2`); they may take 300 s (steps serialized by a mutex). The `life-cycle-hooks-*` examples and `http-hello-world.yaml` run with their public URLs pointed at a server on 127.0.0.1 that serves the one document they fetch (their other URL, meant to fail, answers 404).\n"
+        );
+        let _ = writeln!(
+            o,
+            "Outcomes: `Succeeded`/`Failed`/`Error` are the run's final phase; `Refused` means weir rejected the file before running it, with the message shown (a field with no meaning on one host, or one not supported yet); `Not run` rows are those the index marks as not host-runnable. Examples on Argo's test image `argoproj/argosay` run weir's built-in stand-in for its program (`weir argosay`, which the local executor runs in that image's place), and count like the rest.\n"
+        );
+        let _ = writeln!(o, "{}\n", ratio(self.matched, self.counted));
+        if let Some(d) = docker {
+            let ran = d.rows.iter().filter(|r| r.outcome != "Not run").count();
+            let _ = writeln!(
+                o,
+                "**The Docker executor** (`weir --executor docker`, the column *docker*): the same documents, each task a container of its image on a private dockerd (no network: `--network none`). There is no registry here, so the images Argo's examples name are stand-ins built by the suite: {}. **{} of {ran}** reached Succeeded; under its verdict, {} What it does not run yet it refuses by name (sidecars, daemons, init containers, volumes, `http`/`data`/`resource` templates), and an image with no stand-in fails its node as one that cannot be pulled; the *reason* column gives its message where its outcome differs from the local executor's.\n",
+                crate::images::STAND_INS,
+                d.succeeded(),
+                ratio(d.matched, d.counted).replacen("documents", "of the same documents", 1)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "Where the index's heuristic is wrong: see *Notes on the index* at the end.\n"
+        );
+        if docker.is_some() {
+            let _ = writeln!(
+                o,
+                "| example | Argo expects | weir | docker | seconds | reason |"
+            );
+            let _ = writeln!(o, "|---|---|---|---|---|---|");
+        } else {
+            let _ = writeln!(o, "| example | Argo expects | weir | seconds | reason |");
+            let _ = writeln!(o, "|---|---|---|---|---|");
+        }
+        let cell = |text: &str| -> String {
+            let t = text.replace('|', "\\|").replace('\n', " ");
+            t.chars().take(200).collect()
+        };
+        for r in rows {
+            let mut detail = cell(&r.detail);
+            let docker_cell = match docker_by_file.get(r.file.as_str()) {
+                Some(d) => {
+                    if d.outcome != r.outcome && !d.detail.is_empty() {
+                        let sep = if detail.is_empty() { "" } else { "; " };
+                        detail = format!("{detail}{sep}docker: {}", cell(&d.detail));
+                    }
+                    format!(" {} |", d.outcome)
+                }
+                None if docker.is_some() => " Not run |".to_string(),
+                None => String::new(),
+            };
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} |{docker_cell} {:.1} | {} |",
+                r.file, r.expect, r.outcome, r.secs, detail
+            );
+        }
+        let notes =
+            std::fs::read_to_string(crate::support::repo_root().join("docs/conformance-notes.md"))
+                .unwrap_or_default();
+        if !notes.is_empty() {
+            let _ = writeln!(o, "\n{notes}");
+        }
+        let path = backend.report();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, o).unwrap();
     }
-    let path = backend.report();
-    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    std::fs::write(path, o).unwrap();
 }
 
 /// Every file of Argo's examples (217, all kinds) loads and lints: exit 0, or 2 with each

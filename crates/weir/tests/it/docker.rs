@@ -6,10 +6,11 @@ use std::path::Path;
 use std::process::Command;
 use std::sync::OnceLock;
 
+use crate::images;
 use crate::support::{Out, Sandbox, node};
 
 /// The daemon's DOCKER_HOST, or None (the test is skipped) outside CI when none was given.
-fn daemon() -> Option<String> {
+pub fn daemon() -> Option<String> {
     match std::env::var("WEIR_TEST_DOCKER") {
         Ok(h) => Some(h),
         Err(_) => {
@@ -34,45 +35,22 @@ fn image(host: &str) -> &'static str {
     BUILT.get_or_init(|| {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
-        for d in ["bin", "etc", "tmp", "work"] {
-            std::fs::create_dir_all(r.join(d)).unwrap();
-        }
-        std::fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
-        let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
-        for applet in String::from_utf8_lossy(&list.stdout).lines() {
-            if applet != "busybox" {
-                std::os::unix::fs::symlink("busybox", r.join("bin").join(applet)).unwrap();
-            }
-        }
+        images::busybox_root(r);
+        std::fs::create_dir_all(r.join("work")).unwrap();
         std::fs::write(
             r.join(MARKER.trim_start_matches('/')),
             "only in the image\n",
         )
         .unwrap();
-        let tar = Command::new("tar")
-            .args(["-C", r.to_str().unwrap(), "-cf", "-", "."])
-            .output()
-            .unwrap();
-        assert!(tar.status.success());
-        let mut import = Command::new("docker")
-            .args([
-                "-H",
-                host,
-                "import",
-                "--change",
+        images::import(
+            host,
+            r,
+            &[
                 r#"ENTRYPOINT ["/bin/echo", "from the entrypoint"]"#,
-                "--change",
                 "ENV PATH=/bin",
-                "-",
-                IMAGE,
-            ])
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        import.stdin.take().unwrap().write_all(&tar.stdout).unwrap();
-        assert!(import.wait().unwrap().success(), "docker import");
+            ],
+            &[IMAGE],
+        );
     });
     IMAGE
 }
@@ -360,5 +338,354 @@ spec:
     assert!(
         (1..=600).contains(&per_mille),
         "the loop used {per_mille}/1000 of a CPU"
+    );
+}
+
+/// `kill -9` of weir while two containers run, then `weir resume`: the container that ended
+/// while no weir ran is settled (its output parameter and log collected), the one still
+/// running is followed again to its end; neither is created again, the run Succeeds, and no
+/// container of the run is left.
+#[test]
+fn containers_outlive_a_killed_weir_and_are_collected_by_resume() {
+    let Some(host) = daemon() else {
+        return;
+    };
+    let image = image(&host);
+    let mut sb = Sandbox::new();
+    sb.env.push(("DOCKER_HOST".into(), host.clone()));
+    let wf = sb.write(
+        "crashd.yaml",
+        &format!(
+            r#"kind: Workflow
+metadata:
+  name: crashd
+  annotations: {{weir.dev/executor: docker}}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - {{name: quick, template: work, arguments: {{parameters: [{{name: secs, value: "1"}}]}}}}
+      - {{name: slow, template: work, arguments: {{parameters: [{{name: secs, value: "8"}}]}}}}
+  - name: work
+    inputs: {{parameters: [{{name: secs}}]}}
+    outputs: {{parameters: [{{name: id, valueFrom: {{path: /tmp/id}}}}]}}
+    container:
+      image: {image}
+      command: [sh, -c]
+      args: ["echo started; sleep {{{{inputs.parameters.secs}}}}; cat /proc/sys/kernel/random/uuid > /tmp/id; echo finished"]
+"#
+        ),
+    );
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        - 1;
+    let docker = |args: &[&str]| {
+        let o = Command::new("docker")
+            .args(["-H", &host])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let of = |node: &str, status: &str| {
+        docker(&[
+            "ps",
+            "-a",
+            "-q",
+            "--filter",
+            "label=weir.run=crashd",
+            "--filter",
+            &format!("status={status}"),
+            "--filter",
+            &format!("label=weir.node={node}"),
+        ])
+    };
+    let mut child = sb.spawn(&["run", wf.to_str().unwrap(), "--no-logs"]);
+    // each node's id, once the run has it
+    let node_ids = |wf: &serde_json::Value| {
+        ["quick", "slow"].map(|t| {
+            wf["status"]["nodes"]
+                .as_object()
+                .and_then(|m| m.values().find(|n| n["displayName"] == t))
+                .and_then(|n| n["id"].as_str())
+                .unwrap_or_default()
+                .to_string()
+        })
+    };
+    crate::support::wait_for(std::time::Duration::from_secs(60), || {
+        let out = sb.weir(&["get", "crashd", "-o", "json"]);
+        let got = serde_json::from_str(&out.stdout).unwrap_or_default();
+        let ids = node_ids(&got);
+        !ids[0].is_empty() && !ids[1].is_empty() && ids.iter().all(|n| !of(n, "running").is_empty())
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let ids = node_ids(&sb.json(&["get", "crashd", "-o", "json"]));
+    // `quick` ends while no weir runs (docker wait: its exit); `slow` still runs
+    let quick = of(&ids[0], "running");
+    assert_eq!(docker(&["wait", &quick]), "0");
+    assert!(!of(&ids[1], "running").is_empty(), "slow ended too soon");
+    let out = weir(&sb, &host, &["resume", "crashd", "--no-logs"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let got = sb.json(&["get", "crashd", "-o", "json"]);
+    assert_eq!(got["status"]["phase"], "Succeeded", "{got}");
+    for t in ["quick", "slow"] {
+        let n = node(&got, t);
+        assert_eq!(n["type"], "Pod", "{got}");
+        let id = n["outputs"]["parameters"][0]["value"]
+            .as_str()
+            .unwrap_or("");
+        assert_eq!(id.len(), 36, "{t}'s output parameter: {got}");
+    }
+    // one container each, never created again
+    let now = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 1)
+    .to_string();
+    let created = docker(&[
+        "events",
+        "--since",
+        &since.to_string(),
+        "--until",
+        &now,
+        "--filter",
+        "label=weir.run=crashd",
+        "--filter",
+        "event=create",
+        "--format",
+        "{{.ID}}",
+    ]);
+    assert_eq!(created.lines().count(), 2, "containers created: {created}");
+    let logs = sb.weir(&["logs", "crashd"]);
+    assert_eq!(logs.stdout.matches("started").count(), 2, "{}", logs.all());
+    assert_eq!(logs.stdout.matches("finished").count(), 2, "{}", logs.all());
+    assert_eq!(containers_of(&host, "crashd"), "");
+}
+
+/// A private registry on 127.0.0.1 (Debian's `docker-registry`, a host process: dockerd pulls
+/// through the host's loopback) that asks for a password; killed when dropped.
+struct Registry {
+    child: std::process::Child,
+    at: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Registry {
+    fn start(user: &str, password: &str) -> Option<Registry> {
+        let bin = Path::new("/usr/bin/docker-registry");
+        if !bin.exists() {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "docker-registry is missing: scripts/test installs it"
+            );
+            eprintln!("note: docker-registry is missing; this test is skipped");
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        // bcrypt, the only scheme its htpasswd reads
+        let hash = Command::new("python3")
+            .args([
+                "-c",
+                "import crypt, sys; print(crypt.crypt(sys.argv[1], crypt.mksalt(crypt.METHOD_BLOWFISH)))",
+                password,
+            ])
+            .output()
+            .unwrap();
+        assert!(hash.status.success(), "{hash:?}");
+        let hash = String::from_utf8(hash.stdout).unwrap();
+        std::fs::write(
+            dir.path().join("htpasswd"),
+            format!("{user}:{}", hash.trim()),
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let at = format!("127.0.0.1:{port}");
+        let config = dir.path().join("config.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}}}}}\nhttp: {{addr: {at}}}\nauth: {{htpasswd: {{realm: weir-test, path: {}}}}}\n",
+                dir.path().join("data").display(),
+                dir.path().join("htpasswd").display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new(bin)
+            .args(["serve", config.to_str().unwrap()])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let reg = Registry {
+            child,
+            at: at.clone(),
+            _dir: dir,
+        };
+        crate::support::wait_for(std::time::Duration::from_secs(30), || {
+            std::net::TcpStream::connect(&at).is_ok()
+        });
+        Some(reg)
+    }
+}
+
+/// `imagePullSecrets` and `imagePullPolicy` against a registry that asks for a password: with
+/// the dockerconfigjson Secret the image is pulled and runs; without it, or under `Never` with
+/// the image absent, the node fails saying why, without retrying; the password is in no output.
+#[test]
+fn a_private_registry_pull_works_with_its_credentials_and_fails_clearly_without() {
+    let Some(host) = daemon() else {
+        return;
+    };
+    let password = "pw-4f1e2b9c";
+    let Some(reg) = Registry::start("weir", password) else {
+        return;
+    };
+    let base = image(&host);
+    let private = format!("{}/team/private:v3", reg.at);
+    // the image goes to the registry, then off this Docker host
+    let config = tempfile::tempdir().unwrap();
+    let docker = |args: &[&str]| {
+        let o = Command::new("docker")
+            .args(["--config", config.path().to_str().unwrap(), "-H", &host])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "docker {args:?}: {o:?}");
+    };
+    docker(&["login", &reg.at, "-u", "weir", "-p", password]);
+    docker(&["tag", base, &private]);
+    docker(&["push", &private]);
+    docker(&["rmi", &private]);
+    docker(&["logout", &reg.at]);
+    let sb = Sandbox::new();
+    let secret = sb.write(
+        "regcred.yaml",
+        &format!(
+            "kind: Secret\nmetadata: {{name: regcred}}\ntype: kubernetes.io/dockerconfigjson\nstringData:\n  .dockerconfigjson: '{{\"auths\": {{\"{}\": {{\"username\": \"weir\", \"password\": \"{password}\"}}}}}}'\n",
+            reg.at
+        ),
+    );
+    let wf = |name: &str, secrets: &str, policy: &str| {
+        sb.write(
+            &format!("{name}.yaml"),
+            &format!(
+                r#"kind: Workflow
+metadata:
+  name: {name}
+  annotations: {{weir.dev/executor: docker}}
+spec:
+  entrypoint: main
+{secrets}  templates:
+  - name: main
+    retryStrategy: {{limit: 3}}
+    container:
+      image: {private}
+      imagePullPolicy: {policy}
+      command: [cat, {MARKER}]
+"#
+            ),
+        )
+    };
+    let with_secret = "  imagePullSecrets: [{name: regcred}]\n";
+    // Never, and the image is not here
+    let run = |file: &Path, secrets: bool| {
+        let mut args = vec!["run", file.to_str().unwrap()];
+        if secrets {
+            args.extend(["--with", secret.to_str().unwrap()]);
+        }
+        weir(&sb, &host, &args)
+    };
+    let out = run(&wf("never", with_secret, "Never"), true);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.all().contains("its imagePullPolicy is Never"),
+        "{}",
+        out.all()
+    );
+    // no credentials: refused by the registry
+    let out = run(&wf("anon", "", "IfNotPresent"), false);
+    assert_eq!(out.code, 1, "{}", out.all());
+    assert!(
+        out.all().contains(&format!(
+            "cannot be pulled from {} without credentials",
+            reg.at
+        )),
+        "{}",
+        out.all()
+    );
+    let got = sb.json(&["get", "anon", "-o", "json"]);
+    let pods = got["status"]["nodes"]
+        .as_object()
+        .unwrap()
+        .values()
+        .filter(|n| n["type"] == "Pod")
+        .count();
+    assert_eq!(pods, 1, "a failed pull is not retried: {got}");
+    // with the Secret: pulled, and the task sees the image's files
+    let out = run(&wf("withcred", with_secret, "Always"), true);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let logs = sb.weir(&["logs", "withcred"]);
+    assert!(logs.stdout.contains("only in the image"), "{}", logs.all());
+    for run in ["never", "anon", "withcred"] {
+        let text = sb.weir(&["get", run, "-o", "json"]).all() + &sb.weir(&["logs", run]).all();
+        assert!(
+            !text.contains(password),
+            "the password shows in {run}: {text}"
+        );
+    }
+    assert!(!out.all().contains(password));
+    docker(&["rmi", &private]);
+}
+
+/// A last line with no newline, written while weir follows the container (not before it looks),
+/// is the task's result: a logs stream followed from the start lost it, attaching does not.
+#[test]
+fn a_last_line_without_a_newline_is_kept() {
+    let Some(host) = daemon() else {
+        return;
+    };
+    let image = image(&host);
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "partial.yaml",
+        &format!(
+            r#"kind: Workflow
+metadata:
+  name: partial
+  annotations: {{weir.dev/executor: docker}}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    container:
+      image: {image}
+      command: [sh, -c, "echo first; sleep 1; printf '[1, 2]'"]
+"#
+        ),
+    );
+    let out = weir(&sb, &host, &["run", wf.to_str().unwrap(), "--no-logs"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let got = sb.json(&["get", "partial", "-o", "json"]);
+    assert_eq!(
+        node(&got, "partial")["outputs"]["result"],
+        "first\n[1, 2]",
+        "{got}"
     );
 }

@@ -5,6 +5,7 @@ mod browser;
 mod cluster;
 mod conformance;
 mod docker;
+mod images;
 mod security;
 mod server;
 mod support;

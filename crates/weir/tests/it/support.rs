@@ -8,6 +8,8 @@ pub struct Sandbox {
     _tmp: tempfile::TempDir,
     pub dir: PathBuf,
     pub db: PathBuf,
+    /// Set for every command run in it (beside `WEIR_DB`).
+    pub env: Vec<(String, String)>,
 }
 
 pub struct Out {
@@ -47,6 +49,7 @@ impl Sandbox {
             db: dir.join("weir.db"),
             dir,
             _tmp: tmp,
+            env: Vec::new(),
         }
     }
 
@@ -79,6 +82,7 @@ impl Sandbox {
             db,
             dir: dir.clone(),
             _tmp: tmp,
+            env: self.env.clone(),
         }
     }
 
@@ -105,6 +109,7 @@ impl Sandbox {
             .env_remove("XDG_DATA_HOME")
             .env_remove("WEIR_DATA_DIR")
             .stdin(Stdio::null());
+        c.envs(self.env.iter().map(|(k, v)| (k, v)));
         if self
             .db
             .to_str()

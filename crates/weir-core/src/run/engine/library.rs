@@ -182,5 +182,10 @@ pub(super) fn merge_spec(base: &WorkflowSpec, over: &WorkflowSpec) -> WorkflowSp
         metrics
     );
     s.hooks.extend(over.hooks.clone());
+    for r in &over.image_pull_secrets {
+        if !s.image_pull_secrets.contains(r) {
+            s.image_pull_secrets.push(r.clone());
+        }
+    }
     s
 }

@@ -515,6 +515,58 @@ impl Run {
         })
     }
 
+    /// The registry credentials of the workflow's `imagePullSecrets`: each Secret's
+    /// `.dockerconfigjson` (`{"auths": {SERVER: {"username", "password"} or {"auth":
+    /// base64("user:password")}}}`). A Secret that is not loaded is passed over, as the
+    /// kubelet passes over one it cannot find: an image already there still runs.
+    fn registry_auths(&self) -> Result<Vec<RegistryAuth>, String> {
+        let mut out = Vec::new();
+        for r in &self.templates.spec.image_pull_secrets {
+            let Some(data) = self.templates.secrets.get(&r.name) else {
+                continue;
+            };
+            let Some(text) = data.get(".dockerconfigjson") else {
+                return Err(format!(
+                    "imagePullSecrets: Secret `{}` has no `.dockerconfigjson` key (a kubernetes.io/dockerconfigjson Secret)",
+                    r.name
+                ));
+            };
+            let bad = |why: &str| format!("imagePullSecrets: Secret `{}`: {why}", r.name);
+            let config: Json = serde_json::from_str(text).map_err(|e| bad(&e.to_string()))?;
+            let Some(auths) = config.get("auths").and_then(Json::as_object) else {
+                return Err(bad("no `auths` object in `.dockerconfigjson`"));
+            };
+            for (server, a) in auths {
+                let field = |k: &str| a.get(k).and_then(Json::as_str).map(str::to_string);
+                let (username, password) = match (field("username"), field("password")) {
+                    (Some(u), Some(p)) => (u, p),
+                    _ => {
+                        let pair = field("auth")
+                            .and_then(|b| crate::base64::decode(b.trim()))
+                            .ok_or_else(|| {
+                                bad(&format!("`auths.{server}` has neither username and password nor a base64 `auth`"))
+                            })?;
+                        let (u, p) = pair.split_once(':').ok_or_else(|| {
+                            bad(&format!("`auths.{server}.auth` is not `user:password`"))
+                        })?;
+                        (u.to_string(), p.to_string())
+                    }
+                };
+                // the registry's host, as Docker names it (`https://` and a path dropped)
+                let host = server
+                    .trim_start_matches("https://")
+                    .trim_start_matches("http://");
+                let host = host.split('/').next().unwrap_or(host).to_string();
+                out.push(RegistryAuth {
+                    server: host,
+                    username,
+                    password,
+                });
+            }
+        }
+        Ok(out)
+    }
+
     pub(super) fn task_spec(
         &self,
         i: usize,
@@ -527,6 +579,13 @@ impl Run {
         };
         let s = |x: &str| substitute(x, &env).map_err(|e| e.to_string());
         let (envs, mut secrets) = self.container_env(i, c, &env)?;
+        let registry_auths = if c.image.is_some() {
+            self.registry_auths()?
+        } else {
+            Vec::new()
+        };
+        secrets.extend(registry_auths.iter().map(|a| a.password.clone()));
+        let pull_policy = PullPolicy::of(c.image_pull_policy.as_deref())?;
         let mut sidecars = Vec::new();
         let mut init_containers = Vec::new();
         for (list, out) in [
@@ -710,7 +769,8 @@ impl Run {
             run: self.sub.key().to_string(),
             node_id: self.nodes[i].id.clone(),
             node_name: self.nodes[i].name.clone(),
-            image: c.image.clone(),
+            // `{{…}}` in an image name too (`{{inputs.parameters.image}}:{{…tag}}`)
+            image: c.image.as_ref().map(|x| s(x)).transpose()?,
             command: c.command.iter().map(|x| s(x)).collect::<Result<_, _>>()?,
             args: c.args.iter().map(|x| s(x)).collect::<Result<_, _>>()?,
             source: c.source.as_ref().map(|x| s(x)).transpose()?,
@@ -744,6 +804,8 @@ impl Run {
                         .collect()
                 })
                 .unwrap_or_default(),
+            pull_policy,
+            registry_auths,
         })
     }
 
