@@ -11,6 +11,7 @@
 pub(crate) mod container_set;
 mod engine;
 mod metrics;
+mod pull;
 pub(crate) mod sync;
 mod validate;
 mod vars;
@@ -28,6 +29,7 @@ pub use engine::TemplateScope;
 pub use engine::go_sprintf as go_sprintf_pub;
 pub use engine::quantity;
 pub use metrics::Metric;
+pub use pull::{PullPolicy, RegistryAuth};
 pub use validate::image_entrypoints;
 pub use vars::{duration_ms, parse_duration, rfc3339 as rfc3339_pub};
 
@@ -338,40 +340,6 @@ pub struct TaskSpec {
     /// Registry credentials from the workflow's `imagePullSecrets`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub registry_auths: Vec<RegistryAuth>,
-}
-
-/// `imagePullPolicy`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub enum PullPolicy {
-    Always,
-    #[default]
-    IfNotPresent,
-    Never,
-}
-
-impl PullPolicy {
-    /// The policy a container names; `IfNotPresent` where it names none, whatever the tag
-    /// (as `docker run` does: on one Docker host its images are its user's to manage, and an
-    /// untagged `busybox` runs offline). Kubernetes would pull `:latest` images every time.
-    pub fn of(named: Option<&str>) -> Result<PullPolicy, String> {
-        match named {
-            None | Some("IfNotPresent") => Ok(PullPolicy::IfNotPresent),
-            Some("Always") => Ok(PullPolicy::Always),
-            Some("Never") => Ok(PullPolicy::Never),
-            Some(other) => Err(format!(
-                "imagePullPolicy `{other}`: must be Always, IfNotPresent or Never"
-            )),
-        }
-    }
-}
-
-/// Credentials for one registry, from a `kubernetes.io/dockerconfigjson` Secret.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RegistryAuth {
-    /// The registry's host (and port), as the config's `auths` key names it.
-    pub server: String,
-    pub username: String,
-    pub password: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
