@@ -10,8 +10,11 @@
 //! `resources.limits` become the container's memory limit (no swap beyond it) and CPU quota;
 //! a container killed over its memory limit ends `OOMKilled`.
 //!
-//! Not run here yet, and refused by name: sidecars, init containers, daemons, volumes, `http`,
-//! `data` and `resource` templates (the local executor runs them).
+//! Volumes are bind mounts of the host directories the local executor would use (see
+//! [`crate::volumes`]), so the Docker daemon must be this host's.
+//!
+//! Not run here yet, and refused by name: sidecars, init containers, daemons, `http`, `data`
+//! and `resource` templates (the local executor runs them).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -57,6 +60,9 @@ pub struct DockerConfig {
     pub network: Option<String>,
     /// Leave containers in place after they end (for debugging).
     pub keep_containers: bool,
+    /// The host directories `hostPath` volumes may name (and what is below them); None: any,
+    /// as for a user's own `weir run`, who can run any container on that Docker host anyway.
+    pub host_paths: Option<Vec<PathBuf>>,
 }
 
 pub struct DockerExecutor {
@@ -336,8 +342,6 @@ fn unsupported(task: &TaskSpec) -> Option<&'static str> {
         Some("init containers")
     } else if task.daemon.is_some() {
         Some("daemons")
-    } else if !task.mounts.is_empty() {
-        Some("volumes")
     } else {
         None
     }
@@ -484,6 +488,7 @@ impl Inner {
         for d in [&work, &run_dir.join("logs")] {
             std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
+        let mounts = self.mounts(&task, &run_dir, &work)?;
         let (repo, t, w) = (self.cfg.repo.clone(), task.clone(), work.clone());
         let inputs = tokio::task::spawn_blocking(move || inputs_tar(&repo, &t, &w))
             .await
@@ -509,6 +514,7 @@ impl Inner {
                     .then_some(task.limits.memory_bytes as i64),
                 nano_cpus: (task.limits.cpu_millis > 0)
                     .then_some(task.limits.cpu_millis as i64 * 1_000_000),
+                mounts: Some(mounts),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()
@@ -542,6 +548,45 @@ impl Inner {
         };
         self.settle(&id, &record).await;
         outcome
+    }
+
+    /// The task's volumes as bind mounts of their host directories (made ready here).
+    fn mounts(
+        &self,
+        task: &TaskSpec,
+        run_dir: &Path,
+        work: &Path,
+    ) -> Result<Vec<bollard::models::Mount>, String> {
+        let data_dir = self.cfg.work_root.parent().unwrap_or(&self.cfg.work_root);
+        let host_path = |p: &Path| match &self.cfg.host_paths {
+            Some(list) if !crate::volumes::allowed(p, list) => Err(format!(
+                "hostPath {} is not one of the host paths this server lets containers \
+                 mount (--allow-host-path)",
+                p.display()
+            )),
+            _ => Ok(()),
+        };
+        let places = crate::volumes::Places {
+            run_dir,
+            work,
+            data_dir,
+            host_path: &host_path,
+            owner: None,
+        };
+        task.mounts
+            .iter()
+            .map(|m| {
+                let host = crate::volumes::host_dir(m, &places)?;
+                let host = std::path::absolute(&host).map_err(|e| e.to_string())?;
+                Ok(bollard::models::Mount {
+                    target: Some(m.path.clone()),
+                    source: Some(host.to_string_lossy().into_owned()),
+                    typ: Some(bollard::models::MountType::BIND),
+                    read_only: Some(m.read_only),
+                    ..Default::default()
+                })
+            })
+            .collect()
     }
 
     /// Reports a task's end (an error as the node's) and lets shutdown go on.

@@ -86,12 +86,7 @@ impl Isolation {
 
     /// Whether `p` lies in one of the allowed host paths (both resolved: no symlink out).
     pub(crate) fn allows(&self, p: &Path) -> bool {
-        let Ok(real) = fs::canonicalize(p) else {
-            return false;
-        };
-        self.host_paths
-            .iter()
-            .any(|h| fs::canonicalize(h).is_ok_and(|h| real.starts_with(h)))
+        crate::volumes::allowed(p, &self.host_paths)
     }
 
     /// Paths weir reads for a task after it ran (its outputs) must be the task's own files: in

@@ -27,6 +27,7 @@ mod shared;
 mod spawn;
 mod stand_in;
 mod supervisor;
+mod volumes;
 
 pub use admission::Capacity;
 #[cfg(feature = "docker")]

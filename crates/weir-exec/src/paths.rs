@@ -8,6 +8,13 @@ use std::path::{Path, PathBuf};
 #[error("{0}")]
 pub struct InvalidPath(pub String);
 
+/// As a task's error.
+impl From<InvalidPath> for String {
+    fn from(e: InvalidPath) -> String {
+        e.0
+    }
+}
+
 /// `root` joined with `rel`, a relative path of plain names (`a/b.txt`, `./a` too): absolute
 /// paths, `..`, NUL and empty paths are refused, so the result is always below `root`. Every
 /// path built from a run name, node id or artifact key goes through here.

@@ -398,49 +398,25 @@ impl Inner {
         work: &Path,
         view: &mut View,
     ) -> Result<Vec<(PathBuf, PathBuf)>, String> {
-        use weir_core::run::VolumeSource;
         let mut late = Vec::new();
         let data_dir = self.data_dir();
+        let host_path = |p: &Path| match &self.cfg.isolation {
+            Some(iso) if !iso.allows(p) => Err(format!(
+                "hostPath {} is not one of the host paths this server lets tasks use \
+                 (--allow-host-path)",
+                p.display()
+            )),
+            _ => Ok(()),
+        };
+        let places = crate::volumes::Places {
+            run_dir,
+            work,
+            data_dir: &data_dir,
+            host_path: &host_path,
+            owner: self.cfg.isolation.as_ref().map(|iso| (iso.uid, iso.gid)),
+        };
         for m in &task.mounts {
-            let mut host = match &m.source {
-                VolumeSource::Empty | VolumeSource::Files(_) => {
-                    work.join(format!(".weir-vol-{}", m.name))
-                }
-                VolumeSource::Run(name) => within(&run_dir.join("volumes"), name)?,
-                VolumeSource::Claim(claim) => within(&data_dir.join("volumes"), claim)?,
-                VolumeSource::Host(p) => {
-                    if let Some(iso) = &self.cfg.isolation
-                        && !iso.allows(Path::new(p))
-                    {
-                        return Err(format!(
-                            "volume `{}`: hostPath {p} is not one of the host paths this \
-                             server lets tasks use (--allow-host-path)",
-                            m.name
-                        ));
-                    }
-                    PathBuf::from(p)
-                }
-            };
-            fs::create_dir_all(&host)
-                .map_err(|e| format!("volume `{}` at {}: {e}", m.name, host.display()))?;
-            // a volume of weir's (not a host path) is the task user's to write
-            if let Some(iso) = &self.cfg.isolation
-                && matches!(m.source, VolumeSource::Run(_) | VolumeSource::Claim(_))
-            {
-                std::os::unix::fs::lchown(&host, Some(iso.uid), Some(iso.gid))
-                    .map_err(|e| format!("volume `{}`: {e}", m.name))?;
-            }
-            if let VolumeSource::Files(files) = &m.source {
-                for (name, content) in files {
-                    fs::write(within(&host, name)?, content)
-                        .map_err(|e| format!("volume `{}`: {name}: {e}", m.name))?;
-                }
-            }
-            if let Some(sub) = m.sub_path.as_deref().filter(|s| !s.is_empty()) {
-                host = within(&host, sub.trim_start_matches('/'))?;
-                fs::create_dir_all(&host)
-                    .map_err(|e| format!("volume `{}` subPath {sub}: {e}", m.name))?;
-            }
+            let host = crate::volumes::host_dir(m, &places)?;
             let target = PathBuf::from(&m.path);
             match target.strip_prefix("/tmp") {
                 Ok(rest) if self.cfg.sandbox == Sandbox::Namespaces => {

@@ -378,6 +378,7 @@ pub fn drive(
             stream_logs: cfg.stream_logs,
             network: None,
             keep_containers: false,
+            host_paths: env.isolation.as_ref().map(|iso| iso.host_paths.clone()),
         };
         Box::new(weir_exec::DockerExecutor::new(docker, tx).map_err(|e| anyhow::anyhow!(e))?)
     } else {

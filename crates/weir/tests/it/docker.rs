@@ -689,3 +689,84 @@ spec:
         "{got}"
     );
 }
+
+/// Volumes are bind mounts of the directories the local executor uses: a run's
+/// `volumeClaimTemplates` volume carries a file from one container to the next, an existing
+/// claim is the one a local run wrote to, a `configMap` volume holds its data, a `readOnly`
+/// mount cannot be written, a `hostPath` is the host's directory, and an `emptyDir` is the
+/// task's own.
+#[test]
+fn volumes_are_the_directories_the_local_executor_uses() {
+    let Some(host) = daemon() else {
+        return;
+    };
+    let image = image(&host);
+    let sb = Sandbox::new();
+    let shared = sb.dir_with("from-host", &[("in.txt", "host file")]);
+    let wf = sb.write(
+        "vol.yaml",
+        &format!(
+            r#"apiVersion: v1
+kind: ConfigMap
+metadata: {{name: settings}}
+data: {{mode: fast}}
+---
+kind: Workflow
+metadata: {{generateName: vol-}}
+spec:
+  entrypoint: main
+  volumeClaimTemplates:
+  - metadata: {{name: work}}
+    spec: {{accessModes: [ReadWriteOnce], resources: {{requests: {{storage: 1Gi}}}}}}
+  volumes:
+  - {{name: keep, persistentVolumeClaim: {{claimName: docker-claim}}}}
+  - {{name: cfg, configMap: {{name: settings}}}}
+  - {{name: scratch, emptyDir: {{}}}}
+  - {{name: outside, hostPath: {{path: {shared}}}}}
+  templates:
+  - name: main
+    steps:
+    - - {{name: write, template: write}}
+    - - {{name: read, template: read}}
+  - name: write
+    container:
+      image: {image}
+      command: [sh, -c, 'echo from-write > /mnt/work/msg; echo run >> /mnt/keep/runs; echo mine > /scratch/f']
+      volumeMounts: [{{name: work, mountPath: /mnt/work}}, {{name: keep, mountPath: /mnt/keep}}, {{name: scratch, mountPath: /scratch}}]
+  - name: read
+    container:
+      image: {image}
+      command: [sh, -c, 'echo got=$(cat /mnt/work/msg) mode=$(cat /etc/cfg/mode) runs=$(wc -l < /mnt/keep/runs) scratch=$(ls /scratch | wc -l) host="$(cat /host/in.txt)"; echo back > /host/out.txt; touch /etc/cfg/x 2>/dev/null && echo cfg=writable || echo cfg=read-only']
+      volumeMounts:
+      - {{name: work, mountPath: /mnt/work}}
+      - {{name: keep, mountPath: /mnt/keep}}
+      - {{name: cfg, mountPath: /etc/cfg, readOnly: true}}
+      - {{name: scratch, mountPath: /scratch}}
+      - {{name: outside, mountPath: /host}}
+"#,
+            shared = shared.display()
+        ),
+    );
+    // the local executor writes the claim first
+    let local = sb.weir(&["run", wf.to_str().unwrap()]);
+    assert_eq!(local.code, 0, "{}", local.all());
+    assert!(local.stdout.contains("runs=1"), "{}", local.stdout);
+    let out = weir(
+        &sb,
+        &host,
+        &["run", "--executor", "docker", wf.to_str().unwrap()],
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
+    assert!(
+        out.stdout
+            .contains("got=from-write mode=fast runs=2 scratch=0 host=host file"),
+        "{}",
+        out.stdout
+    );
+    assert!(out.stdout.contains("cfg=read-only"), "{}", out.stdout);
+    assert_eq!(
+        std::fs::read_to_string(shared.join("out.txt")).unwrap(),
+        "back\n",
+        "the container wrote to the host path"
+    );
+}
