@@ -76,6 +76,9 @@ pub struct WorkflowSpec {
     pub artifact_gc: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub metrics: Option<Value>,
+    /// Every pod's `securityContext`, where its template sets none of a field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<Value>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
@@ -284,6 +287,10 @@ pub struct Template {
     pub metrics: Option<Value>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub volumes: Vec<Value>,
+    /// The pod's `securityContext` (`runAsUser`, `runAsGroup`, `runAsNonRoot` apply to its
+    /// containers).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<Value>,
     /// Set on a containerSet run as a DAG: the task whose result is the template's result.
     #[serde(skip)]
     pub result_from: Option<String>,
@@ -319,7 +326,8 @@ impl Template {
             parallelism,
             fail_fast,
             metadata,
-            node_selector
+            node_selector,
+            security_context
         );
         if let (Some(c), Some(d)) = (
             t.container.as_mut().or(t.script.as_mut()),
@@ -362,6 +370,9 @@ pub struct Container {
     /// `latest` or not tagged, else `IfNotPresent`). Only the Docker executor pulls.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub image_pull_policy: Option<String>,
+    /// Whom the container runs as and what it may do (only the Docker executor applies it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub security_context: Option<Value>,
 }
 
 impl Container {
@@ -377,6 +388,9 @@ impl Container {
         }
         if self.image_pull_policy.is_none() {
             self.image_pull_policy = d.image_pull_policy.clone();
+        }
+        if self.security_context.is_none() {
+            self.security_context = d.security_context.clone();
         }
         for e in &d.env {
             if !self.env.iter().any(|x| x.name == e.name) {

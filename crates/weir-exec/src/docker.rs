@@ -63,6 +63,8 @@ pub struct DockerConfig {
     /// The host directories `hostPath` volumes may name (and what is below them); None: any,
     /// as for a user's own `weir run`, who can run any container on that Docker host anyway.
     pub host_paths: Option<Vec<PathBuf>>,
+    /// Whether a container may be `privileged` (else one asking is refused).
+    pub privileged: bool,
 }
 
 pub struct DockerExecutor {
@@ -347,35 +349,108 @@ fn unsupported(task: &TaskSpec) -> Option<&'static str> {
     }
 }
 
-/// A tar archive of the files a container gets before it starts: its input artifacts (loaded
-/// from the repository into the task's work directory first) and its script, at their paths
-/// in the container (relative to `/`); none if it gets none.
-fn inputs_tar(repo: &LocalRepo, task: &TaskSpec, work: &Path) -> Result<Option<Vec<u8>>, String> {
-    if task.inputs.is_empty() && task.source.is_none() {
+/// The files a container gets before it starts, as (host path, path in the container): its
+/// input artifacts (loaded from the repository into the task's work directory) and its script
+/// (written there).
+fn input_files(
+    repo: &LocalRepo,
+    task: &TaskSpec,
+    work: &Path,
+) -> Result<Vec<(PathBuf, String)>, String> {
+    let mut files = Vec::new();
+    for (k, a) in task.inputs.iter().enumerate() {
+        let dest = work.join("inputs").join(k.to_string());
+        artifacts::load(repo, &a.source, &dest, a.mode)?;
+        files.push((dest, a.path.clone()));
+    }
+    if let Some(src) = &task.source {
+        use std::os::unix::fs::PermissionsExt;
+        let host = work.join("script");
+        std::fs::write(&host, src).map_err(|e| format!("the script: {e}"))?;
+        std::fs::set_permissions(&host, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("the script: {e}"))?;
+        files.push((host, SCRIPT_PATH.to_string()));
+    }
+    Ok(files)
+}
+
+/// A tar archive of `files` at their paths in the container (relative to `/`), to be uploaded
+/// into it before it starts; none if there are none.
+fn inputs_tar(files: &[(PathBuf, String)]) -> Result<Option<Vec<u8>>, String> {
+    if files.is_empty() {
         return Ok(None);
     }
     let mut b = tar::Builder::new(Vec::new());
     b.follow_symlinks(false);
-    let rel = |p: &str| p.trim_start_matches('/').to_string();
-    for (k, a) in task.inputs.iter().enumerate() {
-        let dest = work.join("inputs").join(k.to_string());
-        artifacts::load(repo, &a.source, &dest, a.mode)?;
-        let r = if dest.is_dir() {
-            b.append_dir_all(rel(&a.path), &dest)
+    for (host, path) in files {
+        let rel = path.trim_start_matches('/');
+        let r = if host.is_dir() {
+            b.append_dir_all(rel, host)
         } else {
-            b.append_path_with_name(&dest, rel(&a.path))
+            b.append_path_with_name(host, rel)
         };
-        r.map_err(|e| format!("input artifact at {}: {e}", a.path))?;
-    }
-    if let Some(src) = &task.source {
-        let mut h = tar::Header::new_gnu();
-        h.set_size(src.len() as u64);
-        h.set_mode(0o755);
-        h.set_cksum();
-        b.append_data(&mut h, rel(SCRIPT_PATH), src.as_bytes())
-            .map_err(|e| format!("the script: {e}"))?;
+        r.map_err(|e| format!("input at {path}: {e}"))?;
     }
     b.into_inner().map(Some).map_err(|e| e.to_string())
+}
+
+/// A bind mount of `host` at `target`.
+fn bind(host: &Path, target: &str, read_only: bool) -> Result<bollard::models::Mount, String> {
+    let host = std::path::absolute(host).map_err(|e| e.to_string())?;
+    Ok(bollard::models::Mount {
+        target: Some(target.to_string()),
+        source: Some(host.to_string_lossy().into_owned()),
+        typ: Some(bollard::models::MountType::BIND),
+        read_only: Some(read_only),
+        ..Default::default()
+    })
+}
+
+/// The container's `User`, per its `securityContext` over its image's user (`image_user`):
+/// None where the image's stands. `Err`: `runAsNonRoot` and root, or an image user that is a
+/// name (which cannot be known not to be root), in the kubelet's words.
+fn user_of(task: &TaskSpec, image_user: &str) -> Result<Option<String>, String> {
+    let sec = &task.security;
+    let image_uid = image_user.split(':').next().unwrap_or_default();
+    if sec.run_as_non_root {
+        match sec.run_as_user {
+            Some(0) => {
+                return Err("container's runAsUser breaks non-root policy (securityContext.runAsNonRoot: true, runAsUser: 0)".into());
+            }
+            Some(_) => {}
+            None => match image_uid.parse::<u32>() {
+                _ if image_uid.is_empty() => {
+                    return Err("container has runAsNonRoot and image will run as root (securityContext.runAsNonRoot: true; the image names no USER)".into());
+                }
+                Ok(0) => {
+                    return Err("container has runAsNonRoot and image will run as root (securityContext.runAsNonRoot: true)".into());
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(format!(
+                        "container has runAsNonRoot and image has non-numeric user ({image_uid}), cannot verify user is non-root"
+                    ));
+                }
+            },
+        }
+    }
+    Ok(match (sec.run_as_user, sec.run_as_group) {
+        (None, None) => None,
+        (Some(u), None) => Some(u.to_string()),
+        (u, Some(g)) => {
+            let u = u.map_or_else(
+                || {
+                    if image_uid.is_empty() {
+                        "0".to_string()
+                    } else {
+                        image_uid.to_string()
+                    }
+                },
+                |u| u.to_string(),
+            );
+            Some(format!("{u}:{g}"))
+        }
+    })
 }
 
 /// Extracts what `download_from_container` returned for `path` into `into` (which it names
@@ -480,6 +555,23 @@ impl Inner {
             "the template names no image: the docker executor runs each task in its image",
         )?;
         self.ensure_image(&task, &image).await?;
+        if task.security.privileged && !self.cfg.privileged {
+            return Err(
+                "securityContext.privileged: this server does not run privileged \
+                        containers (they are root on the host); it must be started with \
+                        --allow-privileged"
+                    .into(),
+            );
+        }
+        let image_user = self
+            .docker
+            .inspect_image(&image)
+            .await
+            .ok()
+            .and_then(|i| i.config)
+            .and_then(|c| c.user)
+            .unwrap_or_default();
+        let user = user_of(&task, &image_user)?;
         let run_dir =
             crate::paths::within(&self.cfg.work_root, &task.run).map_err(|e| e.to_string())?;
         let work = crate::paths::within(&run_dir.join("work"), &task.node_id)
@@ -488,11 +580,27 @@ impl Inner {
         for d in [&work, &run_dir.join("logs")] {
             std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
-        let mounts = self.mounts(&task, &run_dir, &work)?;
+        let mut mounts = self.mounts(&task, &run_dir, &work)?;
         let (repo, t, w) = (self.cfg.repo.clone(), task.clone(), work.clone());
-        let inputs = tokio::task::spawn_blocking(move || inputs_tar(&repo, &t, &w))
-            .await
-            .map_err(|e| e.to_string())??;
+        let read_only = task.security.read_only_root_filesystem;
+        let inputs = tokio::task::spawn_blocking(move || {
+            let files = input_files(&repo, &t, &w)?;
+            if read_only {
+                // nothing can be uploaded into a read-only root: the inputs are bound instead
+                // (read-only too: an input may share its file with the repository)
+                files
+                    .iter()
+                    .map(|(host, path)| bind(host, path, true))
+                    .collect::<Result<Vec<_>, String>>()
+                    .map(|binds| (None, binds))
+            } else {
+                inputs_tar(&files).map(|tar| (tar, Vec::new()))
+            }
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let (inputs, binds) = inputs;
+        mounts.extend(binds);
         let (entrypoint, cmd) = entrypoint_and_cmd(&task);
         let labels = HashMap::from([
             ("weir.run".to_string(), task.run.clone()),
@@ -504,6 +612,7 @@ impl Inner {
             cmd,
             env: Some(task.env.iter().map(|(k, v)| format!("{k}={v}")).collect()),
             working_dir: task.working_dir.clone(),
+            user,
             labels: Some(labels),
             host_config: Some(HostConfig {
                 network_mode: Some(self.cfg.network.clone().unwrap_or_else(|| "none".into())),
@@ -515,6 +624,8 @@ impl Inner {
                 nano_cpus: (task.limits.cpu_millis > 0)
                     .then_some(task.limits.cpu_millis as i64 * 1_000_000),
                 mounts: Some(mounts),
+                readonly_rootfs: Some(task.security.read_only_root_filesystem),
+                privileged: Some(task.security.privileged),
                 ..HostConfig::default()
             }),
             ..ContainerCreateBody::default()
@@ -575,17 +686,7 @@ impl Inner {
         };
         task.mounts
             .iter()
-            .map(|m| {
-                let host = crate::volumes::host_dir(m, &places)?;
-                let host = std::path::absolute(&host).map_err(|e| e.to_string())?;
-                Ok(bollard::models::Mount {
-                    target: Some(m.path.clone()),
-                    source: Some(host.to_string_lossy().into_owned()),
-                    typ: Some(bollard::models::MountType::BIND),
-                    read_only: Some(m.read_only),
-                    ..Default::default()
-                })
-            })
+            .map(|m| bind(&crate::volumes::host_dir(m, &places)?, &m.path, m.read_only))
             .collect()
     }
 

@@ -61,16 +61,14 @@ pub(super) struct Cli {
         global = true
     )]
     allow_host_paths: Vec<PathBuf>,
-    /// Where tasks run: `local` host processes, or `docker` containers of their images (the
-    /// Docker daemon of DOCKER_HOST, else the local socket).
-    #[arg(
-        long,
-        env = "WEIR_EXECUTOR",
-        value_enum,
-        default_value_t,
-        global = true
-    )]
-    executor: crate::env::TaskExecutor,
+    /// Where tasks run: `local` host processes (the default), or `docker` containers of their
+    /// images (the Docker daemon of DOCKER_HOST, else the local socket).
+    #[arg(long, env = "WEIR_EXECUTOR", value_enum, global = true)]
+    executor: Option<crate::env::TaskExecutor>,
+    /// Let `weir server` and `weir worker` run containers whose `securityContext` asks for
+    /// `privileged` (root on the host); refused otherwise.
+    #[arg(long, env = "WEIR_ALLOW_PRIVILEGED", global = true)]
+    allow_privileged: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -408,7 +406,15 @@ pub fn main() -> Result<ExitCode> {
         data: cli.data_dir.clone(),
         queue: false,
         isolation,
-        executor: cli.executor,
+        executor: cli.executor.unwrap_or_default(),
+        containers: if serves {
+            crate::env::ContainerPolicy {
+                host_paths: Some(cli.allow_host_paths.clone()),
+                privileged: cli.allow_privileged,
+            }
+        } else {
+            crate::env::ContainerPolicy::default()
+        },
     };
     match cli.cmd {
         Cmd::Run {
@@ -435,6 +441,7 @@ pub fn main() -> Result<ExitCode> {
             let (file, _) = crate::server::config::read(config.as_deref())?;
             let given = crate::server::config::Given {
                 db: db_given,
+                executor: cli.executor,
                 listen,
                 insecure_local,
                 max_body,
@@ -449,6 +456,7 @@ pub fn main() -> Result<ExitCode> {
             }
             let mut env = Env {
                 db: eff.db.0.clone(),
+                executor: eff.executor.0,
                 ..env
             };
             // with PostgreSQL, tasks go through the queue: to this process's own worker, and to

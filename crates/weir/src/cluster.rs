@@ -326,6 +326,9 @@ pub struct QueueExecutor {
     run: String,
     namespace: String,
     priority: i64,
+    /// Where the run's tasks run (`weir.dev/executor`): only a worker of that executor (its
+    /// label of that name) claims them.
+    executor: String,
     tx: Sender<Cmd>,
     updates: Sender<Update>,
     /// Remote inputs are fetched here, as `weir run` does.
@@ -351,6 +354,13 @@ impl QueueExecutor {
             run: sub.key().to_string(),
             namespace: sub.namespace.clone(),
             priority: sub.workflow.spec.priority.unwrap_or(0),
+            executor: sub
+                .workflow
+                .metadata
+                .annotations
+                .get(crate::record::EXECUTOR)
+                .cloned()
+                .unwrap_or_else(|| crate::env::TaskExecutor::Local.name().into()),
             tx,
             updates,
             local: OnceLock::new(),
@@ -381,7 +391,9 @@ impl Executor for QueueExecutor {
                 return;
             }
         };
-        let selector = serde_json::to_string(&task.node_selector).unwrap_or_else(|_| "{}".into());
+        let mut selector = task.node_selector.clone();
+        selector.insert(crate::record::EXECUTOR.into(), self.executor.clone());
+        let selector = serde_json::to_string(&selector).unwrap_or_else(|_| "{}".into());
         let _ = self.tx.send(Cmd::Enqueue(NewTask {
             run: self.run.clone(),
             node: task.node_id.clone(),
@@ -516,7 +528,11 @@ struct Held {
 
 /// Runs `weir worker` until the process is killed: claims tasks that fit, runs them, reports
 /// them.
-pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool) -> Result<()> {
+pub fn work(
+    env: &Env,
+    mut opts: WorkerOptions,
+    stop: &std::sync::atomic::AtomicBool,
+) -> Result<()> {
     let url = env.db.to_str().unwrap_or_default().to_string();
     let id = process_id("worker");
     let lease = crate::env::lease_ms();
@@ -527,22 +543,28 @@ pub fn work(env: &Env, opts: WorkerOptions, stop: &std::sync::atomic::AtomicBool
         gpus: (0..opts.gpu).map(|g| g.to_string()).collect(),
         max_tasks: opts.max_tasks,
     };
-    let exec = Arc::new(
-        ProcessExecutor::new(
-            ProcessConfig {
-                work_root: env.work_root(),
-                repo: env.repo(),
-                sandbox: crate::env::sandbox(),
-                capacity,
-                stream_logs: false,
-                db: Some(env.db.clone()),
-                isolation: env.isolation.clone(),
-                tied: true,
-            },
-            tx,
-        )
-        .context("starting the task executor")?,
-    );
+    let cfg = ProcessConfig {
+        work_root: env.work_root(),
+        repo: env.repo(),
+        sandbox: crate::env::sandbox(),
+        capacity,
+        stream_logs: false,
+        db: Some(env.db.clone()),
+        isolation: env.isolation.clone(),
+        tied: true,
+    };
+    // the tasks of runs of this worker's executor only
+    opts.labels
+        .insert(crate::record::EXECUTOR.into(), env.executor.name().into());
+    let exec: Arc<dyn Executor + Send + Sync> = match env.executor {
+        crate::env::TaskExecutor::Local => {
+            Arc::new(ProcessExecutor::new(cfg, tx).context("starting the task executor")?)
+        }
+        crate::env::TaskExecutor::Docker => Arc::new(
+            weir_exec::DockerExecutor::new(env.docker_config(&cfg), tx)
+                .map_err(|e| anyhow::anyhow!(e))?,
+        ),
+    };
     let held: Arc<Mutex<HashMap<String, Held>>> = Arc::default();
     let labels_json = serde_json::to_string(&opts.labels)?;
     let slots_json = serde_json::json!({"cpu_milli": opts.cpu_milli, "memory": opts.memory,

@@ -371,15 +371,7 @@ pub fn drive(
     {
         // the run's record says where its tasks run (`weir run --executor docker`): a resumed
         // run goes on where it began
-        let docker = weir_exec::DockerConfig {
-            work_root: cfg.work_root,
-            repo: cfg.repo,
-            capacity: cfg.capacity,
-            stream_logs: cfg.stream_logs,
-            network: None,
-            keep_containers: false,
-            host_paths: env.isolation.as_ref().map(|iso| iso.host_paths.clone()),
-        };
+        let docker = env.docker_config(&cfg);
         Box::new(weir_exec::DockerExecutor::new(docker, tx).map_err(|e| anyhow::anyhow!(e))?)
     } else {
         Box::new(

@@ -23,10 +23,34 @@ pub struct Env {
     pub isolation: Option<weir_exec::Isolation>,
     /// Where tasks run: host processes, or containers of their images.
     pub executor: TaskExecutor,
+    /// What containers may ask of the host.
+    pub containers: ContainerPolicy,
+}
+
+/// What a task's container may ask of its host: `hostPath` volumes and `privileged`. A user's
+/// own `weir run` may ask anything (whoever can reach the Docker daemon can anyway); `weir
+/// server` and `weir worker`, which run what editors submit, only what their flags grant.
+#[derive(Debug, Clone)]
+pub struct ContainerPolicy {
+    /// The host directories `hostPath` volumes may name; None: any.
+    pub host_paths: Option<Vec<PathBuf>>,
+    /// Whether a container's `securityContext.privileged` is honoured (else refused).
+    pub privileged: bool,
+}
+
+impl Default for ContainerPolicy {
+    /// `weir run`'s: anything.
+    fn default() -> Self {
+        ContainerPolicy {
+            host_paths: None,
+            privileged: true,
+        }
+    }
 }
 
 /// Where a run's tasks run (`--executor`, `WEIR_EXECUTOR`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TaskExecutor {
     /// Host processes, each in a private filesystem view (the default).
     #[default]
@@ -36,7 +60,31 @@ pub enum TaskExecutor {
     Docker,
 }
 
+impl TaskExecutor {
+    /// Its name in a run's `weir.dev/executor` annotation and a worker's label of that name.
+    pub fn name(self) -> &'static str {
+        match self {
+            TaskExecutor::Local => "local-process",
+            TaskExecutor::Docker => "docker",
+        }
+    }
+}
+
 impl Env {
+    /// The Docker executor's configuration beside the local executor's `cfg`.
+    pub fn docker_config(&self, cfg: &weir_exec::ProcessConfig) -> weir_exec::DockerConfig {
+        weir_exec::DockerConfig {
+            work_root: cfg.work_root.clone(),
+            repo: cfg.repo.clone(),
+            capacity: cfg.capacity.clone(),
+            stream_logs: cfg.stream_logs,
+            network: None,
+            keep_containers: false,
+            host_paths: self.containers.host_paths.clone(),
+            privileged: self.containers.privileged,
+        }
+    }
+
     pub fn is_postgres(&self) -> bool {
         self.db.to_str().is_some_and(weir_store::is_postgres_url)
     }

@@ -191,10 +191,8 @@ const KUBERNETES_ONLY: &[&str] = &[
     "tolerations",
     "affinity",
     "podSpecPatch",
-    "securityContext",
     "serviceAccountName",
     "automountServiceAccountToken",
-    "imagePullSecrets",
     "priorityClassName",
     "dnsConfig",
     "dnsPolicy",
@@ -202,13 +200,15 @@ const KUBERNETES_ONLY: &[&str] = &[
     "schedulerName",
     "hostNetwork",
     "podDisruptionBudget",
-    "imagePullPolicy",
     "executor",
     "hostAliases",
     "runtimeClassName",
     // a template's pod priority; `spec.priority` orders lock queues and is not warned about
     "priority",
 ];
+
+/// Fields only the Docker executor acts on.
+const CONTAINERS_ONLY: &[&str] = &["securityContext", "imagePullSecrets", "imagePullPolicy"];
 
 /// Fields weir accepts but does not act on yet.
 const NOT_YET: &[&str] = &["archiveLocation"];
@@ -247,6 +247,8 @@ pub fn field_warnings(def: &Definition) -> Vec<String> {
             return None;
         } else if KUBERNETES_ONLY.contains(&last) {
             "has no effect when running on one host (kept, ignored)"
+        } else if CONTAINERS_ONLY.contains(&last) {
+            "applies to containers only (--executor docker); host processes ignore it"
         } else if NOT_YET.contains(&last) {
             "is not supported by weir yet (kept, ignored)"
         } else {

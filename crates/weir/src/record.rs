@@ -87,14 +87,33 @@ fn hostname() -> String {
 /// the same name; `weir run` honours that (see [`executor_for`]).
 pub const EXECUTOR: &str = "weir.dev/executor";
 
-/// Whether `weir run` runs `sub` in Docker containers: `--executor docker`, else the workflow's
-/// own `weir.dev/executor: docker` annotation.
-pub fn executor_for(sub: &Submission, given: crate::env::TaskExecutor) -> crate::env::TaskExecutor {
-    let asked = sub.workflow.metadata.annotations.get(EXECUTOR);
-    if asked.map(String::as_str) == Some("docker") {
-        crate::env::TaskExecutor::Docker
-    } else {
-        given
+/// Where `sub`'s tasks run: as its own `weir.dev/executor` annotation asks (`docker` or
+/// `local`), else `given` (`--executor`, or the server's). A server that runs containers
+/// (`serves`, `given` Docker) keeps its tasks in them: a workflow asking for host processes
+/// there is refused.
+pub fn executor_for(
+    sub: &Submission,
+    given: crate::env::TaskExecutor,
+    serves: bool,
+) -> Result<crate::env::TaskExecutor, String> {
+    use crate::env::TaskExecutor::{Docker, Local};
+    match sub
+        .workflow
+        .metadata
+        .annotations
+        .get(EXECUTOR)
+        .map(String::as_str)
+    {
+        None => Ok(given),
+        Some("docker") => Ok(Docker),
+        Some("local" | "local-process") if serves && given == Docker => Err(format!(
+            "metadata.annotations.{EXECUTOR}: this server runs every task in a container \
+             (--executor docker); it does not run tasks as host processes"
+        )),
+        Some("local" | "local-process") => Ok(Local),
+        Some(other) => Err(format!(
+            "metadata.annotations.{EXECUTOR}: `{other}` is not an executor: docker or local"
+        )),
     }
 }
 
@@ -109,11 +128,7 @@ pub fn annotate(sub: &mut Submission, file: Option<&Path>, executor: crate::env:
     );
     a.insert("weir.dev/host".into(), hostname());
     a.insert("weir.dev/os".into(), uname());
-    let name = match executor {
-        crate::env::TaskExecutor::Local => "local-process",
-        crate::env::TaskExecutor::Docker => "docker",
-    };
-    a.insert(EXECUTOR.into(), name.into());
+    a.insert(EXECUTOR.into(), executor.name().into());
     // the interpreters the templates call, with their versions
     let mut programs: Vec<String> = sub
         .workflow

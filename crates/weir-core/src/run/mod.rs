@@ -12,6 +12,7 @@ pub(crate) mod container_set;
 mod engine;
 mod metrics;
 mod pull;
+mod security;
 pub(crate) mod sync;
 mod validate;
 mod vars;
@@ -30,6 +31,7 @@ pub use engine::go_sprintf as go_sprintf_pub;
 pub use engine::quantity;
 pub use metrics::Metric;
 pub use pull::{PullPolicy, RegistryAuth};
+pub use security::Security;
 pub use validate::image_entrypoints;
 pub use vars::{duration_ms, parse_duration, rfc3339 as rfc3339_pub};
 
@@ -340,6 +342,9 @@ pub struct TaskSpec {
     /// Registry credentials from the workflow's `imagePullSecrets`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub registry_auths: Vec<RegistryAuth>,
+    /// The container's `securityContext` (only an executor of containers applies it).
+    #[serde(default, skip_serializing_if = "Security::is_empty")]
+    pub security: Security,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -75,7 +75,7 @@ pub(super) fn prepare(
         submit.name.clone(),
     )?;
     let file = (submit.file != std::path::Path::new("-")).then_some(submit.file.as_path());
-    let executor = crate::record::executor_for(&sub, executor);
+    let executor = crate::record::executor_for(&sub, executor, false).map_err(Usage)?;
     crate::record::annotate(&mut sub, file, executor);
     Ok(sub)
 }

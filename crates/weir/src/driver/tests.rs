@@ -99,6 +99,7 @@ fn env(dir: &tempfile::TempDir) -> Env {
         queue: false,
         isolation: None,
         executor: Default::default(),
+        containers: Default::default(),
     }
 }
 

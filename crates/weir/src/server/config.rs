@@ -33,6 +33,8 @@ pub struct ServerFile {
     pub otlp_headers: BTreeMap<String, String>,
     /// The default artifact repository of every run submitted here (as `--artifact-repository`).
     pub artifact_repository: Option<String>,
+    /// Where tasks run (as `--executor`): `local` or `docker`.
+    pub executor: Option<crate::env::TaskExecutor>,
 }
 
 /// Values given on the command line or in the environment (clap merges those two, flags
@@ -40,6 +42,7 @@ pub struct ServerFile {
 #[derive(Debug, Default)]
 pub struct Given {
     pub db: Option<PathBuf>,
+    pub executor: Option<crate::env::TaskExecutor>,
     pub listen: Option<String>,
     pub insecure_local: bool,
     pub max_body: Option<usize>,
@@ -59,6 +62,7 @@ pub struct Effective {
     pub otlp_endpoint: (Option<String>, &'static str),
     pub otlp_headers: (BTreeMap<String, String>, &'static str),
     pub artifact_repository: (Option<String>, &'static str),
+    pub executor: (crate::env::TaskExecutor, &'static str),
 }
 
 /// Reads `path` (an explicit `--config`/`WEIR_CONFIG` must exist; `./weir.toml` may not).
@@ -117,6 +121,7 @@ pub fn merge(file: File, given: Given, default_db: PathBuf) -> Result<Effective>
     };
     Ok(Effective {
         db: pick(given.db, file.db, default_db),
+        executor: pick(given.executor, s.executor, Default::default()),
         listen: (listen, listen_src),
         insecure_local: insecure,
         max_body: pick(given.max_body, s.max_body, 8 << 20),
@@ -169,6 +174,14 @@ pub fn render(e: &Effective) -> String {
         e.insecure_local.0, e.insecure_local.1
     );
     out += &format!("max_body = {}  # {}\n", e.max_body.0, e.max_body.1);
+    out += &format!(
+        "executor = {}  # {}\n",
+        q(match e.executor.0 {
+            crate::env::TaskExecutor::Local => "local",
+            crate::env::TaskExecutor::Docker => "docker",
+        }),
+        e.executor.1
+    );
     out += &format!(
         "log_format = {}  # {}\n",
         q(if e.json_logs.0 { "json" } else { "text" }),

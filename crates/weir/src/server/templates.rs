@@ -692,6 +692,8 @@ pub fn submit(
     // run); only `generateName` draws a fresh name
     let name = name.or_else(|| wf.metadata.name.clone());
     let mut sub = files::submission(store, wf, &main, &lib, ps, name)?;
-    crate::record::annotate(&mut sub, None, crate::env::TaskExecutor::Local);
+    let executor =
+        crate::record::executor_for(&sub, app.env.executor, true).map_err(ApiError::bad_request)?;
+    crate::record::annotate(&mut sub, None, executor);
     accept(app, store, sub)
 }

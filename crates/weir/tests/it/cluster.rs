@@ -50,7 +50,7 @@ spec:
 }
 
 /// A child process killed when dropped, so a failing test leaves none behind.
-struct Proc(Child);
+pub struct Proc(pub Child);
 
 impl Drop for Proc {
     fn drop(&mut self) {
@@ -73,7 +73,7 @@ impl Procs {
 /// A `weir worker` on the sandbox's database, with the tests' short lease. Its tasks run as
 /// root (`WEIR_ALLOW_ROOT_TASKS`): they count their runs in files the test shares with them,
 /// which an unprivileged task user could not write (the security tests cover that user).
-fn worker(sb: &Sandbox, args: &[&str]) -> Proc {
+pub fn worker(sb: &Sandbox, args: &[&str]) -> Proc {
     let mut all = vec!["worker"];
     all.extend_from_slice(args);
     Proc(
@@ -89,7 +89,7 @@ fn worker(sb: &Sandbox, args: &[&str]) -> Proc {
 
 const LEASE: &str = "1500";
 
-fn server(sb: &Sandbox) -> ApiServer {
+pub fn server(sb: &Sandbox) -> ApiServer {
     // SAFETY of the environment: only this test's children read WEIR_LEASE_MS
     ApiServer::start_with(
         sb,
@@ -442,7 +442,7 @@ spec:
     assert_eq!(finished, rec.events.len());
 }
 
-fn submit(srv: &ApiServer, yaml: &str) -> (u16, serde_json::Value) {
+pub fn submit(srv: &ApiServer, yaml: &str) -> (u16, serde_json::Value) {
     crate::support::answer(
         http()
             .post(srv.url("/api/v1/workflows/default"))

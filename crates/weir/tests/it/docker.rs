@@ -65,6 +65,21 @@ fn weir(sb: &Sandbox, host: &str, args: &[&str]) -> Out {
     }
 }
 
+/// `weir run --executor docker FILE --no-logs` with the test daemon.
+fn run_in_docker(sb: &Sandbox, host: &str, file: &Path) -> Out {
+    weir(
+        sb,
+        host,
+        &[
+            "run",
+            "--executor",
+            "docker",
+            file.to_str().unwrap(),
+            "--no-logs",
+        ],
+    )
+}
+
 fn containers_of(host: &str, run: &str) -> String {
     let o = Command::new("docker")
         .args([
@@ -148,17 +163,7 @@ spec:
 "#
         ),
     );
-    let out = weir(
-        &sb,
-        &host,
-        &[
-            "run",
-            "--executor",
-            "docker",
-            wf.to_str().unwrap(),
-            "--no-logs",
-        ],
-    );
+    let out = run_in_docker(&sb, &host, &wf);
     assert_eq!(out.code, 0, "{}", out.all());
     let got = sb.json(&["get", "in-docker", "-o", "json"]);
     assert_eq!(
@@ -769,4 +774,233 @@ spec:
         "back\n",
         "the container wrote to the host path"
     );
+}
+
+/// `securityContext`: `runAsUser`/`runAsGroup` are the container's ids, `readOnlyRootFilesystem`
+/// leaves its root unwritable (its script and inputs still arrive, bound), `privileged` gives it
+/// every capability; `runAsNonRoot` from the workflow's pod context refuses an image that would
+/// run as root, in the kubelet's words.
+#[test]
+fn security_context_sets_the_user_a_read_only_root_and_privilege() {
+    let Some(host) = daemon() else {
+        return;
+    };
+    let image = image(&host);
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "sec.yaml",
+        &format!(
+            r#"kind: Workflow
+metadata: {{name: sec}}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - {{name: who, template: who}}
+      - {{name: ro, template: ro, depends: who, arguments: {{artifacts: [{{name: f, from: "{{{{tasks.who.outputs.artifacts.f}}}}"}}]}}}}
+      - {{name: plain, template: caps}}
+      - {{name: priv, template: caps-privileged, continueOn: {{error: true, failed: true}}}}
+  - name: who
+    securityContext: {{runAsUser: 5, runAsGroup: 7}}
+    outputs: {{artifacts: [{{name: f, path: /tmp/f}}]}}
+    script:
+      image: {image}
+      command: [sh]
+      securityContext: {{runAsUser: 1000}}
+      source: |
+        echo "$(id -u):$(id -g)" | tee /tmp/f
+  - name: ro
+    inputs: {{artifacts: [{{name: f, path: /in/f}}]}}
+    script:
+      image: {image}
+      command: [sh]
+      securityContext: {{readOnlyRootFilesystem: true}}
+      source: |
+        touch /x 2>/dev/null && echo root=writable || echo root=read-only; cat /in/f
+  - name: caps
+    container: {{image: {image}, command: [sh, -c, 'grep CapEff /proc/self/status']}}
+  - name: caps-privileged
+    container:
+      image: {image}
+      command: [sh, -c, 'grep CapEff /proc/self/status']
+      securityContext: {{privileged: true}}
+"#
+        ),
+    );
+    let out = run_in_docker(&sb, &host, &wf);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let got = sb.json(&["get", "sec", "-o", "json"]);
+    assert_eq!(
+        node(&got, "who")["outputs"]["result"],
+        "1000:7",
+        "the container's runAsUser, the template's runAsGroup: {got}"
+    );
+    assert_eq!(
+        node(&got, "ro")["outputs"]["result"],
+        "root=read-only\n1000:7",
+        "{got}"
+    );
+    let plain = node(&got, "plain")["outputs"]["result"].clone();
+    let privileged = node(&got, "priv");
+    let caps = privileged["outputs"]["result"].as_str().unwrap_or_default();
+    // Where this host itself lacks capabilities (a test machine that is a container), runc
+    // cannot give a privileged container all of them and says so: the ask reached it.
+    assert!(
+        caps.ends_with("ffffffffff")
+            || privileged["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("unable to apply caps")),
+        "a privileged container has every capability: {privileged}"
+    );
+    assert!(
+        !plain.as_str().unwrap_or_default().ends_with("ffffffffff"),
+        "an unprivileged one has fewer: {plain}"
+    );
+
+    let wf = sb.write(
+        "nonroot.yaml",
+        &format!(
+            "kind: Workflow\nmetadata: {{name: nonroot}}\nspec:\n  entrypoint: t\n  securityContext: {{runAsNonRoot: true}}\n  templates:\n  - name: t\n    container: {{image: {image}, command: [id]}}\n"
+        ),
+    );
+    let out = run_in_docker(&sb, &host, &wf);
+    assert_ne!(out.code, 0, "{}", out.all());
+    let got = sb.json(&["get", "nonroot", "-o", "json"]);
+    let msg = node(&got, "nonroot")["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        msg.contains("runAsNonRoot and image will run as root"),
+        "{got}"
+    );
+}
+
+/// `weir server` with `executor = "docker"` in its weir.toml runs what is submitted to it in
+/// containers (as `--executor docker` would): a task sees its image's files; a `privileged`
+/// container is refused unless the server allows it; a workflow asking for host processes
+/// (`weir.dev/executor: local`) is refused with a 400.
+#[test]
+fn a_server_with_the_docker_executor_runs_submissions_in_containers() {
+    use crate::server::{follow, submit};
+    use crate::support::{ApiServer, answer, http};
+    let Some(host) = daemon() else {
+        return;
+    };
+    let image = image(&host);
+    let sb = Sandbox::new();
+    let cfg = sb.write("weir.toml", "[server]\nexecutor = \"docker\"\n");
+    let cfg = cfg.to_str().unwrap();
+    let o = sb.weir(&["server", "--config", cfg, "--print-config"]);
+    assert!(
+        o.stdout.contains("executor = \"docker\"  # file"),
+        "{}",
+        o.all()
+    );
+    let srv = ApiServer::start_with(
+        &sb,
+        &["--insecure-local", "--config", cfg],
+        &[("DOCKER_HOST", &host)],
+    );
+    let name = submit(
+        &srv,
+        &format!(
+            "kind: Workflow\nmetadata: {{generateName: srv-}}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    container: {{image: {image}, command: [cat, {MARKER}]}}\n"
+        ),
+    );
+    let end = follow(&srv, &name);
+    assert_eq!(end["phase"], "Succeeded", "{end}");
+    let (_, wf) = answer(
+        http()
+            .get(srv.url(&format!("/api/v1/workflows/default/{name}")))
+            .call(),
+    );
+    assert_eq!(
+        wf["metadata"]["annotations"]["weir.dev/executor"], "docker",
+        "{wf}"
+    );
+    assert_eq!(
+        node(&wf, &name)["outputs"]["result"],
+        "only in the image",
+        "{wf}"
+    );
+
+    let name = submit(
+        &srv,
+        &format!(
+            "kind: Workflow\nmetadata: {{generateName: priv-}}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    container: {{image: {image}, command: [id], securityContext: {{privileged: true}}}}\n"
+        ),
+    );
+    let end = follow(&srv, &name);
+    assert_ne!(end["phase"], "Succeeded", "{end}");
+    let (_, wf) = answer(
+        http()
+            .get(srv.url(&format!("/api/v1/workflows/default/{name}")))
+            .call(),
+    );
+    let msg = node(&wf, &name)["message"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(msg.contains("--allow-privileged"), "{wf}");
+
+    let (status, body) = answer(
+        http()
+            .post(srv.url("/api/v1/workflows/default"))
+            .content_type("application/yaml")
+            .send(format!(
+                "kind: Workflow\nmetadata: {{generateName: host-, annotations: {{weir.dev/executor: local}}}}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    container: {{image: {image}, command: [id]}}\n"
+            )),
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string()
+            .contains("does not run tasks as host processes"),
+        "{body}"
+    );
+}
+
+/// On PostgreSQL, a run's tasks go only to workers of its executor: `weir worker --executor
+/// docker` takes the tasks of runs annotated `weir.dev/executor: docker` (which read a file
+/// only their image has), a plain worker those of the others (which check they run on the
+/// host), both workers claiming from one queue at once.
+#[test]
+fn workers_claim_only_the_tasks_of_their_executor() {
+    use crate::cluster::{server, submit, worker};
+    let Some(host) = daemon() else {
+        return;
+    };
+    let Some(mut sb) = Sandbox::postgres() else {
+        return;
+    };
+    let image = image(&host);
+    sb.env.push(("DOCKER_HOST".into(), host.clone()));
+    let srv = server(&sb);
+    let _local = worker(&sb, &["--slots", "tasks=4"]);
+    let _docker = worker(&sb, &["--executor", "docker", "--slots", "tasks=4"]);
+    let fan = |name: &str, annotation: &str, check: &str| {
+        format!(
+            "kind: Workflow\nmetadata: {{name: {name}{annotation}}}\nspec:\n  entrypoint: main\n  templates:\n  - name: main\n    steps:\n    - - {{name: t, template: t, withSequence: {{count: '6'}}}}\n  - name: t\n    container: {{image: {image}, command: [sh, -c, '{check}']}}\n"
+        )
+    };
+    let (status, body) = submit(
+        &srv,
+        &fan(
+            "in-docker",
+            ", annotations: {weir.dev/executor: docker}",
+            &format!("cat {MARKER}"),
+        ),
+    );
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = submit(
+        &srv,
+        &fan("on-host", "", &format!("test ! -e {MARKER} && echo host")),
+    );
+    assert_eq!(status, 200, "{body}");
+    for name in ["in-docker", "on-host"] {
+        let end = crate::server::follow(&srv, name);
+        assert_eq!(end["phase"], "Succeeded", "{name}: {end}");
+    }
 }

@@ -28,6 +28,11 @@ pub fn busybox_root(r: &Path) {
     for d in dirs {
         std::fs::create_dir_all(r.join(d)).unwrap();
     }
+    // anyone's, as in a distribution's image (a container may run as any user)
+    for d in ["tmp", "var/tmp"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(r.join(d), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    }
     std::fs::copy("/bin/busybox", r.join("bin/busybox")).unwrap();
     let list = Command::new("/bin/busybox").arg("--list").output().unwrap();
     for applet in String::from_utf8_lossy(&list.stdout).lines() {

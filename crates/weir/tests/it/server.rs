@@ -10,7 +10,7 @@ fn ml_example() -> String {
 }
 
 /// Submits a YAML workflow to `default` on an `--insecure-local` server; the run's name.
-fn submit(srv: &ApiServer, yaml: &str) -> String {
+pub fn submit(srv: &ApiServer, yaml: &str) -> String {
     let (status, wf) = answer(
         http()
             .post(srv.url("/api/v1/workflows/default"))
@@ -22,7 +22,7 @@ fn submit(srv: &ApiServer, yaml: &str) -> String {
 }
 
 /// Follows a run of `default` on its event stream until it finishes; the last event's data.
-fn follow(srv: &ApiServer, name: &str) -> Value {
+pub fn follow(srv: &ApiServer, name: &str) -> Value {
     let events = http()
         .get(srv.url(&format!("/api/v1/workflow-events/default?name={name}")))
         .call()

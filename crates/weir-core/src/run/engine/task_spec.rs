@@ -586,6 +586,13 @@ impl Run {
         };
         secrets.extend(registry_auths.iter().map(|a| a.password.clone()));
         let pull_policy = PullPolicy::of(c.image_pull_policy.as_deref())?;
+        let security = crate::run::Security::of(
+            c.security_context.as_ref(),
+            &[
+                call.tmpl.security_context.as_ref(),
+                self.templates.spec.security_context.as_ref(),
+            ],
+        )?;
         let mut sidecars = Vec::new();
         let mut init_containers = Vec::new();
         for (list, out) in [
@@ -806,6 +813,7 @@ impl Run {
                 .unwrap_or_default(),
             pull_policy,
             registry_auths,
+            security,
         })
     }
 
