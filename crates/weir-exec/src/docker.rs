@@ -13,8 +13,8 @@
 //! Volumes are bind mounts of the host directories the local executor would use (see
 //! [`crate::volumes`]), so the Docker daemon must be this host's.
 //!
-//! Not run here yet, and refused by name: sidecars, init containers, daemons, `http`, `data`
-//! and `resource` templates (the local executor runs them).
+//! Not run here yet, and refused by name: sidecars, init containers, daemons; `http`, `data`
+//! and `resource` templates run no image and go to the host ([`crate::Routed`]).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;

@@ -21,6 +21,7 @@ mod reaper;
 mod repo;
 mod report;
 mod root;
+mod routed;
 mod s3;
 mod sandbox;
 mod shared;
@@ -36,6 +37,7 @@ pub use isolation::Isolation;
 pub use paths::{InvalidPath, within};
 pub use process::{ProcessConfig, ProcessExecutor};
 pub use repo::{LocalRepo, RepoError};
+pub use routed::Routed;
 pub use sandbox::Sandbox;
 
 /// Deletes an artifact's object from an S3-compatible store (`artifactGC`).

@@ -411,6 +411,8 @@ pub fn main() -> Result<ExitCode> {
             crate::env::ContainerPolicy {
                 host_paths: Some(cli.allow_host_paths.clone()),
                 privileged: cli.allow_privileged,
+                // (a server's once its configuration is read)
+                host_processes: cli.executor.unwrap_or_default() == crate::env::TaskExecutor::Local,
             }
         } else {
             crate::env::ContainerPolicy::default()
@@ -459,6 +461,7 @@ pub fn main() -> Result<ExitCode> {
                 executor: eff.executor.0,
                 ..env
             };
+            env.containers.host_processes = env.executor == crate::env::TaskExecutor::Local;
             // with PostgreSQL, tasks go through the queue: to this process's own worker, and to
             // every `weir worker`
             env.queue = env.is_postgres();

@@ -391,8 +391,12 @@ impl Executor for QueueExecutor {
                 return;
             }
         };
+        // a worker of the executor its template asks for, else of the run's
         let mut selector = task.node_selector.clone();
-        selector.insert(crate::record::EXECUTOR.into(), self.executor.clone());
+        let executor = task
+            .executor
+            .map_or_else(|| self.executor.clone(), |k| k.name().to_string());
+        selector.insert(crate::record::EXECUTOR.into(), executor);
         let selector = serde_json::to_string(&selector).unwrap_or_else(|_| "{}".into());
         let _ = self.tx.send(Cmd::Enqueue(NewTask {
             run: self.run.clone(),
@@ -556,15 +560,7 @@ pub fn work(
     // the tasks of runs of this worker's executor only
     opts.labels
         .insert(crate::record::EXECUTOR.into(), env.executor.name().into());
-    let exec: Arc<dyn Executor + Send + Sync> = match env.executor {
-        crate::env::TaskExecutor::Local => {
-            Arc::new(ProcessExecutor::new(cfg, tx).context("starting the task executor")?)
-        }
-        crate::env::TaskExecutor::Docker => Arc::new(
-            weir_exec::DockerExecutor::new(env.docker_config(&cfg), tx)
-                .map_err(|e| anyhow::anyhow!(e))?,
-        ),
-    };
+    let exec: Arc<dyn Executor> = env.executor(env.executor.into(), false, cfg, tx)?.into();
     let held: Arc<Mutex<HashMap<String, Held>>> = Arc::default();
     let labels_json = serde_json::to_string(&opts.labels)?;
     let slots_json = serde_json::json!({"cpu_milli": opts.cpu_milli, "memory": opts.memory,

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
 use weir_core::run::{Action, Event, Lock, Millis, Phase, PodGc, Run, Submission, Timer};
-use weir_exec::{Executor, ProcessConfig, ProcessExecutor, Update};
+use weir_exec::{Executor, ProcessConfig, Update};
 use weir_store::{Acquire, Store};
 
 use crate::ambient::now_ms;
@@ -361,22 +361,18 @@ pub fn drive(
     let exec: Box<dyn Executor> = if queued {
         let cluster = crate::cluster::Cluster::get(&env.db);
         Box::new(crate::cluster::QueueExecutor::new(&cluster, &run, cfg, tx))
-    } else if run
-        .submission()
-        .workflow
-        .metadata
-        .annotations
-        .get(crate::record::EXECUTOR)
-        .is_some_and(|e| e == "docker")
-    {
+    } else {
         // the run's record says where its tasks run (`weir run --executor docker`): a resumed
         // run goes on where it began
-        let docker = env.docker_config(&cfg);
-        Box::new(weir_exec::DockerExecutor::new(docker, tx).map_err(|e| anyhow::anyhow!(e))?)
-    } else {
-        Box::new(
-            ProcessExecutor::new(cfg, tx).context("starting the task executor (epoll, eventfd)")?,
-        )
+        let sub = run.submission();
+        let kind = sub
+            .workflow
+            .metadata
+            .annotations
+            .get(crate::record::EXECUTOR)
+            .and_then(|e| weir_core::run::ExecutorKind::of(e))
+            .unwrap_or(weir_core::run::ExecutorKind::Local);
+        env.executor(kind, crate::record::asks_for_containers(sub), cfg, tx)?
     };
     drive_with(env, store, run, initial, pending, watch, exec, rx)
 }

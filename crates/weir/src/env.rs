@@ -36,6 +36,9 @@ pub struct ContainerPolicy {
     pub host_paths: Option<Vec<PathBuf>>,
     /// Whether a container's `securityContext.privileged` is honoured (else refused).
     pub privileged: bool,
+    /// Whether a template may ask for host processes (`weir.dev/executor: local`) in a run
+    /// whose tasks run in containers: not on a server that runs containers.
+    pub host_processes: bool,
 }
 
 impl Default for ContainerPolicy {
@@ -44,6 +47,7 @@ impl Default for ContainerPolicy {
         ContainerPolicy {
             host_paths: None,
             privileged: true,
+            host_processes: true,
         }
     }
 }
@@ -60,17 +64,53 @@ pub enum TaskExecutor {
     Docker,
 }
 
-impl TaskExecutor {
-    /// Its name in a run's `weir.dev/executor` annotation and a worker's label of that name.
-    pub fn name(self) -> &'static str {
-        match self {
-            TaskExecutor::Local => "local-process",
-            TaskExecutor::Docker => "docker",
+impl From<TaskExecutor> for weir_core::run::ExecutorKind {
+    fn from(e: TaskExecutor) -> Self {
+        match e {
+            TaskExecutor::Local => weir_core::run::ExecutorKind::Local,
+            TaskExecutor::Docker => weir_core::run::ExecutorKind::Docker,
         }
     }
 }
 
+impl TaskExecutor {
+    /// Its name in a run's `weir.dev/executor` annotation and a worker's label of that name.
+    pub fn name(self) -> &'static str {
+        weir_core::run::ExecutorKind::from(self).name()
+    }
+}
+
 impl Env {
+    /// The executor of a run whose tasks run as `kind` says (and, where `mixed`, some of its
+    /// templates ask for containers): host processes; or containers, but what runs no image of
+    /// its own (`http`, `data`, `resource` templates) and the templates that ask for host
+    /// processes (where this process may run them) on the host.
+    pub fn executor(
+        &self,
+        kind: weir_core::run::ExecutorKind,
+        mixed: bool,
+        cfg: weir_exec::ProcessConfig,
+        tx: std::sync::mpsc::Sender<weir_exec::Update>,
+    ) -> anyhow::Result<Box<dyn weir_exec::Executor>> {
+        use anyhow::Context;
+        let host = |tx| {
+            weir_exec::ProcessExecutor::new(cfg.clone(), tx)
+                .context("starting the task executor (epoll, eventfd)")
+        };
+        if kind == weir_core::run::ExecutorKind::Local && !mixed {
+            return Ok(Box::new(host(tx)?));
+        }
+        let docker = weir_exec::DockerExecutor::new(self.docker_config(&cfg), tx.clone())
+            .map_err(|e| anyhow::anyhow!(e))?;
+        Ok(Box::new(weir_exec::Routed::new(
+            Box::new(docker),
+            Box::new(host(tx.clone())?),
+            kind,
+            self.containers.host_processes,
+            tx,
+        )))
+    }
+
     /// The Docker executor's configuration beside the local executor's `cfg`.
     pub fn docker_config(&self, cfg: &weir_exec::ProcessConfig) -> weir_exec::DockerConfig {
         weir_exec::DockerConfig {

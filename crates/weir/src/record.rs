@@ -85,7 +85,30 @@ fn hostname() -> String {
 /// Which executor runs a run's tasks: `local-process`, or `docker` (which
 /// [`crate::driver::drive`] reads). A workflow may ask for either as `docker` or `local` under
 /// the same name; `weir run` honours that (see [`executor_for`]).
-pub const EXECUTOR: &str = "weir.dev/executor";
+pub const EXECUTOR: &str = weir_core::run::EXECUTOR_ANNOTATION;
+
+/// What a template's `weir.dev/executor` annotation asks for, if anything.
+fn template_executor(t: &weir_core::spec::Template) -> Option<&str> {
+    t.metadata
+        .as_ref()?
+        .get("annotations")?
+        .get(EXECUTOR)?
+        .as_str()
+}
+
+/// The templates `sub` may run: its own and its library's.
+fn templates(sub: &Submission) -> impl Iterator<Item = &weir_core::spec::Template> {
+    sub.workflow
+        .spec
+        .templates
+        .iter()
+        .chain(sub.library.iter().flat_map(|d| d.spec.templates.iter()))
+}
+
+/// Whether a template of `sub` asks for containers (`weir.dev/executor: docker`).
+pub fn asks_for_containers(sub: &Submission) -> bool {
+    templates(sub).any(|t| template_executor(t) == Some("docker"))
+}
 
 /// Where `sub`'s tasks run: as its own `weir.dev/executor` annotation asks (`docker` or
 /// `local`), else `given` (`--executor`, or the server's). A server that runs containers
@@ -97,6 +120,19 @@ pub fn executor_for(
     serves: bool,
 ) -> Result<crate::env::TaskExecutor, String> {
     use crate::env::TaskExecutor::{Docker, Local};
+    if serves
+        && given == Docker
+        && let Some(t) = templates(sub).find(|t| {
+            template_executor(t).and_then(weir_core::run::ExecutorKind::of)
+                == Some(weir_core::run::ExecutorKind::Local)
+        })
+    {
+        return Err(format!(
+            "template `{}`: metadata.annotations.{EXECUTOR}: this server runs every task in a \
+             container (--executor docker); it does not run tasks as host processes",
+            t.name
+        ));
+    }
     match sub
         .workflow
         .metadata
@@ -130,12 +166,7 @@ pub fn annotate(sub: &mut Submission, file: Option<&Path>, executor: crate::env:
     a.insert("weir.dev/os".into(), uname());
     a.insert(EXECUTOR.into(), executor.name().into());
     // the interpreters the templates call, with their versions
-    let mut programs: Vec<String> = sub
-        .workflow
-        .spec
-        .templates
-        .iter()
-        .chain(sub.library.iter().flat_map(|d| d.spec.templates.iter()))
+    let mut programs: Vec<String> = templates(sub)
         .filter_map(|t| t.script.as_ref().or(t.container.as_ref()))
         .filter_map(|c| c.command.first().cloned())
         .filter(|p| !p.contains('{') && !p.contains('/'))

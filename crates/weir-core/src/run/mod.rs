@@ -288,6 +288,37 @@ pub struct Requests {
     pub gpus: u32,
 }
 
+/// Which executor runs a task: host processes, or containers of its image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExecutorKind {
+    Local,
+    Docker,
+}
+
+impl ExecutorKind {
+    /// The value of a `weir.dev/executor` annotation: `docker`, or `local` (also
+    /// `local-process`, as a run's record names it).
+    pub fn of(annotation: &str) -> Option<ExecutorKind> {
+        match annotation {
+            "docker" => Some(ExecutorKind::Docker),
+            "local" | "local-process" => Some(ExecutorKind::Local),
+            _ => None,
+        }
+    }
+
+    /// Its name in a run's record (and a worker's label): `local-process` or `docker`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ExecutorKind::Local => "local-process",
+            ExecutorKind::Docker => "docker",
+        }
+    }
+}
+
+/// The annotation naming where a run's (or a template's) tasks run.
+pub const EXECUTOR_ANNOTATION: &str = "weir.dev/executor";
+
 /// What an executor needs to run one task.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
@@ -345,6 +376,10 @@ pub struct TaskSpec {
     /// The container's `securityContext` (only an executor of containers applies it).
     #[serde(default, skip_serializing_if = "Security::is_empty")]
     pub security: Security,
+    /// The executor its template asks for (`weir.dev/executor` in its metadata's
+    /// annotations); none: the run's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<ExecutorKind>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -946,20 +946,26 @@ fn a_server_with_the_docker_executor_runs_submissions_in_containers() {
         .to_string();
     assert!(msg.contains("--allow-privileged"), "{wf}");
 
-    let (status, body) = answer(
-        http()
-            .post(srv.url("/api/v1/workflows/default"))
-            .content_type("application/yaml")
-            .send(format!(
-                "kind: Workflow\nmetadata: {{generateName: host-, annotations: {{weir.dev/executor: local}}}}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    container: {{image: {image}, command: [id]}}\n"
-            )),
-    );
-    assert_eq!(status, 400, "{body}");
-    assert!(
-        body.to_string()
-            .contains("does not run tasks as host processes"),
-        "{body}"
-    );
+    // a workflow asking for host processes is refused, or one of its templates
+    for (workflow, template) in [
+        ("annotations: {weir.dev/executor: local}", ""),
+        ("", "metadata: {annotations: {weir.dev/executor: local}}"),
+    ] {
+        let (status, body) = answer(
+            http()
+                .post(srv.url("/api/v1/workflows/default"))
+                .content_type("application/yaml")
+                .send(format!(
+                    "kind: Workflow\nmetadata: {{generateName: host-, {workflow}}}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    {template}\n    container: {{image: {image}, command: [id]}}\n"
+                )),
+        );
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body.to_string()
+                .contains("does not run tasks as host processes"),
+            "{body}"
+        );
+    }
 }
 
 /// On PostgreSQL, a run's tasks go only to workers of its executor: `weir worker --executor
@@ -1002,5 +1008,80 @@ fn workers_claim_only_the_tasks_of_their_executor() {
     for name in ["in-docker", "on-host"] {
         let end = crate::server::follow(&srv, name);
         assert_eq!(end["phase"], "Succeeded", "{name}: {end}");
+    }
+}
+
+/// A template's `weir.dev/executor` annotation places its tasks whatever the run's executor
+/// (`docker`: a container of its image; `local`: a host process), and an `http` template,
+/// which runs no image, runs on the host under either: the same file succeeds with the local
+/// executor and with the Docker executor.
+#[test]
+fn templates_choose_their_executor_and_http_templates_run_on_the_host() {
+    use crate::support::WebServer;
+    let Some(host) = daemon() else {
+        return;
+    };
+    let image = image(&host);
+    let sb = Sandbox::new();
+    let site = sb.dir_with("site", &[("hello.txt", "hello over http")]);
+    let web = WebServer::start(&site);
+    let wf = sb.write(
+        "mixed.yaml",
+        &format!(
+            r#"kind: Workflow
+metadata: {{generateName: mixed-}}
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    dag:
+      tasks:
+      - {{name: in-image, template: in-image}}
+      - {{name: on-host, template: on-host}}
+      - {{name: fetch, template: fetch}}
+  - name: in-image
+    metadata: {{annotations: {{weir.dev/executor: docker}}}}
+    container: {{image: {image}, command: [cat, {MARKER}]}}
+  - name: on-host
+    metadata: {{annotations: {{weir.dev/executor: local}}}}
+    container: {{image: {image}, command: [sh, -c, 'test ! -e {MARKER} && echo on the host']}}
+  - name: fetch
+    http:
+      url: http://127.0.0.1:{port}/hello.txt
+      successCondition: response.statusCode == 200
+"#,
+            port = web.1
+        ),
+    );
+    for executor in ["local", "docker"] {
+        let out = weir(
+            &sb,
+            &host,
+            &[
+                "run",
+                "--executor",
+                executor,
+                wf.to_str().unwrap(),
+                "-o",
+                "json",
+            ],
+        );
+        assert_eq!(out.code, 0, "--executor {executor}: {}", out.all());
+        let got: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        assert_eq!(
+            node(&got, "in-image")["outputs"]["result"],
+            "only in the image",
+            "{got}"
+        );
+        assert_eq!(
+            node(&got, "on-host")["outputs"]["result"],
+            "on the host",
+            "{got}"
+        );
+        assert_eq!(
+            node(&got, "fetch")["outputs"]["result"],
+            "hello over http",
+            "{got}"
+        );
     }
 }

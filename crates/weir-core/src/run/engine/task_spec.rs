@@ -586,6 +586,25 @@ impl Run {
         };
         secrets.extend(registry_auths.iter().map(|a| a.password.clone()));
         let pull_policy = PullPolicy::of(c.image_pull_policy.as_deref())?;
+        let executor = match call
+            .tmpl
+            .metadata
+            .as_ref()
+            .and_then(|m| m.get("annotations"))
+            .and_then(|a| a.get(crate::run::EXECUTOR_ANNOTATION))
+        {
+            None => None,
+            Some(v) => Some(
+                v.as_str()
+                    .and_then(crate::run::ExecutorKind::of)
+                    .ok_or_else(|| {
+                        format!(
+                            "metadata.annotations.{}: `{v}` is not an executor: docker or local",
+                            crate::run::EXECUTOR_ANNOTATION
+                        )
+                    })?,
+            ),
+        };
         let security = crate::run::Security::of(
             c.security_context.as_ref(),
             &[
@@ -814,6 +833,7 @@ impl Run {
             pull_policy,
             registry_auths,
             security,
+            executor,
         })
     }
 
