@@ -373,6 +373,9 @@ pub struct Container {
     /// Whom the container runs as and what it may do (only the Docker executor applies it).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub security_context: Option<Value>,
+    /// Sidecars and init containers: mount the main container's volumes (Argo's field).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mirror_volume_mounts: Option<bool>,
 }
 
 impl Container {

@@ -234,6 +234,8 @@ fn a_daemon_is_ready_when_its_probe_passes_and_sidecars_end_with_their_task() {
             pidfile.display()
         )],
         env: Vec::new(),
+        image: None,
+        mounts: Vec::new(),
     }];
     exec.start(t);
     let (done, logs) = finish(&rx, 1);

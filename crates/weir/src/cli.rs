@@ -69,6 +69,14 @@ pub(super) struct Cli {
     /// `privileged` (root on the host); refused otherwise.
     #[arg(long, env = "WEIR_ALLOW_PRIVILEGED", global = true)]
     allow_privileged: bool,
+    /// The Docker network task containers join (`docker network create` it first); by
+    /// default they have none (`--network none`), loopback only.
+    #[arg(long, env = "WEIR_DOCKER_NETWORK", global = true)]
+    docker_network: Option<String>,
+    /// Leave task containers in place after they end, for `docker inspect` and `docker logs`
+    /// (remove them with `docker rm`; they carry the labels `weir.run` and `weir.node`).
+    #[arg(long, env = "WEIR_KEEP_CONTAINERS", global = true)]
+    keep_containers: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -409,13 +417,19 @@ pub fn main() -> Result<ExitCode> {
         executor: cli.executor.unwrap_or_default(),
         containers: if serves {
             crate::env::ContainerPolicy {
+                network: cli.docker_network.clone(),
+                keep: cli.keep_containers,
                 host_paths: Some(cli.allow_host_paths.clone()),
                 privileged: cli.allow_privileged,
                 // (a server's once its configuration is read)
                 host_processes: cli.executor.unwrap_or_default() == crate::env::TaskExecutor::Local,
             }
         } else {
-            crate::env::ContainerPolicy::default()
+            crate::env::ContainerPolicy {
+                network: cli.docker_network.clone(),
+                keep: cli.keep_containers,
+                ..Default::default()
+            }
         },
     };
     match cli.cmd {

@@ -39,6 +39,10 @@ pub struct ContainerPolicy {
     /// Whether a template may ask for host processes (`weir.dev/executor: local`) in a run
     /// whose tasks run in containers: not on a server that runs containers.
     pub host_processes: bool,
+    /// The Docker network containers join (`--docker-network`); none: no network.
+    pub network: Option<String>,
+    /// Containers are left in place after they end (`--keep-containers`).
+    pub keep: bool,
 }
 
 impl Default for ContainerPolicy {
@@ -48,6 +52,8 @@ impl Default for ContainerPolicy {
             host_paths: None,
             privileged: true,
             host_processes: true,
+            network: None,
+            keep: false,
         }
     }
 }
@@ -118,8 +124,8 @@ impl Env {
             repo: cfg.repo.clone(),
             capacity: cfg.capacity.clone(),
             stream_logs: cfg.stream_logs,
-            network: None,
-            keep_containers: false,
+            network: self.containers.network.clone(),
+            keep_containers: self.containers.keep,
             host_paths: self.containers.host_paths.clone(),
             privileged: self.containers.privileged,
         }

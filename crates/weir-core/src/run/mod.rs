@@ -446,9 +446,16 @@ pub enum ProbeCheck {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sidecar {
     pub name: String,
+    /// Its own image (an executor of containers runs it; none: the task's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub env: Vec<(String, String)>,
+    /// Its own `volumeMounts` (the task's with `mirrorVolumeMounts`); an executor of
+    /// containers mounts them (the local executor shares the task's view of the files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mounts: Vec<Mount>,
 }
 
 /// One value a task reported: a JSON line in `$WEIR_METRICS`, or a `::weir-metric` line.

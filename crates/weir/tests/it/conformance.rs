@@ -732,7 +732,7 @@ impl Report {
             let ran = d.rows.iter().filter(|r| r.outcome != "Not run").count();
             let _ = writeln!(
                 o,
-                "**The Docker executor** (`weir --executor docker`, the column *docker*): the same documents, each task a container of its image on a private dockerd (no network: `--network none`). There is no registry here, so the images Argo's examples name are stand-ins built by the suite: {}. **{} of {ran}** reached Succeeded; under its verdict, {} What it does not run yet it refuses by name (sidecars, daemons, init containers); `http`, `data` and `resource` templates run on the host, as Argo runs them outside the workflow's containers, and an image with no stand-in fails its node as one that cannot be pulled; the *reason* column gives its message where its outcome differs from the local executor's.\n",
+                "**The Docker executor** (`weir --executor docker`, the column *docker*): the same documents, each task a container of its image on a private dockerd (no network: `--network none`). There is no registry here, so the images Argo's examples name are stand-ins built by the suite: {}. **{} of {ran}** reached Succeeded; under its verdict, {} What it does not run yet it refuses by name (daemons); `http`, `data` and `resource` templates run on the host, as Argo runs them outside the workflow's containers, and an image with no stand-in fails its node as one that cannot be pulled; the *reason* column gives its message where its outcome differs from the local executor's.\n",
                 crate::images::STAND_INS,
                 d.succeeded(),
                 ratio(d.matched, d.counted).replacen("documents", "of the same documents", 1)

@@ -1085,3 +1085,151 @@ spec:
         );
     }
 }
+
+/// Init containers and sidecars, as a pod has them: an init container (`mirrorVolumeMounts`)
+/// writes a page into the task's `emptyDir` before it starts; a sidecar of another image
+/// serves that volume over HTTP on 127.0.0.1, which the task reaches because they share a
+/// network namespace (with no network at all); the sidecar is killed when the task ends, its
+/// lines are in the task's log with its name, and no container is left. A failing init
+/// container fails its task before it runs.
+#[test]
+fn init_containers_and_sidecars_run_beside_the_task() {
+    let Some(host) = daemon() else {
+        return;
+    };
+    let image = image(&host);
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "pod.yaml",
+        &format!(
+            r#"kind: Workflow
+metadata: {{name: pod}}
+spec:
+  entrypoint: main
+  volumes: [{{name: www, emptyDir: {{}}}}]
+  templates:
+  - name: main
+    steps:
+    - - {{name: fetch, template: fetch}}
+    - - {{name: broken, template: broken, continueOn: {{failed: true, error: true}}}}
+  - name: fetch
+    container:
+      image: {image}
+      command: [sh, -c, 'until wget -q -O- http://127.0.0.1:8080/index.html; do sleep 0.1; done']
+      volumeMounts: [{{name: www, mountPath: /www}}]
+    initContainers:
+    - name: write-page
+      image: {image}
+      command: [sh, -c, 'echo page from the init container > /www/index.html; echo wrote it']
+      mirrorVolumeMounts: true
+    sidecars:
+    - name: web
+      image: {image}
+      command: [sh, -c, 'echo serving; exec httpd -f -p 127.0.0.1:8080 -h /srv']
+      volumeMounts: [{{name: www, mountPath: /srv}}]
+  - name: broken
+    container: {{image: {image}, command: [echo, never]}}
+    initContainers:
+    - {{name: fails, image: {image}, command: [sh, -c, 'exit 3']}}
+"#
+        ),
+    );
+    let out = run_in_docker(&sb, &host, &wf);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let got = sb.json(&["get", "pod", "-o", "json"]);
+    assert_eq!(
+        node(&got, "fetch")["outputs"]["result"],
+        "page from the init container",
+        "{got}"
+    );
+    let broken = node(&got, "broken");
+    assert_ne!(broken["phase"], "Succeeded", "{broken}");
+    assert!(
+        broken["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("init container `fails` failed with exit code 3")),
+        "{broken}"
+    );
+    let logs = sb.weir(&["logs", "pod", "fetch"]);
+    assert!(
+        logs.stdout.contains("[write-page] wrote it"),
+        "{}",
+        logs.all()
+    );
+    assert!(logs.stdout.contains("[web] serving"), "{}", logs.all());
+    assert_eq!(containers_of(&host, "pod"), "", "no container is left");
+}
+
+/// A container has no network but loopback unless weir is given one (`--docker-network`, an
+/// internal network made here, which reaches nothing beyond its containers);
+/// `--keep-containers` leaves the containers for inspection, labelled with their run.
+#[test]
+fn a_network_is_granted_by_name_and_containers_kept_on_request() {
+    let Some(host) = daemon() else {
+        return;
+    };
+    let image = image(&host);
+    let net = "weir-test-internal";
+    let made = Command::new("docker")
+        .args(["-H", &host, "network", "create", "--internal", net])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&made.stderr);
+    assert!(
+        made.status.success() || stderr.contains("already exists"),
+        "{stderr}"
+    );
+    let sb = Sandbox::new();
+    let wf = |name: &str| {
+        sb.write(
+            &format!("{name}.yaml"),
+            &format!(
+                "kind: Workflow\nmetadata: {{name: {name}}}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    container: {{image: {image}, command: [ls, /sys/class/net]}}\n"
+            ),
+        )
+    };
+    let out = run_in_docker(&sb, &host, &wf("no-net"));
+    assert_eq!(out.code, 0, "{}", out.all());
+    let got = sb.json(&["get", "no-net", "-o", "json"]);
+    assert_eq!(node(&got, "no-net")["outputs"]["result"], "lo", "{got}");
+
+    let file = wf("on-net");
+    let out = weir(
+        &sb,
+        &host,
+        &[
+            "run",
+            "--executor",
+            "docker",
+            "--docker-network",
+            net,
+            "--keep-containers",
+            file.to_str().unwrap(),
+            "--no-logs",
+        ],
+    );
+    assert_eq!(out.code, 0, "{}", out.all());
+    let got = sb.json(&["get", "on-net", "-o", "json"]);
+    let result = node(&got, "on-net")["outputs"]["result"].clone();
+    assert!(
+        result.as_str().is_some_and(|r| r.contains("eth0")),
+        "{result}"
+    );
+    let kept = containers_of(&host, "on-net");
+    assert_ne!(kept, "", "the container is kept");
+    let rm = Command::new("docker")
+        .args(["-H", &host, "rm", "-f", &kept])
+        .output()
+        .unwrap();
+    assert!(rm.status.success());
+    // the host as it was: no bridge left behind
+    let rm = Command::new("docker")
+        .args(["-H", &host, "network", "rm", net])
+        .output()
+        .unwrap();
+    assert!(
+        rm.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rm.stderr)
+    );
+}

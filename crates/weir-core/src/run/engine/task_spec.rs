@@ -612,6 +612,7 @@ impl Run {
                 self.templates.spec.security_context.as_ref(),
             ],
         )?;
+        let mounts = self.mounts(i, &call.tmpl, c, &env)?;
         let mut sidecars = Vec::new();
         let mut init_containers = Vec::new();
         for (list, out) in [
@@ -623,9 +624,15 @@ impl Run {
                 secrets.extend(sc_secrets);
                 out.push(Sidecar {
                     name: sc.name.clone().unwrap_or_else(|| "container".into()),
+                    image: sc.image.as_deref().map(s).transpose()?,
                     command: sc.command.iter().map(|x| s(x)).collect::<Result<_, _>>()?,
                     args: sc.args.iter().map(|x| s(x)).collect::<Result<_, _>>()?,
                     env: sc_env,
+                    mounts: if sc.mirror_volume_mounts == Some(true) {
+                        mounts.clone()
+                    } else {
+                        self.mounts(i, &call.tmpl, sc, &env)?
+                    },
                 });
             }
         }
@@ -808,7 +815,7 @@ impl Run {
             output_artifacts,
             requests,
             limits,
-            mounts: self.mounts(i, &call.tmpl, c, &env)?,
+            mounts,
             daemon,
             sidecars,
             init_containers,

@@ -13,8 +13,10 @@
 //! Volumes are bind mounts of the host directories the local executor would use (see
 //! [`crate::volumes`]), so the Docker daemon must be this host's.
 //!
-//! Not run here yet, and refused by name: sidecars, init containers, daemons; `http`, `data`
-//! and `resource` templates run no image and go to the host ([`crate::Routed`]).
+//! Init containers and sidecars are containers of their own beside the task's (`beside.rs`).
+//! Not run here yet, and refused by name: daemons (with no network, nothing could reach
+//! one); `http`, `data` and `resource` templates run no image and go to the host
+//! ([`crate::Routed`]).
 
 use std::collections::{HashMap, HashSet};
 use std::io::Read;
@@ -33,6 +35,8 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 use weir_core::run::{Access, ArtifactRef, PullPolicy, TaskResult, TaskSpec};
+
+mod beside;
 
 use crate::admission::Capacity;
 use crate::repo::LocalRepo;
@@ -155,7 +159,7 @@ impl Executor for DockerExecutor {
                     let since = since_of(&record_path(run_dir, &node));
                     let output = me.output_of(&id, running).await;
                     let r = me.follow(&task, &id, &work, since, output).await;
-                    me.settle(&id, &record_path(run_dir, &node)).await;
+                    me.settle(&task, &record_path(run_dir, &node)).await;
                     r
                 }
                 Err(e) => Err(e.to_string()),
@@ -338,10 +342,6 @@ fn unsupported(task: &TaskSpec) -> Option<&'static str> {
         Some("`http` templates")
     } else if task.data.is_some() {
         Some("`data` templates")
-    } else if !task.sidecars.is_empty() {
-        Some("sidecars")
-    } else if !task.init_containers.is_empty() {
-        Some("init containers")
     } else if task.daemon.is_some() {
         Some("daemons")
     } else {
@@ -580,7 +580,7 @@ impl Inner {
         for d in [&work, &run_dir.join("logs")] {
             std::fs::create_dir_all(d).map_err(|e| format!("{}: {e}", d.display()))?;
         }
-        let mut mounts = self.mounts(&task, &run_dir, &work)?;
+        let mut mounts = self.mounts(&task.mounts, &run_dir, &work)?;
         let (repo, t, w) = (self.cfg.repo.clone(), task.clone(), work.clone());
         let read_only = task.security.read_only_root_filesystem;
         let inputs = tokio::task::spawn_blocking(move || {
@@ -602,10 +602,7 @@ impl Inner {
         let (inputs, binds) = inputs;
         mounts.extend(binds);
         let (entrypoint, cmd) = entrypoint_and_cmd(&task);
-        let labels = HashMap::from([
-            ("weir.run".to_string(), task.run.clone()),
-            ("weir.node".to_string(), task.node_id.clone()),
-        ]);
+        let labels = beside::labels(&task, beside::Role::Main);
         let config = ContainerCreateBody {
             image: Some(image.clone()),
             entrypoint,
@@ -654,17 +651,20 @@ impl Inner {
         .map_err(|e| e.to_string())
         .and_then(|json| write_private(&record, &json));
         let outcome = match written {
-            Ok(()) => self.run_container(&task, &id, inputs, &work).await,
+            Ok(()) => {
+                self.run_container(&task, &id, inputs, (&run_dir, &work))
+                    .await
+            }
             Err(e) => Err(format!("{}: {e}", record.display())),
         };
-        self.settle(&id, &record).await;
+        self.settle(&task, &record).await;
         outcome
     }
 
     /// The task's volumes as bind mounts of their host directories (made ready here).
     fn mounts(
         &self,
-        task: &TaskSpec,
+        list: &[weir_core::run::Mount],
         run_dir: &Path,
         work: &Path,
     ) -> Result<Vec<bollard::models::Mount>, String> {
@@ -684,8 +684,7 @@ impl Inner {
             host_path: &host_path,
             owner: None,
         };
-        task.mounts
-            .iter()
+        list.iter()
             .map(|m| bind(&crate::volumes::host_dir(m, &places)?, &m.path, m.read_only))
             .collect()
     }
@@ -704,11 +703,8 @@ impl Inner {
     }
 
     /// Removes a container whose task has been reported (unless kept), then its record.
-    async fn settle(&self, id: &str, record: &Path) {
-        if !self.cfg.keep_containers {
-            let force = RemoveContainerOptionsBuilder::default().force(true).build();
-            let _ = self.docker.remove_container(id, Some(force)).await;
-        }
+    async fn settle(&self, task: &TaskSpec, record: &Path) {
+        self.end_all(&task.run, &task.node_id).await;
         let _ = std::fs::remove_file(record);
     }
 
@@ -732,7 +728,7 @@ impl Inner {
             Some(S::RUNNING | S::PAUSED | S::RESTARTING) => Some((found.task, found.id, true)),
             Some(S::EXITED) => Some((found.task, found.id, false)),
             _ => {
-                self.settle(&found.id, &record).await;
+                self.settle(&found.task, &record).await;
                 None
             }
         }
@@ -780,7 +776,7 @@ impl Inner {
         task: &TaskSpec,
         id: &str,
         inputs: Option<Vec<u8>>,
-        work: &Path,
+        (run_dir, work): (&Path, &Path),
     ) -> Result<TaskResult, String> {
         if let Some(inputs) = inputs {
             let opts = UploadToContainerOptionsBuilder::default().path("/").build();
@@ -789,6 +785,8 @@ impl Inner {
                 .await
                 .map_err(|e| format!("placing the inputs in the container: {e}"))?;
         }
+        self.run_inits(task, run_dir, work).await?;
+        lock(&self.running).insert(task.node_id.clone(), id.to_string());
         if lock(&self.stopped).contains(&task.node_id) {
             return Err("stopped before it started".into());
         }
@@ -807,6 +805,10 @@ impl Inner {
             node: task.node_id.clone(),
             pid: 0,
         });
+        if let Err(e) = self.start_sidecars(task, id, run_dir, work).await {
+            self.stop_container(id).await;
+            return Err(e);
+        }
         self.follow(task, id, work, since, output).await
     }
 
