@@ -95,6 +95,12 @@ pub trait Executor: Send + Sync {
     /// The driver recorded these nodes' results: an executor that keeps them elsewhere (the
     /// task queue) may let them go.
     fn recorded(&self, _finished: &[String]) {}
+    /// The content id of the image a task would run in, for its step-cache key: None when
+    /// this executor would not run it in that image (host processes); `Some(None)` when the
+    /// image is not here (yet), so no cached result can be known to match it.
+    fn image_id(&self, _ask: &weir_core::run::ImageAsk) -> Option<Option<String>> {
+        None
+    }
 }
 
 /// Replaces each secret value in `line` by `***`.

@@ -53,7 +53,12 @@ impl Routed {
         if task.http.is_some() || task.data.is_some() || task.child.is_some() {
             return Ok(false);
         }
-        match task.executor.unwrap_or(self.default) {
+        self.asked(task.executor)
+    }
+
+    /// Whether a task whose template asks for `executor` runs in a container.
+    fn asked(&self, executor: Option<ExecutorKind>) -> Result<bool, String> {
+        match executor.unwrap_or(self.default) {
             ExecutorKind::Docker => Ok(true),
             ExecutorKind::Local if self.default == ExecutorKind::Docker && !self.host_allowed => {
                 Err(
@@ -118,6 +123,13 @@ impl Executor for Routed {
             }
         }
         false
+    }
+
+    fn image_id(&self, ask: &weir_core::run::ImageAsk) -> Option<Option<String>> {
+        match self.asked(ask.executor) {
+            Ok(true) => self.containers.image_id(ask),
+            _ => None,
+        }
     }
 
     fn recorded(&self, finished: &[String]) {

@@ -442,9 +442,21 @@ pub fn drive_with(
                     cache,
                     key,
                     max_age_ms,
+                    image,
                 } => {
                     let cache = memo_cache(&namespace, &cache);
-                    let hit = store.memo_entry(&cache, &key, max_age_ms, now_ms())?;
+                    // a task run in a container: its outputs are those of the image it
+                    // runs, by content; one not here yet has none cached that can be known
+                    // to match
+                    let key = match image.and_then(|ask| exec.image_id(&ask)) {
+                        None => Some(key),
+                        Some(None) => None,
+                        Some(Some(id)) => Some(weir_core::run::pinned_cache_key(&key, &id)),
+                    };
+                    let hit = match key {
+                        Some(key) => store.memo_entry(&cache, &key, max_age_ms, now_ms())?,
+                        None => None,
+                    };
                     let mut from = None;
                     let outputs = hit.and_then(|(o, run)| {
                         from = Some(run);
@@ -470,6 +482,13 @@ pub fn drive_with(
                     key,
                     outputs,
                 } => {
+                    // step caching binds what ran in a container to its image's content id
+                    let key = match &outputs.container {
+                        Some(c) if cache == weir_core::run::STEP_CACHE => {
+                            weir_core::run::pinned_cache_key(&key, &c.image_id)
+                        }
+                        _ => key,
+                    };
                     store.memo_put(
                         &memo_cache(&namespace, &cache),
                         &key,

@@ -283,6 +283,15 @@ pub fn node_json(n: &Node, run: &Run) -> Value {
     if let Some(k) = &n.cache_key {
         v["cacheKey"] = Value::String(k.clone());
     }
+    if let Some(c) = &n.outputs.container {
+        // as a pod's container status names them
+        let mut status = json!({"image": c.image, "imageID": c.image_id,
+            "containerID": format!("docker://{}", c.id)});
+        if !c.repo_digests.is_empty() {
+            status["repoDigests"] = json!(c.repo_digests);
+        }
+        v["container"] = status;
+    }
     if let Some(r) = &n.cached_from {
         v["cachedFrom"] = Value::String(r.clone());
     }

@@ -495,6 +495,59 @@ pub struct TaskResult {
     /// Argo's does: `OOMKilled (exit code 137)`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The container it ran in, where an executor of containers ran it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Box<ContainerRun>>,
+}
+
+/// The container a task ran in: what makes its result reproducible (the exact image, whatever
+/// its tag names later) and what to look for on the Docker host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContainerRun {
+    /// The image as the template named it.
+    pub image: String,
+    /// The image's content id (`sha256:…`, the digest of its configuration).
+    pub image_id: String,
+    /// Its registry digests (`NAME@sha256:…`), where it was pulled from a registry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub repo_digests: Vec<String>,
+    /// The container's id.
+    pub id: String,
+}
+
+/// The image a step-cache lookup depends on: an executor of containers keys the step cache by
+/// the image's content id too (see [`pinned_cache_key`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageAsk {
+    pub image: String,
+    /// The executor the task's template asks for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub executor: Option<ExecutorKind>,
+}
+
+impl ImageAsk {
+    /// The image a task would run in: none for a task that runs no image of its own (`http`,
+    /// `data`, `resource`) or asks for host processes.
+    pub fn of(spec: &TaskSpec) -> Option<ImageAsk> {
+        if spec.http.is_some()
+            || spec.data.is_some()
+            || spec.child.is_some()
+            || spec.executor == Some(ExecutorKind::Local)
+        {
+            return None;
+        }
+        Some(ImageAsk {
+            image: spec.image.clone()?,
+            executor: spec.executor,
+        })
+    }
+}
+
+/// A step-cache key bound to the content id of the image the task runs in.
+pub fn pinned_cache_key(key: &str, image_id: &str) -> String {
+    blake3::hash(format!("{key}\n{image_id}").as_bytes())
+        .to_hex()
+        .to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -605,6 +658,10 @@ pub enum Action {
         cache: String,
         key: String,
         max_age_ms: Option<i64>,
+        /// Step caching: the image the task would run in (an executor of containers binds the
+        /// key to its content id).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        image: Option<ImageAsk>,
     },
     /// Remember a memoized node's outputs.
     Memoize {
@@ -671,6 +728,9 @@ pub struct NodeOutputs {
     /// Metrics the task reported (experiment tracking).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metrics: Vec<MetricPoint>,
+    /// The container that produced them (reused with them from the step cache).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<Box<ContainerRun>>,
 }
 
 /// One node of the run tree (public view).
@@ -1034,6 +1094,10 @@ impl Run {
                     cache: STEP_CACHE.into(),
                     key: key.clone(),
                     max_age_ms: None,
+                    image: match &self.rt[i] {
+                        engine::Rt::Pod { spec, .. } => ImageAsk::of(spec),
+                        _ => None,
+                    },
                 });
             }
         }

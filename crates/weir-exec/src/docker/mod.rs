@@ -34,7 +34,7 @@ use bollard::query_parameters::{
     StopContainerOptionsBuilder, UploadToContainerOptionsBuilder,
 };
 use futures_util::StreamExt;
-use weir_core::run::{Access, ArtifactRef, PullPolicy, TaskResult, TaskSpec};
+use weir_core::run::{Access, ArtifactRef, ContainerRun, PullPolicy, TaskResult, TaskSpec};
 
 mod beside;
 
@@ -167,6 +167,13 @@ impl Executor for DockerExecutor {
             me.report(node, result);
         });
         true
+    }
+
+    fn image_id(&self, ask: &weir_core::run::ImageAsk) -> Option<Option<String>> {
+        let found = self
+            .rt
+            .block_on(self.inner.docker.inspect_image(&ask.image));
+        Some(found.ok().and_then(|i| i.id))
     }
 
     fn fetch(&self, node: &str, sources: Vec<ArtifactRef>, access: Vec<Option<Access>>) {
@@ -344,6 +351,8 @@ fn unsupported(task: &TaskSpec) -> Option<&'static str> {
         Some("`data` templates")
     } else if task.daemon.is_some() {
         Some("daemons")
+    } else if task.requests.gpus > 0 || task.limits.gpus > 0 {
+        Some("GPUs (`nvidia.com/gpu`)")
     } else {
         None
     }
@@ -841,6 +850,24 @@ impl Inner {
         Box::pin(self.docker.logs(id, Some(opts)))
     }
 
+    /// What the container `id` ran: its image's content id and registry digests.
+    async fn container_run(&self, task: &TaskSpec, id: &str) -> Option<Box<ContainerRun>> {
+        let image_id = self.docker.inspect_container(id, None).await.ok()?.image?;
+        let repo_digests = self
+            .docker
+            .inspect_image(&image_id)
+            .await
+            .ok()
+            .and_then(|i| i.repo_digests)
+            .unwrap_or_default();
+        Some(Box::new(ContainerRun {
+            image: task.image.clone().unwrap_or_default(),
+            image_id,
+            repo_digests,
+            id: id.to_string(),
+        }))
+    }
+
     /// Follows a started container to its end: its output (from its start) to the task's
     /// log and the driver, then its exit, OOM kill, output parameters and artifacts.
     async fn follow(
@@ -900,6 +927,7 @@ impl Inner {
             stdout: out.stdout.result(),
             metrics: std::mem::take(&mut out.stdout.metrics),
             error: out.stdout.metric_error.take(),
+            container: self.container_run(task, id).await,
             ..TaskResult::default()
         };
         // the main process killed over the limit (one of its children killed, it may go on)
@@ -982,6 +1010,24 @@ mod tests {
             entrypoint_and_cmd(&t(&["python3"], &["-u"], true)),
             (v(&["python3"]), v(&["-u", SCRIPT_PATH]))
         );
+    }
+
+    #[test]
+    fn what_is_not_run_in_containers_yet_is_named() {
+        let gpu = TaskSpec {
+            limits: weir_core::run::Requests {
+                gpus: 1,
+                ..Default::default()
+            },
+            ..TaskSpec::default()
+        };
+        assert_eq!(unsupported(&gpu), Some("GPUs (`nvidia.com/gpu`)"));
+        let daemon = TaskSpec {
+            daemon: Some(weir_core::run::Daemon { probe: None }),
+            ..TaskSpec::default()
+        };
+        assert_eq!(unsupported(&daemon), Some("daemons"));
+        assert_eq!(unsupported(&TaskSpec::default()), None);
     }
 
     #[test]

@@ -1233,3 +1233,75 @@ fn a_network_is_granted_by_name_and_containers_kept_on_request() {
         String::from_utf8_lossy(&rm.stderr)
     );
 }
+
+/// A node run in a container records it (`weir get -o json`: its image, the image's content
+/// id, the container's id), and step caching binds its outputs to that content: the same task
+/// reuses them while its tag names the same image, and runs again once the tag names another.
+#[test]
+fn step_caching_keys_a_container_by_its_image_content() {
+    let Some(host) = daemon() else {
+        return;
+    };
+    const TAG: &str = "weir-test/cached:1";
+    let build = |marker: &str| {
+        let root = tempfile::tempdir().unwrap();
+        images::busybox_root(root.path());
+        std::fs::write(root.path().join("etc/marker"), marker).unwrap();
+        images::import(&host, root.path(), &["ENV PATH=/bin"], &[TAG]);
+    };
+    build("first image\n");
+    let sb = Sandbox::new();
+    let wf = sb.write(
+        "cached.yaml",
+        &format!(
+            "kind: Workflow\nmetadata:\n  generateName: cached-\n  annotations: {{weir.dev/cache: \"true\"}}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    container: {{image: {TAG}, command: [sh, -c, 'cat /etc/marker; cat /proc/sys/kernel/random/uuid']}}\n"
+        ),
+    );
+    let run = || {
+        let out = weir(
+            &sb,
+            &host,
+            &[
+                "run",
+                "--executor",
+                "docker",
+                wf.to_str().unwrap(),
+                "-o",
+                "json",
+            ],
+        );
+        assert_eq!(out.code, 0, "{}", out.all());
+        let got: serde_json::Value = serde_json::from_str(&out.stdout).unwrap();
+        let name = got["metadata"]["name"].as_str().unwrap().to_string();
+        node(&got, &name).clone()
+    };
+    let first = run();
+    let container = &first["container"];
+    assert_eq!(container["image"], TAG, "{first}");
+    let image_id = container["imageID"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(image_id.starts_with("sha256:"), "{first}");
+    assert!(
+        container["containerID"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("docker://")),
+        "{first}"
+    );
+    let again = run();
+    assert!(again["cachedFrom"].is_string(), "reused: {again}");
+    assert_eq!(again["outputs"]["result"], first["outputs"]["result"]);
+    assert_eq!(again["container"]["imageID"], image_id.as_str());
+
+    build("second image\n");
+    let rebuilt = run();
+    assert!(rebuilt["cachedFrom"].is_null(), "ran again: {rebuilt}");
+    assert!(
+        rebuilt["outputs"]["result"]
+            .as_str()
+            .is_some_and(|r| r.starts_with("second image")),
+        "{rebuilt}"
+    );
+    assert_ne!(rebuilt["container"]["imageID"], image_id.as_str());
+}

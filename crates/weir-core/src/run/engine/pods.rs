@@ -130,6 +130,7 @@ impl Run {
                     cache: crate::run::STEP_CACHE.into(),
                     key,
                     max_age_ms: None,
+                    image: crate::run::ImageAsk::of(spec),
                 });
                 return;
             }
@@ -521,6 +522,7 @@ impl Run {
         n.outputs.exit_code = result.exit_code;
         n.outputs.artifacts = result.artifacts.clone();
         n.outputs.metrics = result.metrics.clone();
+        n.outputs.container = result.container.clone();
         if result.error.is_none() {
             n.outputs.result = Some(result.stdout.clone());
         }

@@ -181,6 +181,7 @@ impl MemoRt {
             cache: self.cache.clone(),
             key: self.key.clone(),
             max_age_ms: self.max_age_ms,
+            image: None,
         }
     }
 }
