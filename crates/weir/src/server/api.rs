@@ -47,9 +47,10 @@ use crate::server::accept;
         tpl::update_template, tpl::delete_template, tpl::template_versions, tpl::list_crons,
         tpl::create_cron, tpl::get_cron, tpl::update_cron, tpl::delete_cron, tpl::cron_versions,
         tpl::list_cluster, tpl::create_cluster, tpl::get_cluster, tpl::update_cluster,
-        tpl::delete_cluster, tpl::cluster_versions
+        tpl::delete_cluster, tpl::cluster_versions, super::argo::version, super::argo::info
     ),
-    components(schemas(ErrorBody, CreateRequest, WorkflowList, WorkflowSummary, ResumeRequest,
+    components(schemas(ErrorBody, CreateRequest, WorkflowList, WorkflowSummary, ListMeta,
+        ItemMeta, ItemStatus, super::argo::Version, super::argo::Info, ResumeRequest,
         SetRequest, ResubmitRequest, Graph, GraphNode, GraphEdge,
         access::TokenRequest, access::TokenCreated, access::TokenInfo, access::AuditLog,
         access::AuditItem, access::UserInfo,
@@ -203,6 +204,16 @@ pub fn router(app: Arc<App>) -> Router {
             "/api/v1/cluster-workflow-templates/{name}/versions",
             get(tpl::cluster_versions),
         )
+        .route("/api/v1/version", get(super::argo::version))
+        .route("/api/v1/info", get(super::argo::info))
+        .route(
+            "/api/v1/event-sources/{*rest}",
+            axum::routing::any(super::argo::unimplemented),
+        )
+        .route(
+            "/api/v1/sensors/{*rest}",
+            axum::routing::any(super::argo::unimplemented),
+        )
         .route_layer(middleware::from_fn_with_state(app.clone(), gate));
     Router::new()
         .merge(api)
@@ -349,9 +360,17 @@ pub struct CreateRequest {
     name: Option<String>,
 }
 
+/// A run in a list: a Workflow as Argo lists one (`metadata`, `status`; its `spec` and nodes
+/// left out: get the run for those), and the same facts flat, as Weir's UI and CLI read them.
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WorkflowSummary {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: ItemMeta,
+    #[schema(value_type = Object)]
+    spec: Value,
+    status: ItemStatus,
     name: String,
     namespace: String,
     phase: String,
@@ -361,9 +380,44 @@ pub struct WorkflowSummary {
 }
 
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemMeta {
+    name: String,
+    namespace: String,
+    creation_timestamp: String,
+}
+
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemStatus {
+    phase: String,
+    started_at: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    finished_at: Option<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    message: String,
+}
+
+/// A list's Kubernetes `ListMeta`.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ListMeta {
+    /// Always "0": lists are not versioned.
+    resource_version: String,
+    /// Pass as `listOptions.continue` for the next page; absent on the last page.
+    #[serde(rename = "continue", skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
+}
+
+/// A WorkflowList, as Argo answers one.
+#[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct WorkflowList {
+    api_version: &'static str,
+    kind: &'static str,
+    metadata: ListMeta,
     items: Vec<WorkflowSummary>,
-    /// Pass as `continue` for the next page; absent on the last page.
+    /// The same as `metadata.continue` (what Weir's UI reads).
     #[serde(rename = "continue", skip_serializing_if = "Option::is_none")]
     next: Option<String>,
 }
@@ -387,6 +441,25 @@ pub struct ListQuery {
     /// From the previous page's `continue`.
     #[serde(rename = "continue")]
     cont: Option<String>,
+    /// Argo's name for `labelSelector`.
+    #[serde(rename = "listOptions.labelSelector")]
+    #[param(rename = "listOptions.labelSelector")]
+    list_label_selector: Option<String>,
+    /// Argo's name for `limit`.
+    #[serde(rename = "listOptions.limit")]
+    #[param(rename = "listOptions.limit", minimum = 1, maximum = 1000)]
+    list_limit: Option<u32>,
+    /// Argo's name for `continue`.
+    #[serde(rename = "listOptions.continue")]
+    #[param(rename = "listOptions.continue")]
+    list_continue: Option<String>,
+    /// `metadata.name=NAME` (also `==`, and `metadata.namespace=NS`), comma-separated.
+    #[serde(rename = "listOptions.fieldSelector")]
+    #[param(rename = "listOptions.fieldSelector")]
+    field_selector: Option<String>,
+    /// How `metadata.name` of `listOptions.fieldSelector` matches: `Exact` (the default) or
+    /// `Prefix` (Argo's `Contains` is refused).
+    name_filter: Option<String>,
 }
 
 #[derive(Deserialize, ToSchema, Default)]
@@ -471,13 +544,57 @@ pub(super) async fn list_workflows(
 ) -> ApiResult<Json<WorkflowList>> {
     ns_ok(&namespace)?;
     require(&caller, &namespace, Role::Viewer)?;
-    let limit = q.limit.unwrap_or(100).clamp(1, 1000) as usize;
-    let offset = match &q.cont {
-        Some(c) => c
+    let limit = q.limit.or(q.list_limit).unwrap_or(100).clamp(1, 1000) as usize;
+    let offset = match q.cont.as_ref().or(q.list_continue.as_ref()) {
+        Some(c) if !c.is_empty() => c
             .parse::<usize>()
             .map_err(|_| ApiError::bad_request("`continue` is not from a previous page"))?,
-        None => 0,
+        _ => 0,
     };
+    // Argo's field selector: the run's name (exact unless `nameFilter=Prefix`) and namespace
+    let mut exact_name = None;
+    let mut name_prefix = q.name_prefix;
+    for term in q.field_selector.as_deref().unwrap_or_default().split(',') {
+        let term = term.trim();
+        if term.is_empty() {
+            continue;
+        }
+        let (field, value) = term
+            .split_once("==")
+            .or_else(|| term.split_once('='))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "listOptions.fieldSelector: `{term}` is not FIELD=VALUE"
+                ))
+            })?;
+        match field.trim() {
+            "metadata.name" => match q.name_filter.as_deref().unwrap_or("Exact") {
+                "Exact" | "" => {
+                    exact_name = Some(value.trim().to_string());
+                    name_prefix = Some(value.trim().to_string());
+                }
+                "Prefix" => name_prefix = Some(value.trim().to_string()),
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "nameFilter `{other}`: weir matches names Exact or by Prefix"
+                    )));
+                }
+            },
+            "metadata.namespace" if value.trim() == namespace => {}
+            "metadata.namespace" => {
+                return Ok(Json(workflow_list(Vec::new(), None)));
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "listOptions.fieldSelector: weir selects by metadata.name and metadata.namespace, not `{other}`"
+                )));
+            }
+        }
+    }
+    let labels = q
+        .label_selector
+        .as_deref()
+        .or(q.list_label_selector.as_deref());
     let query = RunQuery {
         namespace: Some(namespace),
         phases: q
@@ -490,35 +607,65 @@ pub(super) async fn list_workflows(
                     .collect()
             })
             .unwrap_or_default(),
-        labels: q
-            .label_selector
-            .as_deref()
-            .map(label_selector)
-            .transpose()?
-            .unwrap_or_default(),
+        labels: labels.map(label_selector).transpose()?.unwrap_or_default(),
         created_after: q.created_after.as_deref().map(millis).transpose()?,
         created_before: q.created_before.as_deref().map(millis).transpose()?,
-        name_prefix: q.name_prefix,
+        name_prefix,
         limit,
         offset,
     };
     let (rows, more) = app
         .db(move |_, store| Ok(store.query_runs(&query)?))
         .await?;
-    Ok(Json(WorkflowList {
-        next: more.then(|| (offset + rows.len()).to_string()),
-        items: rows
-            .into_iter()
-            .map(|r| WorkflowSummary {
+    let next = more.then(|| (offset + rows.len()).to_string());
+    let rows = rows
+        .into_iter()
+        .filter(|r| exact_name.as_ref().is_none_or(|n| &r.name == n))
+        .collect();
+    Ok(Json(workflow_list(rows, next)))
+}
+
+/// A WorkflowList of these runs; `next` continues it.
+fn workflow_list(rows: Vec<weir_store::RunSummary>, next: Option<String>) -> WorkflowList {
+    let items = rows
+        .into_iter()
+        .map(|r| {
+            let created = weir_core::run::rfc3339_pub(r.created_at);
+            let finished = r.finished_at.map(weir_core::run::rfc3339_pub);
+            WorkflowSummary {
+                api_version: "argoproj.io/v1alpha1",
+                kind: "Workflow",
+                metadata: ItemMeta {
+                    name: r.name.clone(),
+                    namespace: r.namespace.clone(),
+                    creation_timestamp: created.clone(),
+                },
+                spec: json!({}),
+                status: ItemStatus {
+                    phase: r.phase.clone(),
+                    started_at: created.clone(),
+                    finished_at: finished.clone(),
+                    message: r.message.clone(),
+                },
                 name: r.name,
                 namespace: r.namespace,
                 phase: r.phase,
                 message: r.message,
-                created_at: weir_core::run::rfc3339_pub(r.created_at),
-                finished_at: r.finished_at.map(weir_core::run::rfc3339_pub),
-            })
-            .collect(),
-    }))
+                created_at: created,
+                finished_at: finished,
+            }
+        })
+        .collect();
+    WorkflowList {
+        api_version: "argoproj.io/v1alpha1",
+        kind: "WorkflowList",
+        metadata: ListMeta {
+            resource_version: "0".into(),
+            next: next.clone(),
+        },
+        items,
+        next,
+    }
 }
 
 /// The documents of a request body: YAML as a file holds them, or Argo's `{"workflow": …}`.

@@ -1,4 +1,6 @@
-//! API errors: `{"error":{"code","message"}}` with a stable snake_case code per status.
+//! API errors: grpc-gateway's body, as the Argo Server answers and Argo's clients read it
+//! (`{"code": 5, "message": …, "details": []}`: the gRPC status code), with Weir's stable
+//! snake_case code beside it (`"error": {"code": "not_found", "message": …}`).
 
 use axum::Json;
 use axum::http::StatusCode;
@@ -8,13 +10,38 @@ use utoipa::ToSchema;
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorBody {
+    /// The gRPC status code (grpc-gateway's field, which Argo's clients read): 3 invalid
+    /// argument, 5 not found, 6 already exists, 7 permission denied, 8 resource exhausted,
+    /// 12 unimplemented, 13 internal, 14 unavailable, 16 unauthenticated.
+    pub code: i32,
+    pub message: String,
+    /// Always empty (grpc-gateway's field).
+    #[schema(value_type = Vec<Object>)]
+    pub details: Vec<serde_json::Value>,
     pub error: ErrorDetail,
+}
+
+/// The gRPC status code of an HTTP status, as grpc-gateway maps them.
+pub fn grpc_code(status: StatusCode) -> i32 {
+    match status.as_u16() {
+        400 | 405 | 413 | 415 | 422 => 3,
+        401 => 16,
+        403 => 7,
+        404 => 5,
+        409 => 6,
+        429 => 8,
+        501 => 12,
+        503 => 14,
+        504 => 4,
+        _ => 13,
+    }
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable: `bad_request`, `invalid_workflow`, `unauthenticated`, `forbidden`, `not_found`,
-    /// `invalid_name`, `conflict`, `payload_too_large`, `unsupported_media_type`, `internal`, `unavailable`.
+    /// `invalid_name`, `conflict`, `payload_too_large`, `unsupported_media_type`, `internal`, `unavailable`,
+    /// `unimplemented`.
     pub code: String,
     pub message: String,
 }
@@ -141,6 +168,9 @@ impl IntoResponse for ApiError {
         let mut r = (
             self.status,
             Json(ErrorBody {
+                code: grpc_code(self.status),
+                message: self.message.clone(),
+                details: Vec::new(),
                 error: ErrorDetail {
                     code: self.code.to_string(),
                     message: self.message,

@@ -9,6 +9,7 @@
 
 mod access;
 mod api;
+mod argo;
 mod artifacts;
 mod auth;
 pub mod config;

@@ -344,8 +344,11 @@ fn every_route_refuses_anonymous_callers_and_other_namespaces_and_checks_roles()
                 401,
                 "bad token {label}"
             );
-            if path == "/api/v1/userinfo" {
-                // who am I: every valid token
+            if matches!(
+                path.as_str(),
+                "/api/v1/userinfo" | "/api/v1/version" | "/api/v1/info"
+            ) {
+                // who am I, and what server this is: every valid token
                 for tok in [&viewer, &editor, &admin, &outsider, &global] {
                     assert_eq!(call(Some(tok)), 200, "{label}");
                 }
@@ -950,4 +953,51 @@ fn the_cli_works_against_a_server_with_the_same_verbs() {
     assert!(code == 2 && err.contains("local database only"), "{err}");
     let (code, out, _) = weir(&["delete", "remote-ml"], &editor);
     assert_eq!((code, out.trim()), (0, "deleted remote-ml"));
+}
+
+/// Errors carry grpc-gateway's body, which Argo's clients read (`code` is the gRPC status:
+/// 5 not found, 6 already exists, 3 invalid argument), beside Weir's stable code; the server
+/// says its version in Argo's shape; what only Argo Events serves answers 501, gRPC 12.
+#[test]
+fn errors_version_and_unimplemented_routes_speak_argos_shapes() {
+    let sb = Sandbox::new();
+    let srv = ApiServer::start(&sb, &["--insecure-local"]);
+    let agent = http();
+    let (status, body) = answer(agent.get(srv.url("/api/v1/workflows/default/nope")).call());
+    assert_eq!(status, 404);
+    assert_eq!(body["code"], 5, "{body}");
+    assert_eq!(body["details"], json!([]), "{body}");
+    assert_eq!(body["message"], body["error"]["message"], "{body}");
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    let wf = "kind: Workflow\nmetadata: {name: once}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    container: {image: alpine, command: ['true']}\n";
+    submit(&srv, wf);
+    let (status, body) = answer(
+        agent
+            .post(srv.url("/api/v1/workflows/default"))
+            .content_type("application/yaml")
+            .send(wf),
+    );
+    assert_eq!((status, body["code"].clone()), (409, json!(6)), "{body}");
+    let (status, body) = answer(
+        agent
+            .post(srv.url("/api/v1/workflows/default"))
+            .content_type("application/yaml")
+            .send("kind: Workflow\nspec: {entrypoint: 3}\n"),
+    );
+    assert_eq!((status, body["code"].clone()), (400, json!(3)), "{body}");
+    let (status, v) = answer(agent.get(srv.url("/api/v1/version")).call());
+    assert_eq!(status, 200);
+    assert_eq!(
+        v["version"],
+        format!("v{}", env!("CARGO_PKG_VERSION")),
+        "{v}"
+    );
+    let (status, body) = answer(agent.get(srv.url("/api/v1/event-sources/default")).call());
+    assert_eq!((status, body["code"].clone()), (501, json!(12)), "{body}");
+    // a list is a WorkflowList of Workflow-shaped items
+    let (_, list) = answer(agent.get(srv.url("/api/v1/workflows/default")).call());
+    assert_eq!(list["kind"], "WorkflowList", "{list}");
+    assert_eq!(list["metadata"]["resourceVersion"], "0", "{list}");
+    assert_eq!(list["items"][0]["metadata"]["name"], "once", "{list}");
+    assert!(list["items"][0]["status"]["phase"].is_string(), "{list}");
 }

@@ -1,0 +1,67 @@
+"""Hera (Argo's Python SDK most Argo users write in), unmodified, against `weir server`."""
+
+import pytest
+from hera.exceptions import NotFound
+from hera.workflows import Steps, Workflow, WorkflowsService, script
+
+
+def service(server):
+    return WorkflowsService(
+        host=server["host"], token=server["token"], namespace=server["namespace"]
+    )
+
+
+@script(image="python:3.11")
+def greet(name: str):
+    print(f"hello {name}")
+
+
+def make(server, label):
+    with Workflow(
+        generate_name="hera-",
+        entrypoint="main",
+        namespace=server["namespace"],
+        workflows_service=service(server),
+        arguments={"name": "weir"},
+        labels={"suite": label},
+    ) as w:
+        with Steps(name="main"):
+            greet(arguments={"name": "{{workflow.parameters.name}}"})
+    return w
+
+
+def test_create_wait_and_get(server):
+    w = make(server, "create")
+    created = w.create()
+    assert created.metadata.name.startswith("hera-")
+    done = w.wait()
+    assert done.status.phase == "Succeeded"
+    got = service(server).get_workflow(name=created.metadata.name)
+    assert got.metadata.name == created.metadata.name
+    results = [n.outputs.result for n in got.status.nodes.values() if n.outputs and n.outputs.result]
+    assert results == ["hello weir"]
+
+
+def test_list_with_a_label_selector_a_limit_and_continue(server):
+    names = {make(server, "paged").create().metadata.name for _ in range(3)}
+    make(server, "other").create()
+    svc = service(server)
+    seen = []
+    cont = None
+    while True:
+        page = svc.list_workflows(label_selector="suite=paged", limit="2", continue_=cont)
+        assert page.items is not None and len(page.items) <= 2
+        seen += [wf.metadata.name for wf in page.items]
+        cont = page.metadata.continue_
+        if not cont:
+            break
+    assert sorted(seen) == sorted(names)
+    one = sorted(names)[0]
+    exact = svc.list_workflows(field_selector=f"metadata.name={one}")
+    assert [wf.metadata.name for wf in exact.items] == [one]
+    assert all(wf.status.phase for wf in exact.items)
+
+
+def test_a_missing_workflow_is_not_found(server):
+    with pytest.raises(NotFound, match="not found"):
+        service(server).get_workflow(name="no-such-workflow")
