@@ -1,7 +1,11 @@
 """Hera (Argo's Python SDK most Argo users write in), unmodified, against `weir server`."""
 
+import json
+
 import pytest
+import requests
 from hera.exceptions import NotFound
+from hera.workflows.models import V1alpha1LogEntry as LogEntry
 from hera.workflows import Steps, Workflow, WorkflowsService, script
 
 
@@ -40,6 +44,17 @@ def test_create_wait_and_get(server):
     assert got.metadata.name == created.metadata.name
     results = [n.outputs.result for n in got.status.nodes.values() if n.outputs and n.outputs.result]
     assert results == ["hello weir"]
+    # the log as the Argo Server streams it: one {"result": LogEntry} per line (Hera's generated
+    # `workflow_logs` reads the body as one LogEntry, against Argo too, so it is read here
+    # with the requests library Hera itself uses)
+    r = requests.get(
+        f"{server['host']}/api/v1/workflows/{server['namespace']}/{created.metadata.name}/log",
+        params={"logOptions.container": "main"},
+        headers={"Authorization": f"Bearer {server['token']}"},
+    )
+    entries = [LogEntry(**json.loads(line)["result"]) for line in r.text.splitlines()]
+    assert [e.content for e in entries] == ["hello weir"]
+    assert entries[0].pod_name in got.status.nodes
 
 
 def test_list_with_a_label_selector_a_limit_and_continue(server):

@@ -604,6 +604,33 @@ pub fn new_log_lines(
     want: Option<&str>,
     offsets: &mut std::collections::HashMap<String, u64>,
 ) -> Vec<String> {
+    new_log_entries(work_root, run, want, offsets)
+        .into_iter()
+        .map(|e| {
+            if want.is_some() {
+                e.line
+            } else {
+                format!("{}: {}", e.display_name, e.line)
+            }
+        })
+        .collect()
+}
+
+/// One line of a node's log.
+pub struct LogEntry {
+    pub node_id: String,
+    pub display_name: String,
+    /// Masked.
+    pub line: String,
+}
+
+/// New complete lines of the selected nodes' logs since `offsets`, masked, with their node.
+pub fn new_log_entries(
+    work_root: &std::path::Path,
+    run: &Run,
+    want: Option<&str>,
+    offsets: &mut std::collections::HashMap<String, u64>,
+) -> Vec<LogEntry> {
     let secrets = run.secret_values();
     let key = run.submission().key();
     let mut out = Vec::new();
@@ -623,11 +650,10 @@ pub fn new_log_lines(
             None => "",
         };
         for line in complete.lines() {
-            let line = weir_exec::mask(line, &secrets);
-            out.push(if want.is_some() {
-                line
-            } else {
-                format!("{}: {line}", n.display_name)
+            out.push(LogEntry {
+                node_id: n.id.clone(),
+                display_name: n.display_name.clone(),
+                line: weir_exec::mask(line, &secrets),
             });
         }
         *off += complete.len() as u64;

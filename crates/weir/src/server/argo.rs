@@ -75,3 +75,245 @@ pub(super) async fn unimplemented(uri: axum::http::Uri) -> ApiError {
         ),
     )
 }
+
+/// Argo's parameters of a log request (see `streams::LogQuery`).
+pub(super) struct LogOptions {
+    pub pod: Option<String>,
+    pub container: Option<String>,
+    pub follow: Option<String>,
+    pub tail_lines: Option<String>,
+    pub since_seconds: Option<String>,
+    pub timestamps: Option<String>,
+    pub grep: Option<String>,
+}
+
+/// What lines of which pods a log request wants.
+struct LogFilter {
+    pod: Option<String>,
+    /// None: the task's own lines (`main`); Some(name): a sidecar's or init container's.
+    container: Option<String>,
+    grep: Option<regex::Regex>,
+}
+
+impl LogFilter {
+    /// The line's content if the request wants it: the task's own lines, or those a container
+    /// beside it wrote (`[NAME] …`, the prefix taken off).
+    fn keep(&self, line: &str, beside: &[String]) -> Option<String> {
+        let prefixed = beside
+            .iter()
+            .find_map(|n| line.strip_prefix(&format!("[{n}] ")).map(|rest| (n, rest)));
+        let content = match (&self.container, prefixed) {
+            (None, None) => line,
+            (Some(want), Some((n, rest))) if want == n => rest,
+            _ => return None,
+        };
+        match &self.grep {
+            Some(rx) if !rx.is_match(content) => None,
+            _ => Some(content.to_string()),
+        }
+    }
+}
+
+fn truthy(v: &Option<String>) -> bool {
+    v.as_deref().is_some_and(|v| v.eq_ignore_ascii_case("true"))
+}
+
+/// The names of the containers beside each pod node's task (sidecars and init containers),
+/// whose lines its log carries with their name.
+fn beside_names(run: &weir_core::run::Run) -> std::collections::HashMap<String, Vec<String>> {
+    let sub = run.submission();
+    let templates: Vec<&weir_core::spec::Template> = sub
+        .workflow
+        .spec
+        .templates
+        .iter()
+        .chain(sub.library.iter().flat_map(|d| d.spec.templates.iter()))
+        .collect();
+    run.nodes()
+        .iter()
+        .map(|n| {
+            let names = templates
+                .iter()
+                .find(|t| t.name == n.template)
+                .map(|t| {
+                    t.sidecars
+                        .iter()
+                        .chain(&t.init_containers)
+                        .filter_map(|c| c.name.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (n.id.clone(), names)
+        })
+        .collect()
+}
+
+/// A run's log as the Argo Server serves it: one `{"result": {"content", "podName"}}` per line,
+/// as JSON lines, or as `data:` lines of an event stream where the request accepts
+/// `text/event-stream` (the argo CLI's HTTP/1 client does); followed until the run (or the
+/// pod) ends with `logOptions.follow=true`.
+pub(super) async fn logs(
+    app: std::sync::Arc<super::App>,
+    namespace: String,
+    name: String,
+    o: LogOptions,
+    headers: &axum::http::HeaderMap,
+) -> super::error::ApiResult<axum::response::Response> {
+    use axum::response::IntoResponse;
+    if o.since_seconds.as_deref().is_some_and(|s| s != "0") {
+        return Err(ApiError::bad_request(
+            "logOptions.sinceSeconds: weir keeps no time per log line; read the whole log or \
+             its last lines (logOptions.tailLines)",
+        ));
+    }
+    if truthy(&o.timestamps) {
+        return Err(ApiError::bad_request(
+            "logOptions.timestamps: weir keeps no time per log line",
+        ));
+    }
+    let tail = match o.tail_lines.as_deref() {
+        None | Some("") => None,
+        Some(t) => Some(t.parse::<usize>().map_err(|_| {
+            ApiError::bad_request(format!("logOptions.tailLines: `{t}` is not a count"))
+        })?),
+    };
+    let grep = match o.grep.as_deref().filter(|g| !g.is_empty()) {
+        None => None,
+        Some(g) => Some(regex::Regex::new(g).map_err(|e| {
+            ApiError::bad_request(format!("grep: `{g}` is not a regular expression: {e}"))
+        })?),
+    };
+    let filter = std::sync::Arc::new(LogFilter {
+        pod: o.pod.filter(|p| !p.is_empty()),
+        container: o.container.filter(|c| !c.is_empty() && c != "main"),
+        grep,
+    });
+    let sse = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"));
+    let follow = truthy(&o.follow);
+    // one poll: the lines written since `offsets`, and whether no more will come
+    let poll = {
+        let (app, filter) = (app.clone(), filter.clone());
+        move |offsets: std::collections::HashMap<String, u64>, first: bool| {
+            let (app, filter, namespace, name) =
+                (app.clone(), filter.clone(), namespace.clone(), name.clone());
+            async move {
+                app.db(move |app, store| {
+                    let run = super::request::find_run(store, &namespace, &name)?;
+                    let want = filter.pod.as_deref();
+                    if let Some(w) = want
+                        && crate::show::log_nodes(&run, Some(w)).is_empty()
+                    {
+                        return Err(ApiError::not_found(format!("run {name} has no pod `{w}`")));
+                    }
+                    let mut offsets = offsets;
+                    let beside = beside_names(&run);
+                    let entries = crate::show::new_log_entries(
+                        &app.env.work_root(),
+                        &run,
+                        want,
+                        &mut offsets,
+                    );
+                    let mut lines: Vec<(String, String)> = entries
+                        .into_iter()
+                        .filter_map(|e| {
+                            let names = beside.get(&e.node_id).map_or(&[][..], |v| &v[..]);
+                            filter.keep(&e.line, names).map(|c| (e.node_id, c))
+                        })
+                        .collect();
+                    if first && let Some(n) = tail {
+                        let mut kept = Vec::new();
+                        let mut by_pod: std::collections::HashMap<&str, usize> = Default::default();
+                        for (pod, _) in lines.iter().rev() {
+                            *by_pod.entry(pod).or_default() += 1;
+                        }
+                        let mut seen: std::collections::HashMap<String, usize> = Default::default();
+                        for (pod, c) in &lines {
+                            let i = seen.entry(pod.clone()).or_default();
+                            *i += 1;
+                            if by_pod[pod.as_str()] - *i < n {
+                                kept.push((pod.clone(), c.clone()));
+                            }
+                        }
+                        lines = kept;
+                    }
+                    let done = run.phase().is_done()
+                        || want.is_some_and(|w| {
+                            let ns = crate::show::log_nodes(&run, Some(w));
+                            !ns.is_empty() && ns.iter().all(|n| n.phase.is_done())
+                        });
+                    Ok((lines, offsets, done))
+                })
+                .await
+            }
+        }
+    };
+    let entry = |pod: &str, content: &str| {
+        serde_json::json!({"result": {"content": content, "podName": pod}}).to_string()
+    };
+    let (first, offsets, done) = poll(Default::default(), true).await?;
+    let first: Vec<String> = first.iter().map(|(p, c)| entry(p, c)).collect();
+    if !follow || done {
+        return Ok(if sse {
+            let body: String = first.iter().map(|l| format!("data: {l}\n\n")).collect();
+            (
+                [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
+                body,
+            )
+                .into_response()
+        } else {
+            let body: String = first.iter().map(|l| format!("{l}\n")).collect();
+            (
+                [(axum::http::header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response()
+        });
+    }
+    // followed: what there is, then each new line as it is written, until the end
+    let stream = futures_util::stream::unfold(
+        (std::collections::VecDeque::from(first), offsets, false),
+        move |(mut queue, mut offsets, mut done)| {
+            let poll = poll.clone();
+            async move {
+                loop {
+                    if let Some(l) = queue.pop_front() {
+                        let chunk = if sse {
+                            format!("data: {l}\n\n")
+                        } else {
+                            format!("{l}\n")
+                        };
+                        return Some((
+                            Ok::<_, std::convert::Infallible>(chunk),
+                            (queue, offsets, done),
+                        ));
+                    }
+                    if done {
+                        return None;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                    match poll(std::mem::take(&mut offsets), false).await {
+                        Ok((lines, o, d)) => {
+                            offsets = o;
+                            done = d;
+                            queue.extend(lines.iter().map(|(p, c)| entry(p, c)));
+                        }
+                        Err(_) => done = true,
+                    }
+                }
+            }
+        },
+    );
+    let ctype = if sse {
+        "text/event-stream"
+    } else {
+        "application/json"
+    };
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, ctype)],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}

@@ -36,6 +36,34 @@ pub struct LogQuery {
     node_id: Option<String>,
     /// Stream as Server-Sent Events (`log` events, then `end`) until the node or run finishes.
     follow: Option<bool>,
+    /// Without `nodeId` or `follow`, the log is Argo's: a `{"result": {"content", "podName"}}`
+    /// object per line (JSON lines, or `data:` lines of an event stream where the request
+    /// accepts `text/event-stream`), read with Argo's parameters: this one the pod (node id,
+    /// name or display name); all without it.
+    pod_name: Option<String>,
+    /// `main` (the default): the task's own lines; a sidecar's or init container's name: its
+    /// lines.
+    #[serde(rename = "logOptions.container")]
+    #[param(rename = "logOptions.container")]
+    container: Option<String>,
+    /// `true`: lines as they come, until the run (or the pod) ends.
+    #[serde(rename = "logOptions.follow")]
+    #[param(rename = "logOptions.follow")]
+    argo_follow: Option<String>,
+    /// The last N lines of each pod.
+    #[serde(rename = "logOptions.tailLines")]
+    #[param(rename = "logOptions.tailLines")]
+    tail_lines: Option<String>,
+    /// Refused unless 0: weir keeps no time per log line.
+    #[serde(rename = "logOptions.sinceSeconds")]
+    #[param(rename = "logOptions.sinceSeconds")]
+    since_seconds: Option<String>,
+    /// Refused (true): weir keeps no time per log line.
+    #[serde(rename = "logOptions.timestamps")]
+    #[param(rename = "logOptions.timestamps")]
+    timestamps: Option<String>,
+    /// Only lines matching this regular expression.
+    grep: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/workflows/{namespace}/{name}/log", tag = "workflows",
@@ -46,9 +74,22 @@ pub(super) async fn workflow_logs(
     State(app): State<Arc<App>>,
     Extension(caller): Extension<Caller>,
     Path(Named { namespace, name }): Path<Named>,
+    headers: HeaderMap,
     Query(q): Query<LogQuery>,
 ) -> ApiResult<Response> {
     require(&caller, &namespace, Role::Viewer)?;
+    if q.node_id.is_none() && q.follow.is_none() {
+        let opts = super::argo::LogOptions {
+            pod: q.pod_name,
+            container: q.container,
+            follow: q.argo_follow,
+            tail_lines: q.tail_lines,
+            since_seconds: q.since_seconds,
+            timestamps: q.timestamps,
+            grep: q.grep,
+        };
+        return super::argo::logs(app, namespace, name, opts, &headers).await;
+    }
     let want = q.node_id.clone();
     let (ns2, name2, want2) = (namespace.clone(), name.clone(), want.clone());
     let (text, _) = app

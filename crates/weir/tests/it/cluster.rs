@@ -659,7 +659,7 @@ spec:
         || store.load("remote").unwrap().summary.finished_at.is_some(),
     );
     assert_eq!(store.load("remote").unwrap().summary.phase, "Succeeded");
-    let log = srv.text("/api/v1/workflows/default/remote/log");
+    let log = srv.text("/api/v1/workflows/default/remote/log?follow=false");
     assert!(log.contains("hello from the worker"), "{log}");
     assert!(log.contains("got 42"), "{log}");
     // the task ran in the worker's directory, not the server's

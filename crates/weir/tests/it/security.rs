@@ -51,7 +51,7 @@ fn finished(srv: &ApiServer, ns: &str, name: &str, auth: Option<&str>) -> Value 
 }
 
 fn logs(srv: &ApiServer, ns: &str, name: &str, auth: Option<&str>) -> String {
-    let mut req = http().get(srv.url(&format!("/api/v1/workflows/{ns}/{name}/log")));
+    let mut req = http().get(srv.url(&format!("/api/v1/workflows/{ns}/{name}/log?follow=false")));
     if let Some(t) = auth {
         req = req.header("Authorization", &format!("Bearer {t}"));
     }

@@ -596,7 +596,9 @@ fn templates_keep_every_version_and_a_run_submitted_from_one_records_it() {
     let end = follow(&srv, &name);
     assert_eq!(end["phase"], "Succeeded", "{end}");
     let mut r = agent
-        .get(srv.url(&format!("/api/v1/workflows/default/{name}/log")))
+        .get(srv.url(&format!(
+            "/api/v1/workflows/default/{name}/log?follow=false"
+        )))
         .call()
         .unwrap();
     assert!(
@@ -1000,4 +1002,77 @@ fn errors_version_and_unimplemented_routes_speak_argos_shapes() {
     assert_eq!(list["metadata"]["resourceVersion"], "0", "{list}");
     assert_eq!(list["items"][0]["metadata"]["name"], "once", "{list}");
     assert!(list["items"][0]["status"]["phase"].is_string(), "{list}");
+}
+
+/// The log as Argo serves it (no `nodeId`/`follow`): a `{"result": {"content", "podName"}}` per
+/// line, the task's own lines unless `logOptions.container` names a sidecar, filtered by `grep`
+/// and `logOptions.tailLines`, as `data:` lines for an event-stream client, and followed
+/// (`logOptions.follow=true`) line by line as the task writes them, to the run's end.
+#[test]
+fn logs_in_argos_shape_filter_and_follow() {
+    use std::io::BufRead;
+    let sb = Sandbox::new();
+    // the task waits for a file of the test's (its user must be able to see it)
+    let srv = ApiServer::start_with(
+        &sb,
+        &["--insecure-local"],
+        &[("WEIR_ALLOW_ROOT_TASKS", "true")],
+    );
+    let go = sb.dir.join("go");
+    let name = submit(
+        &srv,
+        &format!(
+            "kind: Workflow\nmetadata: {{name: argo-logs}}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    container: {{image: alpine, command: [sh, -c, 'echo one; echo two; while [ ! -e {go} ]; do sleep 0.05; done; echo three']}}\n    sidecars:\n    - {{name: web, image: alpine, command: [sh, -c, 'echo from the sidecar; sleep 30']}}\n",
+            go = go.display()
+        ),
+    );
+    let path = format!("/api/v1/workflows/default/{name}/log");
+    // followed: the lines there are, then the next as it comes, then the end
+    let r = http()
+        .get(srv.url(&format!("{path}?logOptions.follow=true")))
+        .call()
+        .unwrap();
+    assert_eq!(r.headers().get("content-type").unwrap(), "application/json");
+    let mut lines = std::io::BufReader::new(r.into_body().into_reader()).lines();
+    let mut next = || -> Value { serde_json::from_str(&lines.next().unwrap().unwrap()).unwrap() };
+    let one = next();
+    assert_eq!(one["result"]["content"], "one", "{one}");
+    assert!(one["result"]["podName"].is_string(), "{one}");
+    assert_eq!(next()["result"]["content"], "two");
+    std::fs::write(&go, "").unwrap();
+    assert_eq!(next()["result"]["content"], "three");
+    assert!(lines.next().is_none(), "the stream ends with the run");
+
+    let contents = |query: &str| -> Vec<String> {
+        let text = srv.text(&format!("{path}?{query}"));
+        text.lines()
+            .map(|l| {
+                let v: Value = serde_json::from_str(l).unwrap();
+                v["result"]["content"].as_str().unwrap().to_string()
+            })
+            .collect()
+    };
+    assert_eq!(
+        contents("logOptions.container=main"),
+        ["one", "two", "three"]
+    );
+    assert_eq!(contents("logOptions.container=web"), ["from the sidecar"]);
+    assert_eq!(contents("grep=^t"), ["two", "three"]);
+    assert_eq!(contents("logOptions.tailLines=1"), ["three"]);
+    let mut r = http()
+        .get(srv.url(&path))
+        .header("Accept", "text/event-stream")
+        .call()
+        .unwrap();
+    let body = r.body_mut().read_to_string().unwrap();
+    assert!(
+        body.starts_with("data: {\"result\":{\"content\":\"one\""),
+        "{body}"
+    );
+    let (status, body) = answer(
+        http()
+            .get(srv.url(&format!("{path}?logOptions.sinceSeconds=60")))
+            .call(),
+    );
+    assert_eq!((status, body["code"].clone()), (400, json!(3)), "{body}");
 }
