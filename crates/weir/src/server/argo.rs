@@ -188,10 +188,7 @@ pub(super) async fn logs(
         container: o.container.filter(|c| !c.is_empty() && c != "main"),
         grep,
     });
-    let sse = headers
-        .get(axum::http::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|a| a.contains("text/event-stream"));
+    let sse = wants_sse(headers);
     let follow = truthy(&o.follow);
     // one poll: the lines written since `offsets`, and whether no more will come
     let poll = {
@@ -250,27 +247,21 @@ pub(super) async fn logs(
             }
         }
     };
-    let entry = |pod: &str, content: &str| {
-        serde_json::json!({"result": {"content": content, "podName": pod}}).to_string()
+    let entry = move |pod: &str, content: &str| {
+        frame(
+            &serde_json::json!({"content": content, "podName": pod}),
+            sse,
+        )
     };
     let (first, offsets, done) = poll(Default::default(), true).await?;
     let first: Vec<String> = first.iter().map(|(p, c)| entry(p, c)).collect();
     if !follow || done {
-        return Ok(if sse {
-            let body: String = first.iter().map(|l| format!("data: {l}\n\n")).collect();
-            (
-                [(axum::http::header::CONTENT_TYPE, "text/event-stream")],
-                body,
-            )
-                .into_response()
+        let ctype = if sse {
+            "text/event-stream"
         } else {
-            let body: String = first.iter().map(|l| format!("{l}\n")).collect();
-            (
-                [(axum::http::header::CONTENT_TYPE, "application/json")],
-                body,
-            )
-                .into_response()
-        });
+            "application/json"
+        };
+        return Ok(([(axum::http::header::CONTENT_TYPE, ctype)], first.concat()).into_response());
     }
     // followed: what there is, then each new line as it is written, until the end
     let stream = futures_util::stream::unfold(
@@ -279,12 +270,7 @@ pub(super) async fn logs(
             let poll = poll.clone();
             async move {
                 loop {
-                    if let Some(l) = queue.pop_front() {
-                        let chunk = if sse {
-                            format!("data: {l}\n\n")
-                        } else {
-                            format!("{l}\n")
-                        };
+                    if let Some(chunk) = queue.pop_front() {
                         return Some((
                             Ok::<_, std::convert::Infallible>(chunk),
                             (queue, offsets, done),
@@ -306,14 +292,169 @@ pub(super) async fn logs(
             }
         },
     );
+    Ok(stream_body(stream, sse))
+}
+
+/// Whether the client reads an event stream (`data:` lines) rather than JSON lines.
+fn wants_sse(headers: &axum::http::HeaderMap) -> bool {
+    headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("text/event-stream"))
+}
+
+/// A stream of grpc-gateway messages (see [`frame`]) as the response.
+fn stream_body(
+    stream: impl futures_util::Stream<Item = Result<String, std::convert::Infallible>> + Send + 'static,
+    sse: bool,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
     let ctype = if sse {
         "text/event-stream"
     } else {
         "application/json"
     };
-    Ok((
+    (
         [(axum::http::header::CONTENT_TYPE, ctype)],
         axum::body::Body::from_stream(stream),
     )
-        .into_response())
+        .into_response()
+}
+
+/// A grpc-gateway stream message as its client reads it.
+fn frame(result: &serde_json::Value, sse: bool) -> String {
+    let line = serde_json::json!({ "result": result }).to_string();
+    if sse {
+        format!("data: {line}\n\n")
+    } else {
+        format!("{line}\n")
+    }
+}
+
+/// Argo's watch of a namespace's workflows (or of the one named `only`): `ADDED` with each as it
+/// is (the named run; else every unfinished one), then `MODIFIED` with the whole Workflow after
+/// each change (several changes of a run in a moment are sent once), `DELETED` when it goes.
+pub(super) async fn watch(
+    app: std::sync::Arc<super::App>,
+    namespace: String,
+    only: Option<String>,
+    headers: &axum::http::HeaderMap,
+) -> super::error::ApiResult<axum::response::Response> {
+    let sse = wants_sse(headers);
+    let mut rx = app.hub.subscribe(&namespace);
+    rx.mark_unchanged();
+    let cursor = app.hub.latest();
+    // the Workflow of each run named, as the API's GET answers it (secrets masked); None: gone
+    let load = {
+        let (app, namespace) = (app.clone(), namespace.clone());
+        move |names: Vec<String>| {
+            let (app, namespace) = (app.clone(), namespace.clone());
+            async move {
+                app.db(move |_, store| {
+                    let mut out = Vec::new();
+                    for n in names {
+                        let wf = match super::request::find_run(store, &namespace, &n) {
+                            Ok(run) => Some(crate::show::mask_value(
+                                crate::show::run_json(&run),
+                                &run.secret_values(),
+                            )),
+                            Err(e) if e.status == StatusCode::NOT_FOUND => None,
+                            Err(e) => return Err(e),
+                        };
+                        out.push((n, wf));
+                    }
+                    Ok(out)
+                })
+                .await
+            }
+        }
+    };
+    let first: Vec<String> = match &only {
+        Some(n) => vec![n.clone()],
+        None => {
+            let ns = namespace.clone();
+            app.db(move |_, store| {
+                Ok(store
+                    .query_runs(&weir_store::RunQuery {
+                        namespace: Some(ns),
+                        phases: vec!["Running".into(), "Pending".into()],
+                        limit: 1000,
+                        ..Default::default()
+                    })?
+                    .0
+                    .into_iter()
+                    .map(|r| r.name)
+                    .collect())
+            })
+            .await?
+        }
+    };
+    let mut queue = std::collections::VecDeque::new();
+    for (n, wf) in load(first).await? {
+        match wf {
+            Some(wf) => queue.push_back(frame(
+                &serde_json::json!({"type": "ADDED", "object": wf}),
+                sse,
+            )),
+            None => {
+                return Err(ApiError::not_found(format!(
+                    "workflow `{n}` not found in namespace `{namespace}`"
+                )));
+            }
+        }
+    }
+    let ns: std::sync::Arc<str> = namespace.as_str().into();
+    let stream = futures_util::stream::unfold(
+        (queue, rx, cursor),
+        move |(mut queue, mut rx, mut cursor)| {
+            let (app, load, ns, only, namespace) = (
+                app.clone(),
+                load.clone(),
+                ns.clone(),
+                only.clone(),
+                namespace.clone(),
+            );
+            async move {
+                loop {
+                    if let Some(f) = queue.pop_front() {
+                        return Some((Ok::<_, std::convert::Infallible>(f), (queue, rx, cursor)));
+                    }
+                    rx.changed().await.ok()?;
+                    rx.borrow_and_update();
+                    let keep = |e: &super::hub::Event| {
+                        e.namespace == ns && only.as_deref().is_none_or(|n| n == &*e.run)
+                    };
+                    let changed: Vec<String> = match app.hub.since(cursor, keep) {
+                        Some((evs, upto)) => {
+                            cursor = upto;
+                            let mut names: Vec<String> =
+                                evs.iter().map(|e| e.run.to_string()).collect();
+                            names.dedup();
+                            names.sort();
+                            names.dedup();
+                            names
+                        }
+                        // fell behind the ring: every run it may have missed, as it is now
+                        None => {
+                            cursor = app.hub.latest();
+                            only.iter().cloned().collect()
+                        }
+                    };
+                    let Ok(loaded) = load(changed).await else {
+                        return None;
+                    };
+                    for (n, wf) in loaded {
+                        let result = match wf {
+                            Some(wf) => serde_json::json!({"type": "MODIFIED", "object": wf}),
+                            None => serde_json::json!({"type": "DELETED", "object": {
+                                "apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+                                "metadata": {"name": n, "namespace": namespace}}}),
+                        };
+                        queue.push_back(frame(&result, sse));
+                    }
+                }
+            }
+        },
+    );
+    Ok(stream_body(stream, sse))
 }

@@ -11,7 +11,6 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, header};
 use axum::response::sse::{Event as Sse_, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::Stream;
 use serde::Deserialize;
 use utoipa::IntoParams;
 use weir_store::RunQuery;
@@ -205,12 +204,24 @@ pub(super) async fn workflow_logs(
 pub struct EventsQuery {
     /// Only this run; it begins with a `SNAPSHOT` of the run.
     name: Option<String>,
+    /// Argo's watch (what `argo submit --watch`, `argo watch` and `argo wait` read): with it,
+    /// the stream is `{"result": {"type": "ADDED|MODIFIED|DELETED", "object": Workflow}}` per
+    /// change (`data:` lines for an event-stream client, else JSON lines), of the run this
+    /// selects (`metadata.name=NAME`), else of every run of the namespace, beginning with an
+    /// `ADDED` of the run (of each unfinished run).
+    #[serde(rename = "listOptions.fieldSelector")]
+    #[param(rename = "listOptions.fieldSelector")]
+    field_selector: Option<String>,
+    /// Accepted with Argo's watch and not needed: it begins with the runs as they are.
+    #[serde(rename = "listOptions.resourceVersion")]
+    #[param(rename = "listOptions.resourceVersion")]
+    resource_version: Option<String>,
 }
 
 #[utoipa::path(get, path = "/api/v1/workflow-events/{namespace}", tag = "workflows",
     params(("namespace" = String, Path), EventsQuery,
         ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
-    responses((status = 200, description = "Server-Sent Events: `workflow` events whose data is {type: SNAPSHOT|MODIFIED|DELETED, namespace, run, phase, message, nodes}", content_type = "text/event-stream", body = String),
+    responses((status = 200, description = "Server-Sent Events: `workflow` events whose data is {type: SNAPSHOT|MODIFIED|DELETED, namespace, run, phase, message, nodes}; with listOptions.*, Argo's watch: {result: {type: ADDED|MODIFIED|DELETED, object: Workflow}} per change", content_type = "text/event-stream", body = String),
         (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub(super) async fn workflow_events(
     State(app): State<Arc<App>>,
@@ -218,8 +229,26 @@ pub(super) async fn workflow_events(
     Path(namespace): Path<String>,
     Query(q): Query<EventsQuery>,
     headers: HeaderMap,
-) -> ApiResult<Sse<impl Stream<Item = Result<Sse_, Infallible>>>> {
+) -> ApiResult<Response> {
     require(&caller, &namespace, Role::Viewer)?;
+    if q.field_selector.is_some() || q.resource_version.is_some() {
+        let only = match q.field_selector.as_deref().unwrap_or_default().trim() {
+            "" => None,
+            s => Some(
+                s.strip_prefix("metadata.name==")
+                    .or_else(|| s.strip_prefix("metadata.name="))
+                    .filter(|n| !n.contains(','))
+                    .ok_or_else(|| {
+                        ApiError::bad_request(format!(
+                            "listOptions.fieldSelector: weir watches one run \
+                             (metadata.name=NAME) or all, not `{s}`"
+                        ))
+                    })?
+                    .to_string(),
+            ),
+        };
+        return super::argo::watch(app, namespace, only, &headers).await;
+    }
     let last: Option<u64> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -295,7 +324,7 @@ pub(super) async fn workflow_events(
     let stream = futures_util::stream::unfold(st, |mut st| async move {
         loop {
             if let Some(e) = st.queue.pop_front() {
-                return Some((Ok(e), st));
+                return Some((Ok::<_, Infallible>(e), st));
             }
             st.rx.changed().await.ok()?;
             st.rx.borrow_and_update();
@@ -317,7 +346,9 @@ pub(super) async fn workflow_events(
             }
         }
     });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
 }
 
 pub(super) fn sse_event(e: &hub::Event) -> Sse_ {

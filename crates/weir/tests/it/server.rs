@@ -1004,6 +1004,34 @@ fn errors_version_and_unimplemented_routes_speak_argos_shapes() {
     assert!(list["items"][0]["status"]["phase"].is_string(), "{list}");
 }
 
+/// An `--insecure-local` server running a one-task run `name` whose shell `script` waits at
+/// `GATE` until the test writes the file returned (tasks run as root: the file is the test's);
+/// `more` is YAML added to the template.
+fn gated_run(
+    sb: &Sandbox,
+    name: &str,
+    script: &str,
+    more: &str,
+) -> (ApiServer, std::path::PathBuf, String) {
+    let srv = ApiServer::start_with(
+        sb,
+        &["--insecure-local"],
+        &[("WEIR_ALLOW_ROOT_TASKS", "true")],
+    );
+    let go = sb.dir.join("go");
+    let script = script.replace(
+        "GATE",
+        &format!("while [ ! -e {} ]; do sleep 0.05; done", go.display()),
+    );
+    let name = submit(
+        &srv,
+        &format!(
+            "kind: Workflow\nmetadata: {{name: {name}}}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    container: {{image: alpine, command: [sh, -c, '{script}']}}{more}\n"
+        ),
+    );
+    (srv, go, name)
+}
+
 /// The log as Argo serves it (no `nodeId`/`follow`): a `{"result": {"content", "podName"}}` per
 /// line, the task's own lines unless `logOptions.container` names a sidecar, filtered by `grep`
 /// and `logOptions.tailLines`, as `data:` lines for an event-stream client, and followed
@@ -1012,19 +1040,11 @@ fn errors_version_and_unimplemented_routes_speak_argos_shapes() {
 fn logs_in_argos_shape_filter_and_follow() {
     use std::io::BufRead;
     let sb = Sandbox::new();
-    // the task waits for a file of the test's (its user must be able to see it)
-    let srv = ApiServer::start_with(
+    let (srv, go, name) = gated_run(
         &sb,
-        &["--insecure-local"],
-        &[("WEIR_ALLOW_ROOT_TASKS", "true")],
-    );
-    let go = sb.dir.join("go");
-    let name = submit(
-        &srv,
-        &format!(
-            "kind: Workflow\nmetadata: {{name: argo-logs}}\nspec:\n  entrypoint: t\n  templates:\n  - name: t\n    container: {{image: alpine, command: [sh, -c, 'echo one; echo two; while [ ! -e {go} ]; do sleep 0.05; done; echo three']}}\n    sidecars:\n    - {{name: web, image: alpine, command: [sh, -c, 'echo from the sidecar; sleep 30']}}\n",
-            go = go.display()
-        ),
+        "argo-logs",
+        "echo one; echo two; GATE; echo three",
+        "\n    sidecars:\n    - {name: web, image: alpine, command: [sh, -c, 'echo from the sidecar; sleep 30']}",
     );
     let path = format!("/api/v1/workflows/default/{name}/log");
     // followed: the lines there are, then the next as it comes, then the end
@@ -1075,4 +1095,56 @@ fn logs_in_argos_shape_filter_and_follow() {
             .call(),
     );
     assert_eq!((status, body["code"].clone()), (400, json!(3)), "{body}");
+}
+
+/// Argo's watch (`listOptions.fieldSelector=metadata.name=NAME`, what `argo wait` and `argo
+/// submit --watch` read): the run `ADDED` as it is, then `MODIFIED` with the whole Workflow as
+/// it changes, to its end (`status.finishedAt`), as JSON lines or event-stream data lines.
+#[test]
+fn argo_watch_streams_the_whole_workflow_to_its_end() {
+    use std::io::BufRead;
+    let sb = Sandbox::new();
+    let (srv, go, name) = gated_run(&sb, "watched", "GATE; echo done", "");
+    for sse in [false, true] {
+        let mut rq = http().get(srv.url(&format!(
+            "/api/v1/workflow-events/default?listOptions.fieldSelector=metadata.name={name}"
+        )));
+        if sse {
+            rq = rq.header("Accept", "text/event-stream");
+        }
+        let r = rq.call().unwrap();
+        let mut lines = std::io::BufReader::new(r.into_body().into_reader())
+            .lines()
+            .map(|l| l.unwrap())
+            .filter(|l| !l.is_empty());
+        let mut next = || -> Value {
+            let l = lines.next().unwrap();
+            let l = if sse {
+                l.strip_prefix("data: ")
+                    .unwrap_or_else(|| panic!("{l}"))
+                    .to_string()
+            } else {
+                l
+            };
+            serde_json::from_str::<Value>(&l).unwrap()["result"].clone()
+        };
+        let added = next();
+        assert_eq!(added["type"], "ADDED", "{added}");
+        assert_eq!(added["object"]["metadata"]["name"], name.as_str());
+        if sse {
+            // the run ended in the first pass: it is all there
+            assert_eq!(added["object"]["status"]["phase"], "Succeeded", "{added}");
+            continue;
+        }
+        std::fs::write(&go, "").unwrap();
+        let last = loop {
+            let m = next();
+            assert_eq!(m["type"], "MODIFIED", "{m}");
+            if m["object"]["status"]["finishedAt"].is_string() {
+                break m;
+            }
+        };
+        assert_eq!(last["object"]["status"]["phase"], "Succeeded", "{last}");
+        assert!(last["object"]["status"]["nodes"].is_object(), "{last}");
+    }
 }
