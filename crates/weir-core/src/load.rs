@@ -29,8 +29,17 @@ const WEIR_EXTENSIONS: &[&str] = &[
 fn schema() -> &'static Value {
     static SCHEMA: OnceLock<Value> = OnceLock::new();
     SCHEMA.get_or_init(|| {
-        serde_json::from_str(include_str!("argo-schema.json"))
-            .expect("embedded schema is valid JSON")
+        let mut s: Value = serde_json::from_str(include_str!("argo-schema.json"))
+            .expect("embedded schema is valid JSON");
+        // a CronWorkflow's deprecated `schedule` (one schedule), which Argo still accepts and
+        // many files still use: allowed beside `schedules`, one of the two required (below)
+        if let Some(cron) =
+            s.pointer_mut("/definitions/io.argoproj.workflow.v1alpha1.CronWorkflowSpec")
+        {
+            cron["properties"]["schedule"] = serde_json::json!({"type": "string"});
+            cron["required"] = serde_json::json!(["workflowSpec"]);
+        }
+        s
     })
 }
 
@@ -140,6 +149,13 @@ fn load_doc(doc: &Node, diags: &mut Diags, out: &mut Loaded) {
     };
     let cron = if kind == Kind::CronWorkflow {
         match typed::<CronSpec>(&json, "spec") {
+            Ok(c) if c.schedules.is_empty() && c.schedule.as_deref().is_none_or(str::is_empty) => {
+                return diags.error(
+                    pos_of("spec"),
+                    "spec.schedules",
+                    "missing required field `schedules` (or the deprecated `schedule`)",
+                );
+            }
             Ok(c) => Some(c),
             Err((path, msg)) => return diags.error(pos_of(&path), &path, msg),
         }

@@ -185,6 +185,48 @@ pub fn locate(problems: &[Problem], workflow: &Definition, library: &[Definition
         .join("\n")
 }
 
+/// What checking `def` (a Workflow, or a template or CronWorkflow checked as one would be
+/// run) with `library` finds, located in its file; None: nothing. Arguments a template leaves
+/// for its submitter are given a placeholder.
+pub fn lint(
+    def: &Definition,
+    library: Vec<Definition>,
+    config_maps: Vec<weir_core::spec::DataMap>,
+    secrets: Vec<weir_core::spec::DataMap>,
+) -> Option<String> {
+    let mut wf = def.clone();
+    wf.kind = Kind::Workflow;
+    let parameters = if def.kind == Kind::Workflow {
+        Vec::new()
+    } else {
+        wf.spec
+            .arguments
+            .parameters
+            .iter()
+            .filter(|x| x.value.is_none() && x.default.is_none())
+            .map(|x| (x.name.clone(), "x".to_string()))
+            .collect()
+    };
+    let sub = weir_core::run::Submission {
+        key: None,
+        name: "lint".into(),
+        uid: String::new(),
+        namespace: "default".into(),
+        created_at: 0,
+        parameters,
+        workflow: wf.clone(),
+        library: library.clone(),
+        config_maps,
+        secrets,
+    };
+    let found = if def.kind == Kind::Workflow {
+        weir_core::run::Run::start(sub).err().unwrap_or_default()
+    } else {
+        weir_core::run::Run::check_template(&sub)
+    };
+    (!found.is_empty()).then(|| locate(&found, &wf, &library))
+}
+
 /// Kubernetes-only fields: accepted and kept with the run, but with no effect on one host.
 const KUBERNETES_ONLY: &[&str] = &[
     "nodeSelector",

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Result, bail};
-use weir_core::run::{Event, Phase, Run, Submission};
+use weir_core::run::{Event, Phase, Submission};
 use weir_store::Store;
 
 use super::*;
@@ -164,8 +164,6 @@ pub(super) fn lint(paths: &[PathBuf], with: &[PathBuf]) -> Result<ExitCode> {
         print_warnings(&warnings);
         problems.extend(errors.iter().map(|e| e.to_string()));
         for def in &loaded.definitions {
-            let mut wf = def.clone();
-            wf.kind = weir_core::spec::Kind::Workflow;
             let mut library = lib_bundle.library.definitions.clone();
             library.extend(
                 loaded
@@ -174,51 +172,25 @@ pub(super) fn lint(paths: &[PathBuf], with: &[PathBuf]) -> Result<ExitCode> {
                     .filter(|d| d.kind != weir_core::spec::Kind::Workflow)
                     .cloned(),
             );
-            let params = wf
-                .spec
-                .arguments
-                .parameters
-                .iter()
-                .filter(|x| x.value.is_none() && x.default.is_none())
-                .map(|x| (x.name.clone(), "x".to_string()));
-            let sub = Submission {
-                key: None,
-                name: "lint".into(),
-                uid: String::new(),
-                namespace: "default".into(),
-                created_at: 0,
-                parameters: if def.kind == weir_core::spec::Kind::Workflow {
-                    Vec::new()
-                } else {
-                    params.collect()
-                },
-                workflow: wf.clone(),
-                library: library.clone(),
-                config_maps: lib_bundle
-                    .library
-                    .config_maps
-                    .iter()
-                    .chain(&loaded.config_maps)
-                    .cloned()
-                    .collect(),
-                secrets: lib_bundle
-                    .library
-                    .secrets
-                    .iter()
-                    .chain(&loaded.secrets)
-                    .cloned()
-                    .collect(),
-            };
             for w in files::field_warnings(def) {
                 eprintln!("{w}");
             }
-            let found = if def.kind == weir_core::spec::Kind::Workflow {
-                Run::start(sub).err().unwrap_or_default()
-            } else {
-                Run::check_template(&sub)
-            };
-            if !found.is_empty() {
-                problems.push(files::locate(&found, &wf, &library));
+            let config_maps = lib_bundle
+                .library
+                .config_maps
+                .iter()
+                .chain(&loaded.config_maps)
+                .cloned()
+                .collect();
+            let secrets = lib_bundle
+                .library
+                .secrets
+                .iter()
+                .chain(&loaded.secrets)
+                .cloned()
+                .collect();
+            if let Some(found) = files::lint(def, library, config_maps, secrets) {
+                problems.push(found);
             }
         }
         if errors.is_empty() && problems.is_empty() {

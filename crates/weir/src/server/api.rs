@@ -35,7 +35,7 @@ use crate::server::accept;
 #[openapi(
     info(title = "Weir API", description = "Workflows (Argo YAML) submitted, watched and controlled over HTTP."),
     paths(
-        list_workflows, create_workflow, get_workflow, delete_workflow, stop_workflow,
+        list_workflows, create_workflow, lint_workflow, get_workflow, delete_workflow, stop_workflow,
         terminate_workflow, suspend_workflow, resume_workflow, set_workflow, retry_workflow,
         resubmit_workflow, healthz, readyz,
         streams::workflow_logs, streams::workflow_events,
@@ -47,7 +47,8 @@ use crate::server::accept;
         tpl::update_template, tpl::delete_template, tpl::template_versions, tpl::list_crons,
         tpl::create_cron, tpl::get_cron, tpl::update_cron, tpl::delete_cron, tpl::cron_versions,
         tpl::list_cluster, tpl::create_cluster, tpl::get_cluster, tpl::update_cluster,
-        tpl::delete_cluster, tpl::cluster_versions, super::argo::version, super::argo::info
+        tpl::delete_cluster, tpl::cluster_versions, super::argo::version, super::argo::info,
+        tpl::lint_template, tpl::lint_cron, tpl::lint_cluster, tpl::suspend_cron, tpl::resume_cron
     ),
     components(schemas(ErrorBody, CreateRequest, WorkflowList, WorkflowSummary, ListMeta,
         ItemMeta, ItemStatus, super::argo::Version, super::argo::Info, ResumeRequest,
@@ -90,6 +91,19 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/api/v1/workflows/{namespace}/{name}",
             get(get_workflow).delete(delete_workflow),
+        )
+        .route("/api/v1/workflows/{namespace}/lint", post(lint_workflow))
+        .route(
+            "/api/v1/workflow-templates/{namespace}/lint",
+            post(tpl::lint_template),
+        )
+        .route(
+            "/api/v1/cron-workflows/{namespace}/lint",
+            post(tpl::lint_cron),
+        )
+        .route(
+            "/api/v1/cluster-workflow-templates/lint",
+            post(tpl::lint_cluster),
         )
         .route(
             "/api/v1/workflows/{namespace}/{name}/stop",
@@ -189,6 +203,14 @@ pub fn router(app: Arc<App>) -> Router {
         .route(
             "/api/v1/cron-workflows/{namespace}/{name}/versions",
             get(tpl::cron_versions),
+        )
+        .route(
+            "/api/v1/cron-workflows/{namespace}/{name}/suspend",
+            put(tpl::suspend_cron),
+        )
+        .route(
+            "/api/v1/cron-workflows/{namespace}/{name}/resume",
+            put(tpl::resume_cron),
         )
         .route(
             "/api/v1/cluster-workflow-templates",
@@ -743,21 +765,67 @@ pub(super) async fn create_workflow(
         name = Some(n);
     }
     let ps = params(&ps)?;
-    let mut loaded = loaded;
-    for d in &mut loaded.definitions {
-        match &d.metadata.namespace {
-            Some(ns) if *ns != namespace => {
-                return Err(ApiError::bad_request(format!(
-                    "metadata.namespace `{ns}` is not the request's namespace `{namespace}`"
-                )));
-            }
-            _ => d.metadata.namespace = Some(namespace.clone()),
-        }
-    }
+    let loaded = in_namespace(loaded, &namespace)?;
     let v = app
         .db(move |app, store| tpl::submit(app, store, loaded, ps, name))
         .await?;
     Ok(Json(v))
+}
+
+/// The documents of a request to `namespace`, each placed in it (one naming another is refused).
+fn in_namespace(
+    mut loaded: weir_core::load::Loaded,
+    namespace: &str,
+) -> ApiResult<weir_core::load::Loaded> {
+    for d in &mut loaded.definitions {
+        match &d.metadata.namespace {
+            Some(ns) if ns != namespace => {
+                return Err(ApiError::bad_request(format!(
+                    "metadata.namespace `{ns}` is not the request's namespace `{namespace}`"
+                )));
+            }
+            _ => d.metadata.namespace = Some(namespace.to_string()),
+        }
+    }
+    Ok(loaded)
+}
+
+#[utoipa::path(post, path = "/api/v1/workflows/{namespace}/lint", tag = "workflows",
+    params(("namespace" = String, Path)), request_body = CreateRequest,
+    responses((status = 200, description = "The Workflow, as submitting it would run it (nothing runs)", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody)))]
+pub(super) async fn lint_workflow(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(namespace): Path<String>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    ns_ok(&namespace)?;
+    // as submitting does: a lint is a submission that stops short of running
+    require(&caller, &namespace, Role::Editor)?;
+    let (loaded, ps, name) = parse_submission(&headers, &body_bytes(body)?)?;
+    let ps = params(&ps)?;
+    let loaded = in_namespace(loaded, &namespace)?;
+    let sub = app
+        .db(move |app, store| tpl::prepare(app, store, loaded, ps, name))
+        .await?;
+    // what starting it would find
+    if let Err(found) = weir_core::run::Run::start(sub.clone()) {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_workflow",
+            files::locate(&found, &sub.workflow, &sub.library),
+        ));
+    }
+    let mut meta = serde_json::to_value(&sub.workflow.metadata).unwrap_or(json!({}));
+    meta["name"] = json!(sub.name);
+    meta["namespace"] = json!(sub.namespace);
+    Ok(Json(
+        json!({"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow",
+        "metadata": meta, "spec": sub.workflow.spec}),
+    ))
 }
 
 #[utoipa::path(get, path = "/api/v1/workflows/{namespace}/{name}", tag = "workflows",

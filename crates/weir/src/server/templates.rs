@@ -119,15 +119,23 @@ fn parse(kind: Kind, headers: &HeaderMap, body: &[u8]) -> ApiResult<(Definition,
     Ok((def, src))
 }
 
+/// A template's (or CronWorkflow's) `spec` in Argo's shape.
+fn spec_json(def: &Definition) -> Value {
+    let spec = serde_json::to_value(&def.spec).unwrap_or(Value::Null);
+    match &def.cron {
+        Some(cron) => {
+            let mut c = serde_json::to_value(cron).unwrap_or(json!({}));
+            c["workflowSpec"] = spec;
+            c
+        }
+        None => spec,
+    }
+}
+
 /// A stored version in Argo's shape, with `metadata.resourceVersion` the version number.
 fn to_json(rec: &TemplateRecord) -> ApiResult<Value> {
     let def = load(rec)?;
-    let mut spec = serde_json::to_value(&def.spec).unwrap_or(Value::Null);
-    if let Some(cron) = &def.cron {
-        let mut c = serde_json::to_value(cron).unwrap_or(json!({}));
-        c["workflowSpec"] = spec;
-        spec = c;
-    }
+    let spec = spec_json(&def);
     let mut meta = json!({
         "name": rec.name,
         "resourceVersion": rec.version.to_string(),
@@ -223,6 +231,45 @@ async fn do_get(
 
 /// Create (`name` None: the name is the document's, which must be new) or update (a new
 /// version of `name`, which must exist).
+/// The version just stored, in Argo's shape.
+fn stored(
+    store: &Store,
+    kind: Kind,
+    scope: &str,
+    name: &str,
+    version: i64,
+) -> ApiResult<Json<Value>> {
+    let rec = store
+        .template(kind.as_str(), scope, name, Some(version))?
+        .ok_or_else(|| ApiError::internal("the stored version vanished"))?;
+    Ok(Json(to_json(&rec)?))
+}
+
+/// A template an editor sends, parsed and checked as storing it needs: the document, its
+/// source and its name.
+fn checked(
+    caller: &Caller,
+    kind: Kind,
+    namespace: &str,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<(Definition, String, String)> {
+    if kind != Kind::ClusterWorkflowTemplate {
+        ns_ok(namespace)?;
+    }
+    allow(caller, kind, namespace, Role::Editor)?;
+    let (def, src) = parse(kind, headers, &body_bytes(body)?)?;
+    let name = def.metadata.name.clone().unwrap_or_default();
+    weir_core::names::check_name(&name).map_err(|e| {
+        ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_name",
+            format!("metadata.name: {e}"),
+        )
+    })?;
+    Ok((def, src, name))
+}
+
 async fn do_put(
     app: Arc<App>,
     caller: Caller,
@@ -232,19 +279,7 @@ async fn do_put(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> ApiResult<Json<Value>> {
-    if kind != Kind::ClusterWorkflowTemplate {
-        ns_ok(&namespace)?;
-    }
-    allow(&caller, kind, &namespace, Role::Editor)?;
-    let (def, src) = parse(kind, &headers, &body_bytes(body)?)?;
-    let doc_name = def.metadata.name.clone().unwrap_or_default();
-    weir_core::names::check_name(&doc_name).map_err(|e| {
-        ApiError::new(
-            axum::http::StatusCode::BAD_REQUEST,
-            "invalid_name",
-            format!("metadata.name: {e}"),
-        )
-    })?;
+    let (def, src, doc_name) = checked(&caller, kind, &namespace, &headers, body)?;
     match (&name, &def.metadata.namespace) {
         (Some(n), _) if *n != doc_name => {
             return Err(ApiError::bad_request(format!(
@@ -276,12 +311,107 @@ async fn do_put(
             )));
         }
         let version = store.put_template(kind.as_str(), &ns, &doc_name, &src, now_ms())?;
-        let rec = store
-            .template(kind.as_str(), &ns, &doc_name, Some(version))?
-            .ok_or_else(|| ApiError::internal("the stored version vanished"))?;
-        Ok(Json(to_json(&rec)?))
+        stored(store, kind, &ns, &doc_name, version)
     })
     .await
+}
+
+#[utoipa::path(put, path = "/api/v1/cron-workflows/{namespace}/{name}/suspend", tag = "cron",
+    params(("namespace" = String, Path), ("name" = String, Path)),
+    responses((status = 200, description = "The new version, suspended", body = Object),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn suspend_cron(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(Named { namespace, name }): Path<Named>,
+) -> ApiResult<Json<Value>> {
+    set_suspend(app, caller, namespace, name, true).await
+}
+
+#[utoipa::path(put, path = "/api/v1/cron-workflows/{namespace}/{name}/resume", tag = "cron",
+    params(("namespace" = String, Path), ("name" = String, Path)),
+    responses((status = 200, description = "The new version, not suspended", body = Object),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn resume_cron(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    Path(Named { namespace, name }): Path<Named>,
+) -> ApiResult<Json<Value>> {
+    set_suspend(app, caller, namespace, name, false).await
+}
+
+/// Stores a new version of a CronWorkflow with `spec.suspend` set to `suspend`.
+async fn set_suspend(
+    app: Arc<App>,
+    caller: Caller,
+    namespace: String,
+    name: String,
+    suspend: bool,
+) -> ApiResult<Json<Value>> {
+    ns_ok(&namespace)?;
+    let kind = Kind::CronWorkflow;
+    allow(&caller, kind, &namespace, Role::Editor)?;
+    app.db(move |_, store| {
+        let rec = store
+            .template(kind.as_str(), &namespace, &name, None)?
+            .ok_or_else(|| ApiError::not_found(format!("CronWorkflow `{name}` not found")))?;
+        let mut doc = to_json(&rec)?;
+        doc["spec"]["suspend"] = json!(suspend);
+        if let Some(m) = doc["metadata"].as_object_mut() {
+            // the version's own fields, which the store sets
+            m.remove("resourceVersion");
+            m.remove("creationTimestamp");
+        }
+        let src = serde_json::to_string_pretty(&doc).unwrap_or_default();
+        let version = store.put_template(kind.as_str(), &namespace, &name, &src, now_ms())?;
+        stored(store, kind, &namespace, &name, version)
+    })
+    .await
+}
+
+/// Checks a template as creating it would, storing nothing: the document in Argo's shape, or
+/// the error creating it would answer (Argo's `…/lint`).
+async fn do_lint(
+    app: Arc<App>,
+    caller: Caller,
+    kind: Kind,
+    namespace: String,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    let (def, _, name) = checked(&caller, kind, &namespace, &headers, body)?;
+    // what running it would find, with the namespace's stored templates as its library
+    let (lib_ns, checked) = (namespace.clone(), def.clone());
+    let found = app
+        .db(move |_, store| {
+            let (lib, _) = library(store, &lib_ns)?;
+            Ok(files::lint(
+                &checked,
+                lib.definitions
+                    .into_iter()
+                    .filter(|d| d.metadata.name != checked.metadata.name || d.kind != checked.kind)
+                    .chain(std::iter::once(checked.clone()))
+                    .collect(),
+                lib.config_maps,
+                lib.secrets,
+            ))
+        })
+        .await?;
+    if let Some(found) = found {
+        return Err(ApiError::new(
+            axum::http::StatusCode::BAD_REQUEST,
+            "invalid_workflow",
+            found,
+        ));
+    }
+    let mut meta = json!({"name": name, "labels": def.metadata.labels,
+        "annotations": def.metadata.annotations});
+    if kind != Kind::ClusterWorkflowTemplate {
+        meta["namespace"] = json!(namespace);
+    }
+    Ok(Json(
+        json!({"apiVersion": "argoproj.io/v1alpha1", "kind": kind.as_str(), "metadata": meta, "spec": spec_json(&def)}),
+    ))
 }
 
 async fn do_delete(
@@ -355,7 +485,22 @@ pub struct Named {
 
 /// Handlers of a namespaced kind, each with its OpenAPI annotation.
 macro_rules! namespaced {
-    ($kind:expr, $base:literal, $tag:literal, $list:ident, $create:ident, $get:ident, $update:ident, $delete:ident, $versions:ident) => {
+    ($kind:expr, $base:literal, $tag:literal, $list:ident, $create:ident, $get:ident, $update:ident, $delete:ident, $versions:ident, $lint:ident) => {
+        #[utoipa::path(post, path = concat!($base, "/{namespace}/lint"), tag = $tag,
+            params(("namespace" = String, Path)),
+            request_body(content = Object, description = "Argo's JSON request, or the YAML document with Content-Type application/yaml"),
+            responses((status = 200, description = "The document, as creating it would store it (nothing is stored)", body = Object),
+                (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody)))]
+        pub async fn $lint(
+            State(app): State<Arc<App>>,
+            Extension(caller): Extension<Caller>,
+            Path(namespace): Path<String>,
+            headers: HeaderMap,
+            body: Result<Bytes, BytesRejection>,
+        ) -> ApiResult<Json<Value>> {
+            do_lint(app, caller, $kind, namespace, headers, body).await
+        }
+
         #[utoipa::path(get, path = concat!($base, "/{namespace}"), tag = $tag,
             params(("namespace" = String, Path)),
             responses((status = 200, body = TemplateList), (status = 400, body = ErrorBody),
@@ -448,7 +593,8 @@ namespaced!(
     get_template,
     update_template,
     delete_template,
-    template_versions
+    template_versions,
+    lint_template
 );
 namespaced!(
     Kind::CronWorkflow,
@@ -459,7 +605,8 @@ namespaced!(
     get_cron,
     update_cron,
     delete_cron,
-    cron_versions
+    cron_versions,
+    lint_cron
 );
 
 const CLUSTER: Kind = Kind::ClusterWorkflowTemplate;
@@ -533,6 +680,19 @@ pub async fn delete_cluster(
     do_delete(app, caller, CLUSTER, String::new(), name).await
 }
 
+#[utoipa::path(post, path = "/api/v1/cluster-workflow-templates/lint", tag = "templates",
+    request_body(content = Object, description = "Argo's JSON request, or the YAML document"),
+    responses((status = 200, description = "The document, as creating it would store it (nothing is stored)", body = Object),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
+pub async fn lint_cluster(
+    State(app): State<Arc<App>>,
+    Extension(caller): Extension<Caller>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> ApiResult<Json<Value>> {
+    do_lint(app, caller, CLUSTER, String::new(), headers, body).await
+}
+
 #[utoipa::path(get, path = "/api/v1/cluster-workflow-templates/{name}/versions", tag = "templates",
     params(("name" = String, Path)),
     responses((status = 200, body = VersionList), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -589,26 +749,33 @@ pub async fn submit_from(
     ns_ok(&namespace)?;
     require(&caller, &namespace, Role::Editor)?;
     let req: SubmitRequest = parse_json(&body_bytes(body)?)?;
-    let cluster = match req.resource_kind.as_deref() {
-        None | Some("WorkflowTemplate") => false,
-        Some("ClusterWorkflowTemplate") => true,
-        Some(k) => {
+    // the kind, by any name Argo's server takes for it (the argo CLI sends what its user typed:
+    // `--from workflowtemplate/X`, `cronwf/X`…)
+    let kind = match req.resource_kind.as_deref().unwrap_or("WorkflowTemplate") {
+        "WorkflowTemplate" | "workflowtemplate" | "workflowtemplates" | "wftmpl" => {
+            Kind::WorkflowTemplate
+        }
+        "ClusterWorkflowTemplate"
+        | "clusterworkflowtemplate"
+        | "clusterworkflowtemplates"
+        | "cwftmpl" => Kind::ClusterWorkflowTemplate,
+        "CronWorkflow" | "cronworkflow" | "cronworkflows" | "cronwf" | "cwf" => Kind::CronWorkflow,
+        k => {
             return Err(ApiError::bad_request(format!(
-                "resourceKind `{k}` cannot be submitted (WorkflowTemplate or ClusterWorkflowTemplate)"
+                "resourceKind `{k}` cannot be submitted (WorkflowTemplate, \
+                 ClusterWorkflowTemplate or CronWorkflow)"
             )));
         }
     };
     let opts = req.submit_options;
     let ps = params(&opts.parameters)?;
     let mut labels = serde_json::Map::new();
-    labels.insert(
-        if cluster {
-            "workflows.argoproj.io/cluster-workflow-template".into()
-        } else {
-            "workflows.argoproj.io/workflow-template".into()
-        },
-        json!(req.resource_name),
-    );
+    let label = match kind {
+        Kind::ClusterWorkflowTemplate => "workflows.argoproj.io/cluster-workflow-template",
+        Kind::CronWorkflow => "workflows.argoproj.io/cron-workflow",
+        _ => "workflows.argoproj.io/workflow-template",
+    };
+    labels.insert(label.into(), json!(req.resource_name));
     for kv in opts
         .labels
         .as_deref()
@@ -621,37 +788,52 @@ pub async fn submit_from(
             .ok_or_else(|| ApiError::bad_request(format!("label `{kv}` is not k=v")))?;
         labels.insert(k.trim().into(), json!(v.trim()));
     }
-    let mut spec =
-        json!({"workflowTemplateRef": {"name": req.resource_name, "clusterScope": cluster}});
-    if let Some(e) = &opts.entry_point {
-        spec["entrypoint"] = json!(e);
-    }
     let generate = opts
         .generate_name
         .clone()
         .unwrap_or_else(|| format!("{}-", req.resource_name));
-    let doc = json!({
-        "apiVersion": "argoproj.io/v1alpha1",
-        "kind": "Workflow",
-        "metadata": {"generateName": generate, "namespace": namespace, "labels": labels},
-        "spec": spec,
-    });
     let name = opts.name;
     let resource = req.resource_name;
+    let entry_point = opts.entry_point;
     app.db(move |app, store| {
-        let kind = if cluster {
-            "ClusterWorkflowTemplate"
-        } else {
-            "WorkflowTemplate"
-        };
-        if store
-            .template(kind, if cluster { "" } else { &namespace }, &resource, None)?
-            .is_none()
-        {
+        let scope = scope(kind, &namespace);
+        let Some(rec) = store.template(kind.as_str(), &scope, &resource, None)? else {
             return Err(ApiError::not_found(format!(
-                "{kind} `{resource}` not found"
+                "{} `{resource}` not found",
+                kind.as_str()
             )));
+        };
+        // a template is referenced (the run records its version); a CronWorkflow's workflow
+        // is its `workflowSpec`, run now as its schedule would run it
+        let mut spec = if kind == Kind::CronWorkflow {
+            let cron = to_json(&rec)?;
+            if let Some(meta) = cron["spec"]
+                .get("workflowMetadata")
+                .and_then(Value::as_object)
+            {
+                for (k, v) in meta
+                    .get("labels")
+                    .and_then(Value::as_object)
+                    .into_iter()
+                    .flatten()
+                {
+                    labels.entry(k.clone()).or_insert(v.clone());
+                }
+            }
+            cron["spec"]["workflowSpec"].clone()
+        } else {
+            json!({"workflowTemplateRef": {"name": resource,
+                "clusterScope": kind == Kind::ClusterWorkflowTemplate}})
+        };
+        if let Some(e) = &entry_point {
+            spec["entrypoint"] = json!(e);
         }
+        let doc = json!({
+            "apiVersion": "argoproj.io/v1alpha1",
+            "kind": "Workflow",
+            "metadata": {"generateName": generate, "namespace": namespace, "labels": labels},
+            "spec": spec,
+        });
         let src = serde_json::to_string_pretty(&doc).unwrap_or_default();
         let mut diags = weir_core::diag::Diags::new("submission");
         let main = weir_core::load::load_str(&src, &mut diags);
@@ -670,6 +852,18 @@ pub fn submit(
     ps: Vec<(String, String)>,
     name: Option<String>,
 ) -> ApiResult<Value> {
+    let sub = prepare(app, store, main, ps, name)?;
+    accept(app, store, sub)
+}
+
+/// The submission of the Workflow of `main`, checked as accepting it would check it.
+pub fn prepare(
+    app: &Arc<App>,
+    store: &mut Store,
+    main: Loaded,
+    ps: Vec<(String, String)>,
+    name: Option<String>,
+) -> ApiResult<weir_core::run::Submission> {
     let mut wf = files::pick_workflow(&main, std::path::Path::new("request body"))?;
     let namespace = wf
         .metadata
@@ -695,5 +889,5 @@ pub fn submit(
     let executor =
         crate::record::executor_for(&sub, app.env.executor, true).map_err(ApiError::bad_request)?;
     crate::record::annotate(&mut sub, None, executor);
-    accept(app, store, sub)
+    Ok(sub)
 }
