@@ -210,6 +210,16 @@ fn loading_reports_every_problem_with_location() {
         "kind: Workflow\nmetadata:\n  name: [unclosed\n",
         &["wf.yaml:4:1: error: invalid YAML: while parsing a flow sequence, expected ',' or ']'"],
     );
+    // a CronWorkflow's deprecated single `schedule` stands for `schedules`; one is required
+    let cron = "kind: CronWorkflow\nmetadata: {name: c}\nspec:\n  SCHEDULE\n  workflowSpec:\n    entrypoint: t\n    templates: [{name: t, container: {image: a, command: [x]}}]\n";
+    check_load(&cron.replace("SCHEDULE", "schedule: '0 2 * * *'"), &[]);
+    check_load(&cron.replace("SCHEDULE", "schedules: ['0 2 * * *']"), &[]);
+    check_load(
+        &cron.replace("SCHEDULE", "timezone: UTC"),
+        &[
+            "wf.yaml:4:3: error: spec.schedules: missing required field `schedules` (or the deprecated `schedule`)",
+        ],
+    );
 }
 
 #[test]
