@@ -161,3 +161,60 @@ def test_cron_create_list_get_suspend_resume_submit_and_delete(argo):
     assert labels["workflows.argoproj.io/cron-workflow"] == "nightly"
     argo("cron", "delete", "nightly")
     assert "nightly" not in argo("cron", "list").stdout
+
+
+GATED = """apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  generateName: ctl-
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    steps:
+    - - {name: wait, template: wait}
+  - name: wait
+    suspend: {}
+"""
+
+FAILING = """apiVersion: argoproj.io/v1alpha1
+kind: Workflow
+metadata:
+  generateName: fails-
+spec:
+  entrypoint: main
+  templates:
+  - name: main
+    container: {image: alpine, command: [sh, -c, "echo failing; exit 3"]}
+"""
+
+
+def phase(argo, name):
+    return json.loads(argo("get", name, "-o", "json").stdout)["status"]["phase"]
+
+
+def test_suspend_resume_stop_terminate_retry_and_resubmit(argo):
+    # a suspend step waits for `argo resume`
+    name = argo("submit", argo.write("gated.yaml", GATED), "-o", "name").stdout.strip()
+    argo("resume", name)
+    argo("wait", name)
+    assert phase(argo, name) == "Succeeded"
+    # stop and terminate end a waiting run
+    for verb in ["stop", "terminate"]:
+        name = argo("submit", argo.write("gated.yaml", GATED), "-o", "name").stdout.strip()
+        argo(verb, name)
+        # `argo wait` exits non-zero for a run that did not succeed
+        assert argo("wait", name, ok=False).returncode != 0
+        assert phase(argo, name) in ("Failed", "Error"), verb
+    # a failed run: retried in place, resubmitted as a new run
+    name = argo("submit", argo.write("fails.yaml", FAILING), "-o", "name").stdout.strip()
+    assert "Failed" in argo("wait", name, ok=False).stdout
+    assert phase(argo, name) == "Failed"
+    retried = argo("retry", name, "-o", "json")
+    assert json.loads(retried.stdout)["status"]["phase"] == "Running", retried.stdout
+    argo("wait", name, ok=False)
+    again = argo("resubmit", name, "-o", "name").stdout.strip()
+    assert again and again != name
+    argo("wait", again, ok=False)
+    assert phase(argo, again) == "Failed"
+    assert "failing" in argo("logs", again).stdout

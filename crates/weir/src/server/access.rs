@@ -22,6 +22,12 @@ pub struct UserInfo {
     /// The namespace the caller's role holds in; `*` for every namespace.
     namespace: String,
     role: Role,
+    /// Argo's fields (`argo auth`, the UI): the issuer is always `weir`, the subject the actor,
+    /// the groups `ROLE@NAMESPACE`.
+    issuer: String,
+    subject: String,
+    groups: Vec<String>,
+    email: String,
 }
 
 #[utoipa::path(get, path = "/api/v1/userinfo", tag = "access",
@@ -34,6 +40,10 @@ pub(super) async fn userinfo(Extension(caller): Extension<Caller>) -> Json<UserI
         } => (namespace.clone(), *role),
     };
     Json(UserInfo {
+        issuer: "weir".into(),
+        subject: caller.actor(),
+        groups: vec![format!("{}@{namespace}", role.as_str())],
+        email: String::new(),
         actor: caller.actor(),
         namespace,
         role,

@@ -1007,7 +1007,11 @@ pub(super) async fn retry_workflow(
     app.db(move |app, store| {
         let key = run_key(store, &namespace, &name)?;
         let (run, lock) = driver::retry(&app.env, store, &key)?;
-        let v = workflow_json(&run);
+        // the run as the retry leaves it (Argo answers the reset Workflow): its failed nodes
+        // and its phase reset, on a copy, while its driver applies the retry itself
+        let mut shown = driver::load_run(store, &key)?;
+        shown.step(Event::Retry, crate::ambient::now_ms());
+        let v = workflow_json(&shown);
         app.spawn_driver(run, Vec::new(), vec![Event::Retry], lock);
         Ok(Json(v))
     })

@@ -994,6 +994,17 @@ fn errors_version_and_unimplemented_routes_speak_argos_shapes() {
         format!("v{}", env!("CARGO_PKG_VERSION")),
         "{v}"
     );
+    // who am I, with Argo's fields beside Weir's
+    let (_, me) = answer(agent.get(srv.url("/api/v1/userinfo")).call());
+    assert_eq!(
+        (
+            me["issuer"].clone(),
+            me["subject"].clone(),
+            me["groups"].clone()
+        ),
+        (json!("weir"), json!("local"), json!(["admin@*"])),
+        "{me}"
+    );
     let (status, body) = answer(agent.get(srv.url("/api/v1/event-sources/default")).call());
     assert_eq!((status, body["code"].clone()), (501, json!(12)), "{body}");
     // a list is a WorkflowList of Workflow-shaped items
