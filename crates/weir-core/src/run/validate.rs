@@ -105,9 +105,12 @@ pub(crate) fn validate(sub: &Submission, lib: &Library, template: bool) -> Vec<P
     }
     for d in &sub.library {
         let name = d.metadata.name.clone().unwrap_or_default();
+        // the documents templates are referenced from, as the library holds them (a
+        // CronWorkflow or Workflow beside them is checked when it runs, as the workflow)
         let scope = match d.kind {
             crate::spec::Kind::WorkflowTemplate => TemplateScope::Namespaced(name.clone()),
-            _ => TemplateScope::Cluster(name.clone()),
+            crate::spec::Kind::ClusterWorkflowTemplate => TemplateScope::Cluster(name.clone()),
+            _ => continue,
         };
         for (i, t) in d.spec.templates.iter().enumerate() {
             let before = v.problems.len();

@@ -151,8 +151,16 @@ fn to_json(rec: &TemplateRecord) -> ApiResult<Value> {
     )
 }
 
+/// A list of templates (or CronWorkflows), as Argo answers one.
 #[derive(Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct TemplateList {
+    api_version: &'static str,
+    /// `WorkflowTemplateList`, `CronWorkflowList` or `ClusterWorkflowTemplateList`.
+    kind: String,
+    /// Kubernetes' `ListMeta`: `{"resourceVersion": "0"}` (lists are not versioned).
+    #[schema(value_type = Object)]
+    metadata: Value,
     /// The latest version of each (Argo's shape).
     #[schema(value_type = Vec<Object>)]
     items: Vec<Value>,
@@ -206,7 +214,12 @@ async fn do_list(
             .iter()
             .map(to_json)
             .collect::<ApiResult<_>>()?;
-        Ok(Json(TemplateList { items }))
+        Ok(Json(TemplateList {
+            api_version: "argoproj.io/v1alpha1",
+            kind: format!("{}List", kind.as_str()),
+            metadata: json!({"resourceVersion": "0"}),
+            items,
+        }))
     })
     .await
 }

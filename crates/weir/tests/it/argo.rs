@@ -619,3 +619,29 @@ fn a_fanned_out_tasks_json_outputs_are_aggregated_as_json() {
         out.stdout
     );
 }
+
+/// A CronWorkflow's steps name templates of its own `workflowSpec`: `weir lint` resolves them
+/// there, as Argo's lint does (Hera writes CronWorkflows so).
+#[test]
+fn a_cron_workflows_steps_find_its_own_templates() {
+    let sb = Sandbox::new();
+    let cron = sb.write(
+        "cron.yaml",
+        "kind: CronWorkflow\nmetadata: {name: nightly}\nspec:\n  schedules: ['0 2 * * *']\n  workflowSpec:\n    entrypoint: main\n    templates:\n    - name: main\n      steps: [[{name: greet, template: greet}]]\n    - name: greet\n      container: {image: alpine, command: [echo, hi]}\n",
+    );
+    let out = sb.weir(&["lint", cron.to_str().unwrap()]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    let broken = sb.write(
+        "broken.yaml",
+        &std::fs::read_to_string(&cron)
+            .unwrap()
+            .replace("template: greet", "template: nowhere"),
+    );
+    let out = sb.weir(&["lint", broken.to_str().unwrap()]);
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("template `nowhere` not found"),
+        "{}",
+        out.all()
+    );
+}
