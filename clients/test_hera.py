@@ -202,3 +202,13 @@ def test_lint_stop_retry_resubmit_and_delete(server):
     svc.delete_workflow(name=name)
     with pytest.raises(NotFound):
         svc.get_workflow(name=name)
+
+
+def test_version_info_and_who_am_i(server):
+    svc = service(server)
+    assert svc.get_version().version.startswith("v")
+    assert svc.get_info().managed_namespace == ""
+    me = svc.get_user_info()
+    assert me.issuer == "weir"
+    assert me.subject.startswith("token:")
+    assert me.groups == ["editor@argo"]
