@@ -274,6 +274,8 @@ pub fn node_json(n: &Node, run: &Run) -> Value {
         "finishedAt": n.finished_at.map(weir_core::run::rfc3339_pub),
         "children": n.children.iter().map(|&c| nodes[c].id.clone()).collect::<Vec<_>>(),
     });
+    // a time not yet reached is left out, as Argo leaves it out (its typed clients refuse null)
+    drop_nulls(&mut v);
     if !n.message.is_empty() {
         v["message"] = Value::String(n.message.clone());
     }
@@ -304,6 +306,13 @@ pub fn node_json(n: &Node, run: &Run) -> Value {
     v
 }
 
+/// Removes the fields of `v` (an object) whose value is null.
+fn drop_nulls(v: &mut Value) {
+    if let Some(m) = v.as_object_mut() {
+        m.retain(|_, x| !x.is_null());
+    }
+}
+
 /// The run as an Argo-shaped Workflow object.
 pub fn run_json(run: &Run) -> Value {
     let sub = run.submission();
@@ -325,6 +334,7 @@ pub fn run_json(run: &Run) -> Value {
         "finishedAt": run.finished_at().map(weir_core::run::rfc3339_pub),
         "nodes": nodes,
     });
+    drop_nulls(&mut status);
     if !run.message().is_empty() {
         status["message"] = Value::String(run.message().into());
     }
