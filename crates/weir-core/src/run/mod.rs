@@ -8,6 +8,8 @@
 //! Cost: an event touches only the nodes it affects (per-scope counters and dependents lists),
 //! never the whole run.
 
+mod cache;
+mod container;
 pub(crate) mod container_set;
 mod engine;
 mod metrics;
@@ -25,6 +27,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::spec::{DataMap, Definition, Template};
 
+pub use cache::{ImageAsk, STEP_CACHE, pinned_cache_key, step_cache_key};
+pub use container::{ContainerRun, EXECUTOR_ANNOTATION, ExecutorKind};
 pub(crate) use engine::Library;
 pub use engine::TemplateScope;
 pub use engine::go_sprintf as go_sprintf_pub;
@@ -288,37 +292,6 @@ pub struct Requests {
     pub gpus: u32,
 }
 
-/// Which executor runs a task: host processes, or containers of its image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ExecutorKind {
-    Local,
-    Docker,
-}
-
-impl ExecutorKind {
-    /// The value of a `weir.dev/executor` annotation: `docker`, or `local` (also
-    /// `local-process`, as a run's record names it).
-    pub fn of(annotation: &str) -> Option<ExecutorKind> {
-        match annotation {
-            "docker" => Some(ExecutorKind::Docker),
-            "local" | "local-process" => Some(ExecutorKind::Local),
-            _ => None,
-        }
-    }
-
-    /// Its name in a run's record (and a worker's label): `local-process` or `docker`.
-    pub fn name(self) -> &'static str {
-        match self {
-            ExecutorKind::Local => "local-process",
-            ExecutorKind::Docker => "docker",
-        }
-    }
-}
-
-/// The annotation naming where a run's (or a template's) tasks run.
-pub const EXECUTOR_ANNOTATION: &str = "weir.dev/executor";
-
 /// What an executor needs to run one task.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TaskSpec {
@@ -498,56 +471,6 @@ pub struct TaskResult {
     /// The container it ran in, where an executor of containers ran it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<Box<ContainerRun>>,
-}
-
-/// The container a task ran in: what makes its result reproducible (the exact image, whatever
-/// its tag names later) and what to look for on the Docker host.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ContainerRun {
-    /// The image as the template named it.
-    pub image: String,
-    /// The image's content id (`sha256:…`, the digest of its configuration).
-    pub image_id: String,
-    /// Its registry digests (`NAME@sha256:…`), where it was pulled from a registry.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub repo_digests: Vec<String>,
-    /// The container's id.
-    pub id: String,
-}
-
-/// The image a step-cache lookup depends on: an executor of containers keys the step cache by
-/// the image's content id too (see [`pinned_cache_key`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageAsk {
-    pub image: String,
-    /// The executor the task's template asks for.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub executor: Option<ExecutorKind>,
-}
-
-impl ImageAsk {
-    /// The image a task would run in: none for a task that runs no image of its own (`http`,
-    /// `data`, `resource`) or asks for host processes.
-    pub fn of(spec: &TaskSpec) -> Option<ImageAsk> {
-        if spec.http.is_some()
-            || spec.data.is_some()
-            || spec.child.is_some()
-            || spec.executor == Some(ExecutorKind::Local)
-        {
-            return None;
-        }
-        Some(ImageAsk {
-            image: spec.image.clone()?,
-            executor: spec.executor,
-        })
-    }
-}
-
-/// A step-cache key bound to the content id of the image the task runs in.
-pub fn pinned_cache_key(key: &str, image_id: &str) -> String {
-    blake3::hash(format!("{key}\n{image_id}").as_bytes())
-        .to_hex()
-        .to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -761,54 +684,6 @@ pub struct Node {
     /// Step caching: the run whose outputs this node reused instead of running.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cached_from: Option<String>,
-}
-
-/// The cache of step caching in the store's `memo` table.
-pub const STEP_CACHE: &str = "weir.dev/cache";
-
-/// A task's content key for step caching: its resolved program, environment, parameters and
-/// the digests of its input artifacts, and the outputs it declares. `None` for tasks whose
-/// result depends on more than that (volumes, daemons, sidecars, http, data and child runs).
-pub fn step_cache_key(spec: &TaskSpec, parameters: &[(String, String)]) -> Option<String> {
-    if !spec.mounts.is_empty()
-        || spec.daemon.is_some()
-        || !spec.sidecars.is_empty()
-        || !spec.init_containers.is_empty()
-        || spec.http.is_some()
-        || spec.data.is_some()
-        || spec.child.is_some()
-        // a key-only input's content is only seen when the task starts
-        || spec
-            .inputs
-            .iter()
-            .any(|a| a.source.hash.is_empty() && a.source.raw.is_none())
-    {
-        return None;
-    }
-    let mut env = spec.env.clone();
-    env.sort();
-    let mut params = parameters.to_vec();
-    params.sort();
-    let material = serde_json::json!({
-        "v": 1,
-        "image": spec.image,
-        "command": spec.command,
-        "args": spec.args,
-        "source": spec.source,
-        "env": env,
-        "workingDir": spec.working_dir,
-        "parameters": params,
-        "inputs": spec.inputs.iter().map(|a| serde_json::json!([
-            a.name, a.path, a.source.hash, a.source.raw, a.source.sub_path, a.source.archived, a.mode
-        ])).collect::<Vec<_>>(),
-        "outputParameters": spec.output_parameters.iter().map(|o| [&o.name, &o.path]).collect::<Vec<_>>(),
-        "outputArtifacts": serde_json::to_value(&spec.output_artifacts).unwrap_or_default(),
-    });
-    Some(
-        blake3::hash(material.to_string().as_bytes())
-            .to_hex()
-            .to_string(),
-    )
 }
 
 /// A validation problem, located by field path.

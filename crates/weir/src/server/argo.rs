@@ -429,7 +429,6 @@ pub(super) async fn watch(
                             cursor = upto;
                             let mut names: Vec<String> =
                                 evs.iter().map(|e| e.run.to_string()).collect();
-                            names.dedup();
                             names.sort();
                             names.dedup();
                             names
